@@ -1,0 +1,316 @@
+"""GSM 03.38 (3GPP TS 23.038) 7-bit alphabets and septet packing.
+
+Theory of operation
+-------------------
+Text is encoded to *unpacked septets*: one septet per byte, an extension character written as
+the escape 0x1B followed by its code. That is what SMPP carries in short_message with
+data_coding 0, what the segmenter counts (an escape pair costs two) and what `pack_septets`
+turns into the packed octets of a GSM 03.40 TP-UD.
+
+Speed comes from doing the per-character work in C:
+
+* ASCII text (most traffic) is one `str.encode('ascii')` plus one `bytes.translate` through a
+  256-byte table that maps each byte to its septet, to 0x80 (needs an escape) or to 0xFF (not in
+  the alphabet).
+* Other text is first stripped of the alphabet's few non-Latin-1 characters (Greek capitals, €)
+  by `str.replace`, then encoded as Latin-1 and translated the same way.
+* Decoding is `codecs.charmap_decode` through a 256-character table; escapes are rewritten to
+  single high bytes first so they decode in the same pass.
+* Packing treats the septets as one little-endian integer and squeezes 8-bit lanes into 7-bit
+  lanes with log2(n) mask-and-shift steps (3GPP TS 23.038 section 6.1.2.1).
+
+National language tables (TS 23.038 section 6.2) are `Alphabet` instances built in
+`gateway.sms.national`; the default alphabet is `DEFAULT`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+
+from gateway.sms.errors import UnencodableText
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_BASIC",
+    "DEFAULT_EXTENSION",
+    "ESCAPE",
+    "Alphabet",
+    "decode_gsm7",
+    "encode_gsm7",
+    "gsm7_septets",
+    "pack_septets",
+    "try_encode_gsm7",
+    "unpack_septets",
+]
+
+ESCAPE = 0x1B
+
+# TS 23.038 section 6.2.1, the default alphabet; index = septet. 0x1B is the escape to the
+# extension table and stands for no character of its own.
+DEFAULT_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
+    " !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+# TS 23.038 section 6.2.1.1, the default extension table: code after 0x1B -> character.
+DEFAULT_EXTENSION: Mapping[int, str] = {
+    0x0A: "\f",
+    0x14: "^",
+    0x28: "{",
+    0x29: "}",
+    0x2F: "\\",
+    0x3C: "[",
+    0x3D: "~",
+    0x3E: "]",
+    0x40: "|",
+    0x65: "€",
+}
+
+_NEEDS_ESCAPE = 0x80
+_NOT_IN_ALPHABET = 0xFF
+_UNDEFINED = "\ufffe"  # charmap_decode's "no mapping" marker
+
+
+class Alphabet:
+    """One GSM 7-bit alphabet: a locking-shift (basic) table plus a single-shift table.
+
+    Args:
+        basic: 128 characters, index = septet; index 0x1B is the escape and is ignored.
+        extension: code after the escape -> character.
+        locking_shift: national language identifier of the basic table (0 = default).
+        single_shift: national language identifier of the extension table (0 = default).
+        name: for messages and repr.
+    """
+
+    __slots__ = (
+        "_byte_table",
+        "_decode_table",
+        "_escape_map",
+        "_non_latin1",
+        "basic",
+        "extension",
+        "locking_shift",
+        "name",
+        "single_shift",
+    )
+
+    def __init__(
+        self,
+        basic: str,
+        extension: Mapping[int, str],
+        *,
+        locking_shift: int = 0,
+        single_shift: int = 0,
+        name: str = "default",
+    ) -> None:
+        if len(basic) != 128:
+            raise ValueError(f"basic table of {name} has {len(basic)} characters, not 128")
+        self.basic = basic
+        self.extension = dict(extension)
+        self.locking_shift = locking_shift
+        self.single_shift = single_shift
+        self.name = name
+
+        # char -> septet(s); the basic table wins where a character is in both.
+        septets: dict[str, bytes] = {}
+        for code, ch in sorted(self.extension.items()):
+            septets.setdefault(ch, bytes((ESCAPE, code)))
+        for code, ch in enumerate(basic):
+            if code != ESCAPE:
+                septets[ch] = bytes((code,))
+
+        # Characters outside Latin-1 get a private stand-in from U+0080..U+009F (C1 controls,
+        # never in an alphabet), so the rest of the text can go through a byte table.
+        outside = sorted(ch for ch in septets if ord(ch) > 0xFF)
+        c1 = [chr(c) for c in range(0x80, 0xA0) if chr(c) not in septets]
+        if len(outside) > len(c1):
+            raise ValueError(f"alphabet {name} has too many characters outside Latin-1")
+        self._non_latin1 = tuple(zip(outside, c1, strict=False))
+        stand_in = {ch: sub for ch, sub in self._non_latin1}
+
+        table = bytearray([_NOT_IN_ALPHABET]) * 256
+        escape_map: dict[int, bytes] = {}
+        for ch, sep in septets.items():
+            b = ord(stand_in.get(ch, ch))
+            if len(sep) == 1:
+                table[b] = sep[0]
+            else:
+                table[b] = _NEEDS_ESCAPE
+                escape_map[b] = sep
+        self._byte_table = bytes(table)
+        self._escape_map = escape_map
+
+        # Decode table: 0x00-0x7F basic; 0x80|code = extension character, for escapes that
+        # were folded into one byte before decoding.
+        dec = [_UNDEFINED] * 256
+        for code, ch in enumerate(basic):
+            dec[code] = ch
+        # An escape followed by a code with no extension character shows the basic one
+        # (TS 23.038 section 6.2.1.1 note 3).
+        for code in range(128):
+            dec[0x80 | code] = self.extension.get(code, basic[code])
+        dec[0x80 | ESCAPE] = " "  # escape-escape: reserved for a further table; show a space
+        self._decode_table = "".join(dec)
+
+    def __repr__(self) -> str:
+        return f"Alphabet({self.name!r})"
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def try_encode(self, text: str) -> bytes | None:
+        """Unpacked septets for `text`, or None when a character is not in this alphabet."""
+        if text.isascii():
+            raw = text.encode("ascii")
+        else:
+            for ch, sub in self._non_latin1:
+                if ch in text:
+                    text = text.replace(ch, sub)
+            try:
+                raw = text.encode("latin-1")
+            except UnicodeEncodeError:
+                return None
+        out = raw.translate(self._byte_table)
+        if _NOT_IN_ALPHABET in out:
+            return None
+        if _NEEDS_ESCAPE in out:
+            return self._expand_escapes(raw, out)
+        return out
+
+    def _expand_escapes(self, raw: bytes, out: bytes) -> bytes:
+        # Rare path: rewrite each marked byte as its escape pair.
+        esc = self._escape_map
+        buf = bytearray()
+        start = 0
+        pos = out.find(_NEEDS_ESCAPE)
+        while pos >= 0:
+            buf += out[start:pos]
+            buf += esc[raw[pos]]
+            start = pos + 1
+            pos = out.find(_NEEDS_ESCAPE, start)
+        buf += out[start:]
+        return bytes(buf)
+
+    def encode(self, text: str) -> bytes:
+        """Unpacked septets for `text`.
+
+        Raises:
+            UnencodableText: a character is not in this alphabet (its position is given).
+        """
+        out = self.try_encode(text)
+        if out is None:
+            for i, ch in enumerate(text):
+                if self.try_encode(ch) is None:
+                    raise UnencodableText(
+                        f"character {ch!r} (U+{ord(ch):04X}) at position {i} is not in the "
+                        f"GSM 7-bit {self.name} alphabet",
+                        i,
+                    )
+            raise AssertionError("unreachable")  # pragma: no cover
+        return out
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode(self, septets: bytes) -> str:
+        """Text for unpacked septets. Bytes above 0x7F are an error (they are not septets).
+
+        Raises:
+            UnencodableText: a byte above 0x7F.
+        """
+        if ESCAPE in septets:
+            septets = _fold_escapes(septets)
+        try:
+            return codecs.charmap_decode(septets, "strict", self._decode_table)[0]
+        except UnicodeDecodeError as exc:
+            raise UnencodableText(
+                f"byte 0x{septets[exc.start]:02X} at position {exc.start} is not a septet",
+                exc.start,
+            ) from None
+
+
+# An escape and the septet after it become the one byte 0x80|septet; a lone escape at the very
+# end is dropped. Escapes are rare, so a regex callback is fast enough.
+_ESCAPE_PAIR = re.compile(rb"\x1b([\x00-\x7f]?)", re.DOTALL)
+_FOLDED = {bytes((ESCAPE, c)): bytes((0x80 | c,)) for c in range(128)} | {b"\x1b": b""}
+
+
+def _fold_escapes(septets: bytes) -> bytes:
+    """Rewrite each escape pair (0x1B, c) as the single byte 0x80|c."""
+    return _ESCAPE_PAIR.sub(lambda m: _FOLDED[m[0]], septets)
+
+
+DEFAULT = Alphabet(DEFAULT_BASIC, DEFAULT_EXTENSION)
+
+
+def try_encode_gsm7(text: str, alphabet: Alphabet = DEFAULT) -> bytes | None:
+    """Unpacked septets, or None when `text` is not representable. See `Alphabet.try_encode`."""
+    return alphabet.try_encode(text)
+
+
+def encode_gsm7(text: str, alphabet: Alphabet = DEFAULT) -> bytes:
+    """Unpacked septets for `text`. Raises `UnencodableText`. See `Alphabet.encode`."""
+    return alphabet.encode(text)
+
+
+def decode_gsm7(septets: bytes, alphabet: Alphabet = DEFAULT) -> str:
+    """Text for unpacked septets. See `Alphabet.decode`."""
+    return alphabet.decode(septets)
+
+
+def gsm7_septets(text: str, alphabet: Alphabet = DEFAULT) -> int | None:
+    """How many septets `text` costs (escapes count two), or None when not representable."""
+    out = alphabet.try_encode(text)
+    return None if out is None else len(out)
+
+
+# -- packing ----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _pack_plan(n: int) -> tuple[tuple[int, int, int], ...]:
+    """Masks to squeeze n 8-bit lanes holding 7 bits into 7n contiguous bits."""
+    steps = []
+    width, valid, total = 8, 7, n * 8
+    while width < total:
+        lanes = (total + 2 * width - 1) // (2 * width)
+        unit = (1 << valid) - 1
+        low = int.from_bytes(unit.to_bytes(2 * width // 8, "little") * lanes, "little")
+        steps.append((low, low << width, width - valid))
+        width, valid = width * 2, valid * 2
+    return tuple(steps)
+
+
+@lru_cache(maxsize=512)
+def _unpack_plan(n: int) -> tuple[tuple[int, int, int], ...]:
+    return tuple(reversed(_pack_plan(n)))
+
+
+def pack_septets(septets: bytes, fill_bits: int = 0) -> bytes:
+    """Pack septets into octets, low bits first, after `fill_bits` zero bits.
+
+    The fill bits align text that follows a user data header to a septet boundary
+    (TS 23.040 section 9.2.3.24).
+    """
+    n = len(septets)
+    x = int.from_bytes(septets, "little")
+    for low, high, shift in _pack_plan(n):
+        x = (x & low) | ((x & high) >> shift)
+    return (x << fill_bits).to_bytes((7 * n + fill_bits + 7) >> 3, "little")
+
+
+def unpack_septets(data: bytes, count: int, fill_bits: int = 0) -> bytes:
+    """Unpack `count` septets from packed octets, skipping `fill_bits` leading bits.
+
+    Raises:
+        ValueError: `data` holds fewer than `count` septets.
+    """
+    if 7 * count + fill_bits > 8 * len(data):
+        raise ValueError(f"{len(data)} octets hold fewer than {count} septets")
+    x = (int.from_bytes(data, "little") >> fill_bits) & ((1 << (7 * count)) - 1)
+    for low, high, shift in _unpack_plan(count):
+        x = (x & low) | ((x & (high >> shift)) << shift)
+    return x.to_bytes(count, "little")

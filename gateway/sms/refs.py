@@ -1,0 +1,88 @@
+"""Concatenation reference numbers, rotated per destination.
+
+A handset reassembles parts by (sender, reference). Two long messages in flight to one handset
+with the same reference get mixed into one, so references rotate per destination, and a reference
+still in flight to that destination is skipped. New destinations start at a spread-out point of
+a shared counter, so a restart (counters lost) is unlikely to reuse a reference still in flight.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+__all__ = ["ReferenceAllocator", "ReferencesExhausted"]
+
+
+class ReferencesExhausted(RuntimeError):
+    """Every reference to one destination is in flight."""
+
+
+class _Dest:
+    __slots__ = ("in_flight", "next")
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+        self.in_flight: set[int] = set()
+
+
+class ReferenceAllocator:
+    """Hands out concatenation references per destination.
+
+    Args:
+        bits: 8 (UDH IEI 0x00) or 16 (UDH IEI 0x08, SAR).
+        max_destinations: destinations remembered; the least recently used are forgotten
+            (unless they have references in flight).
+        seed: where the shared counter starts, e.g. random or the node number, so nodes and
+            restarts do not start in step.
+    """
+
+    def __init__(self, bits: int = 8, *, max_destinations: int = 100_000, seed: int = 0) -> None:
+        if bits not in (8, 16):
+            raise ValueError("bits must be 8 or 16")
+        self._modulus = 1 << bits
+        self._max = max_destinations
+        self._dests: OrderedDict[str, _Dest] = OrderedDict()
+        self._spread = seed % self._modulus
+
+    def allocate(self, destination: str) -> int:
+        """The next free reference for `destination`, marked in flight until `release`.
+
+        Raises:
+            ReferencesExhausted: all references to this destination are in flight.
+        """
+        dest = self._dests.get(destination)
+        if dest is None:
+            # Golden-ratio stride: consecutive new destinations start far apart.
+            self._spread = (self._spread + 0x9E37) % self._modulus
+            dest = _Dest(self._spread)
+            self._dests[destination] = dest
+            self._evict()
+        else:
+            self._dests.move_to_end(destination)
+        if len(dest.in_flight) >= self._modulus:
+            raise ReferencesExhausted(f"all {self._modulus} references to one destination in use")
+        ref = dest.next
+        while ref in dest.in_flight:
+            ref = (ref + 1) % self._modulus
+        dest.next = (ref + 1) % self._modulus
+        dest.in_flight.add(ref)
+        return ref
+
+    def release(self, destination: str, ref: int) -> None:
+        """The message with `ref` to `destination` is done (sent, failed or expired)."""
+        dest = self._dests.get(destination)
+        if dest is not None:
+            dest.in_flight.discard(ref)
+
+    def in_flight(self, destination: str) -> frozenset[int]:
+        dest = self._dests.get(destination)
+        return frozenset(dest.in_flight) if dest else frozenset()
+
+    def _evict(self) -> None:
+        if len(self._dests) <= self._max:
+            return
+        for key in list(self._dests):
+            if len(self._dests) <= self._max:
+                break
+            if not self._dests[key].in_flight:
+                del self._dests[key]
