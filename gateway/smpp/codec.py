@@ -64,6 +64,7 @@ __all__ = [
 
 HEADER = struct.Struct(">IIII")  # command_length, command_id, command_status, sequence_number
 HEADER_SIZE = 16
+_unpack_header = HEADER.unpack_from
 _TLV_HEAD = struct.Struct(">HH")
 _U32 = struct.Struct(">I")
 S = CommandStatus
@@ -211,7 +212,7 @@ def _enc_tlvs(tlvs: tuple[Tlv, ...]) -> bytes:
 
 # -- generation ----------------------------------------------------------------------------------
 
-_Decoder = Callable[[bytes, int, int], Any]
+_Decoder = Callable[[bytes, int, int, int], Any]
 _Encoder = Callable[[Any], bytes]
 
 _ENV: dict[str, Any] = {
@@ -243,7 +244,8 @@ def _spec(cls: type[Any]) -> list[tuple[str, Any]]:
 
 
 def _gen_decoder(cls: type[Any]) -> _Decoder:
-    lines = ["def decode(b, seq, status):", "    n = len(b)", "    p = 0"]
+    # b: the whole PDU or just its body; p: where the body starts.
+    lines = ["def decode(b, p, seq, status):", "    n = len(b)"]
     names = []
     for i, (name, kind) in enumerate(_spec(cls)):
         v = f"v{i}"
@@ -262,7 +264,7 @@ def _gen_decoder(cls: type[Any]) -> _Decoder:
             lines.append(
                 f"    if i < 0: raise _cstr_error(b, p, {kind.max_size}, {name!r}, {status})"
             )
-            lines.append(f"    {v} = b[p:i].decode('latin-1'); p = i + 1")
+            lines.append(f"    {v} = b[p:i].decode('latin-1') if i != p else ''; p = i + 1")
         elif isinstance(kind, ShortMessage):
             lines.append("    k = b[p]; p += 1")
             lines.append(f"    {v} = b[p:p + k]")
@@ -340,12 +342,7 @@ _ENCODERS: dict[type[Any], tuple[int, _Encoder]] = {
 # -- public API ----------------------------------------------------------------------------------
 
 
-def decode_body(command_id: int, status: int, seq: int, body: bytes) -> Pdu:
-    """The PDU for a body whose header has already been read.
-
-    Raises:
-        RemoteSmppError: unknown command_id or a malformed body; never fatal.
-    """
+def _decode(data: bytes, start: int, command_id: int, status: int, seq: int) -> Pdu:
     decoder = _DECODERS.get(command_id)
     if decoder is None:
         raise RemoteSmppError(
@@ -354,15 +351,15 @@ def decode_body(command_id: int, status: int, seq: int, body: bytes) -> Pdu:
             command_id=command_id,
             sequence_number=seq,
         )
-    if not body and status and command_id & 0x80000000:
+    if status and len(data) == start and command_id & 0x80000000:
         empty: Pdu = PDU_CLASSES[CommandId(command_id)](sequence_number=seq, command_status=status)
         return empty
     try:
-        pdu: Pdu = decoder(body, seq, status)
+        pdu: Pdu = decoder(data, start, seq, status)
         return pdu
     except (IndexError, struct.error):
         exc: RemoteSmppError = RemoteSmppError(
-            f"{CommandId(command_id).name} body of {len(body)} octets is truncated",
+            f"{CommandId(command_id).name} body of {len(data) - start} octets is truncated",
             S.ESME_RINVCMDLEN,
         )
     except RemoteSmppError as err:
@@ -372,6 +369,15 @@ def decode_body(command_id: int, status: int, seq: int, body: bytes) -> Pdu:
     raise exc
 
 
+def decode_body(command_id: int, status: int, seq: int, body: bytes) -> Pdu:
+    """The PDU for a body whose header has already been read.
+
+    Raises:
+        RemoteSmppError: unknown command_id or a malformed body; never fatal.
+    """
+    return _decode(body, 0, command_id, status, seq)
+
+
 def decode_pdu(data: bytes) -> Pdu:
     """One whole PDU (header and body), as cut by `FrameBuffer`.
 
@@ -379,7 +385,12 @@ def decode_pdu(data: bytes) -> Pdu:
         RemoteSmppError: command_length disagrees with `data` (ESME_RINVCMDLEN, fatal), or as
             `decode_body`.
     """
-    length, command_id, status, seq = peek_header(data)
+    try:
+        length, command_id, status, seq = _unpack_header(data)
+    except struct.error:
+        raise RemoteSmppError(
+            f"PDU of {len(data)} octets is shorter than its header", S.ESME_RINVCMDLEN, fatal=True
+        ) from None
     if length != len(data):
         raise RemoteSmppError(
             f"command_length {length} but the PDU has {len(data)} octets",
@@ -388,7 +399,7 @@ def decode_pdu(data: bytes) -> Pdu:
             command_id=command_id,
             sequence_number=seq,
         )
-    return decode_body(command_id, status, seq, data[HEADER_SIZE:])
+    return _decode(data, HEADER_SIZE, command_id, status, seq)
 
 
 def encode_pdu(pdu: Pdu) -> bytes:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from gateway.smpp.codec import cstring_bytes
 from gateway.smpp.constants import CommandId, CommandStatus, EsmClass, Tag
@@ -34,7 +35,7 @@ from gateway.sms.udh import (
     parse_udh,
 )
 
-__all__ = ["MessageContent", "build_sm_pdus", "message_content"]
+__all__ = ["MessageContent", "SmBuilder", "build_sm_pdus", "message_content", "sm_builder"]
 
 _HEADER = struct.Struct(">IIII")
 _TLV_HEAD = struct.Struct(">HH")
@@ -42,7 +43,154 @@ _S = CommandStatus
 _UDHI = int(EsmClass.UDHI)
 _SAR, _PAYLOAD = ConcatMethod.SAR, ConcatMethod.PAYLOAD
 _GSM7 = Encoding.GSM7
+_UCS2 = Encoding.UCS2
+_new = tuple.__new__
 _SUBMIT_SM = int(CommandId.submit_sm)
+
+
+def _escape(fixed: bytes) -> bytes:
+    """`fixed` made safe to sit inside a bytes %-format."""
+    return fixed.replace(b"%", b"%%")
+
+
+class SmBuilder:
+    """Builds submit_sm (or deliver_sm) PDUs for messages that share a link's settings.
+
+    Everything but the addresses, the parts and the sequence numbers is encoded once, here;
+    `build` then costs one bytes formatting per message and one header pack plus one
+    formatting per part. The gateway keeps one builder per upstream / settings combination
+    (`sm_builder` caches them).
+
+    Args:
+        command_id: submit_sm (towards an SMSC) or deliver_sm (towards an application).
+        gsm7_data_coding: the data_coding this link uses for GSM 7-bit (0 on most).
+        tlvs: extra TLVs for every part (SAR and message_payload TLVs are added by `build`).
+
+    Raises:
+        LocalSmppError: a field too long for its C-string, or a value out of range.
+    """
+
+    __slots__ = ("_command_id", "_extra", "_formats")
+    _formats: dict[Encoding | str, tuple[bytes, bytes]]
+
+    def __init__(
+        self,
+        *,
+        command_id: int = _SUBMIT_SM,
+        source_addr_ton: int = 0,
+        source_addr_npi: int = 0,
+        dest_addr_ton: int = 1,
+        dest_addr_npi: int = 1,
+        service_type: str = "",
+        esm_class: int = 0,
+        protocol_id: int = 0,
+        priority_flag: int = 0,
+        schedule_delivery_time: str = "",
+        validity_period: str = "",
+        registered_delivery: int = 0,
+        gsm7_data_coding: int = 0,
+        tlvs: Sequence[Tlv] = (),
+    ) -> None:
+        self._command_id = command_id
+        try:
+            st = cstring_bytes(service_type, 6, "service_type", _S.ESME_RINVSERTYP)
+            sched = cstring_bytes(
+                schedule_delivery_time, 17, "schedule_delivery_time", _S.ESME_RINVSCHED
+            )
+            valid = cstring_bytes(validity_period, 17, "validity_period", _S.ESME_RINVEXPIRY)
+            head = b"%s\x00%c%c" % (st, source_addr_ton, source_addr_npi)
+            between = b"\x00%c%c" % (dest_addr_ton, dest_addr_npi)
+            formats: dict[Encoding | str, tuple[bytes, bytes]] = {}
+            for encoding in Encoding:
+                data_coding = gsm7_data_coding if encoding is _GSM7 else int(encoding)
+                tail = b"%c%c%s\x00%s\x00%c\x00%c\x00" % (
+                    protocol_id,
+                    priority_flag,
+                    sched,
+                    valid,
+                    registered_delivery,
+                    data_coding,
+                )
+                # One format per encoding, without and with the UDHI bit:
+                # head, source_addr, dest ton/npi, destination_addr, esm_class, the rest.
+                plain, udhi = (
+                    _escape(head)
+                    + b"%s"
+                    + _escape(between)
+                    + b"%s\x00"
+                    + _escape(bytes((esm,)))
+                    + _escape(tail)
+                    for esm in (esm_class, esm_class | _UDHI)
+                )
+                formats[encoding] = (plain, udhi)
+        except (OverflowError, TypeError) as exc:
+            raise LocalSmppError(f"a field is out of range: {exc}", _S.ESME_RINVPARLEN) from None
+        self._formats = formats
+        self._extra = b"".join([_TLV_HEAD.pack(t, len(v)) + v for t, v in tlvs]) if tlvs else b""
+
+    def build(
+        self,
+        segments: Segments,
+        source_addr: str,
+        destination_addr: str,
+        sequence_numbers: Sequence[int],
+    ) -> list[bytes]:
+        """The complete PDUs of `segments`, one per part, with `sequence_numbers[i]` each.
+
+        Raises:
+            LocalSmppError: an address too long for its C-string, not Latin-1, or with a NUL.
+            ValueError: fewer sequence numbers than parts.
+        """
+        encoding, bodies, udhs, ref, method, _alphabet = segments
+        try:
+            src = source_addr.encode("ascii")
+            dst = destination_addr.encode("ascii")
+        except UnicodeEncodeError:
+            src = dst = b"\x00"  # not ASCII: let cstring_bytes below judge it
+        if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
+            src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
+            dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
+        pre = self._formats[encoding][1 if udhs[0] else 0] % (src, dst)
+        extra = self._extra
+        pack = _HEADER.pack
+        cid = self._command_id
+        total = len(bodies)
+        if len(sequence_numbers) < total:
+            raise ValueError(f"{total} parts need as many sequence numbers")
+        fixed = 17 + len(pre) + len(extra)
+        if method is _PAYLOAD and (udhs[0] or len(bodies[0]) > 254):
+            payload = udhs[0] + bodies[0]
+            body = b"%s\x00%s%s%s" % (
+                pre,
+                _TLV_HEAD.pack(_MESSAGE_PAYLOAD, len(payload)),
+                payload,
+                extra,
+            )
+            return [pack(16 + len(body), cid, 0, sequence_numbers[0]) + body]
+        if method is _SAR and total > 1:
+            fixed += 16
+            tail = [
+                _SAR_FORMAT % (ref >> 8, ref & 0xFF, total, i) + extra for i in range(1, total + 1)
+            ]
+        else:
+            tail = [extra] * total
+        out = []
+        append = out.append
+        # sequence_numbers may be longer than the parts (a range, say): zip stops at the parts.
+        for udh, part, seq, end in zip(udhs, bodies, sequence_numbers, tail, strict=False):
+            n = len(udh) + len(part)
+            append(b"%s%s%c%s%s%s" % (pack(fixed + n, cid, 0, seq), pre, n, udh, part, end))
+        return out
+
+
+_SAR_FORMAT = b"\x02\x0c\x00\x02%c%c\x02\x0e\x00\x01%c\x02\x0f\x00\x01%c"
+_MESSAGE_PAYLOAD = int(Tag.message_payload)
+
+
+@lru_cache(maxsize=1024)
+def sm_builder(**settings: Any) -> SmBuilder:
+    """A cached `SmBuilder` for these settings (keyword arguments of `SmBuilder`)."""
+    return SmBuilder(**settings)
 
 
 def build_sm_pdus(
@@ -51,101 +199,22 @@ def build_sm_pdus(
     source_addr: str,
     destination_addr: str,
     sequence_numbers: Sequence[int],
-    source_addr_ton: int = 0,
-    source_addr_npi: int = 0,
-    dest_addr_ton: int = 1,
-    dest_addr_npi: int = 1,
-    service_type: str = "",
-    esm_class: int = 0,
-    protocol_id: int = 0,
-    priority_flag: int = 0,
-    schedule_delivery_time: str = "",
-    validity_period: str = "",
-    registered_delivery: int = 0,
-    gsm7_data_coding: int = 0,
-    tlvs: Sequence[Tlv] = (),
-    command_id: int = _SUBMIT_SM,
+    **settings: Any,
 ) -> list[bytes]:
-    """Complete submit_sm (or deliver_sm, with `command_id`) PDUs for every part.
+    """Complete submit_sm (or deliver_sm) PDUs for every part of `segments`.
 
-    Args:
-        segments: the message, from `gateway.sms.segment.segment`.
-        sequence_numbers: one per part.
-        gsm7_data_coding: the data_coding this link uses for GSM 7-bit (0 on most).
-        tlvs: extra TLVs for every part (SAR / message_payload TLVs are added here).
+    `settings` are `SmBuilder`'s keyword arguments; the builder is cached, so repeated calls
+    with the same settings cost only `SmBuilder.build`.
 
     Raises:
-        LocalSmppError: a field too long for its C-string, or a value out of range.
+        LocalSmppError: a field SMPP cannot carry.
+        ValueError: fewer sequence numbers than parts.
     """
-    total = len(segments.bodies)
-    if len(sequence_numbers) < total:
-        raise ValueError(f"{total} parts need {total} sequence numbers")
-    encoding = segments.encoding
-    data_coding = gsm7_data_coding if encoding is _GSM7 else int(encoding)
-    try:
-        head = b"%s\x00%c%c%s\x00%c%c%s\x00" % (
-            cstring_bytes(service_type, 6, "service_type", _S.ESME_RINVSERTYP)
-            if service_type
-            else b"",
-            source_addr_ton,
-            source_addr_npi,
-            cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR),
-            dest_addr_ton,
-            dest_addr_npi,
-            cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR),
-        )
-        mid = b"%c%c%s\x00%s\x00%c\x00%c\x00" % (
-            protocol_id,
-            priority_flag,
-            cstring_bytes(schedule_delivery_time, 17, "schedule_delivery_time", _S.ESME_RINVSCHED)
-            if schedule_delivery_time
-            else b"",
-            cstring_bytes(validity_period, 17, "validity_period", _S.ESME_RINVEXPIRY)
-            if validity_period
-            else b"",
-            registered_delivery,
-            data_coding,
-        )
-    except (OverflowError, TypeError) as exc:
-        raise LocalSmppError(f"a field is out of range: {exc}", _S.ESME_RINVPARLEN) from None
-
-    pack = _HEADER.pack
-    extra = b"".join([_TLV_HEAD.pack(t, len(v)) + v for t, v in tlvs]) if tlvs else b""
-    method = segments.method
-    out = []
-    if method is _PAYLOAD and total == 1 and (segments.udhs[0] or len(segments.bodies[0]) > 254):
-        udh = segments.udhs[0]
-        payload = udh + segments.bodies[0]
-        esm = esm_class | _UDHI if udh else esm_class
-        body = b"%s%c%s\x00%s%s%s" % (
-            head,
-            esm,
-            mid,
-            _TLV_HEAD.pack(Tag.message_payload, len(payload)),
-            payload,
-            extra,
-        )
-        return [pack(16 + len(body), command_id, 0, sequence_numbers[0]) + body]
-    if method is _SAR and total > 1:
-        ref = segments.ref
-        for i, sm in enumerate(segments.short_messages()):
-            sar = b"\x02\x0c\x00\x02%c%c\x02\x0e\x00\x01%c\x02\x0f\x00\x01%c" % (
-                ref >> 8,
-                ref & 0xFF,
-                total,
-                i + 1,
-            )
-            esm = esm_class | _UDHI if segments.udhs[i] else esm_class
-            body = b"%s%c%s%c%s%s%s" % (head, esm, mid, len(sm), sm, sar, extra)
-            out.append(pack(16 + len(body), command_id, 0, sequence_numbers[i]) + body)
-        return out
-    udhs = segments.udhs
-    esm = esm_class | _UDHI if udhs[0] else esm_class
-    for i, part in enumerate(segments.bodies):
-        sm = udhs[i] + part
-        body = b"%s%c%s%c%s%s" % (head, esm, mid, len(sm), sm, extra)
-        out.append(pack(16 + len(body), command_id, 0, sequence_numbers[i]) + body)
-    return out
+    if len(sequence_numbers) < len(segments.bodies):
+        raise ValueError(f"{len(segments.bodies)} parts need as many sequence numbers")
+    if settings.get("tlvs"):
+        settings["tlvs"] = tuple(settings["tlvs"])
+    return sm_builder(**settings).build(segments, source_addr, destination_addr, sequence_numbers)
 
 
 class MessageContent(NamedTuple):
@@ -192,21 +261,30 @@ def message_content(
                 "both short_message and message_payload are set", _S.ESME_RINVPARLEN
             )
         sm = payload
-    encoding = encoding_of_data_coding(pdu.data_coding, gsm7_default)
-    udh: tuple[InformationElement, ...] = ()
-    concat = None
-    alphabet = DEFAULT
-    if pdu.esm_class & _UDHI:
-        try:
-            udh, length = parse_udh(sm)
-        except SmsError as exc:
-            raise RemoteSmppError(f"bad UDH: {exc}", _S.ESME_RINVESMCLASS) from None
-        sm = sm[length:]
-        concat = concat_of(udh)
-        alphabet = _alphabet_of(udh)
+    data_coding = pdu.data_coding
+    if data_coding == 0:
+        encoding: Encoding | str = gsm7_default
+    elif data_coding == 8:
+        encoding = _UCS2
+    else:
+        encoding = encoding_of_data_coding(data_coding, gsm7_default)
+    concat: Concat | None
+    if not pdu.esm_class & _UDHI:
+        concat = _sar_of(tlvs) if tlvs else None
+        return _new(MessageContent, (encoding, sm, (), concat, DEFAULT))
+    if len(sm) >= 6 and sm[0] == 5 and sm[1] == 0 and sm[2] == 3 and 0 < sm[5] <= sm[4]:
+        # The usual UDH: only an 8-bit concatenation element.
+        udh: tuple[InformationElement, ...] = (_new(InformationElement, (0, sm[3:6])),)
+        concat = _new(Concat, (sm[3], sm[4], sm[5], 8))
+        return _new(MessageContent, (encoding, sm[6:], udh, concat, DEFAULT))
+    try:
+        udh, length = parse_udh(sm)
+    except SmsError as exc:
+        raise RemoteSmppError(f"bad UDH: {exc}", _S.ESME_RINVESMCLASS) from None
+    concat = concat_of(udh)
     if concat is None and tlvs:
         concat = _sar_of(tlvs)
-    return MessageContent(encoding, sm, udh, concat, alphabet)
+    return _new(MessageContent, (encoding, sm[length:], udh, concat, _alphabet_of(udh)))
 
 
 def _sar_of(tlvs: tuple[Tlv, ...]) -> Concat | None:

@@ -41,6 +41,15 @@ class Encoding(IntEnum):
         return self in (Encoding.ASCII, Encoding.LATIN1)
 
 
+# Enum member lookups cost ~100 ns each on CPython 3.11; hot paths use these aliases.
+_GSM7, _UCS2, _LATIN1, _BINARY, _ASCII = (
+    Encoding.GSM7,
+    Encoding.UCS2,
+    Encoding.LATIN1,
+    Encoding.BINARY,
+    Encoding.ASCII,
+)
+
 _SMPP_CODECS = {
     0x05: "shift_jis",  # JIS (X 0208-1990)
     0x06: "iso8859_5",  # Cyrillic
@@ -151,17 +160,17 @@ def decode_text(
         UnencodableText: with errors="strict", bytes that are not valid in the encoding.
     """
     try:
-        if encoding is Encoding.GSM7:
+        if encoding is _GSM7:
             if errors == "strict" or data.isascii():
                 return alphabet.decode(data)
             return alphabet.decode(bytes(b if b < 0x80 else 0x3F for b in data))
-        if encoding is Encoding.UCS2:
+        if encoding is _UCS2:
             if len(data) & 1 and errors == "strict":
                 raise UnencodableText(f"UCS-2 body has an odd length ({len(data)} octets)")
             return data.decode("utf-16-be", errors)
-        if encoding is Encoding.LATIN1 or encoding is Encoding.BINARY:
+        if encoding is _LATIN1 or encoding is _BINARY:
             return data.decode("latin-1")
-        if encoding is Encoding.ASCII:
+        if encoding is _ASCII:
             return data.decode("ascii", errors)
         return data.decode(str(encoding), errors)
     except UnicodeDecodeError as exc:

@@ -92,6 +92,8 @@ class Alphabet:
         "_decode_table",
         "_escape_map",
         "_non_latin1",
+        "_outside",
+        "_subst_table",
         "basic",
         "extension",
         "locking_shift",
@@ -132,6 +134,9 @@ class Alphabet:
             raise ValueError(f"alphabet {name} has too many characters outside Latin-1")
         self._non_latin1 = tuple(zip(outside, c1, strict=False))
         stand_in = {ch: sub for ch, sub in self._non_latin1}
+        # Finds a character that is neither Latin-1 nor one of this alphabet's non-Latin-1 ones;
+        # C1 controls count as outside, so a real one is never mistaken for a stand-in.
+        self._outside = re.compile("[^\x00-\x7f\xa0-\xff" + re.escape("".join(outside)) + "]")
 
         table = bytearray([_NOT_IN_ALPHABET]) * 256
         escape_map: dict[int, bytes] = {}
@@ -142,6 +147,11 @@ class Alphabet:
             else:
                 table[b] = _NEEDS_ESCAPE
                 escape_map[b] = sep
+        # With stand-ins substituted (only after `_outside` found no C1 control in the text).
+        self._subst_table = bytes(table)
+        # Without: a C1 control in Latin-1 text is just not in the alphabet.
+        for _ch, sub in self._non_latin1:
+            table[ord(sub)] = _NOT_IN_ALPHABET
         self._byte_table = bytes(table)
         self._escape_map = escape_map
 
@@ -164,17 +174,21 @@ class Alphabet:
 
     def try_encode(self, text: str) -> bytes | None:
         """Unpacked septets for `text`, or None when a character is not in this alphabet."""
+        table = self._byte_table
         if text.isascii():
             raw = text.encode("ascii")
         else:
-            for ch, sub in self._non_latin1:
-                if ch in text:
-                    text = text.replace(ch, sub)
-            try:
+            # "ignore" never raises: a failed strict encode costs ~1 us for the exception alone.
+            raw = text.encode("latin-1", "ignore")
+            if len(raw) != len(text):
+                if self._outside.search(text):
+                    return None  # CJK, emoji, Cyrillic...: the common way out, and an early one
+                for ch, sub in self._non_latin1:
+                    if ch in text:
+                        text = text.replace(ch, sub)
                 raw = text.encode("latin-1")
-            except UnicodeEncodeError:
-                return None
-        out = raw.translate(self._byte_table)
+                table = self._subst_table
+        out = raw.translate(table)
         if _NOT_IN_ALPHABET in out:
             return None
         if _NEEDS_ESCAPE in out:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
+from functools import lru_cache
 from typing import NamedTuple
 
 from gateway.sms.coding import Encoding, encode_text
@@ -69,6 +70,9 @@ _UDH8, _UDH16, _SAR, _PAYLOAD = (
     ConcatMethod.PAYLOAD,
 )
 _SEQ = tuple(bytes((i,)) for i in range(256))
+_NO_UDH = (b"",)
+_new = tuple.__new__
+_try_default = DEFAULT.try_encode
 
 
 class Segments(NamedTuple):
@@ -224,14 +228,64 @@ def segment(
         UnencodableText: a forced encoding cannot represent the text.
     """
     if encoding is None:
-        encoding, body, alphabet = choose_encoding(text, alphabets)
-    elif encoding is Encoding.GSM7 and alphabets:
+        # The common cases inline: a default-alphabet or UCS-2 message that fits one SMS.
+        body = _try_default(text)
+        if body is not None:
+            if len(body) <= 160:
+                return _new(Segments, (_GSM7, (body,), _NO_UDH, ref, method, DEFAULT))
+            if method is _UDH8:
+                return _split_udh8(body, _GSM7, ref, max_parts)
+            return _segment_body(body, _GSM7, DEFAULT, ref, method, max_parts)
+        if alphabets:
+            encoding, body, alphabet = choose_encoding(text, alphabets)
+            return _segment_body(body, encoding, alphabet, ref, method, max_parts)
+        try:
+            body = text.encode("utf-16-be")
+        except UnicodeEncodeError:
+            body = encode_text(text, _UCS2)  # raises UnencodableText with the position
+        if len(body) <= 140:
+            return _new(Segments, (_UCS2, (body,), _NO_UDH, ref, method, DEFAULT))
+        if method is _UDH8:
+            return _split_udh8(body, _UCS2, ref, max_parts)
+        return _segment_body(body, _UCS2, DEFAULT, ref, method, max_parts)
+    if encoding is Encoding.GSM7 and alphabets:
         alphabet = next((a for a in alphabets if a.try_encode(text) is not None), DEFAULT)
         body = encode_text(text, encoding, alphabet)
     else:
         alphabet = DEFAULT
         body = encode_text(text, encoding, alphabet)
     return _segment_body(body, encoding, alphabet, ref, method, max_parts)
+
+
+@lru_cache(maxsize=8192)
+def _udh8_headers(ref: int, total: int) -> tuple[bytes, ...]:
+    head = bytes((5, 0x00, 0x03, ref, total))
+    return tuple([head + _SEQ[i] for i in range(1, total + 1)])
+
+
+def _split_udh8(body: bytes, encoding: Encoding, ref: int, max_parts: int) -> Segments:
+    """`_segment_body` for the common case: default alphabet, 8-bit reference UDH, more than
+    one part, GSM 7-bit or UCS-2."""
+    if not 0 <= ref <= 0xFF:
+        raise ValueError(f"concatenation reference {ref} out of range for UDH8")
+    n = len(body)
+    bodies = []
+    start = 0
+    if encoding is _GSM7:
+        while n - start > 153:
+            end = start + 153 if body[start + 152] != ESCAPE else start + 152
+            bodies.append(body[start:end])
+            start = end
+    else:
+        while n - start > 134:
+            end = start + 134 if not 0xD8 <= body[start + 132] <= 0xDB else start + 132
+            bodies.append(body[start:end])
+            start = end
+    bodies.append(body[start:])
+    total = len(bodies)
+    if total > max_parts or total > 255:
+        raise MessageTooLong(total, min(max_parts, 255))
+    return _new(Segments, (encoding, tuple(bodies), _udh8_headers(ref, total), ref, _UDH8, DEFAULT))
 
 
 def segment_binary(
@@ -256,14 +310,14 @@ def _segment_body(  # noqa: PLR0917 - internal, called from two places
     if alphabet is DEFAULT:
         # The common case: no header unless concatenated.
         if len(body) <= (160 if encoding is _GSM7 else 140):
-            return Segments(encoding, (body,), (b"",), ref, method, alphabet)
+            return _new(Segments, (encoding, (body,), _NO_UDH, ref, method, alphabet))
         shift_ies: list[tuple[int, bytes]] = []
         shift = b""
     else:
         shift_ies = _shift_ies(alphabet)
         single_udh = build_udh(shift_ies)
         if len(body) <= _capacity(encoding, len(single_udh)):
-            return Segments(encoding, (body,), (single_udh,), ref, method, alphabet)
+            return _new(Segments, (encoding, (body,), (single_udh,), ref, method, alphabet))
         shift = single_udh[1:]
 
     if not 0 <= ref <= (0xFF if method is _UDH8 else 0xFFFF):
@@ -272,7 +326,7 @@ def _segment_body(  # noqa: PLR0917 - internal, called from two places
         if len(body) > MAX_PAYLOAD:
             raise SmsError(f"message_payload of {len(body)} octets exceeds {MAX_PAYLOAD}")
         udh = build_udh(shift_ies) if shift_ies else b""
-        return Segments(encoding, (body,), (udh,), ref, method, alphabet)
+        return _new(Segments, (encoding, (body,), (udh,), ref, method, alphabet))
 
     shift_len = len(shift)
     bodies = _cuts(body, encoding, _capacity(encoding, shift_len + (7 if method is _UDH16 else 6)))
@@ -283,7 +337,7 @@ def _segment_body(  # noqa: PLR0917 - internal, called from two places
     if method is _SAR:
         # The SMSC writes the concatenation UDH; only shift elements ride in short_message.
         udh = build_udh(shift_ies) if shift_ies else b""
-        return Segments(encoding, tuple(bodies), (udh,) * total, ref, method, alphabet)
+        return _new(Segments, (encoding, tuple(bodies), (udh,) * total, ref, method, alphabet))
 
     if method is _UDH8:
         head = bytes((5 + shift_len, 0x00, 0x03, ref, total))
@@ -294,4 +348,4 @@ def _segment_body(  # noqa: PLR0917 - internal, called from two places
         udhs = tuple([head + seq[i] + shift for i in range(1, total + 1)])
     else:
         udhs = tuple([head + seq[i] for i in range(1, total + 1)])
-    return Segments(encoding, tuple(bodies), udhs, ref, method, alphabet)
+    return _new(Segments, (encoding, tuple(bodies), udhs, ref, method, alphabet))

@@ -1,0 +1,129 @@
+"""The `smsgw` command.
+
+Today it carries the codec tools an admin reaches for when a message looks wrong:
+
+    smsgw segment "text"          how a text is encoded and cut into parts, with the PDUs
+    smsgw decode HEX              an SMPP PDU or a GSM 03.40 TPDU (as AT+CMGR prints it)
+    smsgw version
+
+`serve`, `check-config`, `send` and the modem commands arrive with the gateway itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.smpp import (
+    RemoteSmppError,
+    build_sm_pdus,
+    decode_pdu,
+    message_content,
+)
+from gateway.sms import ConcatMethod, Encoding, SmsError, segment
+
+__all__ = ["main"]
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    encoding = Encoding[args.encoding.upper()] if args.encoding else None
+    try:
+        segs = segment(
+            args.text,
+            ref=args.ref,
+            encoding=encoding,
+            method=ConcatMethod(args.method),
+            max_parts=args.max_parts,
+        )
+    except (SmsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    unit = "septets" if segs.encoding is Encoding.GSM7 else "octets"
+    print(f"encoding: {segs.encoding.name} (data_coding {int(segs.encoding)})")
+    print(f"parts: {segs.total} ({args.method})")
+    for i, body in enumerate(segs.bodies):
+        udh = segs.udhs[i].hex() or "-"
+        print(f"  part {i + 1}: {len(body)} {unit}, udh {udh}")
+    if args.pdus:
+        pdus = build_sm_pdus(
+            segs,
+            source_addr=args.source,
+            destination_addr=args.destination,
+            sequence_numbers=range(1, segs.total + 1),
+        )
+        for pdu in pdus:
+            print(pdu.hex())
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    raw = "".join(args.hex).replace(" ", "")
+    try:
+        data = bytes.fromhex(raw)
+    except ValueError:
+        print("error: not hexadecimal", file=sys.stderr)
+        return 2
+    if len(data) >= 16 and int.from_bytes(data[:4], "big") == len(data):
+        try:
+            pdu = decode_pdu(data)
+        except RemoteSmppError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(pdu)
+        if hasattr(pdu, "short_message") or hasattr(pdu, "data_coding"):
+            try:
+                content = message_content(pdu)  # type: ignore[arg-type]
+                print(f"text: {content.text('replace')!r}")
+                if content.concat:
+                    print(f"concat: {content.concat}")
+            except (RemoteSmppError, SmsError) as exc:
+                print(f"text: undecodable ({exc})")
+        return 0
+    try:
+        from gateway.sms import tpdu  # noqa: PLC0415 - only this command needs it
+    except ImportError:  # pragma: no cover
+        print("error: not an SMPP PDU", file=sys.stderr)
+        return 2
+    try:
+        print(tpdu.decode_pdu(data, has_smsc=not args.no_smsc))
+    except SmsError as exc:
+        print(f"error: neither an SMPP PDU nor a TPDU: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="show how a text is encoded and split")
+    p.add_argument("text")
+    p.add_argument("--encoding", choices=[e.name.lower() for e in Encoding])
+    p.add_argument("--method", choices=[m.value for m in ConcatMethod], default="udh8")
+    p.add_argument("--ref", type=int, default=0)
+    p.add_argument("--max-parts", type=int, default=255)
+    p.add_argument("--pdus", action="store_true", help="print the submit_sm PDUs in hex")
+    p.add_argument("--source", default="smsgw")
+    p.add_argument("--destination", default="0")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("decode", help="decode an SMPP PDU or a GSM 03.40 TPDU given in hex")
+    p.add_argument("hex", nargs="+")
+    p.add_argument("--no-smsc", action="store_true", help="the TPDU has no SMSC address prefix")
+    p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=lambda _args: print(__version__) or 0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
