@@ -174,7 +174,7 @@ class SmBuilder:
             ]
         else:
             tail = [extra] * total
-        out = []
+        out: list[bytes] = []
         append = out.append
         # sequence_numbers may be longer than the parts (a range, say): zip stops at the parts.
         for udh, part, seq, end in zip(udhs, bodies, sequence_numbers, tail, strict=False):
