@@ -29,6 +29,7 @@ errors are never fatal: the frame boundary is intact. Only framing errors (`fram
 
 from __future__ import annotations
 
+import re
 import struct
 import typing
 from collections.abc import Callable
@@ -243,44 +244,101 @@ def _spec(cls: type[Any]) -> list[tuple[str, Any]]:
     return out
 
 
+def _step_lines(v: str, name: str, kind: Any, cls: type[Any]) -> list[str]:
+    """Source lines that read one field at `p` and advance `p`, strictly."""
+    if isinstance(kind, Int):
+        if kind.size == 1:
+            return [f"    {v} = b[p]; p += 1"]
+        return [
+            f"    if p + {kind.size} > n: raise IndexError",
+            f"    {v} = int.from_bytes(b[p:p + {kind.size}], 'big'); p += {kind.size}",
+        ]
+    if isinstance(kind, CStr):
+        status = f"S.{kind.status.name}"
+        return [
+            f"    i = b.find(0, p, p + {kind.max_size})",
+            f"    if i < 0: raise _cstr_error(b, p, {kind.max_size}, {name!r}, {status})",
+            f"    {v} = b[p:i].decode('latin-1') if i != p else ''; p = i + 1",
+        ]
+    if isinstance(kind, ShortMessage):
+        return [
+            "    k = b[p]; p += 1",
+            f"    {v} = b[p:p + k]",
+            f"    if len({v}) != k: raise _sm_error(k, len({v}))",
+            "    p += k",
+        ]
+    if isinstance(kind, DestList):
+        return [f"    {v}, p = _dest_list(b, p)"]
+    if isinstance(kind, UnsuccessList):
+        return [f"    {v}, p = _unsuccess_list(b, p)"]
+    raise TypeError(f"{cls.__name__}.{name}: no wire format in its annotation")
+
+
 def _gen_decoder(cls: type[Any]) -> _Decoder:
-    # b: the whole PDU or just its body; p: where the body starts.
-    lines = ["def decode(b, p, seq, status):", "    n = len(b)"]
-    names = []
-    for i, (name, kind) in enumerate(_spec(cls)):
-        v = f"v{i}"
-        names.append(v)
-        if isinstance(kind, Int):
-            if kind.size == 1:
-                lines.append(f"    {v} = b[p]; p += 1")
-            else:
-                fmt = ">H" if kind.size == 2 else ">I"
-                lines.append(f"    {v} = int.from_bytes(b[p:p + {kind.size}], 'big')")
-                lines.append(f"    if p + {kind.size} > n: raise IndexError  # {fmt}")
-                lines.append(f"    p += {kind.size}")
-        elif isinstance(kind, CStr):
-            status = f"S.{kind.status.name}"
-            lines.append(f"    i = b.find(0, p, p + {kind.max_size})")
-            lines.append(
-                f"    if i < 0: raise _cstr_error(b, p, {kind.max_size}, {name!r}, {status})"
-            )
-            lines.append(f"    {v} = b[p:i].decode('latin-1') if i != p else ''; p = i + 1")
-        elif isinstance(kind, ShortMessage):
-            lines.append("    k = b[p]; p += 1")
-            lines.append(f"    {v} = b[p:p + k]")
-            lines.append(f"    if len({v}) != k: raise _sm_error(k, len({v}))")
-            lines.append("    p += k")
-        elif isinstance(kind, DestList):
-            lines.append(f"    {v}, p = _dest_list(b, p)")
-        elif isinstance(kind, UnsuccessList):
-            lines.append(f"    {v}, p = _unsuccess_list(b, p)")
-        else:  # pragma: no cover - a declaration error, caught at import
-            raise TypeError(f"{cls.__name__}.{name}: no wire format in its annotation")
-    lines.append("    tlvs = _tlvs(b, p, n) if p < n else ()")
+    """A strict decoder that reads field by field, and in front of it, when the PDU starts with
+    C-strings, a fast one that reads that prefix with one precompiled regex. A body the regex
+    does not match (a C-string too long or unterminated, a short body) goes to the strict
+    decoder, which says exactly what is wrong."""
+    spec = _spec(cls)
+    names = [f"v{i}" for i in range(len(spec))]
     values = "".join(f"{v}, " for v in names)
-    lines.append(f"    return _new(cls, ({values}tlvs, seq, status))")
+    ret = f"    return _new(cls, ({values}tlvs, seq, status))"
+    tail = "    tlvs = _tlvs(b, p, n) if p < n else ()"
+
+    # b: the whole PDU or just its body; p: where the body starts.
+    slow = ["def strict(b, p, seq, status):", "    n = len(b)"]
+    for (name, kind), v in zip(spec, names, strict=True):
+        slow += _step_lines(v, name, kind, cls)
+    slow += [tail, ret]
     env = dict(_ENV, cls=cls)
-    exec("\n".join(lines), env)
+    exec("\n".join(slow), env)
+    strict: _Decoder = env["strict"]
+
+    # The leading run of one-octet integers and C-strings.
+    prefix = []
+    for name, kind in spec:
+        if isinstance(kind, CStr) or (isinstance(kind, Int) and kind.size == 1):
+            prefix.append((name, kind))
+        else:
+            break
+    if not any(isinstance(kind, CStr) for _, kind in prefix):
+        return strict
+
+    pattern = b""
+    groups: list[str] = []  # per regex group: the source that turns it into field values
+    assign: list[str] = []
+    ints: list[str] = []
+
+    def flush_ints() -> None:
+        nonlocal pattern
+        if ints:
+            g = f"g{len(groups)}"
+            pattern += b"(.{%d})" % len(ints)
+            groups.append(g)
+            assign.extend(f"    {v} = {g}[{j}]" for j, v in enumerate(ints))
+            ints.clear()
+
+    for (_name, kind), v in zip(prefix, names, strict=False):
+        if isinstance(kind, Int):
+            ints.append(v)
+            continue
+        flush_ints()
+        g = f"g{len(groups)}"
+        pattern += b"([^\\x00]{0,%d})\\x00" % (kind.max_size - 1)
+        groups.append(g)
+        assign.append(f"    {v} = {g}.decode('latin-1') if {g} else ''")
+    flush_ints()
+
+    fast = ["def decode(b, p, seq, status):", "    m = _match(b, p)"]
+    fast.append("    if m is None: return strict(b, p, seq, status)")
+    fast.append(f"    {', '.join(groups)}, = m.groups()")
+    fast += assign
+    fast += ["    p = m.end()", "    n = len(b)"]
+    for (name, kind), v in list(zip(spec, names, strict=True))[len(prefix) :]:
+        fast += _step_lines(v, name, kind, cls)
+    fast += [tail, ret]
+    env = dict(_ENV, cls=cls, strict=strict, _match=re.compile(pattern, re.DOTALL).match)
+    exec("\n".join(fast), env)
     decoder: _Decoder = env["decode"]
     return decoder
 

@@ -235,15 +235,14 @@ class Alphabet:
         Raises:
             UnencodableText: a byte above 0x7F.
         """
-        if ESCAPE in septets:
-            septets = _fold_escapes(septets)
-        try:
-            return codecs.charmap_decode(septets, "strict", self._decode_table)[0]
-        except UnicodeDecodeError as exc:
+        if not septets.isascii():
+            pos = next(i for i, b in enumerate(septets) if b > 0x7F)
             raise UnencodableText(
-                f"byte 0x{septets[exc.start]:02X} at position {exc.start} is not a septet",
-                exc.start,
-            ) from None
+                f"byte 0x{septets[pos]:02X} at position {pos} is not a septet", pos
+            )
+        if ESCAPE in septets:
+            septets = _fold_escapes(septets)  # escape pairs become single bytes 0x80|code
+        return codecs.charmap_decode(septets, "strict", self._decode_table)[0]
 
 
 # An escape and the septet after it become the one byte 0x80|septet; a lone escape at the very

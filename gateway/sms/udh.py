@@ -89,8 +89,10 @@ def concat_of(ies: Iterable[InformationElement]) -> Concat | None:
     """The concatenation element among `ies`, if any well-formed one is there.
 
     A part numbered 0 or above its total is malformed and ignored (9.2.3.24.1: "the receiving
-    entity shall ignore the entire information element").
+    entity shall ignore the entire information element"); when the element is repeated, the
+    last occurrence counts (9.2.3.24).
     """
+    found = None
     for iei, data in ies:
         if iei == IEI_CONCAT_8 and len(data) == 3:
             ref, total, seq, bits = data[0], data[1], data[2], 8
@@ -99,8 +101,8 @@ def concat_of(ies: Iterable[InformationElement]) -> Concat | None:
         else:
             continue
         if total and 0 < seq <= total:
-            return Concat(ref, total, seq, bits)
-    return None
+            found = Concat(ref, total, seq, bits)
+    return found
 
 
 def concat_ie(ref: int, total: int, seq: int, ref_bits: int = 8) -> InformationElement:
