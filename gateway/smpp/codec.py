@@ -158,6 +158,8 @@ def _unsuccess_list(b: bytes, p: int) -> tuple[tuple[UnsuccessSme, ...], int]:
 
 
 def _sm_error(k: int, have: int) -> RemoteSmppError:
+    if k > 254:
+        return RemoteSmppError(f"sm_length {k} is above 254", S.ESME_RINVMSGLEN)
     return RemoteSmppError(
         f"sm_length {k} but only {have} octets of short_message", S.ESME_RINVMSGLEN
     )
@@ -182,24 +184,36 @@ def _enc_dest_list(dests: tuple[DestAddress, ...]) -> bytes:
     if not 0 < len(dests) <= 254:
         raise LocalSmppError(f"{len(dests)} destinations", S.ESME_RINVNUMDESTS)
     out = bytearray((len(dests),))
-    for d in dests:
-        if isinstance(d, SmeAddress):
-            out += bytes((1, d.dest_addr_ton, d.dest_addr_npi))
-            out += cstring_bytes(d.destination_addr, 21, "destination_addr", S.ESME_RINVDSTADR)
-        else:
-            out.append(2)
-            out += cstring_bytes(d.dl_name, 21, "dl_name", S.ESME_RINVDLNAME)
-        out.append(0)
+    try:
+        for d in dests:
+            if isinstance(d, SmeAddress):
+                out += bytes((1, d.dest_addr_ton, d.dest_addr_npi))
+                out += cstring_bytes(d.destination_addr, 21, "destination_addr", S.ESME_RINVDSTADR)
+            else:
+                out.append(2)
+                out += cstring_bytes(d.dl_name, 21, "dl_name", S.ESME_RINVDLNAME)
+            out.append(0)
+    except LocalSmppError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise LocalSmppError(f"bad dest_address: {exc}", S.ESME_RINVDSTADR) from None
     return bytes(out)
 
 
 def _enc_unsuccess_list(items: tuple[UnsuccessSme, ...]) -> bytes:
+    if len(items) > 254:
+        raise LocalSmppError(f"{len(items)} unsuccess_sme entries", S.ESME_RINVNUMDESTS)
     out = bytearray((len(items),))
-    for u in items:
-        out += bytes((u.dest_addr_ton, u.dest_addr_npi))
-        out += cstring_bytes(u.destination_addr, 21, "destination_addr", S.ESME_RINVDSTADR)
-        out.append(0)
-        out += _U32.pack(u.error_status_code)
+    try:
+        for u in items:
+            out += bytes((u.dest_addr_ton, u.dest_addr_npi))
+            out += cstring_bytes(u.destination_addr, 21, "destination_addr", S.ESME_RINVDSTADR)
+            out.append(0)
+            out += _U32.pack(u.error_status_code)
+    except LocalSmppError:
+        raise
+    except (ValueError, TypeError, AttributeError, struct.error) as exc:
+        raise LocalSmppError(f"bad unsuccess_sme: {exc}", S.ESME_RINVPARLEN) from None
     return bytes(out)
 
 
@@ -264,7 +278,7 @@ def _step_lines(v: str, name: str, kind: Any, cls: type[Any]) -> list[str]:
         return [
             "    k = b[p]; p += 1",
             f"    {v} = b[p:p + k]",
-            f"    if len({v}) != k: raise _sm_error(k, len({v}))",
+            f"    if len({v}) != k or k > {kind.max_size}: raise _sm_error(k, len({v}))",
             "    p += k",
         ]
     if isinstance(kind, DestList):

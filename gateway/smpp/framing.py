@@ -1,7 +1,8 @@
 """Cutting a byte stream into PDUs (SMPP v3.4 section 3.2: command_length counts itself).
 
-Feed whatever the socket gave, then take whole PDUs out until `next_pdu` says None. The buffer
-never holds more than one partial PDU plus the last chunk fed, and a command_length below 16 or
+Feed whatever the socket gave, then take whole PDUs out until `next_pdu` says None. Octets
+already returned are dropped when the buffer empties, or once they pass 64 KiB and half the
+buffer (compacting on every PDU would copy the rest each time). A command_length below 16 or
 above `max_length` is refused as soon as its four octets arrive, before anything is allocated
 for it: after such a length the stream has no trustworthy boundary left, so the error is fatal
 (answer generic_nack, then close the link).

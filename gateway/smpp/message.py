@@ -123,10 +123,14 @@ class SmBuilder:
                     for esm in (esm_class, esm_class | _UDHI)
                 )
                 formats[encoding] = (plain, udhi)
-        except (OverflowError, TypeError) as exc:
+            self._extra = (
+                b"".join([_TLV_HEAD.pack(t, len(v)) + v for t, v in tlvs]) if tlvs else b""
+            )
+        except (OverflowError, TypeError, ValueError, struct.error) as exc:
+            if isinstance(exc, LocalSmppError):
+                raise
             raise LocalSmppError(f"a field is out of range: {exc}", _S.ESME_RINVPARLEN) from None
         self._formats = formats
-        self._extra = b"".join([_TLV_HEAD.pack(t, len(v)) + v for t, v in tlvs]) if tlvs else b""
 
     def build(
         self,
@@ -158,7 +162,7 @@ class SmBuilder:
         if len(sequence_numbers) < total:
             raise ValueError(f"{total} parts need as many sequence numbers")
         fixed = 17 + len(pre) + len(extra)
-        if method is _PAYLOAD and (udhs[0] or len(bodies[0]) > 254):
+        if method is _PAYLOAD and (udhs[0] or len(bodies[0]) > (160 if encoding is _GSM7 else 140)):
             payload = udhs[0] + bodies[0]
             body = b"%s\x00%s%s%s" % (
                 pre,
@@ -174,6 +178,8 @@ class SmBuilder:
             ]
         else:
             tail = [extra] * total
+        if not 0 <= min(sequence_numbers[:total]) <= max(sequence_numbers[:total]) <= 0xFFFFFFFF:
+            raise LocalSmppError("sequence_number out of 32-bit range", _S.ESME_RINVPARLEN)
         out: list[bytes] = []
         append = out.append
         # sequence_numbers may be longer than the parts (a range, say): zip stops at the parts.

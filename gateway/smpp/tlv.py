@@ -155,7 +155,12 @@ def make_tlv(tag: int, value: int | str | bytes) -> Tlv:
     if isinstance(value, bytes):
         raw = value
     elif isinstance(value, str):
-        raw = value.encode("latin-1") + b"\0"
+        try:
+            raw = value.encode("latin-1") + b"\0"
+        except UnicodeEncodeError:
+            raise LocalSmppError(
+                f"TLV 0x{tag:04X}: {value!r} is not Latin-1", CommandStatus.ESME_RINVOPTPARAMVAL
+            ) from None
     elif spec is not None and spec.kind == "int":
         try:
             raw = value.to_bytes(spec.max_size, "big")

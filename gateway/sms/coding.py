@@ -11,6 +11,7 @@ is what every current handset does.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 from gateway.sms.errors import SmsError, UnencodableText
@@ -49,6 +50,8 @@ _GSM7, _UCS2, _LATIN1, _BINARY, _ASCII = (
     Encoding.BINARY,
     Encoding.ASCII,
 )
+
+_NOT_SEPTET = re.compile(rb"[\x80-\xff]")
 
 _SMPP_CODECS = {
     0x05: "shift_jis",  # JIS (X 0208-1990)
@@ -163,7 +166,8 @@ def decode_text(
         if encoding is _GSM7:
             if errors == "strict" or data.isascii():
                 return alphabet.decode(data)
-            return alphabet.decode(bytes(b if b < 0x80 else 0x3F for b in data))
+            # Each byte that is not a septet becomes U+FFFD; the rest decodes as usual.
+            return "\ufffd".join(alphabet.decode(chunk) for chunk in _NOT_SEPTET.split(data))
         if encoding is _UCS2:
             if len(data) & 1 and errors == "strict":
                 raise UnencodableText(f"UCS-2 body has an odd length ({len(data)} octets)")
