@@ -52,11 +52,11 @@ class ReferenceAllocator:
         """
         dest = self._dests.get(destination)
         if dest is None:
+            self._evict()  # before adding, so the new destination is never the one dropped
             # Golden-ratio stride: consecutive new destinations start far apart.
             self._spread = (self._spread + 0x9E37) % self._modulus
             dest = _Dest(self._spread)
             self._dests[destination] = dest
-            self._evict()
         else:
             self._dests.move_to_end(destination)
         if len(dest.in_flight) >= self._modulus:
@@ -79,10 +79,12 @@ class ReferenceAllocator:
         return frozenset(dest.in_flight) if dest else frozenset()
 
     def _evict(self) -> None:
-        if len(self._dests) <= self._max:
+        """Make room for one more destination, dropping the least recently used idle ones.
+        Destinations with references in flight are kept even past the limit."""
+        if len(self._dests) < self._max:
             return
         for key in list(self._dests):
-            if len(self._dests) <= self._max:
+            if len(self._dests) < self._max:
                 break
             if not self._dests[key].in_flight:
                 del self._dests[key]

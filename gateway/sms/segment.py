@@ -172,25 +172,33 @@ def choose_encoding(
     body = DEFAULT.try_encode(text)
     if body is not None:
         return _GSM7, body, DEFAULT
-    best: tuple[int, bytes, Alphabet] | None = None
-    for alphabet in alphabets:
-        encoded = alphabet.try_encode(text)
-        if encoded is None:
-            continue
-        cost = len(encoded) + 3 * (bool(alphabet.locking_shift) + bool(alphabet.single_shift))
-        if best is None or cost < best[0]:
-            best = (cost, encoded, alphabet)
+    best = _best_gsm7(text, alphabets)
     if best is not None:
-        ucs2_units = len(text.encode("utf-16-be")) // 2
-        # A national table is only worth it when it needs fewer parts than UCS-2.
-        if _parts_needed(best[1], Encoding.GSM7, best[2]) <= _parts_needed(
-            b"\0\0" * ucs2_units, Encoding.UCS2, DEFAULT
+        ucs2_units = len(text.encode("utf-16-be", "surrogatepass")) // 2
+        # A national table is only worth it when it needs no more parts than UCS-2.
+        if _parts_needed(best[0], _GSM7, best[1]) <= _parts_needed(
+            b"\0\0" * ucs2_units, _UCS2, DEFAULT
         ):
-            return Encoding.GSM7, best[1], best[2]
+            return _GSM7, best[0], best[1]
     try:
         return _UCS2, text.encode("utf-16-be"), DEFAULT
     except UnicodeEncodeError:
         return _UCS2, encode_text(text, _UCS2), DEFAULT  # raises UnencodableText, with position
+
+
+def _best_gsm7(text: str, alphabets: Sequence[Alphabet]) -> tuple[bytes, Alphabet] | None:
+    """The GSM 7-bit alphabet among the default one and `alphabets` that sends `text` in the
+    fewest parts, then the fewest octets (shift elements cost 3 each); the earliest on a tie."""
+    best: tuple[tuple[int, int], bytes, Alphabet] | None = None
+    for alphabet in (DEFAULT, *alphabets):
+        encoded = alphabet.try_encode(text)
+        if encoded is None:
+            continue
+        shifts = 3 * (bool(alphabet.locking_shift) + bool(alphabet.single_shift))
+        cost = (_parts_needed(encoded, _GSM7, alphabet), len(encoded) * 7 + shifts * 8)
+        if best is None or cost < best[0]:
+            best = (cost, encoded, alphabet)
+    return None if best is None else (best[1], best[2])
 
 
 def _parts_needed(body: bytes, encoding: Encoding, alphabet: Alphabet) -> int:
@@ -249,8 +257,11 @@ def segment(
             return _split_udh8(body, _UCS2, ref, max_parts)
         return _segment_body(body, _UCS2, DEFAULT, ref, method, max_parts)
     if encoding is Encoding.GSM7 and alphabets:
-        alphabet = next((a for a in alphabets if a.try_encode(text) is not None), DEFAULT)
-        body = encode_text(text, encoding, alphabet)
+        best = _best_gsm7(text, alphabets)
+        if best is None:
+            encode_text(text, _GSM7)  # raises UnencodableText, with the position
+            raise AssertionError("unreachable")  # pragma: no cover
+        body, alphabet = best
     else:
         alphabet = DEFAULT
         body = encode_text(text, encoding, alphabet)
@@ -329,7 +340,9 @@ def _segment_body(  # noqa: PLR0917 - internal, called from two places
         return _new(Segments, (encoding, (body,), (udh,), ref, method, alphabet))
 
     shift_len = len(shift)
-    bodies = _cuts(body, encoding, _capacity(encoding, shift_len + (7 if method is _UDH16 else 6)))
+    # SAR: the SMSC writes the UDH, and a reference above 255 needs the 16-bit element.
+    wide = method is _UDH16 or (method is _SAR and ref > 0xFF)
+    bodies = _cuts(body, encoding, _capacity(encoding, shift_len + (7 if wide else 6)))
     total = len(bodies)
     if total > max_parts or total > 255:
         raise MessageTooLong(total, min(max_parts, 255))
