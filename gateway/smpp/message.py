@@ -41,7 +41,12 @@ _HEADER = struct.Struct(">IIII")
 _TLV_HEAD = struct.Struct(">HH")
 _S = CommandStatus
 _UDHI = int(EsmClass.UDHI)
-_SAR, _PAYLOAD = ConcatMethod.SAR, ConcatMethod.PAYLOAD
+_UDH8, _UDH16, _SAR, _PAYLOAD = (
+    ConcatMethod.UDH8,
+    ConcatMethod.UDH16,
+    ConcatMethod.SAR,
+    ConcatMethod.PAYLOAD,
+)
 _GSM7 = Encoding.GSM7
 _UCS2 = Encoding.UCS2
 _new = tuple.__new__
@@ -154,14 +159,55 @@ class SmBuilder:
         if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
             src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
             dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
-        pre = self._formats[encoding][1 if udhs[0] else 0] % (src, dst)
+        udh = udhs[0]
+        pre = self._formats[encoding][1 if udh else 0] % (src, dst)
         extra = self._extra
-        pack = _HEADER.pack
-        cid = self._command_id
         total = len(bodies)
         if len(sequence_numbers) < total:
             raise ValueError(f"{total} parts need as many sequence numbers")
-        fixed = 17 + len(pre) + len(extra)
+        try:
+            if total == 1 and method is not _PAYLOAD:
+                part = bodies[0]
+                n = len(udh) + len(part)
+                head = _pack(
+                    17 + len(pre) + len(extra) + n, self._command_id, 0, sequence_numbers[0]
+                )
+                return [_PART % (head, pre, n, udh, part, extra)]
+            if method is _UDH8 or method is _UDH16:
+                fixed = 17 + len(pre) + len(extra)
+                cid = self._command_id
+                return [
+                    _PART
+                    % (
+                        _pack(fixed + len(u) + len(b), cid, 0, seq),
+                        pre,
+                        len(u) + len(b),
+                        u,
+                        b,
+                        extra,
+                    )
+                    for u, b, seq in zip(udhs, bodies, sequence_numbers, strict=False)
+                ]
+            return self._build_rare(encoding, bodies, udhs, ref, method, pre, sequence_numbers)
+        except struct.error:
+            raise LocalSmppError(
+                "sequence_number out of 32-bit range", _S.ESME_RINVPARLEN
+            ) from None
+
+    def _build_rare(  # noqa: PLR0917 - private continuation of build()
+        self,
+        encoding: Encoding,
+        bodies: tuple[bytes, ...],
+        udhs: tuple[bytes, ...],
+        ref: int,
+        method: ConcatMethod,
+        pre: bytes,
+        sequence_numbers: Sequence[int],
+    ) -> list[bytes]:
+        """SAR and message_payload."""
+        extra = self._extra
+        cid = self._command_id
+        total = len(bodies)
         if method is _PAYLOAD and (udhs[0] or len(bodies[0]) > (160 if encoding is _GSM7 else 140)):
             payload = udhs[0] + bodies[0]
             body = b"%s\x00%s%s%s" % (
@@ -170,25 +216,23 @@ class SmBuilder:
                 payload,
                 extra,
             )
-            return [pack(16 + len(body), cid, 0, sequence_numbers[0]) + body]
+            return [_pack(16 + len(body), cid, 0, sequence_numbers[0]) + body]
+        fixed = 17 + len(pre) + len(extra)
         if method is _SAR and total > 1:
             fixed += 16
-            tail = [
+            tails = [
                 _SAR_FORMAT % (ref >> 8, ref & 0xFF, total, i) + extra for i in range(1, total + 1)
             ]
         else:
-            tail = [extra] * total
-        if not 0 <= min(sequence_numbers[:total]) <= max(sequence_numbers[:total]) <= 0xFFFFFFFF:
-            raise LocalSmppError("sequence_number out of 32-bit range", _S.ESME_RINVPARLEN)
-        out: list[bytes] = []
-        append = out.append
-        # sequence_numbers may be longer than the parts (a range, say): zip stops at the parts.
-        for udh, part, seq, end in zip(udhs, bodies, sequence_numbers, tail, strict=False):
-            n = len(udh) + len(part)
-            append(b"%s%s%c%s%s%s" % (pack(fixed + n, cid, 0, seq), pre, n, udh, part, end))
-        return out
+            tails = [extra] * total
+        return [
+            _PART % (_pack(fixed + len(u) + len(b), cid, 0, seq), pre, len(u) + len(b), u, b, tail)
+            for u, b, seq, tail in zip(udhs, bodies, sequence_numbers, tails, strict=False)
+        ]
 
 
+_PART = b"%s%s%c%s%s%s"  # header, fixed fields, sm_length, UDH, body, TLVs
+_pack = _HEADER.pack
 _SAR_FORMAT = b"\x02\x0c\x00\x02%c%c\x02\x0e\x00\x01%c\x02\x0f\x00\x01%c"
 _MESSAGE_PAYLOAD = int(Tag.message_payload)
 

@@ -27,9 +27,10 @@ Fields:
 
 * Addresses (9.1.2.5): a length, a type-of-address octet (1, TON in bits 6-4, NPI in bits 3-0)
   and semi-octets, low nibble first, padded with F. The length counts useful semi-octets (the
-  digits). Digits are 0-9 and ``* # a b c`` (9.1.2.3). An alphanumeric address (TON 5) is GSM
-  7-bit default alphabet text, packed, and its length counts the semi-octets the packed septets
-  fill (ceil(7n/4)); at most 11 characters fit the 20 semi-octets allowed.
+  digits; one that also counts the filler, as some senders write it, is tolerated). Digits are
+  0-9 and ``* # a b c`` (9.1.2.3). An alphanumeric address (TON 5) is GSM 7-bit default
+  alphabet text, packed, and its length counts the semi-octets the packed septets fill
+  (ceil(7n/4)); at most 11 characters fit the 20 semi-octets allowed.
 * Timestamps, TP-SCTS / TP-DT / absolute TP-VP (9.2.3.11): seven semi-octet pairs YY MM DD hh mm
   ss zz, each pair with its nibbles swapped. zz is the offset from UTC in quarter hours; bit 3 of
   that octet (the top bit of its first, tens, semi-octet) is the sign. Two-digit years read as
@@ -261,7 +262,9 @@ class SmsSubmit:
         udh: the user data header's elements, empty when there is none.
         concat: the concatenation element, if any well-formed one is there.
         user_data: the body after the UDH: unpacked septets for GSM 7-bit, else octets.
-        text: the decoded body; None for 8-bit data.
+        text: the decoded body; None for 8-bit data. UCS-2 that is not valid UTF-16 (a lone
+            surrogate, an odd octet) decodes with U+FFFD in its place; `user_data` keeps the
+            octets, for reassembly across parts.
         alphabet: the GSM 7-bit alphabet the text was decoded with.
         tpdu_length: octets in the PDU after the SMSC part.
     """
@@ -369,14 +372,17 @@ class SmsStatusReport:
 
     @property
     def delivered(self) -> bool:
+        """The message reached the recipient (or the SC completed the transaction)."""
         return classify_status(self.status) is _DELIVERED
 
     @property
     def pending(self) -> bool:
+        """A temporary error; the SC is still trying and another report will follow."""
         return classify_status(self.status) is _PENDING
 
     @property
     def failed(self) -> bool:
+        """The SC has given up: a permanent error, or a temporary one it no longer retries."""
         return classify_status(self.status) is _FAILED
 
 
@@ -449,6 +455,8 @@ def _digits_of(raw: bytes, count: int, what: str) -> str:
     digits = raw.translate(_SWAP).hex()[:count]
     if digits.isdigit():
         return digits
+    if digits[-1:] == "f":  # some senders count the filler in the length; tolerate that
+        digits = digits[:-1]
     if "f" in digits:
         raise TpduError(f"{what} has the filler F among its {count} digits")
     return digits.translate(_FROM_NIBBLE)
@@ -1335,8 +1343,8 @@ def decode_pdu(
 
     Args:
         pdu: hex (whitespace between octets is ignored) or raw octets.
-        has_smsc: the PDU starts with the SMSC address (the AT form). False for a bare TPDU,
-            as some modems print with AT+CSMS / AT+CSDH settings.
+        has_smsc: the PDU starts with the SMSC address (the AT form). False for a bare TPDU
+            (<length> octets with nothing before them).
         direction: None reads TP-MTI as the AT interface shows stored and received messages
             (00 SMS-DELIVER, 01 SMS-SUBMIT, 10 SMS-STATUS-REPORT). "mt" (SC to MS) and "mo"
             (MS to SC) accept only what travels that way; a modem emulator checking what a
