@@ -25,7 +25,7 @@ from gateway.smpp.tlv import Tlv, tlv_raw
 from gateway.sms.coding import Encoding, decode_text, encoding_of_data_coding
 from gateway.sms.errors import SmsError
 from gateway.sms.gsm7 import DEFAULT, Alphabet
-from gateway.sms.segment import ConcatMethod, Segments
+from gateway.sms.segment import ConcatMethod, Segments, plan
 from gateway.sms.udh import (
     IEI_LOCKING_SHIFT,
     IEI_SINGLE_SHIFT,
@@ -194,6 +194,76 @@ class SmBuilder:
                 "sequence_number out of 32-bit range", _S.ESME_RINVPARLEN
             ) from None
 
+    def build_text(
+        self,
+        text: str,
+        source_addr: str,
+        destination_addr: str,
+        sequence_numbers: Sequence[int],
+        *,
+        ref: int = 0,
+        max_parts: int = 255,
+    ) -> list[bytes]:
+        """`build(segment(text, ref=ref, max_parts=max_parts), ...)` in one pass.
+
+        The common case - default alphabet or UCS-2, 8-bit reference UDH - written straight
+        into the PDUs from `gateway.sms.segment.plan`, without the intermediate parts; the
+        output is byte for byte what `build(segment(...))` gives (the tests hold it to that).
+
+        Raises:
+            LocalSmppError, ValueError, MessageTooLong, UnencodableText: as `build` and
+                `segment`.
+        """
+        encoding, body, ends = plan(text, max_parts)
+        try:
+            src = source_addr.encode("ascii")
+            dst = destination_addr.encode("ascii")
+        except UnicodeEncodeError:
+            src = dst = b"\x00"  # not ASCII: let cstring_bytes below judge it
+        if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
+            src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
+            dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
+        extra = self._extra
+        total = len(ends)
+        if len(sequence_numbers) < total:
+            raise ValueError(f"{total} parts need as many sequence numbers")
+        try:
+            if total == 1:
+                pre = self._formats[encoding][0] % (src, dst)
+                n = len(body)
+                head = _pack(
+                    17 + len(pre) + len(extra) + n, self._command_id, 0, sequence_numbers[0]
+                )
+                return [_SINGLE % (head, pre, n, body, extra)]
+            if not 0 <= ref <= 0xFF:
+                raise ValueError(f"concatenation reference {ref} out of range for UDH8")
+            pre = self._formats[encoding][1] % (src, dst)
+            fixed = 23 + len(pre) + len(extra)
+            cid = self._command_id
+            out = []
+            start = 0
+            for i, end in enumerate(ends):
+                n = end - start
+                out.append(
+                    _UDH8_PART
+                    % (
+                        _pack(fixed + n, cid, 0, sequence_numbers[i]),
+                        pre,
+                        n + 6,
+                        ref,
+                        total,
+                        i + 1,
+                        body[start:end],
+                        extra,
+                    )
+                )
+                start = end
+            return out
+        except struct.error:
+            raise LocalSmppError(
+                "sequence_number out of 32-bit range", _S.ESME_RINVPARLEN
+            ) from None
+
     def _build_rare(  # noqa: PLR0917 - private continuation of build()
         self,
         encoding: Encoding,
@@ -232,6 +302,9 @@ class SmBuilder:
 
 
 _PART = b"%s%s%c%s%s%s"  # header, fixed fields, sm_length, UDH, body, TLVs
+_SINGLE = b"%s%s%c%s%s"  # header, fixed fields, sm_length, body, TLVs
+# header, fixed fields, sm_length, the 8-bit concatenation UDH (ref, total, seq), body, TLVs
+_UDH8_PART = b"%s%s%c\x05\x00\x03%c%c%c%s%s"
 _pack = _HEADER.pack
 _SAR_FORMAT = b"\x02\x0c\x00\x02%c%c\x02\x0e\x00\x01%c\x02\x0f\x00\x01%c"
 _MESSAGE_PAYLOAD = int(Tag.message_payload)

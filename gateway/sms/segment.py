@@ -46,8 +46,10 @@ __all__ = [
     "ConcatMethod",
     "Segments",
     "choose_encoding",
+    "plan",
     "segment",
     "segment_binary",
+    "udh8_headers",
 ]
 
 MAX_PAYLOAD = 65535  # message_payload TLV length limit (SMPP v3.4 5.3.2.32)
@@ -235,27 +237,21 @@ def segment(
         MessageTooLong: more than `max_parts` parts would be needed.
         UnencodableText: a forced encoding cannot represent the text.
     """
+    if encoding is None and method is _UDH8 and not alphabets:
+        # The common case: default alphabet or UCS-2, 8-bit reference.
+        encoding, body, ends = plan(text, max_parts)
+        if len(ends) == 1:
+            return _new(Segments, (encoding, (body,), _NO_UDH, ref, method, DEFAULT))
+        if not 0 <= ref <= 0xFF:
+            raise ValueError(f"concatenation reference {ref} out of range for UDH8")
+        starts = (0, *ends)
+        bodies = tuple([body[starts[i] : e] for i, e in enumerate(ends)])
+        return _new(
+            Segments, (encoding, bodies, udh8_headers(ref, len(ends)), ref, method, DEFAULT)
+        )
     if encoding is None:
-        # The common cases inline: a default-alphabet or UCS-2 message that fits one SMS.
-        body = _try_default(text)
-        if body is not None:
-            if len(body) <= 160:
-                return _new(Segments, (_GSM7, (body,), _NO_UDH, ref, method, DEFAULT))
-            if method is _UDH8:
-                return _split_udh8(body, _GSM7, ref, max_parts)
-            return _segment_body(body, _GSM7, DEFAULT, ref, method, max_parts)
-        if alphabets:
-            encoding, body, alphabet = choose_encoding(text, alphabets)
-            return _segment_body(body, encoding, alphabet, ref, method, max_parts)
-        try:
-            body = text.encode("utf-16-be")
-        except UnicodeEncodeError:
-            body = encode_text(text, _UCS2)  # raises UnencodableText with the position
-        if len(body) <= 140:
-            return _new(Segments, (_UCS2, (body,), _NO_UDH, ref, method, DEFAULT))
-        if method is _UDH8:
-            return _split_udh8(body, _UCS2, ref, max_parts)
-        return _segment_body(body, _UCS2, DEFAULT, ref, method, max_parts)
+        encoding, body, alphabet = choose_encoding(text, alphabets)
+        return _segment_body(body, encoding, alphabet, ref, method, max_parts)
     if encoding is Encoding.GSM7 and alphabets:
         best = _best_gsm7(text, alphabets)
         if best is None:
@@ -269,34 +265,56 @@ def segment(
 
 
 @lru_cache(maxsize=8192)
-def _udh8_headers(ref: int, total: int) -> tuple[bytes, ...]:
+def udh8_headers(ref: int, total: int) -> tuple[bytes, ...]:
+    """The 8-bit reference concatenation UDH (UDHL included) of each of `total` parts."""
     head = bytes((5, 0x00, 0x03, ref, total))
     return tuple([head + _SEQ[i] for i in range(1, total + 1)])
 
 
-def _split_udh8(body: bytes, encoding: Encoding, ref: int, max_parts: int) -> Segments:
-    """`_segment_body` for the common case: default alphabet, 8-bit reference UDH, more than
-    one part, GSM 7-bit or UCS-2."""
-    if not 0 <= ref <= 0xFF:
-        raise ValueError(f"concatenation reference {ref} out of range for UDH8")
-    n = len(body)
-    bodies = []
-    start = 0
-    if encoding is _GSM7:
+def plan(text: str, max_parts: int = 255) -> tuple[Encoding, bytes, list[int]]:
+    """How `segment` cuts `text` in the common case - default alphabet or UCS-2, 8-bit
+    concatenation reference - without building the parts: the encoding, the encoded body and
+    the end offset of each part in it (one offset when the text fits one SMS).
+
+    For hot paths that write the parts straight into PDUs (`SmBuilder.build_text`,
+    `tpdu.submit_tpdus`); `segment` itself uses it, so the cutting rules live only here.
+
+    Raises:
+        MessageTooLong: more than `max_parts` parts.
+        UnencodableText: a lone surrogate.
+    """
+    body = _try_default(text)
+    n: int
+    if body is not None:
+        n = len(body)
+        if n <= 160:
+            return _GSM7, body, [n]
+        ends = []
+        start = 0
         while n - start > 153:
-            end = start + 153 if body[start + 152] != ESCAPE else start + 152
-            bodies.append(body[start:end])
-            start = end
+            # One septet short when the part would end on an escape, so the pair stays whole.
+            start += 153 if body[start + 152] != ESCAPE else 152
+            ends.append(start)
+        encoding = _GSM7
     else:
+        try:
+            body = text.encode("utf-16-be")
+        except UnicodeEncodeError:
+            body = encode_text(text, _UCS2)  # raises UnencodableText with the position
+        n = len(body)
+        if n <= 140:
+            return _UCS2, body, [n]
+        ends = []
+        start = 0
         while n - start > 134:
-            end = start + 134 if not 0xD8 <= body[start + 132] <= 0xDB else start + 132
-            bodies.append(body[start:end])
-            start = end
-    bodies.append(body[start:])
-    total = len(bodies)
-    if total > max_parts or total > 255:
-        raise MessageTooLong(total, min(max_parts, 255))
-    return _new(Segments, (encoding, tuple(bodies), _udh8_headers(ref, total), ref, _UDH8, DEFAULT))
+            # Two octets short when the part would end on a high surrogate.
+            start += 134 if not 0xD8 <= body[start + 132] <= 0xDB else 132
+            ends.append(start)
+        encoding = _UCS2
+    ends.append(n)
+    if len(ends) > max_parts or len(ends) > 255:
+        raise MessageTooLong(len(ends), min(max_parts, 255))
+    return encoding, body, ends
 
 
 def segment_binary(

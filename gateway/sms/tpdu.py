@@ -67,7 +67,7 @@ from gateway.sms.coding import Encoding, decode_text, encoding_of_dcs
 from gateway.sms.errors import SmsError, TpduError, UdhError
 from gateway.sms.gsm7 import DEFAULT, Alphabet, pack_septets, unpack_septets
 from gateway.sms.national import alphabet as national_alphabet
-from gateway.sms.segment import ConcatMethod, segment
+from gateway.sms.segment import ConcatMethod, plan, segment, udh8_headers
 from gateway.sms.udh import (
     IEI_LOCKING_SHIFT,
     IEI_SINGLE_SHIFT,
@@ -1038,6 +1038,10 @@ def submit_tpdus(
     """
     if method is not _UDH8 and method is not _UDH16:
         raise TpduError(f"{method.name} concatenation has no place in a TPDU; use UDH8 or UDH16")
+    if encoding is None and method is _UDH8 and not alphabets:
+        return _submit_common(
+            text, destination, ref, message_ref, status_report, validity, smsc, max_parts
+        )
     seg = segment(
         text, ref=ref, encoding=encoding, method=method, max_parts=max_parts, alphabets=alphabets
     )
@@ -1110,6 +1114,96 @@ def submit_tpdus(
         )
         out.append(new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper())))
         mr += 1
+    return out
+
+
+@lru_cache(maxsize=8192)
+def _udh8_septets(ref: int, total: int) -> tuple[bytes, ...]:
+    """Each part's 8-bit concatenation UDH as the 7 septets it fills: 6 octets and the one
+    fill bit are 49 bits, exactly 7 septets."""
+    return tuple([unpack_septets(udh + b"\x00", 7) for udh in udh8_headers(ref, total)])
+
+
+def _submit_common(  # noqa: PLR0917 - the hot path of submit_tpdus, which checked the arguments
+    text: str,
+    destination: str,
+    ref: int,
+    message_ref: int,
+    status_report: bool,
+    validity: timedelta | datetime | None,
+    smsc: str | None,
+    max_parts: int,
+) -> list[SubmitTpdu]:
+    """`submit_tpdus` for the default alphabet or UCS-2 with 8-bit references.
+
+    GSM 7-bit parts are packed in one go: with the UDH counted as 7 septets, every part but the
+    last is 160 septets (159 when cut short of an escape, padded with a zero septet that packs
+    to the same 140 octets), so the packed parts of the concatenation are the concatenation of
+    the packed parts, and one pack of the whole message replaces one per part.
+    """
+    enc, body, ends = plan(text, max_parts)
+    smsc_part = encode_smsc(smsc) if smsc else _NO_SMSC
+    smsc_len = len(smsc_part)
+    vpf, vp = (0, b"") if validity is None else _validity(validity, False, False)
+    first = MTI_SUBMIT | vpf | (_SRR if status_report else 0)
+    digits = destination[1:]
+    if destination[:1] == "+" and digits.isdigit() and digits.isascii() and len(digits) <= 20:
+        # The common case, inlined: an international number.
+        if len(digits) & 1:
+            digits += "F"
+        da = _BYTE[len(destination) - 1] + b"\x91" + bytes.fromhex(digits).translate(_SWAP)
+    else:
+        da = encode_address(destination)
+    mid = da + (b"\x00\x00" if enc is _GSM7 else b"\x00\x08") + vp
+    new = _new_tuple
+    total = len(ends)
+    if total == 1:
+        n = len(body)
+        ud = pack_septets(body) if enc is _GSM7 else body
+        pdu = b"%s%c%c%s%c%s" % (smsc_part, first, message_ref & 0xFF, mid, n, ud)
+        return [new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper()))]
+    if not 0 <= ref <= 0xFF:
+        raise ValueError(f"concatenation reference {ref} out of range for UDH8")
+    first |= _UDHI
+    out = []
+    start = 0
+    if enc is _GSM7:
+        heads = _udh8_septets(ref, total)
+        pieces = []
+        for i, end in enumerate(ends):
+            pieces.append(heads[i])
+            pieces.append(body[start:end])
+            if end - start == 152 and i < total - 1:
+                pieces.append(b"\x00")
+            start = end
+        packed = pack_septets(b"".join(pieces))
+        start = 0
+        for i, end in enumerate(ends):
+            ud = packed[140 * i : 140 * i + 140]
+            pdu = b"%s%c%c%s%c%s" % (
+                smsc_part,
+                first,
+                (message_ref + i) & 0xFF,
+                mid,
+                7 + end - start,
+                ud,
+            )
+            out.append(new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper())))
+            start = end
+        return out
+    udhs = udh8_headers(ref, total)
+    for i, end in enumerate(ends):
+        pdu = b"%s%c%c%s%c%s%s" % (
+            smsc_part,
+            first,
+            (message_ref + i) & 0xFF,
+            mid,
+            6 + end - start,
+            udhs[i],
+            body[start:end],
+        )
+        out.append(new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper())))
+        start = end
     return out
 
 
