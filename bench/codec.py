@@ -947,10 +947,10 @@ def a_floor(messages: Sequence[Message]) -> Callable[..., list[bytes]]:
 
 def b_smsgw(_messages: Sequence[Message]) -> Callable[[bytes], str]:
     decode_pdu = _mod("gateway.smpp.codec").decode_pdu
-    message_content = _mod("gateway.smpp.message").message_content
+    pdu_text = _mod("gateway.smpp.message").pdu_text
 
     def decode(pdu: bytes) -> str:
-        return message_content(decode_pdu(pdu)).text()
+        return pdu_text(decode_pdu(pdu))
 
     return decode
 
@@ -1112,7 +1112,14 @@ STEPS: dict[str, tuple[str, str, list[Lib]]] = {
         "submit_sm bytes (smsgw's, from (a)) → fields and text",
         "smpplib",
         [
-            _lib("smsgw", "smsgw", "smsgw", b_smsgw),
+            _lib(
+                "smsgw",
+                "smsgw",
+                "smsgw",
+                b_smsgw,
+                "decode_pdu(pdu) builds every field eagerly; pdu_text(pdu) is "
+                "message_content(pdu).text() without the intermediate object for plain UDH.",
+            ),
             _lib(
                 "smpplib",
                 "smpplib",

@@ -471,6 +471,15 @@ def decode_pdu(data: bytes) -> Pdu:
             command_id=command_id,
             sequence_number=seq,
         )
+    # The everyday case in one call; anything unusual goes round by _decode, which decodes
+    # again and says precisely what is wrong.
+    decoder = _DECODERS.get(command_id)
+    if decoder is not None and (status == 0 or length > HEADER_SIZE):
+        try:
+            pdu: Pdu = decoder(data, HEADER_SIZE, seq, status)
+            return pdu
+        except (IndexError, struct.error, RemoteSmppError):
+            pass
     return _decode(data, HEADER_SIZE, command_id, status, seq)
 
 

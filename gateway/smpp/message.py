@@ -35,7 +35,14 @@ from gateway.sms.udh import (
     parse_udh,
 )
 
-__all__ = ["MessageContent", "SmBuilder", "build_sm_pdus", "message_content", "sm_builder"]
+__all__ = [
+    "MessageContent",
+    "SmBuilder",
+    "build_sm_pdus",
+    "message_content",
+    "pdu_text",
+    "sm_builder",
+]
 
 _HEADER = struct.Struct(">IIII")
 _TLV_HEAD = struct.Struct(">HH")
@@ -346,20 +353,35 @@ class MessageContent(NamedTuple):
     Attributes:
         encoding: from data_coding; a Python codec name for the rarer SMPP alphabets.
         body: the body without its UDH (unpacked septets for GSM 7-bit).
-        udh: information elements of the UDH, empty when there is none.
+        udh: the UDH as it came, UDHL included; b"" when there is none.
         concat: position in a concatenated message (UDH or SAR TLVs), or None.
         alphabet: the GSM 7-bit alphabet the UDH's national language shifts select.
     """
 
     encoding: Encoding | str
     body: bytes
-    udh: tuple[InformationElement, ...]
+    udh: bytes
     concat: Concat | None
     alphabet: Alphabet
 
+    @property
+    def elements(self) -> tuple[InformationElement, ...]:
+        """The UDH's information elements (parsed on demand: most callers need only concat)."""
+        return parse_udh(self.udh)[0] if self.udh else ()
+
     def text(self, errors: str = "strict") -> str:
         """The body as text. Raises `UnencodableText` for a bad body with errors="strict"."""
-        return decode_text(self.body, self.encoding, self.alphabet, errors)
+        encoding, body, _udh, _concat, alphabet = self
+        if errors == "strict":
+            # The two everyday cases without the general dispatch.
+            if encoding is _UCS2 and not len(body) & 1:
+                try:
+                    return body.decode("utf-16-be")
+                except UnicodeDecodeError:
+                    pass  # a lone surrogate: decode_text says where
+            elif encoding is _GSM7:
+                return alphabet.decode(body)
+        return decode_text(body, encoding, alphabet, errors)
 
 
 def message_content(
@@ -376,38 +398,68 @@ def message_content(
             5.3.2.32), or a UDH indicator with a UDH that does not parse (ESME_RINVESMCLASS).
     """
     tlvs = pdu.tlvs
-    sm = b"" if isinstance(pdu, DataSm) else pdu.short_message
-    payload = tlv_raw(tlvs, Tag.message_payload) if tlvs else None
-    if payload is not None:
-        if sm:
-            raise RemoteSmppError(
-                "both short_message and message_payload are set", _S.ESME_RINVPARLEN
-            )
-        sm = payload
+    sm = pdu.short_message if type(pdu) is not DataSm else b""  # type: ignore[union-attr]
+    if tlvs:
+        payload = tlv_raw(tlvs, Tag.message_payload)
+        if payload is not None:
+            if sm:
+                raise RemoteSmppError(
+                    "both short_message and message_payload are set", _S.ESME_RINVPARLEN
+                )
+            sm = payload
     data_coding = pdu.data_coding
-    if data_coding == 0:
-        encoding: Encoding | str = gsm7_default
-    elif data_coding == 8:
-        encoding = _UCS2
+    if data_coding == 8:
+        encoding: Encoding | str = _UCS2
+    elif data_coding == 0:
+        encoding = gsm7_default
     else:
         encoding = encoding_of_data_coding(data_coding, gsm7_default)
-    concat: Concat | None
     if not pdu.esm_class & _UDHI:
-        concat = _sar_of(tlvs) if tlvs else None
-        return _new(MessageContent, (encoding, sm, (), concat, DEFAULT))
+        return _new(MessageContent, (encoding, sm, b"", _sar_of(tlvs) if tlvs else None, DEFAULT))
     if len(sm) >= 6 and sm[0] == 5 and sm[1] == 0 and sm[2] == 3 and 0 < sm[5] <= sm[4]:
         # The usual UDH: only an 8-bit concatenation element.
-        udh: tuple[InformationElement, ...] = (_new(InformationElement, (0, sm[3:6])),)
         concat = _new(Concat, (sm[3], sm[4], sm[5], 8))
-        return _new(MessageContent, (encoding, sm[6:], udh, concat, DEFAULT))
+        return _new(MessageContent, (encoding, sm[6:], sm[:6], concat, DEFAULT))
     try:
-        udh, length = parse_udh(sm)
+        elements, length = parse_udh(sm)
     except SmsError as exc:
         raise RemoteSmppError(f"bad UDH: {exc}", _S.ESME_RINVESMCLASS) from None
-    concat = concat_of(udh)
-    if concat is None and tlvs:
-        concat = _sar_of(tlvs)
-    return _new(MessageContent, (encoding, sm[length:], udh, concat, _alphabet_of(udh)))
+    found = concat_of(elements)
+    if found is None and tlvs:
+        found = _sar_of(tlvs)
+    return _new(MessageContent, (encoding, sm[length:], sm[:length], found, _alphabet_of(elements)))
+
+
+def pdu_text(
+    pdu: SubmitSm | DeliverSm | DataSm,
+    *,
+    gsm7_default: Encoding = _GSM7,
+    errors: str = "strict",
+) -> str:
+    """The text of one PDU (one part of a long message: no reassembly), UDH stripped.
+
+    `message_content(pdu).text()` without building the `MessageContent` in the everyday cases
+    (UCS-2, or GSM 7-bit without national shifts): keyword routing and logging read the text
+    of every inbound PDU.
+
+    Raises:
+        RemoteSmppError, UnencodableText: as `message_content` and `MessageContent.text`.
+    """
+    if type(pdu) is not DataSm and not pdu.tlvs and errors == "strict":
+        sm = pdu.short_message  # type: ignore[union-attr]
+        if pdu.esm_class & _UDHI:
+            if sm[:3] != b"\x05\x00\x03" or len(sm) < 6:  # not the plain concatenation UDH
+                return message_content(pdu, gsm7_default=gsm7_default).text(errors)
+            sm = sm[6:]
+        data_coding = pdu.data_coding
+        if data_coding == 8 and not len(sm) & 1:
+            try:
+                return sm.decode("utf-16-be")
+            except UnicodeDecodeError:
+                pass  # decode_text says where
+        elif data_coding == 0 and gsm7_default is _GSM7:
+            return DEFAULT.decode(sm)
+    return message_content(pdu, gsm7_default=gsm7_default).text(errors)
 
 
 def _sar_of(tlvs: tuple[Tlv, ...]) -> Concat | None:

@@ -16,8 +16,9 @@ Speed comes from doing the per-character work in C:
   by `str.replace`, then encoded as Latin-1 and translated the same way.
 * Decoding is `codecs.charmap_decode` through a 256-character table; escapes are rewritten to
   single high bytes first so they decode in the same pass.
-* Packing treats the septets as one little-endian integer and squeezes 8-bit lanes into 7-bit
-  lanes with log2(n) mask-and-shift steps (3GPP TS 23.038 section 6.1.2.1).
+* Packing treats the septets as one little-endian integer, squeezes each group of eight 8-bit
+  lanes into 56 bits with three mask-and-shift steps, and lets a struct format drop the empty
+  octet of each group (3GPP TS 23.038 section 6.1.2.1). Unpacking reverses log2(n) steps.
 
 National language tables (TS 23.038 section 6.2) are `Alphabet` instances built in
 `gateway.sms.national`; the default alphabet is `DEFAULT`.
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 
 from gateway.sms.errors import UnencodableText
@@ -74,6 +76,7 @@ DEFAULT_EXTENSION: Mapping[int, str] = {
 _NEEDS_ESCAPE = 0x80
 _NOT_IN_ALPHABET = 0xFF
 _UNDEFINED = "\ufffe"  # charmap_decode's "no mapping" marker
+_NO_LATIN1 = 0x80
 
 
 class Alphabet:
@@ -91,6 +94,7 @@ class Alphabet:
         "_byte_table",
         "_decode_table",
         "_escape_map",
+        "_latin1_table",
         "_non_latin1",
         "_outside",
         "_subst_table",
@@ -166,6 +170,11 @@ class Alphabet:
             dec[0x80 | code] = self.extension.get(code, basic[code])
         dec[0x80 | ESCAPE] = " "  # escape-escape: reserved for a further table; show a space
         self._decode_table = "".join(dec)
+        # The same, as Latin-1 octets where the character has one; 0x80 (a C1 control, never
+        # in an alphabet) where it has not, to send the text through `_decode_table` instead.
+        self._latin1_table = bytes(
+            ord(ch) if ord(ch) <= 0xFF and not 0x80 <= ord(ch) <= 0x9F else _NO_LATIN1 for ch in dec
+        )
 
     def __repr__(self) -> str:
         return f"Alphabet({self.name!r})"
@@ -242,18 +251,36 @@ class Alphabet:
             )
         if ESCAPE in septets:
             septets = _fold_escapes(septets)  # escape pairs become single bytes 0x80|code
+        # Two passes in C when every character is in Latin-1 (no Greek capital, no €).
+        latin1 = septets.translate(self._latin1_table)
+        if _NO_LATIN1 not in latin1:
+            return latin1.decode("latin-1")
         return codecs.charmap_decode(septets, "strict", self._decode_table)[0]
 
 
-# An escape and the septet after it become the one byte 0x80|septet; a lone escape at the very
-# end is dropped. Escapes are rare, so a regex callback is fast enough.
-_ESCAPE_PAIR = re.compile(rb"\x1b([\x00-\x7f]?)", re.DOTALL)
-_FOLDED = {bytes((ESCAPE, c)): bytes((0x80 | c,)) for c in range(128)} | {b"\x1b": b""}
+_FOLDED = tuple(bytes((0x80 | c,)) for c in range(128))
+_ESCAPE_ESCAPE = bytes((0x80 | ESCAPE,))
 
 
 def _fold_escapes(septets: bytes) -> bytes:
-    """Rewrite each escape pair (0x1B, c) as the single byte 0x80|c."""
-    return _ESCAPE_PAIR.sub(lambda m: _FOLDED[m[0]], septets)
+    """Rewrite each escape pair (0x1B, c) as the single byte 0x80|c; drop a lone escape at the
+    very end. One split and one join, with a step per escape (no per-septet work)."""
+    parts = septets.split(b"\x1b")
+    out = [parts[0]]
+    i, n = 1, len(parts)
+    while i < n:
+        part = parts[i]
+        if part:
+            out.append(_FOLDED[part[0]])
+            out.append(part[1:])
+            i += 1
+        elif i + 1 < n:  # escape, escape: a pair of its own, then the next part as it is
+            out.append(_ESCAPE_ESCAPE)
+            out.append(parts[i + 1])
+            i += 2
+        else:
+            i += 1
+    return b"".join(out)
 
 
 DEFAULT = Alphabet(DEFAULT_BASIC, DEFAULT_EXTENSION)
@@ -302,6 +329,27 @@ def _unpack_plan(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(reversed(_pack_plan(n)))
 
 
+@lru_cache(maxsize=64)
+def _lane_plan(
+    lanes: int,
+) -> tuple[int, int, int, int, int, int, Callable[[bytes], tuple[bytes, ...]]]:
+    """For `lanes` groups of 8 septets: the masks that squeeze each 64-bit lane's eight 7-bit
+    values into its low 56 bits, and a struct unpack that keeps those 7 octets of each lane."""
+
+    def every_lane(mask: int) -> int:
+        return int.from_bytes(mask.to_bytes(8, "little") * lanes, "little")
+
+    return (
+        every_lane(0x007F007F007F007F),
+        every_lane(0x7F007F007F007F00),
+        every_lane(0x00003FFF00003FFF),
+        every_lane(0x3FFF00003FFF0000),
+        every_lane(0x000000000FFFFFFF),
+        every_lane(0x0FFFFFFF00000000),
+        struct.Struct("<" + "7sx" * lanes).unpack,
+    )
+
+
 def pack_septets(septets: bytes, fill_bits: int = 0) -> bytes:
     """Pack septets into octets, low bits first, after `fill_bits` zero bits.
 
@@ -309,10 +357,19 @@ def pack_septets(septets: bytes, fill_bits: int = 0) -> bytes:
     (TS 23.040 section 9.2.3.24).
     """
     n = len(septets)
+    lanes = (n + 7) >> 3
+    # Three mask-and-shift steps pack each group of 8 septets into 7 octets of a 64-bit lane;
+    # a struct format of "7sx" per lane then drops each lane's empty top octet.
+    a1, b1, a2, b2, a3, b3, unpack = _lane_plan(lanes)
     x = int.from_bytes(septets, "little")
-    for low, high, shift in _pack_plan(n):
-        x = (x & low) | ((x & high) >> shift)
-    return (x << fill_bits).to_bytes((7 * n + fill_bits + 7) >> 3, "little")
+    x = (x & a1) | ((x & b1) >> 1)
+    x = (x & a2) | ((x & b2) >> 2)
+    x = (x & a3) | ((x & b3) >> 4)
+    packed = b"".join(unpack(x.to_bytes(lanes << 3, "little")))
+    size = (7 * n + fill_bits + 7) >> 3
+    if fill_bits:
+        return (int.from_bytes(packed, "little") << fill_bits).to_bytes(size, "little")
+    return packed[:size]
 
 
 def unpack_septets(data: bytes, count: int, fill_bits: int = 0) -> bytes:

@@ -13,8 +13,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.smpp.message import SmBuilder
-from gateway.sms import segment
+from gateway.smpp import RemoteSmppError, SubmitSm, decode_pdu
+from gateway.smpp.message import SmBuilder, message_content, pdu_text
+from gateway.sms import SmsError, segment
 from gateway.sms.tpdu import encode_sms_submit, submit_tpdus
 
 BUILDER = SmBuilder(
@@ -71,3 +72,33 @@ def test_corpus_identical(corpus_path: Path) -> None:
         )
         fast = submit_tpdus(text, "+4915112345678", ref=i & 0xFF, message_ref=i, status_report=True)
         assert [t.hex for t in fast] == _general_tpdus(text, i & 0xFF, i)
+
+
+def _content_text(pdu: SubmitSm) -> str | type[Exception]:
+    try:
+        return message_content(pdu).text()
+    except (RemoteSmppError, SmsError) as exc:
+        return type(exc)
+
+
+def _fast_text(pdu: SubmitSm) -> str | type[Exception]:
+    try:
+        return pdu_text(pdu)
+    except (RemoteSmppError, SmsError) as exc:
+        return type(exc)
+
+
+@given(
+    st.binary(max_size=254),
+    st.sampled_from([0, 0x40, 0x43]),
+    st.sampled_from([0, 1, 3, 4, 8, 0xF0]),
+)
+def test_pdu_text_equals_message_content_text(sm: bytes, esm_class: int, data_coding: int) -> None:
+    pdu = SubmitSm(short_message=sm, esm_class=esm_class, data_coding=data_coding)
+    assert _fast_text(pdu) == _content_text(pdu)
+
+
+@given(boundary_text)
+def test_pdu_text_of_built_parts(text: str) -> None:
+    pdus = [decode_pdu(p) for p in BUILDER.build_text(text, "Shop", "4915112345678", SEQ)]
+    assert "".join(pdu_text(p) for p in pdus) == text  # type: ignore[arg-type]
