@@ -12,6 +12,7 @@ message_payload, with its UDH split off and its concatenation position from UDH 
 
 from __future__ import annotations
 
+import codecs
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
@@ -57,6 +58,9 @@ _UDH8, _UDH16, _SAR, _PAYLOAD = (
 _GSM7 = Encoding.GSM7
 _UCS2 = Encoding.UCS2
 _new = tuple.__new__
+# The codec function itself: str.decode("utf-16-be") looks the codec up by name and goes
+# through a Python-level wrapper on every call (only utf-8/16/32 and latin-1 have fast paths).
+_utf16be_decode = codecs.utf_16_be_decode
 _SUBMIT_SM = int(CommandId.submit_sm)
 
 
@@ -376,7 +380,7 @@ class MessageContent(NamedTuple):
             # The two everyday cases without the general dispatch.
             if encoding is _UCS2 and not len(body) & 1:
                 try:
-                    return body.decode("utf-16-be")
+                    return _utf16be_decode(body, "strict", True)[0]
                 except UnicodeDecodeError:
                     pass  # a lone surrogate: decode_text says where
             elif encoding is _GSM7:
@@ -454,7 +458,7 @@ def pdu_text(
         data_coding = pdu.data_coding
         if data_coding == 8 and not len(sm) & 1:
             try:
-                return sm.decode("utf-16-be")
+                return _utf16be_decode(sm, "strict", True)[0]
             except UnicodeDecodeError:
                 pass  # decode_text says where
         elif data_coding == 0 and gsm7_default is _GSM7:

@@ -11,6 +11,7 @@ is what every current handset does.
 
 from __future__ import annotations
 
+import codecs
 import re
 from enum import IntEnum
 
@@ -171,7 +172,7 @@ def decode_text(
         if encoding is _UCS2:
             if len(data) & 1 and errors == "strict":
                 raise UnencodableText(f"UCS-2 body has an odd length ({len(data)} octets)")
-            return data.decode("utf-16-be", errors)
+            return codecs.utf_16_be_decode(data, errors, True)[0]
         if encoding is _LATIN1 or encoding is _BINARY:
             return data.decode("latin-1")
         if encoding is _ASCII:

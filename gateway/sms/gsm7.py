@@ -94,6 +94,7 @@ class Alphabet:
         "_byte_table",
         "_decode_table",
         "_escape_map",
+        "_latin1_raw",
         "_latin1_table",
         "_non_latin1",
         "_outside",
@@ -175,6 +176,12 @@ class Alphabet:
         self._latin1_table = bytes(
             ord(ch) if ord(ch) <= 0xFF and not 0x80 <= ord(ch) <= 0x9F else _NO_LATIN1 for ch in dec
         )
+        # For septets as they come: the escape and bytes above 0x7F (not septets) also go to
+        # 0x80, so one translate and one search decide whether the fast path applies.
+        raw = bytearray(self._latin1_table)
+        raw[ESCAPE] = _NO_LATIN1
+        raw[0x80:] = bytes([_NO_LATIN1]) * 128
+        self._latin1_raw = bytes(raw)
 
     def __repr__(self) -> str:
         return f"Alphabet({self.name!r})"
@@ -244,6 +251,9 @@ class Alphabet:
         Raises:
             UnencodableText: a byte above 0x7F.
         """
+        latin1 = septets.translate(self._latin1_raw)
+        if _NO_LATIN1 not in latin1:
+            return latin1.decode("latin-1")  # no escape, nothing outside Latin-1: the usual
         if not septets.isascii():
             pos = next(i for i, b in enumerate(septets) if b > 0x7F)
             raise UnencodableText(

@@ -31,6 +31,7 @@ because the SMSC has to fit its UDH in.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from enum import Enum
 from functools import lru_cache
@@ -75,6 +76,9 @@ _SEQ = tuple(bytes((i,)) for i in range(256))
 _NO_UDH = (b"",)
 _new = tuple.__new__
 _try_default = DEFAULT.try_encode
+# The codec function itself: str.encode("utf-16-be") looks the codec up by name and goes
+# through a Python-level wrapper on every call.
+_utf16be_encode = codecs.utf_16_be_encode
 
 
 class Segments(NamedTuple):
@@ -183,7 +187,7 @@ def choose_encoding(
         ):
             return _GSM7, best[0], best[1]
     try:
-        return _UCS2, text.encode("utf-16-be"), DEFAULT
+        return _UCS2, _utf16be_encode(text)[0], DEFAULT
     except UnicodeEncodeError:
         return _UCS2, encode_text(text, _UCS2), DEFAULT  # raises UnencodableText, with position
 
@@ -298,7 +302,7 @@ def plan(text: str, max_parts: int = 255) -> tuple[Encoding, bytes, list[int]]:
         encoding = _GSM7
     else:
         try:
-            body = text.encode("utf-16-be")
+            body = _utf16be_encode(text)[0]
         except UnicodeEncodeError:
             body = encode_text(text, _UCS2)  # raises UnencodableText with the position
         n = len(body)
