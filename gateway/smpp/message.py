@@ -162,14 +162,7 @@ class SmBuilder:
             ValueError: fewer sequence numbers than parts.
         """
         encoding, bodies, udhs, ref, method, _alphabet = segments
-        try:
-            src = source_addr.encode("ascii")
-            dst = destination_addr.encode("ascii")
-        except UnicodeEncodeError:
-            src = dst = b"\x00"  # not ASCII: let cstring_bytes below judge it
-        if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
-            src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
-            dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
+        src, dst = _addresses(source_addr, destination_addr)
         udh = udhs[0]
         pre = self._formats[encoding][1 if udh else 0] % (src, dst)
         extra = self._extra
@@ -226,14 +219,7 @@ class SmBuilder:
                 `segment`.
         """
         encoding, body, ends = plan(text, max_parts)
-        try:
-            src = source_addr.encode("ascii")
-            dst = destination_addr.encode("ascii")
-        except UnicodeEncodeError:
-            src = dst = b"\x00"  # not ASCII: let cstring_bytes below judge it
-        if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
-            src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
-            dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
+        src, dst = _addresses(source_addr, destination_addr)
         extra = self._extra
         total = len(ends)
         if len(sequence_numbers) < total:
@@ -317,6 +303,23 @@ _SINGLE = b"%s%s%c%s%s"  # header, fixed fields, sm_length, body, TLVs
 # header, fixed fields, sm_length, the 8-bit concatenation UDH (ref, total, seq), body, TLVs
 _UDH8_PART = b"%s%s%c\x05\x00\x03%c%c%c%s%s"
 _pack = _HEADER.pack
+def _addresses(source_addr: str, destination_addr: str) -> tuple[bytes, bytes]:
+    """The two addresses as C-string octets (without the NUL), checked.
+
+    Raises:
+        LocalSmppError: too long for its C-string, not Latin-1, or holding a NUL.
+    """
+    try:
+        src = source_addr.encode("ascii")
+        dst = destination_addr.encode("ascii")
+    except UnicodeEncodeError:
+        src = dst = b"\x00"  # not ASCII: let cstring_bytes below judge it
+    if len(src) > 20 or len(dst) > 20 or 0 in src or 0 in dst:
+        src = cstring_bytes(source_addr, 21, "source_addr", _S.ESME_RINVSRCADR)
+        dst = cstring_bytes(destination_addr, 21, "destination_addr", _S.ESME_RINVDSTADR)
+    return src, dst
+
+
 _SAR_FORMAT = b"\x02\x0c\x00\x02%c%c\x02\x0e\x00\x01%c\x02\x0f\x00\x01%c"
 _MESSAGE_PAYLOAD = int(Tag.message_payload)
 
