@@ -303,6 +303,8 @@ _SINGLE = b"%s%s%c%s%s"  # header, fixed fields, sm_length, body, TLVs
 # header, fixed fields, sm_length, the 8-bit concatenation UDH (ref, total, seq), body, TLVs
 _UDH8_PART = b"%s%s%c\x05\x00\x03%c%c%c%s%s"
 _pack = _HEADER.pack
+
+
 def _addresses(source_addr: str, destination_addr: str) -> tuple[bytes, bytes]:
     """The two addresses as C-string octets (without the NUL), checked.
 
