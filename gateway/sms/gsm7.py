@@ -205,6 +205,8 @@ class Alphabet:
                 raw = text.encode("latin-1")
                 table = self._subst_table
         out = raw.translate(table)
+        if out.isascii():
+            return out  # every character a basic one: one check for the usual case
         if _NOT_IN_ALPHABET in out:
             return None
         if _NEEDS_ESCAPE in out:
