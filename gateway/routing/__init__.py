@@ -1,0 +1,24 @@
+"""Routing by destination prefix: a compiled table and a pure `select_route`."""
+
+from __future__ import annotations
+
+from gateway.routing.numbers import NumberPlan, normalize
+from gateway.routing.table import (
+    Route,
+    RouteDecision,
+    RouteTable,
+    Strategy,
+    Target,
+    select_route,
+)
+
+__all__ = [
+    "NumberPlan",
+    "Route",
+    "RouteDecision",
+    "RouteTable",
+    "Strategy",
+    "Target",
+    "normalize",
+    "select_route",
+]
