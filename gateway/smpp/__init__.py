@@ -54,6 +54,16 @@ from gateway.smpp.pdu import (
     command_id_of,
     response_class,
 )
+from gateway.smpp.session import (
+    BindRequested,
+    Closed,
+    Request,
+    RequestTimedOut,
+    Response,
+    Role,
+    Session,
+    State,
+)
 from gateway.smpp.tlv import Tlv, make_tlv, make_tlvs, tlv_raw, tlv_value
 
 __all__ = [
@@ -62,12 +72,14 @@ __all__ = [
     "AlertNotification",
     "BindReceiver",
     "BindReceiverResp",
+    "BindRequested",
     "BindTransceiver",
     "BindTransceiverResp",
     "BindTransmitter",
     "BindTransmitterResp",
     "CancelSm",
     "CancelSmResp",
+    "Closed",
     "CommandId",
     "CommandStatus",
     "DataCoding",
@@ -93,8 +105,14 @@ __all__ = [
     "RemoteSmppError",
     "ReplaceSm",
     "ReplaceSmResp",
+    "Request",
+    "RequestTimedOut",
+    "Response",
+    "Role",
+    "Session",
     "SmeAddress",
     "SmppError",
+    "State",
     "SubmitMulti",
     "SubmitMultiResp",
     "SubmitSm",

@@ -505,6 +505,7 @@ PDU_CLASSES: dict[CommandId, type[Any]] = {
     C.alert_notification: AlertNotification,
 }
 COMMAND_IDS: dict[type[Any], CommandId] = {cls: cid for cid, cls in PDU_CLASSES.items()}
+_BY_NUMBER: dict[int, type[Any]] = {int(cid): cls for cid, cls in PDU_CLASSES.items()}
 
 
 def _typed_eq(self: tuple[Any, ...], other: object) -> bool:
@@ -534,4 +535,4 @@ def response_class(command_id: int) -> type[Any] | None:
     """The PDU class answering `command_id`, or None (generic_nack and responses have none)."""
     if command_id & 0x80000000 or command_id in (C.alert_notification, C.outbind):
         return None
-    return PDU_CLASSES.get(CommandId(command_id | 0x80000000))
+    return _BY_NUMBER.get(command_id | 0x80000000)

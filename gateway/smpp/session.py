@@ -1,0 +1,396 @@
+"""One SMPP v3.4 session, sans-IO: bytes and the clock in, events and bytes out.
+
+Theory of operation
+-------------------
+The same `Session` serves both ends: ``Role.SMSC`` (applications bind to us) and ``Role.ESME``
+(we bind to a carrier). The shell feeds what the socket read to `receive_data`, drains
+`next_event` until it returns None, writes `data_to_send`, and arms a timer for
+`next_deadline`, calling `handle_timer` when it fires (see aioquic's ``get_timer`` /
+``handle_timer``). No sockets, no asyncio, no clock: `now` is always an argument.
+
+State (SMPP v3.4 section 2.2) lives in two tables. `TRANSITIONS` moves the session on the bind
+and unbind exchanges; `ALLOWED` says which requests each side may send in each state. A request
+the peer may not send now is answered for us with ESME_RINVBNDSTS (section 2.3), an unknown or
+malformed one with generic_nack or the request's own response carrying the error status
+(section 4.3), and a framing error (a command_length we cannot trust) closes the session after
+the generic_nack. We refuse to *send* what the state forbids (`LocalSmppError`).
+
+Handled here, not by the application: enquire_link answers; an idle link is probed with
+enquire_link every `enquire_link_interval` and closed when a probe goes unanswered or nothing
+arrives for `inactivity_timeout`; an SMSC session not bound within `bind_timeout` is closed;
+requests we sent and that got no response within `response_timeout` come back as
+`RequestTimedOut` (and a late response for one is dropped, so the shell never acts twice);
+an unbind from the peer is answered and ends the session.
+
+Left to the application: authentication (a `BindRequested` event, answered with `accept_bind`
+or `reject_bind`), and answering every other request the peer sends (`Request` events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from gateway.smpp.codec import decode_pdu, encode_pdu
+from gateway.smpp.constants import CommandId, CommandStatus
+from gateway.smpp.errors import LocalSmppError, RemoteSmppError
+from gateway.smpp.framing import DEFAULT_MAX_LENGTH, FrameBuffer
+from gateway.smpp.pdu import (
+    COMMAND_IDS,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    Unbind,
+    UnbindResp,
+    response_class,
+)
+
+__all__ = [
+    "ALLOWED",
+    "TRANSITIONS",
+    "BindRequested",
+    "Closed",
+    "Event",
+    "Request",
+    "RequestTimedOut",
+    "Response",
+    "Role",
+    "Session",
+    "State",
+]
+
+C = CommandId
+
+
+class Role(Enum):
+    ESME = "esme"
+    SMSC = "smsc"
+
+
+class State(Enum):
+    OPEN = "open"
+    BOUND_TX = "bound_tx"
+    BOUND_RX = "bound_rx"
+    BOUND_TRX = "bound_trx"
+    UNBINDING = "unbinding"
+    CLOSED = "closed"
+
+
+_BIND_STATE = {
+    C.bind_transmitter_resp: State.BOUND_TX,
+    C.bind_receiver_resp: State.BOUND_RX,
+    C.bind_transceiver_resp: State.BOUND_TRX,
+}
+_BOUND = (State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX)
+
+# A successful response moves both ends the same way, whoever sent it.
+TRANSITIONS: dict[tuple[State, CommandId], State] = {
+    **{(State.OPEN, resp): state for resp, state in _BIND_STATE.items()},
+    **{(bound, C.unbind_resp): State.CLOSED for bound in (*_BOUND, State.UNBINDING)},
+}
+
+_ESME_TX = frozenset(
+    {C.submit_sm, C.submit_multi, C.data_sm, C.query_sm, C.cancel_sm, C.replace_sm}
+)
+_SMSC_RX = frozenset({C.deliver_sm, C.data_sm, C.alert_notification})
+_BINDS = frozenset({C.bind_transmitter, C.bind_receiver, C.bind_transceiver})
+_ALWAYS = frozenset({C.enquire_link, C.generic_nack})
+
+# Requests each role may send in each state (SMPP v3.4 section 2.3, table 2-1).
+ALLOWED: dict[tuple[Role, State], frozenset[CommandId]] = {
+    (Role.ESME, State.OPEN): _BINDS | _ALWAYS,
+    (Role.SMSC, State.OPEN): frozenset({C.outbind}) | _ALWAYS,
+    (Role.ESME, State.BOUND_TX): _ESME_TX | _ALWAYS | {C.unbind},
+    (Role.SMSC, State.BOUND_TX): _ALWAYS | {C.unbind},
+    (Role.ESME, State.BOUND_RX): _ALWAYS | {C.unbind},
+    (Role.SMSC, State.BOUND_RX): _SMSC_RX | _ALWAYS | {C.unbind},
+    (Role.ESME, State.BOUND_TRX): _ESME_TX | _ALWAYS | {C.unbind},
+    (Role.SMSC, State.BOUND_TRX): _SMSC_RX | _ALWAYS | {C.unbind},
+    (Role.ESME, State.UNBINDING): _ALWAYS,
+    (Role.SMSC, State.UNBINDING): _ALWAYS,
+}
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BindRequested:
+    """The peer asks to bind (SMSC role): answer with `accept_bind` or `reject_bind`."""
+
+    pdu: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request the application must answer with `send(response)`."""
+
+    pdu: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The response to one of our requests, with that request."""
+
+    pdu: Any
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """No response to `request` within the response timeout; a late one will be dropped."""
+
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over; the shell closes the socket after writing `data_to_send`."""
+
+    reason: str
+
+
+Event = BindRequested | Request | Response | RequestTimedOut | Closed
+
+
+class Session:
+    """One SMPP session. See the module docstring.
+
+    Args:
+        role: which end we are.
+        now: the clock at connection time (seconds, any monotonic origin).
+        enquire_link_interval: probe after this long with nothing received.
+        response_timeout: how long a request we sent may wait for its response.
+        inactivity_timeout: close after this long with nothing received.
+        bind_timeout: an SMSC session not bound by then is closed.
+        max_pdu_length: the largest command_length accepted.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        now: float,
+        enquire_link_interval: float = 30.0,
+        response_timeout: float = 10.0,
+        inactivity_timeout: float = 120.0,
+        bind_timeout: float = 10.0,
+        max_pdu_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        self.role = role
+        self.peer = Role.ESME if role is Role.SMSC else Role.SMSC
+        self.state = State.OPEN
+        self.enquire_link_interval = enquire_link_interval
+        self.response_timeout = response_timeout
+        self.inactivity_timeout = inactivity_timeout
+        self.bind_deadline = now + bind_timeout if role is Role.SMSC else None
+        self._frames = FrameBuffer(max_pdu_length)
+        self._out = bytearray()
+        self._events: list[Event] = []
+        self._pending: dict[int, tuple[float, Any]] = {}  # seq -> (deadline, request)
+        self._next_seq = 1
+        self._last_received = now
+        self._probe: int | None = None  # sequence number of our enquire_link in flight
+
+    def is_open(self) -> bool:
+        return self.state is not State.CLOSED
+
+    # -- input ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes the socket read; b"" means the peer closed the connection."""
+        if self.state is State.CLOSED:
+            return
+        if not data:
+            self._close("connection closed by peer")
+            return
+        self._frames.feed(data)
+        while self.is_open():  # a PDU below may close the session
+            try:
+                raw = self._frames.next_pdu()
+            except RemoteSmppError as exc:
+                self._nack(exc)
+                self._close(f"framing error: {exc}")
+                return
+            if raw is None:
+                return
+            self._last_received = now
+            self._receive_pdu(raw, now)
+
+    def next_event(self) -> Event | None:
+        """The next event, or None when there is none until more data or a timer."""
+        return self._events.pop(0) if self._events else None
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the socket (automatic answers and what `send` produced)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # -- output -----------------------------------------------------------------------------
+
+    def send(self, pdu: Pdu, now: float) -> Pdu:
+        """Send a request (sequence_number 0 gets the next one) or a response.
+
+        Returns:
+            The PDU as sent (with its sequence number).
+
+        Raises:
+            LocalSmppError: the state does not allow this request now (ESME_RINVBNDSTS), or a
+                response answers nothing the peer asked.
+        """
+        if self.state is State.CLOSED:
+            raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
+        command_id = COMMAND_IDS[type(pdu)]
+        if command_id & 0x80000000:
+            self._out += encode_pdu(pdu)
+            self._after_response(command_id, pdu.command_status)
+            return pdu
+        if command_id not in ALLOWED.get((self.role, self.state), frozenset()):
+            raise LocalSmppError(
+                f"{command_id.name} not allowed in {self.state.value}",
+                CommandStatus.ESME_RINVBNDSTS,
+            )
+        if pdu.sequence_number == 0:
+            pdu = pdu._replace(sequence_number=self._allocate_seq())
+        self._out += encode_pdu(pdu)
+        self._pending[pdu.sequence_number] = (now + self.response_timeout, pdu)
+        if command_id is C.unbind:
+            self.state = State.UNBINDING
+        return pdu
+
+    def accept_bind(self, request: Any, system_id: str = "smsgw") -> None:
+        """Answer a `BindRequested` with success; the session is then bound."""
+        resp_cls = response_class(COMMAND_IDS[type(request)])
+        assert resp_cls is not None
+        self.send(resp_cls(system_id=system_id, sequence_number=request.sequence_number), 0.0)
+
+    def reject_bind(self, request: Any, status: CommandStatus) -> None:
+        """Answer a `BindRequested` with an error status; the shell closes after a short delay."""
+        resp_cls = response_class(COMMAND_IDS[type(request)])
+        assert resp_cls is not None
+        self.send(resp_cls(sequence_number=request.sequence_number, command_status=status), 0.0)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` next has work, or None."""
+        if self.state is State.CLOSED:
+            return None
+        candidates = [self._last_received + self.inactivity_timeout]
+        if self.state in _BOUND and self._probe is None:
+            candidates.append(self._last_received + self.enquire_link_interval)
+        if self.bind_deadline is not None and self.state is State.OPEN:
+            candidates.append(self.bind_deadline)
+        candidates.extend(deadline for deadline, _ in self._pending.values())
+        return min(candidates)
+
+    def handle_timer(self, now: float) -> None:
+        """Do what is due at `now`: time out requests, probe or close an idle link."""
+        if self.state is State.CLOSED:
+            return
+        for seq, (deadline, request) in list(self._pending.items()):
+            if deadline <= now:
+                del self._pending[seq]
+                if seq == self._probe:
+                    self._close("enquire_link not answered")
+                    return
+                self._events.append(RequestTimedOut(request))
+        if (
+            self.bind_deadline is not None
+            and self.state is State.OPEN
+            and now >= self.bind_deadline
+        ):
+            self._close("no bind in time")
+        elif now >= self._last_received + self.inactivity_timeout:
+            self._close("inactivity")
+        elif (
+            self.state in _BOUND
+            and self._probe is None
+            and now >= self._last_received + self.enquire_link_interval
+        ):
+            self._probe = self.send(EnquireLink(), now).sequence_number
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _allocate_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq = seq + 1 if seq < 0x7FFFFFFF else 1  # SMPP v3.4 5.1.4: 1..0x7FFFFFFF
+        return seq
+
+    def _receive_pdu(self, raw: bytes, now: float) -> None:
+        try:
+            pdu: Any = decode_pdu(raw)
+        except RemoteSmppError as exc:
+            self._nack(exc)
+            if exc.fatal:
+                self._close(f"malformed PDU: {exc}")
+            return
+        command_id = COMMAND_IDS[type(pdu)]
+        if command_id & 0x80000000:
+            self._receive_response(command_id, pdu)
+            return
+        if command_id is C.enquire_link:
+            self._out += encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number))
+            return
+        if command_id not in ALLOWED.get((self.peer, self.state), frozenset()):
+            already = command_id in _BINDS and self.state in _BOUND
+            status = CommandStatus.ESME_RALYBND if already else CommandStatus.ESME_RINVBNDSTS
+            self._answer_error(pdu, command_id, status)
+            return
+        if command_id is C.unbind:
+            self._out += encode_pdu(UnbindResp(sequence_number=pdu.sequence_number))
+            self._close("unbound by peer")
+        elif command_id in _BINDS:
+            self._events.append(BindRequested(pdu))
+        else:
+            self._events.append(Request(pdu))
+
+    def _receive_response(self, command_id: CommandId, pdu: Any) -> None:
+        entry = self._pending.pop(pdu.sequence_number, None)
+        if command_id is C.generic_nack and entry is None:
+            return  # a nack for something we no longer wait for: nothing to do
+        if entry is None:
+            return  # late (timed out already) or unsolicited: never acted on twice
+        request = entry[1]
+        if pdu.sequence_number == self._probe:
+            self._probe = None
+            return
+        self._events.append(Response(pdu, request))
+        self._after_response(command_id, pdu.command_status)
+
+    def _after_response(self, command_id: CommandId, status: int) -> None:
+        if status == 0:
+            new_state = TRANSITIONS.get((self.state, command_id))
+            if new_state is State.CLOSED:
+                self._close("unbound")
+            elif new_state is not None:
+                self.state = new_state
+
+    def _answer_error(self, pdu: Any, command_id: CommandId, status: CommandStatus) -> None:
+        resp_cls = response_class(command_id)
+        seq = pdu.sequence_number
+        if resp_cls is None:
+            self._out += encode_pdu(GenericNack(sequence_number=seq, command_status=status))
+        else:
+            self._out += encode_pdu(resp_cls(sequence_number=seq, command_status=status))
+
+    def _nack(self, exc: RemoteSmppError) -> None:
+        seq = exc.sequence_number or 0
+        resp_cls = None if exc.command_id is None else response_class(exc.command_id)
+        if resp_cls is not None and not exc.fatal:
+            reply = resp_cls(sequence_number=seq, command_status=exc.status)
+        else:
+            reply = GenericNack(sequence_number=seq, command_status=exc.status)
+        self._out += encode_pdu(reply)
+
+    def _close(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._events.append(Closed(reason))
+
+    def unbind(self, now: float) -> None:
+        """Start an orderly unbind (the shell does this on shutdown)."""
+        self.send(Unbind(), now)

@@ -1,0 +1,283 @@
+"""The SMPP session state machine, two peers in memory (no sockets, the clock passed in)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.smpp import (
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    CommandStatus,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    LocalSmppError,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    decode_pdu,
+    encode_pdu,
+)
+from gateway.smpp.framing import FrameBuffer
+from gateway.smpp.session import (
+    ALLOWED,
+    BindRequested,
+    Closed,
+    Event,
+    Request,
+    RequestTimedOut,
+    Response,
+    Role,
+    Session,
+    State,
+)
+
+
+def drain(session: Session) -> list[Event]:
+    return list(iter(session.next_event, None))
+
+
+def pdus(data: bytes) -> list[object]:
+    frames = FrameBuffer()
+    frames.feed(data)
+    return [decode_pdu(raw) for raw in frames.pdus()]
+
+
+class Pair:
+    """An ESME and an SMSC session joined in memory."""
+
+    def __init__(self) -> None:
+        self.esme = Session(Role.ESME, now=0.0)
+        self.smsc = Session(Role.SMSC, now=0.0)
+
+    def flush(self, now: float = 0.0) -> tuple[list[Event], list[Event]]:
+        """Move bytes both ways until quiet; the events each side saw."""
+        seen_esme: list[Event] = []
+        seen_smsc: list[Event] = []
+        for _ in range(20):
+            a, b = self.esme.data_to_send(), self.smsc.data_to_send()
+            if not a and not b:
+                break
+            if a:
+                self.smsc.receive_data(a, now)
+            if b:
+                self.esme.receive_data(b, now)
+            seen_esme += drain(self.esme)
+            seen_smsc += drain(self.smsc)
+        return seen_esme, seen_smsc
+
+    def bind(self) -> None:
+        self.esme.send(BindTransceiver(system_id="app", password="pw"), 0.0)
+        _, smsc_events = self.flush()
+        (bind,) = smsc_events
+        assert isinstance(bind, BindRequested)
+        self.smsc.accept_bind(bind.pdu)
+        esme_events, _ = self.flush()
+        (resp,) = esme_events
+        assert isinstance(resp, Response)
+        assert isinstance(resp.pdu, BindTransceiverResp)
+
+
+def test_bind_submit_deliver_unbind() -> None:
+    pair = Pair()
+    pair.bind()
+    assert pair.esme.state is pair.smsc.state is State.BOUND_TRX
+
+    sent = pair.esme.send(SubmitSm(destination_addr="4915", short_message=b"hi"), 1.0)
+    assert sent.sequence_number == 2  # the bind took 1
+    _, smsc_events = pair.flush(1.0)
+    (req,) = smsc_events
+    assert isinstance(req, Request)
+    assert req.pdu == sent
+    pair.smsc.send(SubmitSmResp(message_id="m1", sequence_number=sent.sequence_number), 1.0)
+    (resp,), _ = pair.flush(1.0)
+    assert isinstance(resp, Response)
+    assert resp.pdu.message_id == "m1"
+    assert resp.request == sent
+
+    mo = pair.smsc.send(DeliverSm(source_addr="4915", short_message=b"yo"), 2.0)
+    (req,), _ = pair.flush(2.0)
+    assert isinstance(req, Request)
+    assert req.pdu == mo
+    pair.esme.send(DeliverSmResp(sequence_number=mo.sequence_number), 2.0)
+    _, (resp,) = pair.flush(2.0)
+    assert isinstance(resp, Response)
+
+    pair.esme.unbind(3.0)
+    esme_events, smsc_events = pair.flush(3.0)
+    assert smsc_events == [Closed("unbound by peer")]
+    resp, closed = esme_events
+    assert isinstance(resp, Response)
+    assert isinstance(resp.request, Unbind)
+    assert closed == Closed("unbound")
+    assert pair.esme.state is pair.smsc.state is State.CLOSED
+
+
+def test_rejected_bind_stays_open() -> None:
+    pair = Pair()
+    pair.esme.send(BindTransmitter(system_id="app", password="bad"), 0.0)
+    _, (bind,) = pair.flush()
+    assert isinstance(bind, BindRequested)
+    pair.smsc.reject_bind(bind.pdu, CommandStatus.ESME_RINVPASWD)
+    (resp,), _ = pair.flush()
+    assert isinstance(resp, Response)
+    assert resp.pdu.command_status == CommandStatus.ESME_RINVPASWD
+    assert pair.esme.state is pair.smsc.state is State.OPEN
+
+
+def test_wrong_state_request_is_answered_for_the_application() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(encode_pdu(SubmitSm(sequence_number=7, destination_addr="1")), 0.0)
+    assert drain(smsc) == []  # the application never sees it
+    (answer,) = pdus(smsc.data_to_send())
+    assert answer == SubmitSmResp(sequence_number=7, command_status=CommandStatus.ESME_RINVBNDSTS)
+
+
+def test_bind_when_bound_is_already_bound() -> None:
+    pair = Pair()
+    pair.bind()
+    pair.smsc.receive_data(encode_pdu(BindTransceiver(sequence_number=9)), 0.0)
+    (answer,) = pdus(pair.smsc.data_to_send())
+    assert answer == BindTransceiverResp(
+        sequence_number=9, command_status=CommandStatus.ESME_RALYBND
+    )
+
+
+def test_we_refuse_to_send_what_the_state_forbids() -> None:
+    esme = Session(Role.ESME, now=0.0)
+    with pytest.raises(LocalSmppError) as err:
+        esme.send(SubmitSm(destination_addr="1"), 0.0)
+    assert err.value.status == CommandStatus.ESME_RINVBNDSTS
+    smsc = Session(Role.SMSC, now=0.0)
+    with pytest.raises(LocalSmppError):
+        smsc.send(DeliverSm(), 0.0)
+
+
+def test_enquire_link_is_answered_in_any_state() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(encode_pdu(EnquireLink(sequence_number=5)), 0.0)
+    assert drain(smsc) == []
+    assert pdus(smsc.data_to_send()) == [EnquireLinkResp(sequence_number=5)]
+
+
+def test_malformed_and_unknown_pdus_get_nacks_and_the_session_lives() -> None:
+    pair = Pair()
+    pair.bind()
+    unknown = bytes.fromhex("0000001000000777000000000000000b")
+    truncated = encode_pdu(SubmitSm(sequence_number=12, source_addr="123"))[:-5]
+    truncated = len(truncated).to_bytes(4, "big") + truncated[4:]
+    pair.smsc.receive_data(unknown + truncated, 0.0)
+    replies = pdus(pair.smsc.data_to_send())
+    assert replies == [
+        GenericNack(sequence_number=11, command_status=CommandStatus.ESME_RINVCMDID),
+        SubmitSmResp(sequence_number=12, command_status=CommandStatus.ESME_RINVCMDLEN),
+    ]
+    assert pair.smsc.state is State.BOUND_TRX
+
+
+def test_framing_error_nacks_and_closes() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert drain(smsc) == [Closed(f"framing error: {_framing_message()}")]
+    (nack,) = pdus(smsc.data_to_send())
+    assert isinstance(nack, GenericNack)
+    assert nack.command_status == CommandStatus.ESME_RINVCMDLEN
+
+
+def _framing_message() -> str:
+    frames = FrameBuffer()
+    frames.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        frames.next_pdu()
+    except Exception as exc:
+        return str(exc)
+    raise AssertionError("no framing error")
+
+
+def test_idle_link_is_probed_then_closed_when_the_probe_is_not_answered() -> None:
+    pair = Pair()
+    pair.bind()
+    esme = pair.esme
+    assert esme.next_deadline() == esme.enquire_link_interval
+    esme.handle_timer(30.0)
+    (probe,) = pdus(esme.data_to_send())
+    assert isinstance(probe, EnquireLink)
+    assert esme.next_deadline() == 30.0 + esme.response_timeout
+    esme.handle_timer(40.0)
+    assert drain(esme) == [Closed("enquire_link not answered")]
+
+
+def test_answered_probe_keeps_the_link() -> None:
+    pair = Pair()
+    pair.bind()
+    pair.esme.handle_timer(30.0)
+    esme_events, smsc_events = pair.flush(31.0)
+    assert esme_events == smsc_events == []  # the probe and its answer are handled inside
+    pair.esme.handle_timer(41.0)
+    assert pair.esme.is_open()
+
+
+def test_request_timeout_and_late_response_dropped() -> None:
+    pair = Pair()
+    pair.bind()
+    sent = pair.esme.send(SubmitSm(destination_addr="1"), 0.0)
+    pair.flush(0.0)
+    pair.esme.handle_timer(10.0)
+    assert drain(pair.esme) == [RequestTimedOut(sent)]
+    pair.smsc.send(SubmitSmResp(message_id="late", sequence_number=sent.sequence_number), 11.0)
+    esme_events, _ = pair.flush(11.0)
+    assert esme_events == []  # never acted on twice
+
+
+def test_smsc_closes_a_connection_that_never_binds() -> None:
+    smsc = Session(Role.SMSC, now=0.0, bind_timeout=5.0)
+    assert smsc.next_deadline() == 5.0
+    smsc.handle_timer(5.0)
+    assert drain(smsc) == [Closed("no bind in time")]
+    assert smsc.next_deadline() is None
+
+
+def test_peer_hang_up() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(b"", 1.0)
+    assert drain(smsc) == [Closed("connection closed by peer")]
+
+
+def test_sequence_numbers_wrap_within_range() -> None:
+    pair = Pair()
+    pair.bind()
+    pair.esme._next_seq = 0x7FFFFFFF
+    first = pair.esme.send(EnquireLink(), 0.0)
+    second = pair.esme.send(EnquireLink(), 0.0)
+    assert (first.sequence_number, second.sequence_number) == (0x7FFFFFFF, 1)
+
+
+def test_allowed_table_covers_every_live_state() -> None:
+    for role, state in itertools.product(Role, State):
+        if state is not State.CLOSED:
+            assert (role, state) in ALLOWED
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(1, 50), max_size=10))
+def test_garbage_never_raises(data: bytes, cuts: list[int]) -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    pos = 0
+    for cut in [*cuts, len(data)]:
+        smsc.receive_data(data[pos : pos + cut] or b"x", 0.0)
+        pos += cut
+    drain(smsc)
+    pdus(smsc.data_to_send())  # whatever we answered is well-formed SMPP
+
+
+def test_unbind_request_is_answered() -> None:
+    pair = Pair()
+    pair.bind()
+    pair.smsc.receive_data(encode_pdu(Unbind(sequence_number=40)), 0.0)
+    assert drain(pair.smsc) == [Closed("unbound by peer")]
