@@ -4,9 +4,10 @@ Today it carries the codec tools an admin reaches for when a message looks wrong
 
     smsgw segment "text"          how a text is encoded and cut into parts, with the PDUs
     smsgw decode HEX              an SMPP PDU or a GSM 03.40 TPDU (as AT+CMGR prints it)
+    smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`serve`, `check-config`, `send` and the modem commands arrive with the gateway itself.
+`serve`, `send` and the modem commands arrive with the gateway itself.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.file}: ok ({len(config.accounts)} accounts, {len(config.upstreams)} upstreams, "
+        f"{len(config.simulated_carriers)} simulated carriers, {len(config.routes)} routes)"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("hex", nargs="+")
     p.add_argument("--no-smsc", action="store_true", help="the TPDU has no SMSC address prefix")
     p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("check-config", help="validate a configuration file without starting")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)

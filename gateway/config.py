@@ -1,0 +1,315 @@
+"""YAML -> one frozen, validated `GatewayConfig`.
+
+Every model forbids unknown keys (a typo is an error, not a silently ignored setting) and is
+frozen. Errors name the YAML path and line: ``routes[2].prefixes[0] (line 31): must be
+digits``. ``${NAME}`` in any string is replaced by the environment variable NAME (a missing one
+is an error naming it), so secrets stay out of the file; ``$${`` writes a literal ``${``.
+
+This module is the schema the gateway grows into (issue 3); `load_config` and
+`smsgw check-config FILE` work today.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.routing import NumberPlan, Route, RouteTable, Strategy, Target
+
+__all__ = [
+    "AccountConfig",
+    "ConfigError",
+    "GatewayConfig",
+    "RouteConfig",
+    "SimulatedCarrierConfig",
+    "StoreConfig",
+    "UpstreamConfig",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message lists every problem with its path."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        super().__init__(
+            where + "; ".join(problems)
+            if len(problems) == 1
+            else where + "\n  " + "\n  ".join(problems)
+        )
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _digits(value: str, what: str) -> str:
+    if value and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{what} must be digits, got {value!r}")
+    return value
+
+
+Prefix = Annotated[str, AfterValidator(lambda value: _digits(value, "a prefix"))]
+
+
+class NumberPlanConfig(_Model):
+    """How national numbers are written where the gateway runs."""
+
+    country_code: str = ""
+    national_prefix: str = "0"
+    international_prefix: str = "00"
+
+    @field_validator("country_code", "national_prefix", "international_prefix")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        return _digits(value, "this")
+
+    def plan(self) -> NumberPlan:
+        return NumberPlan(self.country_code, self.national_prefix, self.international_prefix)
+
+
+class ListenConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(2775, ge=0, le=65535)
+    tls_port: int | None = Field(None, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> ListenConfig:
+        if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError("tls_port needs tls_cert and tls_key")
+        return self
+
+
+class AccountConfig(_Model):
+    """An application that binds to us."""
+
+    system_id: str = Field(min_length=1, max_length=15)
+    password: str | None = Field(None, max_length=8)
+    password_hash: str | None = None
+    bind_types: frozenset[Literal["transmitter", "receiver", "transceiver"]] = frozenset(
+        {"transmitter", "receiver", "transceiver"}
+    )
+    allow_cidrs: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_binds: int = Field(4, ge=1)
+    throughput: float | None = Field(None, gt=0, description="messages/s; over it: throttled")
+    window: int = Field(64, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _secret(self) -> AccountConfig:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("give exactly one of password and password_hash")
+        return self
+
+
+class UpstreamConfig(_Model):
+    """A carrier SMSC we bind to as an ESME."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    system_id: str = Field(min_length=1, max_length=15)
+    password: str = Field(max_length=8)
+    system_type: str = Field("", max_length=12)
+    bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
+    binds: int = Field(1, ge=1, le=64)
+    window: int = Field(10, ge=1, le=10_000)
+    throughput: float | None = Field(None, gt=0)
+    long_messages: Literal["udh", "sar", "payload"] = "udh"
+    data_coding_0: Literal["gsm7", "latin1", "ascii"] = "gsm7"
+    tls: bool = False
+
+
+class SimulatedCarrierConfig(_Model):
+    """A carrier that exists only in this process: for trying the gateway with no contract."""
+
+    delivery_delay: float = Field(1.0, ge=0)
+    failure_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class TargetConfig(_Model):
+    name: str
+    weight: int = Field(1, ge=0)
+    price: float | None = Field(None, ge=0)
+
+
+class RouteConfig(_Model):
+    name: str
+    prefixes: tuple[Prefix, ...] = ("",)
+    targets: tuple[TargetConfig | str, ...] = Field(min_length=1)
+    strategy: Literal["failover", "weighted", "least_cost"] = "failover"
+    accounts: frozenset[str] = frozenset()
+    source_prefixes: tuple[str, ...] = ()
+    service_types: frozenset[str] = frozenset()
+
+    def compile(self) -> Route:
+        targets = tuple(
+            Target(t) if isinstance(t, str) else Target(t.name, t.weight, t.price)
+            for t in self.targets
+        )
+        return Route(
+            self.name,
+            self.prefixes,
+            targets,
+            Strategy(self.strategy),
+            frozenset(self.accounts),
+            self.source_prefixes,
+            frozenset(self.service_types),
+        )
+
+
+class StoreConfig(_Model):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path = Path("var/smsgw.sqlite3")
+    dsn: str | None = None
+    retention_days: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _dsn(self) -> StoreConfig:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("backend postgres needs a dsn")
+        return self
+
+
+class GatewayConfig(_Model):
+    """The whole configuration."""
+
+    node_id: int = Field(0, ge=0, le=1023, description="unique per gateway node: message ids")
+    listen: ListenConfig = ListenConfig()
+    numbers: NumberPlanConfig = NumberPlanConfig()
+    accounts: tuple[AccountConfig, ...] = ()
+    upstreams: Mapping[str, UpstreamConfig] = Field(default_factory=dict)
+    simulated_carriers: Mapping[str, SimulatedCarrierConfig] = Field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    store: StoreConfig = StoreConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        ids = [a.system_id for a in self.accounts]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"accounts: system_id {', '.join(duplicates)} given twice")
+        known = set(self.upstreams) | set(self.simulated_carriers)
+        for i, route in enumerate(self.routes):
+            for target in route.targets:
+                name = target if isinstance(target, str) else target.name
+                if name not in known and not name.startswith("bank:"):
+                    raise ValueError(f"routes[{i}] ({route.name}): unknown target {name!r}")
+            unknown = route.accounts - set(ids)
+            if unknown:
+                raise ValueError(f"routes[{i}] ({route.name}): unknown account {sorted(unknown)}")
+        return self
+
+    def route_table(self) -> RouteTable:
+        """The routes compiled for lookup (build a new one on reload)."""
+        return RouteTable(route.compile() for route in self.routes)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(value: Any, env: Mapping[str, str], missing: list[str], path: str) -> Any:
+    if isinstance(value, str):
+
+        def one(m: re.Match[str]) -> str:
+            if m[1]:
+                return "${" + m[2] + "}"  # $${X} is a literal ${X}
+            if m[2] not in env:
+                missing.append(f"{path or '<root>'}: environment variable {m[2]} is not set")
+                return ""
+            return env[m[2]]
+
+        return _ENV.sub(one, value)
+    if isinstance(value, dict):
+        return {
+            k: _substitute(v, env, missing, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_substitute(v, env, missing, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Line (1-based) of every value in the YAML document, by its path."""
+    out = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out.update(_lines(value, (*path, key.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out.update(_lines(value, (*path, i)))
+    return out
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("str", "TargetConfig") or "[" in str(part):
+            continue  # pydantic's union-branch labels, not YAML keys
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "<root>"
+
+
+def load_config(
+    source: str | Path, *, env: Mapping[str, str] | None = None, text: str | None = None
+) -> GatewayConfig:
+    """Read, substitute and validate a configuration file.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown keys, bad values, missing environment
+            variables - every problem found, each with its YAML path and line.
+    """
+    name = str(source)
+    try:
+        raw_text = text if text is not None else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], name) from None
+    try:
+        node = yaml.compose(raw_text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(raw_text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], name) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of settings"], name)
+    lines = _lines(node) if node is not None else {}
+    missing: list[str] = []
+    data = _substitute(data, os.environ if env is None else env, missing, "")
+    if missing:
+        raise ConfigError(missing, name)
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(
+                p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "TargetConfig"))
+            )
+            line = lines.get(tuple(loc))
+            where = _path(loc) + (f" (line {line})" if line else "")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+        raise ConfigError(problems, name) from None

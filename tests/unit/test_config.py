@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+
+GOOD = """
+node_id: 3
+listen: {host: 0.0.0.0, port: 2775}
+numbers: {country_code: "49"}
+accounts:
+  - system_id: shop
+    password: ${SHOP_PASSWORD}
+    throughput: 200
+  - system_id: otp
+    password_hash: "$argon2id$v=19$..."
+upstreams:
+  carrier-a: {host: smsc.example.net, port: 2775, system_id: gw, password: "$${X}"}
+simulated_carriers:
+  sim: {delivery_delay: 0.5, failure_ratio: 0.1}
+routes:
+  - name: de-mobile
+    prefixes: ["4915", "4916", "4917"]
+    targets: [carrier-a, sim]
+  - name: otp
+    prefixes: ["49"]
+    accounts: [otp]
+    strategy: weighted
+    targets: [{name: carrier-a, weight: 3}, {name: sim, weight: 1}]
+  - name: default
+    targets: [sim]
+"""
+
+
+def test_good_config_loads_and_compiles() -> None:
+    config = load_config("gw.yaml", text=GOOD, env={"SHOP_PASSWORD": "s3cret"})
+    assert config.node_id == 3
+    assert config.accounts[0].password == "s3cret"
+    assert config.upstreams["carrier-a"].password == "${X}"  # $${ is a literal ${
+    table = config.route_table()
+    route = table.lookup("4915112345678")
+    assert route is not None
+    assert route.name == "de-mobile"
+    otp = table.lookup("4930123", account="otp")
+    assert otp is not None
+    assert otp.name == "otp"
+    assert [t.weight for t in otp.targets] == [3, 1]
+    assert config.numbers.plan().country_code == "49"
+
+
+def _problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config("gw.yaml", text=text, env=env or {})
+    return err.value.problems
+
+
+def test_errors_name_the_path_and_line() -> None:
+    text = GOOD.replace('prefixes: ["49"]', 'prefixes: ["+49"]').replace("port: 2775}", "prot: 1}")
+    problems = _problems(text, {"SHOP_PASSWORD": "x"})
+    assert any(
+        p.startswith("routes[1].prefixes[0] (line 20): a prefix must be digits") for p in problems
+    ), problems
+    assert any(
+        p.startswith("listen.prot (line 3): Extra inputs are not permitted") for p in problems
+    ), problems
+
+
+def test_missing_environment_variable_is_named() -> None:
+    assert _problems(GOOD) == [
+        "accounts[0].password: environment variable SHOP_PASSWORD is not set"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("routes: [{name: r, targets: [nowhere]}]", "unknown target 'nowhere'"),
+        ("accounts: [{system_id: a, password: x}, {system_id: a, password: y}]", "given twice"),
+        ("accounts: [{system_id: a}]", "exactly one of password and password_hash"),
+        ("store: {backend: postgres}", "needs a dsn"),
+        ("- just a list", "top level must be a mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_bad_configs(text: str, fragment: str) -> None:
+    assert any(fragment in p for p in _problems(text)), _problems(text)
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("routes: [{name: d, targets: [sim]}]\nsimulated_carriers: {sim: {}}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert "ok (0 accounts, 0 upstreams, 1 simulated carriers, 1 routes)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: {port: 99999}\n")
+    assert main(["check-config", str(bad)]) == 2
+    assert "listen.port (line 1)" in capsys.readouterr().err
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
