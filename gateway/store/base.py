@@ -1,0 +1,131 @@
+"""What the gateway keeps, and the one interface every backend fills in.
+
+A message is one submit_sm (or data_sm) an application sent us, with our id, its fields as they
+came, its route and its state. Its history, the ids upstreams gave it, the receipts for it and
+the deliver_sm PDUs queued for applications hang off it. `Store` is that interface as a
+`typing.Protocol`; `gateway.store.sqlite` is the embedded backend, PostgreSQL follows (issue 3).
+
+Every write is durable when its coroutine returns: the accept pipeline answers submit_sm_resp
+only after `accept` returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+__all__ = [
+    "Delivery",
+    "MessageRecord",
+    "MessageState",
+    "NewMessage",
+    "Store",
+]
+
+
+class MessageState(Enum):
+    ACCEPTED = "accepted"  # durable, waiting for its schedule or a free upstream
+    DISPATCHING = "dispatching"  # claimed by a dispatcher
+    SENT = "sent"  # the upstream answered submit_sm_resp OK
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # gave up: permanent error, or retries exhausted
+
+    @property
+    def final(self) -> bool:
+        return self not in (MessageState.ACCEPTED, MessageState.DISPATCHING, MessageState.SENT)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store as it was accepted."""
+
+    id: str
+    account: str
+    source_addr: str
+    destination_addr: str
+    short_message: bytes
+    data_coding: int = 0
+    esm_class: int = 0
+    registered_delivery: int = 0
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    dest_addr_ton: int = 1
+    dest_addr_npi: int = 1
+    service_type: str = ""
+    protocol_id: int = 0
+    priority_flag: int = 0
+    tlvs: bytes = b""  # the request's TLVs, as they came on the wire
+    route: str = ""
+    schedule_at: float | None = None
+    expires_at: float | None = None
+    accepted_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message and where it stands."""
+
+    message: NewMessage
+    state: MessageState
+    updated_at: float
+    attempts: int
+    error: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A deliver_sm waiting for one of an account's RX/TRX sessions (a receipt or an MO)."""
+
+    id: int
+    account: str
+    kind: str  # "receipt" or "mo"
+    pdu: bytes  # the deliver_sm, sequence number 0: the session gives it one
+    created_at: float
+    expires_at: float
+    attempts: int
+
+
+class Store(Protocol):
+    """The gateway's storage. Every method's writes are durable when it returns."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def accept(self, message: NewMessage) -> None:
+        """Store a newly accepted message (group-committed with its neighbours)."""
+
+    async def get(self, message_id: str) -> MessageRecord | None: ...
+
+    async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
+        """Accepted messages whose schedule has come, oldest first, marked dispatching."""
+
+    async def set_state(
+        self, message_id: str, state: MessageState, now: float, *, error: int | None = None
+    ) -> bool:
+        """Move a message to `state` and record it in its history; False if unknown."""
+
+    async def history(self, message_id: str) -> list[tuple[float, MessageState]]: ...
+
+    async def link_upstream_id(self, upstream: str, keys: tuple[str, ...], message_id: str) -> None:
+        """Remember the ids (canonical keys, see `receipt.canonical_ids`) an upstream gave."""
+
+    async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
+        """Our message id for any of an upstream's id keys, or None."""
+
+    async def enqueue_delivery(
+        self, account: str, kind: str, pdu: bytes, now: float, ttl: float
+    ) -> int: ...
+
+    async def pending_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
+        """Deliveries for `account` not expired, oldest first."""
+
+    async def delivery_done(self, delivery_id: int) -> None: ...
+
+    async def purge(self, before: float) -> int:
+        """Forget final messages and expired deliveries older than `before`; how many rows."""
