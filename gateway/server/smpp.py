@@ -1,0 +1,201 @@
+"""The asyncio shell around `Session` for applications' binds (we are the SMSC).
+
+Boring on purpose (see httpcore's ``_receive_event``): read a chunk, feed the session, handle
+its events, write what it produced, re-arm its timer. All protocol decisions live in `Session`;
+this file only does I/O, authentication and hands requests to the accept pipeline.
+
+The accept pipeline here is the start of issue 3's: normalise the destination, find a route
+(none: ESME_RINVDSTADR), store the message durably, and only then answer submit_sm_resp with
+our message id. Dispatch to upstreams, receipts back to the application and the other
+operations (query_sm, cancel_sm, ...) come next; until then those requests are answered
+ESME_RSYSERR ("not supported yet") rather than left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from gateway.config import AccountConfig, GatewayConfig
+from gateway.routing import NumberPlan, RouteTable, normalize
+from gateway.server.auth import Authenticator
+from gateway.smpp.constants import CommandStatus
+from gateway.smpp.pdu import COMMAND_IDS, DataSm, DataSmResp, SubmitSm, SubmitSmResp, response_class
+from gateway.smpp.session import BindRequested, Closed, Request, Role, Session
+from gateway.store.base import NewMessage, Store
+from gateway.store.ids import MessageIdGenerator
+
+__all__ = ["SmppServer"]
+
+log = structlog.get_logger("smsgw.server")
+
+_READ = 65536
+_REJECT_DELAY = 1.0  # seconds between a refused bind and closing: slows password guessing
+
+
+class SmppServer:
+    """Accepts application binds and submit_sm / data_sm into the store.
+
+    Args:
+        config: accounts, routes, number plan, node id.
+        store: an open `Store`.
+        clock: wall-clock seconds (message timestamps and ids); tests pass their own.
+    """
+
+    def __init__(self, config: GatewayConfig, store: Store, *, clock: Any = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.auth = Authenticator(config.accounts)
+        self.routes: RouteTable = config.route_table()
+        self.plan: NumberPlan = config.numbers.plan()
+        self.ids = MessageIdGenerator(config.node_id)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Listen; returns the port (pass port 0 for an ephemeral one)."""
+        listen = self.config.listen
+        self._server = await asyncio.start_server(
+            self._connection,
+            host if host is not None else listen.host,
+            port if port is not None else listen.port,
+        )
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        loop = asyncio.get_running_loop()
+        session = Session(Role.SMSC, now=loop.time())
+        account: AccountConfig | None = None
+        try:
+            while session.is_open():
+                deadline = session.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    data = await asyncio.wait_for(reader.read(_READ), timeout)
+                except TimeoutError:
+                    session.handle_timer(loop.time())
+                else:
+                    session.receive_data(data, loop.time())
+                while (event := session.next_event()) is not None:
+                    if isinstance(event, BindRequested):
+                        account = await self._bind(session, event.pdu, peer[0], writer)
+                    elif isinstance(event, Request):
+                        await self._request(session, event.pdu, account, loop.time())
+                    elif isinstance(event, Closed):
+                        log.info("session closed", peer=peer[0], reason=event.reason)
+                out = session.data_to_send()
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("connection lost", peer=peer[0], error=str(exc))
+        finally:
+            if account is not None:  # it was bound: free its place under max_binds
+                self.auth.unbind(account.system_id)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _bind(
+        self, session: Session, pdu: Any, peer_ip: str, writer: asyncio.StreamWriter
+    ) -> AccountConfig | None:
+        command = COMMAND_IDS[type(pdu)].name
+        verdict = self.auth.check(command, pdu.system_id, pdu.password, peer_ip)
+        if isinstance(verdict, AccountConfig):
+            session.accept_bind(pdu)
+            self.auth.bind(verdict.system_id)
+            log.info("bound", system_id=verdict.system_id, bind=command, peer=peer_ip)
+            return verdict
+        session.reject_bind(pdu, verdict)
+        log.warning("bind refused", system_id=pdu.system_id, status=verdict.name, peer=peer_ip)
+        writer.write(session.data_to_send())
+        await writer.drain()
+        await asyncio.sleep(_REJECT_DELAY)
+        session.receive_data(b"", 0.0)  # close: the shell's loop ends
+        return None
+
+    async def _request(
+        self, session: Session, pdu: Any, account: AccountConfig | None, now: float
+    ) -> None:
+        if isinstance(pdu, (SubmitSm, DataSm)) and account is not None:
+            status, message_id = await self._accept(pdu, account)
+            resp_cls = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
+            session.send(
+                resp_cls(
+                    message_id=message_id,
+                    sequence_number=pdu.sequence_number,
+                    command_status=status,
+                ),
+                now,
+            )
+            return
+        other = response_class(COMMAND_IDS[type(pdu)])
+        if other is not None:
+            session.send(
+                other(
+                    sequence_number=pdu.sequence_number,
+                    command_status=CommandStatus.ESME_RSYSERR,
+                ),
+                now,
+            )
+
+    async def _accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
+        destination = normalize(pdu.destination_addr, self.plan)
+        if destination is None:
+            return CommandStatus.ESME_RINVDSTADR, ""
+        route = self.routes.lookup(
+            destination, account.system_id, pdu.source_addr, pdu.service_type
+        )
+        if route is None:
+            return CommandStatus.ESME_RINVDSTADR, ""
+        now = self.clock()
+        message_id = self.ids.next_id(now)
+        raw_tlvs = b"".join(
+            t.to_bytes(2, "big") + len(v).to_bytes(2, "big") + v for t, v in pdu.tlvs
+        )
+        message = NewMessage(
+            id=message_id,
+            account=account.system_id,
+            source_addr=pdu.source_addr,
+            destination_addr=destination,
+            short_message=getattr(pdu, "short_message", b""),
+            data_coding=pdu.data_coding,
+            esm_class=pdu.esm_class,
+            registered_delivery=pdu.registered_delivery,
+            source_addr_ton=pdu.source_addr_ton,
+            source_addr_npi=pdu.source_addr_npi,
+            dest_addr_ton=pdu.dest_addr_ton,
+            dest_addr_npi=pdu.dest_addr_npi,
+            service_type=pdu.service_type,
+            protocol_id=getattr(pdu, "protocol_id", 0),
+            priority_flag=getattr(pdu, "priority_flag", 0),
+            tlvs=raw_tlvs,
+            route=route.name,
+            accepted_at=now,
+        )
+        try:
+            await self.store.accept(message)  # durable before the response
+        except Exception as exc:
+            log.error("store refused a message", error=str(exc))
+            return CommandStatus.ESME_RSYSERR, ""
+        return CommandStatus.ESME_ROK, message_id

@@ -1,0 +1,147 @@
+"""smpplib, a real SMPP client library, binds to a real server on an ephemeral port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import smpplib.client
+import smpplib.consts
+import smpplib.exceptions
+
+from gateway.config import load_config
+from gateway.server import SmppServer, hash_password
+from gateway.store import MessageState, SqliteStore
+
+CONFIG = """
+numbers: {country_code: "49"}
+accounts:
+  - {system_id: shop, password: secret}
+  - {system_id: hashed, password_hash: "%s"}
+simulated_carriers: {sim: {}}
+routes:
+  - {name: de, prefixes: ["49"], targets: [sim]}
+"""
+
+
+class Running:
+    """The server and its store on an event loop in a background thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.config = load_config("test.yaml", text=CONFIG % hash_password("pw2", iterations=1000))
+        self.store = SqliteStore(tmp / "smsgw.sqlite3")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = SmppServer(self.config, self.store)
+        self.port = self.call(self._start())
+
+    async def _start(self) -> int:
+        await self.store.open()
+        return await self.server.start("127.0.0.1", 0)
+
+    def call(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.server.stop()
+            await self.store.close()
+
+        self.call(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    r = Running(tmp_path)
+    yield r
+    r.close()
+
+
+def client(port: int) -> smpplib.client.Client:
+    c = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
+    c.connect()
+    return c
+
+
+def test_bind_submit_is_stored_before_the_response(running: Running) -> None:
+    responses = []
+
+    def on_sent(pdu: object) -> None:  # smpplib passes pdu= as a keyword
+        responses.append(pdu)
+
+    c = client(running.port)
+    c.set_message_sent_handler(on_sent)
+    c.bind_transceiver(system_id="shop", password="secret")
+    c.send_message(
+        source_addr_ton=5,
+        source_addr="Shop",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="+49 151 12345678",
+        short_message=b"Your code is 1234",
+        registered_delivery=1,
+    )
+    c.read_once()  # the submit_sm_resp
+    c.unbind()
+    c.disconnect()
+    (resp,) = responses
+    assert resp.status == 0
+    message_id = resp.message_id.decode()
+    record = running.call(running.store.get(message_id))
+    assert record is not None
+    assert record.state is MessageState.ACCEPTED  # type: ignore[attr-defined]
+    assert record.message.destination_addr == "4915112345678"  # type: ignore[attr-defined]
+    assert record.message.short_message == b"Your code is 1234"  # type: ignore[attr-defined]
+    assert record.message.route == "de"  # type: ignore[attr-defined]
+
+
+def test_no_route_is_invalid_destination(running: Running) -> None:
+    c = client(running.port)
+    c.bind_transmitter(system_id="shop", password="secret")
+    with pytest.raises(smpplib.exceptions.PDUError) as err:
+        c.send_message(destination_addr="4412345", short_message=b"x")
+        c.read_once()
+    assert err.value.args[1] == smpplib.consts.SMPP_ESME_RINVDSTADR
+    c.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("system_id", "password", "status"),
+    [
+        ("shop", "wrong", smpplib.consts.SMPP_ESME_RINVPASWD),
+        ("nobody", "x", smpplib.consts.SMPP_ESME_RINVSYSID),
+        ("hashed", "nope", smpplib.consts.SMPP_ESME_RINVPASWD),
+    ],
+)
+def test_bad_binds_are_refused_with_the_right_status(
+    running: Running, system_id: str, password: str, status: int
+) -> None:
+    c = client(running.port)
+    with pytest.raises(smpplib.exceptions.PDUError) as err:
+        c.bind_transceiver(system_id=system_id, password=password)
+    assert err.value.args[1] == status
+    c.disconnect()
+
+
+def test_hashed_password_binds(running: Running) -> None:
+    c = client(running.port)
+    c.bind_receiver(system_id="hashed", password="pw2")
+    assert c.state == smpplib.consts.SMPP_CLIENT_STATE_BOUND_RX
+    c.unbind()
+    c.disconnect()
+
+
+def test_submit_before_bind_is_invalid_bind_status(running: Running) -> None:
+    c = client(running.port)
+    c.state = smpplib.consts.SMPP_CLIENT_STATE_BOUND_TX  # make smpplib send it anyway
+    with pytest.raises(smpplib.exceptions.PDUError) as err:
+        c.send_message(destination_addr="4915112345678", short_message=b"x")
+        c.read_once()
+    assert err.value.args[1] == smpplib.consts.SMPP_ESME_RINVBNDSTS
+    c.disconnect()
