@@ -1,20 +1,22 @@
-"""The `smsgw` command.
+"""The `smsgw` command:
 
-Today it carries the codec tools an admin reaches for when a message looks wrong:
+    smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
+
+and the codec tools an admin reaches for when a message looks wrong:
 
     smsgw segment "text"          how a text is encoded and cut into parts, with the PDUs
     smsgw decode HEX              an SMPP PDU or a GSM 03.40 TPDU (as AT+CMGR prints it)
     smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`serve`, `send` and the modem commands arrive with the gateway itself.
+`send` and the modem commands arrive with issues 3 and 4.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway import __version__
 from gateway.smpp import (
@@ -95,6 +97,36 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - the codec tools start without the event loop
+
+    from gateway.app import run  # noqa: PLC0415
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run(config))
+    except NotImplementedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
 
@@ -129,6 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("hex", nargs="+")
     p.add_argument("--no-smsc", action="store_true", help="the TPDU has no SMSC address prefix")
     p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("-c", "--config", default="config/gateway.yaml")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a configuration file without starting")
     p.add_argument("file")

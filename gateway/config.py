@@ -3,7 +3,8 @@
 Every model forbids unknown keys (a typo is an error, not a silently ignored setting) and is
 frozen. Errors name the YAML path and line: ``routes[2].prefixes[0] (line 31): must be
 digits``. ``${NAME}`` in any string is replaced by the environment variable NAME (a missing one
-is an error naming it), so secrets stay out of the file; ``$${`` writes a literal ``${``.
+is an error naming it), so secrets stay out of the file; ``${NAME:-default}`` falls back to
+``default``; ``$${`` writes a literal ``${``.
 
 This module is the schema the gateway grows into (issue 3); `load_config` and
 `smsgw check-config FILE` work today.
@@ -223,7 +224,7 @@ class GatewayConfig(_Model):
 
 # -- loading -------------------------------------------------------------------------------------
 
-_ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _substitute(value: Any, env: Mapping[str, str], missing: list[str], path: str) -> Any:
@@ -231,8 +232,10 @@ def _substitute(value: Any, env: Mapping[str, str], missing: list[str], path: st
 
         def one(m: re.Match[str]) -> str:
             if m[1]:
-                return "${" + m[2] + "}"  # $${X} is a literal ${X}
+                return m[0][1:]  # $${X} is a literal ${X}
             if m[2] not in env:
+                if m[3] is not None:
+                    return m[3]  # ${X:-default}
                 missing.append(f"{path or '<root>'}: environment variable {m[2]} is not set")
                 return ""
             return env[m[2]]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -23,13 +24,46 @@ import structlog
 from gateway.config import AccountConfig, GatewayConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
+from gateway.smpp.codec import decode_pdu
 from gateway.smpp.constants import CommandStatus
-from gateway.smpp.pdu import COMMAND_IDS, DataSm, DataSmResp, SubmitSm, SubmitSmResp, response_class
-from gateway.smpp.session import BindRequested, Closed, Request, Role, Session
+from gateway.smpp.pdu import (
+    COMMAND_IDS,
+    BindTransmitter,
+    DataSm,
+    DataSmResp,
+    SubmitSm,
+    SubmitSmResp,
+    response_class,
+)
+from gateway.smpp.session import (
+    BindRequested,
+    Closed,
+    Request,
+    RequestTimedOut,
+    Response,
+    Role,
+    Session,
+)
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 
 __all__ = ["SmppServer"]
+
+_REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
+
+
+class _Connection:
+    """One client connection: its session and what it has in flight."""
+
+    __slots__ = ("account", "inflight", "receiving", "session", "wake")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.account: AccountConfig | None = None
+        self.receiving = False  # bound RX or TRX: deliver_sm may go to it
+        self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
+        self.wake = asyncio.Event()
+
 
 log = structlog.get_logger("smsgw.server")
 
@@ -44,10 +78,19 @@ class SmppServer:
         config: accounts, routes, number plan, node id.
         store: an open `Store`.
         clock: wall-clock seconds (message timestamps and ids); tests pass their own.
+        on_accept: called after each message is stored (wakes the dispatcher).
     """
 
-    def __init__(self, config: GatewayConfig, store: Store, *, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_accept: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
+        self.on_accept = on_accept
         self.store = store
         self.clock = clock
         self.auth = Authenticator(config.accounts)
@@ -56,6 +99,8 @@ class SmppServer:
         self.ids = MessageIdGenerator(config.node_id)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._bound: dict[str, set[_Connection]] = {}  # account -> its bound connections
+        self._inflight: set[int] = set()  # delivery ids sent and not yet answered
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Listen; returns the port (pass port 0 for an ephemeral one)."""
@@ -76,31 +121,52 @@ class SmppServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def notify(self, account: str) -> None:
+        """Deliveries were queued for `account`: wake its receiving sessions."""
+        for conn in self._bound.get(account, ()):
+            conn.wake.set()
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername") or ("?", 0)
         loop = asyncio.get_running_loop()
-        session = Session(Role.SMSC, now=loop.time())
-        account: AccountConfig | None = None
+        conn = _Connection(Session(Role.SMSC, now=loop.time()))
+        session = conn.session
+        read: asyncio.Task[bytes] | None = None
         try:
             while session.is_open():
+                if read is None:
+                    read = loop.create_task(reader.read(_READ))
+                wake = loop.create_task(conn.wake.wait())
                 deadline = session.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    data = await asyncio.wait_for(reader.read(_READ), timeout)
-                except TimeoutError:
-                    session.handle_timer(loop.time())
-                else:
+                if conn.receiving:
+                    timeout = _REDELIVER if timeout is None else min(timeout, _REDELIVER)
+                done, _ = await asyncio.wait(
+                    {read, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                wake.cancel()
+                if read in done:
+                    data, read = read.result(), None
                     session.receive_data(data, loop.time())
+                else:
+                    session.handle_timer(loop.time())
+                conn.wake.clear()
                 while (event := session.next_event()) is not None:
                     if isinstance(event, BindRequested):
-                        account = await self._bind(session, event.pdu, peer[0], writer)
+                        conn.account = await self._bind(conn, event.pdu, peer[0], writer)
                     elif isinstance(event, Request):
-                        await self._request(session, event.pdu, account, loop.time())
+                        await self._request(session, event.pdu, conn.account, loop.time())
+                    elif isinstance(event, Response):
+                        await self._delivered(conn, event)
+                    elif isinstance(event, RequestTimedOut):
+                        conn.inflight.pop(event.request.sequence_number, None)
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
+                if conn.receiving and session.is_open():
+                    await self._push(conn, loop.time())
                 out = session.data_to_send()
                 if out:
                     writer.write(out)
@@ -108,22 +174,55 @@ class SmppServer:
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("connection lost", peer=peer[0], error=str(exc))
         finally:
-            if account is not None:  # it was bound: free its place under max_binds
-                self.auth.unbind(account.system_id)
+            if read is not None:
+                read.cancel()
+            if conn.account is not None:  # it was bound: free its place under max_binds
+                self.auth.unbind(conn.account.system_id)
+                self._bound.get(conn.account.system_id, set()).discard(conn)
+            self._inflight.difference_update(conn.inflight.values())
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
 
+    async def _push(self, conn: _Connection, now: float) -> None:
+        """Send queued deliver_sm PDUs up to the account's window."""
+        account = conn.account
+        assert account is not None
+        room = account.window - len(conn.inflight)
+        if room <= 0:
+            return
+        pending = await self.store.pending_deliveries(account.system_id, self.clock(), room * 2)
+        for delivery in pending:
+            if room <= 0:
+                break
+            if delivery.id in self._inflight:
+                continue
+            sent = conn.session.send(decode_pdu(delivery.pdu), now)
+            conn.inflight[sent.sequence_number] = delivery.id
+            self._inflight.add(delivery.id)
+            room -= 1
+
+    async def _delivered(self, conn: _Connection, event: Response) -> None:
+        delivery_id = conn.inflight.pop(event.pdu.sequence_number, None)
+        if delivery_id is None:
+            return
+        self._inflight.discard(delivery_id)
+        if event.pdu.command_status == 0:
+            await self.store.delivery_done(delivery_id)
+
     async def _bind(
-        self, session: Session, pdu: Any, peer_ip: str, writer: asyncio.StreamWriter
+        self, conn: _Connection, pdu: Any, peer_ip: str, writer: asyncio.StreamWriter
     ) -> AccountConfig | None:
+        session = conn.session
         command = COMMAND_IDS[type(pdu)].name
         verdict = self.auth.check(command, pdu.system_id, pdu.password, peer_ip)
         if isinstance(verdict, AccountConfig):
             session.accept_bind(pdu)
             self.auth.bind(verdict.system_id)
+            conn.receiving = not isinstance(pdu, BindTransmitter)
+            self._bound.setdefault(verdict.system_id, set()).add(conn)
             log.info("bound", system_id=verdict.system_id, bind=command, peer=peer_ip)
             return verdict
         session.reject_bind(pdu, verdict)
@@ -198,4 +297,5 @@ class SmppServer:
         except Exception as exc:
             log.error("store refused a message", error=str(exc))
             return CommandStatus.ESME_RSYSERR, ""
+        self.on_accept()
         return CommandStatus.ESME_ROK, message_id

@@ -68,6 +68,18 @@ def test_errors_name_the_path_and_line() -> None:
     ), problems
 
 
+def test_environment_default() -> None:
+    text = "accounts: [{system_id: a, password: '${PW:-fallback}'}]"
+    assert load_config("x", text=text, env={}).accounts[0].password == "fallback"
+    assert load_config("x", text=text, env={"PW": "real"}).accounts[0].password == "real"
+
+
+def test_the_shipped_default_config_is_valid() -> None:
+    config = load_config(Path(__file__).parents[2] / "config" / "gateway.yaml", env={})
+    assert config.accounts[0].system_id == "demo"
+    assert config.route_table().lookup("4915112345678") is not None
+
+
 def test_missing_environment_variable_is_named() -> None:
     assert _problems(GOOD) == [
         "accounts[0].password: environment variable SHOP_PASSWORD is not set"

@@ -1,0 +1,61 @@
+"""What the dispatcher needs from anything that carries messages: a carrier SMPP upstream, a
+modem bank, or the simulated carrier.
+
+A driver takes one stored message, sends it, and says what happened; later it reports the
+message's delivery receipt through the `ReceiptSink` it was given (the same path for every
+driver, so applications get receipts the same way whatever carried the message).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.store.base import MessageRecord
+
+__all__ = ["Driver", "ReceiptSink", "SendResult", "UpstreamReceipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one send.
+
+    Attributes:
+        ok: the upstream accepted the message.
+        upstream_id: its id for the message (receipts refer to it), when `ok`.
+        error: the upstream's error code when not `ok`.
+        permanent: a failure retrying cannot fix (the message ends failed).
+    """
+
+    ok: bool
+    upstream_id: str = ""
+    error: int = 0
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReceipt:
+    """A delivery receipt as an upstream reported it, before we matched it to a message."""
+
+    upstream: str
+    upstream_id: str
+    message_state: int  # SMPP v3.4 5.2.28: 2 delivered, 5 undeliverable, ...
+    error: int = 0
+    done_at: float = 0.0
+
+
+class ReceiptSink(Protocol):
+    async def receipt(self, receipt: UpstreamReceipt) -> None: ...
+
+
+class Driver(Protocol):
+    name: str
+
+    def usable(self) -> bool:
+        """Connected, healthy and under its limits now."""
+
+    async def send(self, record: MessageRecord) -> SendResult: ...
+
+    async def start(self, sink: ReceiptSink) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,68 @@
+"""A carrier that exists only in this process, so the gateway can be tried with no contract.
+
+It accepts every message it is given, and after `delivery_delay` seconds reports a receipt:
+delivered, or undeliverable for a `failure_ratio` share of messages. The share is exact over
+any run of messages (a fixed spacing, not chance), so tests and demos see the same numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from drivers.base import ReceiptSink, SendResult, UpstreamReceipt
+from gateway.store.base import MessageRecord
+
+__all__ = ["SimulatedCarrier"]
+
+_DELIVERED, _UNDELIVERABLE = 2, 5
+
+
+class SimulatedCarrier:
+    def __init__(self, name: str, *, delivery_delay: float = 1.0, failure_ratio: float = 0.0):
+        self.name = name
+        self.delivery_delay = delivery_delay
+        self.failure_ratio = failure_ratio
+        self._ids = itertools.count(1)
+        self._sink: ReceiptSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sent = 0
+        self._failed = 0
+
+    def usable(self) -> bool:
+        return self._sink is not None
+
+    async def start(self, sink: ReceiptSink) -> None:
+        self._sink = sink
+
+    async def stop(self) -> None:
+        self._sink = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def send(self, record: MessageRecord) -> SendResult:
+        upstream_id = f"{next(self._ids):08X}"  # upper-case hex, as many carriers write ids
+        self._sent += 1
+        fail = self._failed < int(self._sent * self.failure_ratio)
+        if fail:
+            self._failed += 1
+        task = asyncio.get_running_loop().create_task(self._report(upstream_id, fail))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return SendResult(True, upstream_id)
+
+    async def _report(self, upstream_id: str, fail: bool) -> None:
+        await asyncio.sleep(self.delivery_delay)
+        sink = self._sink
+        if sink is not None:
+            state = _UNDELIVERABLE if fail else _DELIVERED
+            await sink.receipt(
+                UpstreamReceipt(
+                    self.name,
+                    upstream_id,
+                    state,
+                    error=1 if fail else 0,
+                    done_at=asyncio.get_running_loop().time(),
+                )
+            )
