@@ -17,6 +17,7 @@ import structlog
 
 from drivers.base import Driver
 from drivers.simulated import SimulatedCarrier
+from drivers.smpp.upstream import SmppUpstream
 from gateway.config import GatewayConfig
 from gateway.dispatch import Dispatcher
 from gateway.server.smpp import SmppServer
@@ -36,11 +37,6 @@ class Gateway:
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if config.upstreams:
-            raise NotImplementedError(
-                "carrier upstreams (upstreams:) are not implemented yet; "
-                "use simulated_carriers: for now"
-            )
         if config.store.backend != "sqlite" and store is None:
             raise NotImplementedError("the postgres store is not implemented yet")
         self.config = config
@@ -51,6 +47,9 @@ class Gateway:
             )
             for name, sim in config.simulated_carriers.items()
         }
+        for name, upstream in config.upstreams.items():
+            drivers[name] = SmppUpstream(name, upstream)
+        self.drivers = drivers
         self.server = SmppServer(config, self.store, clock=clock)
         self.dispatcher = Dispatcher(
             self.store, config.route_table(), drivers, notify=self.server.notify, clock=clock
