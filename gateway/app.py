@@ -59,6 +59,9 @@ class Gateway:
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.store.open()
+        requeued = await self.store.requeue_interrupted(time.time())
+        if requeued:
+            log.warning("resuming messages interrupted by a stop", count=requeued)
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)

@@ -129,3 +129,8 @@ class Store(Protocol):
 
     async def purge(self, before: float) -> int:
         """Forget final messages and expired deliveries older than `before`; how many rows."""
+
+    async def requeue_interrupted(self, now: float) -> int:
+        """At start-up: messages a dispatcher claimed but never settled (the process died)
+        go back to accepted. A message may then reach its upstream twice - at most the ones
+        in flight when the process died - but none is lost. Returns how many."""

@@ -260,6 +260,9 @@ class SqliteStore:
     async def purge(self, before: float) -> int:
         return await self._call(_purge, before)
 
+    async def requeue_interrupted(self, now: float) -> int:
+        return await self._call(_requeue, now)
+
 
 def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if fut.cancelled():
@@ -395,6 +398,18 @@ def _pending(conn: sqlite3.Connection, account: str, now: float, limit: int) -> 
 
 def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
     conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+
+def _requeue(conn: sqlite3.Connection, now: float) -> int:
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM messages WHERE state = ?", (MessageState.DISPATCHING.value,)
+        )
+    ]
+    for message_id in ids:
+        _set_state(conn, message_id, MessageState.ACCEPTED, now, None)
+    return len(ids)
 
 
 def _purge(conn: sqlite3.Connection, before: float) -> int:

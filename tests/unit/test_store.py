@@ -157,3 +157,15 @@ def test_store_must_be_open(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "x.sqlite3")
     with pytest.raises(RuntimeError, match="not open"):
         asyncio.run(store.get("m"))
+
+
+def test_interrupted_dispatch_is_requeued(tmp_path: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        await store.accept(msg(1))
+        await store.accept(msg(2))
+        await store.claim_due(T0 + 10, limit=1)  # m0001 claimed, then the process "dies"
+        assert await store.requeue_interrupted(T0 + 20) == 1
+        again = await store.claim_due(T0 + 30, limit=10)
+        assert [r.message.id for r in again] == ["m0001", "m0002"]
+
+    run(tmp_path, body)
