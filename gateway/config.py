@@ -91,6 +91,10 @@ class ListenConfig(_Model):
     tls_port: int | None = Field(None, ge=0, le=65535)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    bind_timeout: float = Field(10.0, gt=0, description="close a connection not bound by then")
+    enquire_link_interval: float = Field(30.0, gt=0)
+    inactivity_timeout: float = Field(120.0, gt=0)
+    max_pdu_length: int = Field(70_000, ge=1024)
 
     @model_validator(mode="after")
     def _tls(self) -> ListenConfig:

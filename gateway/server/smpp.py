@@ -132,7 +132,17 @@ class SmppServer:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername") or ("?", 0)
         loop = asyncio.get_running_loop()
-        conn = _Connection(Session(Role.SMSC, now=loop.time()))
+        listen = self.config.listen
+        conn = _Connection(
+            Session(
+                Role.SMSC,
+                now=loop.time(),
+                bind_timeout=listen.bind_timeout,
+                enquire_link_interval=listen.enquire_link_interval,
+                inactivity_timeout=listen.inactivity_timeout,
+                max_pdu_length=listen.max_pdu_length,
+            )
+        )
         session = conn.session
         read: asyncio.Task[bytes] | None = None
         try:
