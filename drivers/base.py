@@ -9,7 +9,7 @@ driver, so applications get receipts the same way whatever carried the message).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.store.base import MessageRecord
 
@@ -45,7 +45,11 @@ class UpstreamReceipt:
 
 
 class ReceiptSink(Protocol):
+    """Where drivers hand what comes back: receipts, and inbound (MO) PDUs."""
+
     async def receipt(self, receipt: UpstreamReceipt) -> None: ...
+
+    async def inbound(self, pdu: Any) -> None: ...
 
 
 class Driver(Protocol):

@@ -52,7 +52,14 @@ class Gateway:
         self.drivers = drivers
         self.server = SmppServer(config, self.store, clock=clock)
         self.dispatcher = Dispatcher(
-            self.store, config.route_table(), drivers, notify=self.server.notify, clock=clock
+            self.store,
+            config.route_table(),
+            drivers,
+            notify=self.server.notify,
+            clock=clock,
+            mo_router=config.mo_router(),
+            plan=config.numbers.plan(),
+            mo_timeout=config.mo_reassembly_timeout,
         )
         self.server.on_accept = self.dispatcher.wake
         self.port: int | None = None

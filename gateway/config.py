@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from gateway.routing import NumberPlan, Route, RouteTable, Strategy, Target
+from gateway.routing.mo import MoRoute, MoRouter
 
 __all__ = [
     "AccountConfig",
@@ -179,6 +180,15 @@ class RouteConfig(_Model):
         )
 
 
+class MoRouteConfig(_Model):
+    """Where inbound messages go: to `account`, when sent to one of `prefixes` and (if given)
+    starting with `keyword`."""
+
+    account: str
+    prefixes: tuple[Prefix, ...] = ("",)
+    keyword: str | None = None
+
+
 class StoreConfig(_Model):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("var/smsgw.sqlite3")
@@ -202,6 +212,8 @@ class GatewayConfig(_Model):
     upstreams: Mapping[str, UpstreamConfig] = Field(default_factory=dict)
     simulated_carriers: Mapping[str, SimulatedCarrierConfig] = Field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    mo_routes: tuple[MoRouteConfig, ...] = ()
+    mo_reassembly_timeout: float = Field(300.0, gt=0)
     store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
@@ -219,7 +231,13 @@ class GatewayConfig(_Model):
             unknown = route.accounts - set(ids)
             if unknown:
                 raise ValueError(f"routes[{i}] ({route.name}): unknown account {sorted(unknown)}")
+        for i, mo in enumerate(self.mo_routes):
+            if mo.account not in ids:
+                raise ValueError(f"mo_routes[{i}]: unknown account {mo.account!r}")
         return self
+
+    def mo_router(self) -> MoRouter:
+        return MoRouter(MoRoute(m.account, m.prefixes, m.keyword) for m in self.mo_routes)
 
     def route_table(self) -> RouteTable:
         """The routes compiled for lookup (build a new one on reload)."""

@@ -25,12 +25,16 @@ from typing import Any
 import structlog
 
 from drivers.base import Driver, SendResult, UpstreamReceipt
-from gateway.routing import RouteTable
+from gateway.routing import NumberPlan, RouteTable, normalize
+from gateway.routing.mo import MoRouter
 from gateway.smpp.codec import encode_pdu
-from gateway.smpp.constants import EsmClass
+from gateway.smpp.constants import CommandId, EsmClass
+from gateway.smpp.errors import RemoteSmppError
+from gateway.smpp.message import SmBuilder, message_content
 from gateway.smpp.pdu import DeliverSm
 from gateway.smpp.receipt import Receipt, ReceiptState, canonical_ids, format_receipt_bytes
 from gateway.smpp.tlv import make_tlvs
+from gateway.sms import Reassembler, ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
 from gateway.store.base import MessageRecord, MessageState, Store
 
@@ -75,6 +79,9 @@ class Dispatcher:
         receipt_ttl: float = 86_400.0,
         max_attempts: int = 5,
         poll_interval: float = 0.5,
+        mo_router: MoRouter | None = None,
+        plan: NumberPlan | None = None,
+        mo_timeout: float = 300.0,
     ) -> None:
         self.store = store
         self.routes = {route.name: route for route in routes.routes}
@@ -87,6 +94,11 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
+        self.mo_router = mo_router or MoRouter(())
+        self.plan = plan or NumberPlan()
+        self._reassembler: Reassembler[Any] = Reassembler(mo_timeout)
+        self._refs = ReferenceAllocator()
+        self._mo_builder = SmBuilder(command_id=int(CommandId.deliver_sm))
 
     async def start(self) -> None:
         for driver in self.drivers.values():
@@ -116,6 +128,8 @@ class Dispatcher:
                     await self.store.set_state(
                         record.message.id, MessageState.ACCEPTED, self.clock()
                     )
+            for partial in self._reassembler.expire(asyncio.get_running_loop().time()):
+                await self._deliver_mo(partial.meta, partial.body())
             if not records:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -162,6 +176,48 @@ class Dispatcher:
         now = self.clock()
         await self.store.set_state(message_id, state, now, error=receipt.error or None)
         await self._receipt_to_app(message_id, state, receipt.error, now)
+
+    async def inbound(self, pdu: Any) -> None:
+        """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream."""
+        try:
+            content = message_content(pdu)
+        except RemoteSmppError as exc:
+            log.warning("unreadable MO dropped", error=str(exc))
+            return
+        concat = content.concat
+        if concat is None or concat.total == 1:
+            await self._deliver_mo((pdu, content), content.body)
+            return
+        done = self._reassembler.add(
+            sender=pdu.source_addr,
+            recipient=pdu.destination_addr,
+            ref=concat.ref,
+            total=concat.total,
+            seq=concat.seq,
+            body=content.body,
+            meta=(pdu, content),
+            now=asyncio.get_running_loop().time(),
+            ref_bits=concat.ref_bits,
+        )
+        for whole in done:
+            await self._deliver_mo(whole.meta, whole.body())
+
+    async def _deliver_mo(self, meta: Any, body: bytes) -> None:
+        pdu, content = meta
+        text = decode_text(body, content.encoding, content.alphabet, errors="replace")
+        destination = normalize(pdu.destination_addr, self.plan) or pdu.destination_addr
+        account = self.mo_router.account_for(destination, text)
+        if account is None:
+            log.warning("MO with no mo_route dropped", destination=destination)
+            return
+        segments = segment(text, ref=self._refs.allocate(pdu.source_addr))
+        parts = self._mo_builder.build(
+            segments, pdu.source_addr, pdu.destination_addr, [0] * segments.total
+        )
+        now = self.clock()
+        for part in parts:
+            await self.store.enqueue_delivery(account, "mo", part, now, self.receipt_ttl)
+        self.notify(account)
 
     async def _receipt_to_app(
         self, message_id: str, state: MessageState, error: int, now: float

@@ -209,12 +209,15 @@ class SmppUpstream:
     async def _incoming(self, session: Session, pdu: Any) -> None:
         now = asyncio.get_running_loop().time()
         if isinstance(pdu, DeliverSm | DataSm):
-            receipt = _receipt_of(self.name, pdu)
-            if receipt is not None and self._sink is not None:
-                await self._sink.receipt(receipt)
+            sink = self._sink
+            if sink is not None:
+                receipt = _receipt_of(self.name, pdu)
+                if receipt is not None:
+                    await sink.receipt(receipt)
+                elif not pdu.esm_class & 0x04:
+                    await sink.inbound(pdu)
             resp = DeliverSmResp if isinstance(pdu, DeliverSm) else DataSmResp
             session.send(resp(sequence_number=pdu.sequence_number), now)
-            # MO (not a receipt) is acknowledged and dropped until issue 3's MO routing lands.
 
     def _fail_waiting(self) -> None:
         for waiter in self._waiting.values():

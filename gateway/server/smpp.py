@@ -145,6 +145,7 @@ class SmppServer:
         )
         session = conn.session
         read: asyncio.Task[bytes] | None = None
+        wake: asyncio.Task[bool] | None = None
         try:
             while session.is_open():
                 if read is None:
@@ -184,8 +185,9 @@ class SmppServer:
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("connection lost", peer=peer[0], error=str(exc))
         finally:
-            if read is not None:
-                read.cancel()
+            for pending in (read, wake):
+                if pending is not None:
+                    pending.cancel()
             if conn.account is not None:  # it was bound: free its place under max_binds
                 self.auth.unbind(conn.account.system_id)
                 self._bound.get(conn.account.system_id, set()).discard(conn)

@@ -30,6 +30,7 @@ class FakeSmsc:
     _server: asyncio.Server | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(0x1000))
     _seen: int = 0
+    _writer: asyncio.StreamWriter | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -43,6 +44,7 @@ class FakeSmsc:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seq = smpplib.client.SimpleSequenceGenerator()
+        self._writer, self._seq = writer, seq
         try:
             for _ in range(100_000):  # bounded
                 head = await reader.readexactly(4)
@@ -96,6 +98,23 @@ class FakeSmsc:
         pdu.sequence = sequence
         pdu.status = status
         writer.write(pdu.generate())
+
+    async def send_mo(self, source: str, destination: str, parts: list[tuple[bytes, int]]) -> None:
+        """Deliver an inbound message to the bound gateway: (short_message, esm_class) parts."""
+        writer = self._writer
+        assert writer is not None, "no gateway bound"
+        for short_message, esm_class in parts:
+            pdu = smpplib.smpp.make_pdu(
+                "deliver_sm",
+                client=self._seq,
+                source_addr=source,
+                destination_addr=destination,
+                esm_class=esm_class,
+                data_coding=8,
+                short_message=short_message,
+            )
+            writer.write(pdu.generate())
+        await writer.drain()
 
     def _receipt(self, writer: asyncio.StreamWriter, seq: object, upstream_id: str) -> None:
         state = self.behaviour.receipt_state

@@ -104,3 +104,60 @@ def test_messages_reach_the_carrier_and_receipts_come_back(
         ]
     finally:
         running.close()
+
+
+MO_CONFIG = (
+    CONFIG
+    + """
+mo_routes:
+  - {account: shop, prefixes: ["4915100"]}
+"""
+)
+
+
+def test_inbound_message_reassembled_and_delivered(tmp_path: Path) -> None:
+    running = Running.__new__(Running)
+    running.loop = asyncio.new_event_loop()
+    running.thread = threading.Thread(target=running.loop.run_forever, daemon=True)
+    running.thread.start()
+    running.smsc = FakeSmsc(Behaviour())
+    smsc_port = running.call(running.smsc.start())
+    config = load_config("t.yaml", text=MO_CONFIG % (smsc_port, tmp_path / "gw.sqlite3"))
+    running.gateway = Gateway(config)
+    running.port = running.call(running.gateway.start("127.0.0.1", 0))
+    upstream = running.gateway.drivers["carrier"]
+    assert isinstance(upstream, SmppUpstream)
+    running.call(upstream.wait_bound(10))
+    try:
+        text = "Bestellung 42 bitte stornieren 🙏 " * 3  # UCS-2, needs two parts
+        body = text.encode("utf-16-be")
+        half = 130
+        parts = [
+            (b"\x05\x00\x03\x2a\x02\x02" + body[half:], 0x40),  # part 2 first: any order
+            (b"\x05\x00\x03\x2a\x02\x01" + body[:half], 0x40),
+        ]
+        running.call(running.smsc.send_mo("4917612345678", "4915100777", parts))
+
+        received: list[object] = []
+
+        def on_received(pdu: object) -> None:
+            received.append(pdu)
+
+        c = smpplib.client.Client(
+            "127.0.0.1", running.port, timeout=10, allow_unknown_opt_params=True
+        )
+        c.connect()
+        c.set_message_received_handler(on_received)
+        c.bind_receiver(system_id="shop", password="secret")
+        for _ in range(10):
+            if len(received) >= 2:
+                break
+            c.read_once()
+        c.unbind()
+        c.disconnect()
+        assert len(received) == 2  # re-segmented for the application
+        got = b"".join(p.short_message[6:] for p in received).decode("utf-16-be")  # type: ignore[attr-defined]
+        assert got == text
+        assert {p.source_addr.decode() for p in received} == {"4917612345678"}  # type: ignore[attr-defined]
+    finally:
+        running.close()
