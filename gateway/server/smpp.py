@@ -7,8 +7,9 @@ this file only does I/O, authentication and hands requests to the accept pipelin
 The accept pipeline here is the start of issue 3's: normalise the destination, find a route
 (none: ESME_RINVDSTADR), store the message durably, and only then answer submit_sm_resp with
 our message id. Dispatch to upstreams, receipts back to the application and the other
-operations (query_sm, cancel_sm, ...) come next; until then those requests are answered
-ESME_RSYSERR ("not supported yet") rather than left hanging.
+query_sm is answered from the store; cancel_sm and replace_sm succeed while no upstream has
+the message yet. Anything else an application may send is answered ESME_RSYSERR rather than
+left hanging.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,8 +31,14 @@ from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import (
     COMMAND_IDS,
     BindTransmitter,
+    CancelSm,
+    CancelSmResp,
     DataSm,
     DataSmResp,
+    QuerySm,
+    QuerySmResp,
+    ReplaceSm,
+    ReplaceSmResp,
     SubmitSm,
     SubmitSmResp,
     response_class,
@@ -44,10 +52,23 @@ from gateway.smpp.session import (
     Role,
     Session,
 )
-from gateway.store.base import NewMessage, Store
+from gateway.store.base import MessageState, NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 
 __all__ = ["SmppServer"]
+
+# Our message states as the message_state values of SMPP v3.4 section 5.2.28.
+_MESSAGE_STATE = {
+    MessageState.ACCEPTED: 1,  # ENROUTE
+    MessageState.DISPATCHING: 1,
+    MessageState.SENT: 1,
+    MessageState.DELIVERED: 2,
+    MessageState.EXPIRED: 3,
+    MessageState.CANCELLED: 4,  # DELETED
+    MessageState.UNDELIVERABLE: 5,
+    MessageState.FAILED: 5,
+    MessageState.REJECTED: 8,
+}
 
 _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 
@@ -260,6 +281,9 @@ class SmppServer:
                 now,
             )
             return
+        if account is not None and isinstance(pdu, QuerySm | CancelSm | ReplaceSm):
+            session.send(await self._ancillary(pdu, account), now)
+            return
         other = response_class(COMMAND_IDS[type(pdu)])
         if other is not None:
             session.send(
@@ -269,6 +293,38 @@ class SmppServer:
                 ),
                 now,
             )
+
+    async def _ancillary(self, pdu: Any, account: AccountConfig) -> Any:
+        """query_sm from the store; cancel_sm / replace_sm while the message is still ours."""
+        seq = pdu.sequence_number
+        now = self.clock()
+        if isinstance(pdu, QuerySm):
+            record = await self.store.get(pdu.message_id)
+            if record is None or record.message.account != account.system_id:
+                return QuerySmResp(
+                    sequence_number=seq, command_status=CommandStatus.ESME_RQUERYFAIL
+                )
+            final = ""
+            if record.state.final:
+                final = (
+                    datetime.fromtimestamp(record.updated_at, UTC).strftime("%y%m%d%H%M%S") + "000+"
+                )
+            return QuerySmResp(
+                message_id=pdu.message_id,
+                final_date=final,
+                message_state=_MESSAGE_STATE[record.state],
+                error_code=(record.error or 0) & 0xFF,
+                sequence_number=seq,
+            )
+        if isinstance(pdu, CancelSm):
+            ok = await self.store.change_pending(pdu.message_id, account.system_id, now)
+            status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RCANCELFAIL
+            return CancelSmResp(sequence_number=seq, command_status=status)
+        ok = await self.store.change_pending(
+            pdu.message_id, account.system_id, now, short_message=pdu.short_message
+        )
+        status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RREPLACEFAIL
+        return ReplaceSmResp(sequence_number=seq, command_status=status)
 
     async def _accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
         destination = normalize(pdu.destination_addr, self.plan)

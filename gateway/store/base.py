@@ -130,6 +130,12 @@ class Store(Protocol):
     async def purge(self, before: float) -> int:
         """Forget final messages and expired deliveries older than `before`; how many rows."""
 
+    async def change_pending(
+        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+    ) -> bool:
+        """cancel_sm (no `short_message`) or replace_sm for a message of `account` that no
+        upstream has yet; False otherwise."""
+
     async def requeue_interrupted(self, now: float) -> int:
         """At start-up: messages a dispatcher claimed but never settled (the process died)
         go back to accepted. A message may then reach its upstream twice - at most the ones

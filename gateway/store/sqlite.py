@@ -263,6 +263,11 @@ class SqliteStore:
     async def requeue_interrupted(self, now: float) -> int:
         return await self._call(_requeue, now)
 
+    async def change_pending(
+        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+    ) -> bool:
+        return await self._call(_change_pending, message_id, account, now, short_message)
+
 
 def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if fut.cancelled():
@@ -398,6 +403,31 @@ def _pending(conn: sqlite3.Connection, account: str, now: float, limit: int) -> 
 
 def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
     conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+
+def _change_pending(
+    conn: sqlite3.Connection, message_id: str, account: str, now: float, short_message: bytes | None
+) -> bool:
+    """Cancel (no `short_message`) or replace the body of a message not yet handed to an
+    upstream; False when it is unknown, another account's, or already on its way."""
+    if short_message is None:
+        cur = conn.execute(
+            "UPDATE messages SET state = ?, updated_at = ? "
+            "WHERE id = ? AND account = ? AND state = ?",
+            (MessageState.CANCELLED.value, now, message_id, account, MessageState.ACCEPTED.value),
+        )
+        if cur.rowcount:
+            conn.execute(
+                "INSERT INTO message_history VALUES (?, ?, ?)",
+                (message_id, now, MessageState.CANCELLED.value),
+            )
+    else:
+        cur = conn.execute(
+            "UPDATE messages SET short_message = ?, updated_at = ? "
+            "WHERE id = ? AND account = ? AND state = ?",
+            (short_message, now, message_id, account, MessageState.ACCEPTED.value),
+        )
+    return cur.rowcount == 1
 
 
 def _requeue(conn: sqlite3.Connection, now: float) -> int:

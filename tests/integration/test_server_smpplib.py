@@ -11,9 +11,20 @@ import pytest
 import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
+import smpplib.smpp
 
 from gateway.config import load_config
 from gateway.server import SmppServer, hash_password
+from gateway.smpp import (
+    CancelSm,
+    CancelSmResp,
+    CommandStatus,
+    ReplaceSm,
+    ReplaceSmResp,
+    decode_pdu,
+    encode_pdu,
+)
+from gateway.smpp.framing import FrameBuffer
 from gateway.store import MessageState, SqliteStore
 
 CONFIG = """
@@ -144,4 +155,54 @@ def test_submit_before_bind_is_invalid_bind_status(running: Running) -> None:
         c.send_message(destination_addr="4915112345678", short_message=b"x")
         c.read_once()
     assert err.value.args[1] == smpplib.consts.SMPP_ESME_RINVBNDSTS
+    c.disconnect()
+
+
+def test_query_cancel_and_replace(running: Running) -> None:
+    sent: list[object] = []
+
+    def on_sent(pdu: object) -> None:
+        sent.append(pdu)
+
+    c = client(running.port)
+    c.set_message_sent_handler(on_sent)
+    c.bind_transceiver(system_id="shop", password="secret")
+    c.send_message(destination_addr="4915112345678", short_message=b"first")
+    c.read_once()
+    message_id = sent[-1].message_id.decode()  # type: ignore[attr-defined]
+
+    def query() -> object:
+        c.send_pdu(smpplib.smpp.make_pdu("query_sm", client=c, message_id=message_id))
+        return c.read_pdu()
+
+    answer = query()
+    assert answer.status == 0  # type: ignore[attr-defined]
+    assert answer.message_state == 1  # type: ignore[attr-defined]  # ENROUTE: not yet sent
+
+    # smpplib has no replace_sm / cancel_sm: those two go over smpplib's socket with our codec.
+    def ask(pdu: object) -> object:
+        c._socket.sendall(encode_pdu(pdu))  # type: ignore[arg-type]
+        frames = FrameBuffer()
+        for _ in range(100):  # bounded
+            frames.feed(c._socket.recv(4096))
+            raw = frames.next_pdu()
+            if raw is not None:
+                return decode_pdu(raw)
+        raise AssertionError("no answer")
+
+    replaced = ask(ReplaceSm(message_id=message_id, short_message=b"second", sequence_number=90))
+    assert replaced == ReplaceSmResp(sequence_number=90)
+    record = running.call(running.store.get(message_id))
+    assert record.message.short_message == b"second"  # type: ignore[attr-defined]
+    assert ask(CancelSm(message_id=message_id, sequence_number=91)) == CancelSmResp(
+        sequence_number=91
+    )
+    assert query().message_state == 4  # type: ignore[attr-defined]  # DELETED
+    assert ask(CancelSm(message_id=message_id, sequence_number=92)) == CancelSmResp(
+        sequence_number=92, command_status=CommandStatus.ESME_RCANCELFAIL
+    )
+    assert ask(CancelSm(message_id="nope", sequence_number=93)).command_status == (  # type: ignore[attr-defined]
+        CommandStatus.ESME_RCANCELFAIL
+    )
+    c.unbind()
     c.disconnect()
