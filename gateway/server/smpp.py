@@ -26,6 +26,7 @@ import structlog
 from gateway.config import AccountConfig, GatewayConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
+from gateway.server.limits import TokenBucket
 from gateway.smpp.codec import decode_pdu
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import (
@@ -122,6 +123,9 @@ class SmppServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound: dict[str, set[_Connection]] = {}  # account -> its bound connections
         self._inflight: set[int] = set()  # delivery ids sent and not yet answered
+        self._buckets = {
+            a.system_id: TokenBucket(a.throughput) for a in config.accounts if a.throughput
+        }  # one per account, shared by all its binds
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Listen; returns the port (pass port 0 for an ephemeral one)."""
@@ -270,7 +274,12 @@ class SmppServer:
         self, session: Session, pdu: Any, account: AccountConfig | None, now: float
     ) -> None:
         if isinstance(pdu, (SubmitSm, DataSm)) and account is not None:
-            status, message_id = await self._accept(pdu, account)
+            bucket = self._buckets.get(account.system_id)
+            status: int
+            if bucket is not None and not bucket.take(now):
+                status, message_id = CommandStatus.ESME_RTHROTTLED, ""
+            else:
+                status, message_id = await self._accept(pdu, account)
             resp_cls = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
             session.send(
                 resp_cls(

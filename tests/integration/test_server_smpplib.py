@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ numbers: {country_code: "49"}
 accounts:
   - {system_id: shop, password: secret}
   - {system_id: hashed, password_hash: "%s"}
+  - {system_id: slow, password: pw, throughput: 5}
 simulated_carriers: {sim: {}}
 routes:
   - {name: de, prefixes: ["49"], targets: [sim]}
@@ -206,3 +208,28 @@ def test_query_cancel_and_replace(running: Running) -> None:
     )
     c.unbind()
     c.disconnect()
+
+
+def test_over_the_throughput_limit_is_throttled(running: Running) -> None:
+    statuses: list[int] = []
+
+    def on_sent(pdu: object) -> None:
+        statuses.append(pdu.status)  # type: ignore[attr-defined]
+
+    c = client(running.port)
+    c.set_message_sent_handler(on_sent)
+    c.bind_transmitter(system_id="slow", password="pw")
+    start = time.monotonic()
+    for _ in range(20):  # far faster than 5/s
+        try:
+            c.send_message(destination_addr="4915112345678", short_message=b"x")
+            c.read_once()
+        except smpplib.exceptions.PDUError as err:
+            statuses.append(err.args[1])
+    elapsed = time.monotonic() - start
+    c.unbind()
+    c.disconnect()
+    allowed = 5 + 5 * elapsed + 1  # the burst, what refilled meanwhile, one for rounding
+    assert statuses.count(0) <= allowed
+    assert statuses.count(0) + statuses.count(smpplib.consts.SMPP_ESME_RTHROTTLED) == 20
+    assert statuses.count(smpplib.consts.SMPP_ESME_RTHROTTLED) >= 1

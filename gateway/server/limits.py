@@ -1,0 +1,32 @@
+"""Throughput limits: a token bucket per account, the clock passed in."""
+
+from __future__ import annotations
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """`rate` tokens a second, up to `burst` saved up; `take` spends one if there is one.
+
+    Over its rate an application gets ESME_RTHROTTLED (SMPP v3.4 5.1.3) and is expected to
+    back off and resend; nothing is queued on its behalf.
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float | None = None, *, now: float = 0.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._last = now
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self._last)  # a clock that steps back refills nothing
+        self._last = max(self._last, now)
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
