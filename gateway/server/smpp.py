@@ -77,7 +77,7 @@ _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 class _Connection:
     """One client connection: its session and what it has in flight."""
 
-    __slots__ = ("account", "inflight", "receiving", "session", "wake")
+    __slots__ = ("accepting", "account", "inflight", "receiving", "session", "wake")
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -85,6 +85,7 @@ class _Connection:
         self.receiving = False  # bound RX or TRX: deliver_sm may go to it
         self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
         self.wake = asyncio.Event()
+        self.accepting: set[asyncio.Task[None]] = set()  # submits being stored
 
 
 log = structlog.get_logger("smsgw.server")
@@ -173,6 +174,9 @@ class SmppServer:
         wake: asyncio.Task[bool] | None = None
         try:
             while session.is_open():
+                window = conn.account.window if conn.account is not None else 1
+                if len(conn.accepting) >= window:  # window full: stop reading the socket
+                    await asyncio.wait(set(conn.accepting), return_when=asyncio.FIRST_COMPLETED)
                 if read is None:
                     read = loop.create_task(reader.read(_READ))
                 wake = loop.create_task(conn.wake.wait())
@@ -194,7 +198,7 @@ class SmppServer:
                     if isinstance(event, BindRequested):
                         conn.account = await self._bind(conn, event.pdu, peer[0], writer)
                     elif isinstance(event, Request):
-                        await self._request(session, event.pdu, conn.account, loop.time())
+                        await self._request(conn, event.pdu, writer, loop.time())
                     elif isinstance(event, Response):
                         await self._delivered(conn, event)
                     elif isinstance(event, RequestTimedOut):
@@ -209,10 +213,16 @@ class SmppServer:
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("connection lost", peer=peer[0], error=str(exc))
+        except asyncio.CancelledError:
+            # Shutdown: end quietly (asyncio's stream callback reports a cancelled handler
+            # task as an error); what was accepted is already durable.
+            log.info("connection closed for shutdown", peer=peer[0])
         finally:
             for pending in (read, wake):
                 if pending is not None:
                     pending.cancel()
+            if conn.accepting:  # let what is being stored finish: it is durable either way
+                await asyncio.wait(set(conn.accepting), timeout=10)
             if conn.account is not None:  # it was bound: free its place under max_binds
                 self.auth.unbind(conn.account.system_id)
                 self._bound.get(conn.account.system_id, set()).discard(conn)
@@ -271,24 +281,21 @@ class SmppServer:
         return None
 
     async def _request(
-        self, session: Session, pdu: Any, account: AccountConfig | None, now: float
+        self, conn: _Connection, pdu: Any, writer: asyncio.StreamWriter, now: float
     ) -> None:
+        session, account = conn.session, conn.account
         if isinstance(pdu, (SubmitSm, DataSm)) and account is not None:
             bucket = self._buckets.get(account.system_id)
-            status: int
             if bucket is not None and not bucket.take(now):
-                status, message_id = CommandStatus.ESME_RTHROTTLED, ""
-            else:
-                status, message_id = await self._accept(pdu, account)
-            resp_cls = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
-            session.send(
-                resp_cls(
-                    message_id=message_id,
-                    sequence_number=pdu.sequence_number,
-                    command_status=status,
-                ),
-                now,
+                self._answer_submit(session, pdu, CommandStatus.ESME_RTHROTTLED, "", now)
+                return
+            # Accepted concurrently, so one connection's messages share a group commit; the
+            # connection loop stops reading while `window` of them are unanswered.
+            task = asyncio.get_running_loop().create_task(
+                self._accept_and_answer(conn, pdu, account, writer)
             )
+            conn.accepting.add(task)
+            task.add_done_callback(conn.accepting.discard)
             return
         if account is not None and isinstance(pdu, QuerySm | CancelSm | ReplaceSm):
             session.send(await self._ancillary(pdu, account), now)
@@ -302,6 +309,32 @@ class SmppServer:
                 ),
                 now,
             )
+
+    async def _accept_and_answer(
+        self, conn: _Connection, pdu: Any, account: AccountConfig, writer: asyncio.StreamWriter
+    ) -> None:
+        status, message_id = await self._accept(pdu, account)
+        session = conn.session
+        if not session.is_open():
+            return  # stored, but the application left before its answer: it may resend
+        self._answer_submit(session, pdu, status, message_id, asyncio.get_running_loop().time())
+        out = session.data_to_send()
+        if out:
+            with contextlib.suppress(ConnectionError):
+                writer.write(out)
+                await writer.drain()
+
+    @staticmethod
+    def _answer_submit(
+        session: Session, pdu: Any, status: int, message_id: str, now: float
+    ) -> None:
+        resp_cls = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
+        session.send(
+            resp_cls(
+                message_id=message_id, sequence_number=pdu.sequence_number, command_status=status
+            ),
+            now,
+        )
 
     async def _ancillary(self, pdu: Any, account: AccountConfig) -> Any:
         """query_sm from the store; cancel_sm / replace_sm while the message is still ours."""
