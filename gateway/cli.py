@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.smpp import (
@@ -26,6 +27,9 @@ from gateway.smpp import (
     message_content,
 )
 from gateway.sms import ConcatMethod, Encoding, SmsError, segment
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 __all__ = ["main"]
 
@@ -97,16 +101,24 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: str) -> GatewayConfig | None:
+    """The configuration at `path`, or None after printing what is wrong with it."""
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - the codec tools start without the event loop
 
     from gateway.app import run  # noqa: PLC0415
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 2
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
@@ -128,12 +140,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
-
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _load(args.file)
+    if config is None:
         return 2
     print(
         f"{args.file}: ok ({len(config.accounts)} accounts, {len(config.upstreams)} upstreams, "

@@ -4,7 +4,6 @@ carrier's receipt comes back to smpplib as a deliver_sm with our message id."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.smpp.receipt import parse_receipt
 from gateway.store import MessageState
+from tests.integration.loop import LoopThread
 
 CONFIG = """
 accounts: [{system_id: shop, password: secret}]
@@ -25,22 +25,16 @@ store: {path: "%s"}
 """
 
 
-class Running:
+class Running(LoopThread):
     def __init__(self, tmp: Path) -> None:
         config = load_config("t.yaml", text=CONFIG % (tmp / "gw.sqlite3"))
         self.gateway = Gateway(config)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
         self.port = self.call(self.gateway.start("127.0.0.1", 0))
-
-    def call(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.call(self.gateway.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.stop_loop()
 
 
 @pytest.fixture

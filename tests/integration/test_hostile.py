@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +16,7 @@ from gateway.config import load_config
 from gateway.server import SmppServer
 from gateway.smpp import CommandStatus, GenericNack, decode_pdu
 from gateway.store import SqliteStore
+from tests.integration.loop import LoopThread
 
 CONFIG = """
 listen: {bind_timeout: 1.0}
@@ -27,21 +26,16 @@ routes: [{name: all, targets: [sim]}]
 """
 
 
-class Running:
+class Running(LoopThread):
     def __init__(self, tmp: Path) -> None:
         self.store = SqliteStore(tmp / "gw.sqlite3")
         self.server = SmppServer(load_config("t.yaml", text=CONFIG), self.store)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
         self.port = self.call(self._start())
 
     async def _start(self) -> int:
         await self.store.open()
         return await self.server.start("127.0.0.1", 0)
-
-    def call(self, coro: object) -> int:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)  # type: ignore[arg-type, no-any-return]
 
     def close(self) -> None:
         async def stop() -> None:
@@ -49,8 +43,7 @@ class Running:
             await self.store.close()
 
         self.call(stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.stop_loop()
 
 
 @pytest.fixture

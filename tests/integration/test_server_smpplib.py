@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from gateway.smpp import (
 )
 from gateway.smpp.framing import FrameBuffer
 from gateway.store import MessageState, SqliteStore
+from tests.integration.loop import LoopThread
 
 CONFIG = """
 numbers: {country_code: "49"}
@@ -40,15 +39,13 @@ routes:
 """
 
 
-class Running:
+class Running(LoopThread):
     """The server and its store on an event loop in a background thread."""
 
     def __init__(self, tmp: Path) -> None:
         self.config = load_config("test.yaml", text=CONFIG % hash_password("pw2", iterations=1000))
         self.store = SqliteStore(tmp / "smsgw.sqlite3")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
         self.server = SmppServer(self.config, self.store)
         self.port = self.call(self._start())
 
@@ -56,17 +53,13 @@ class Running:
         await self.store.open()
         return await self.server.start("127.0.0.1", 0)
 
-    def call(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)  # type: ignore[arg-type]
-
     def close(self) -> None:
         async def stop() -> None:
             await self.server.stop()
             await self.store.close()
 
         self.call(stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.stop_loop()
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.smpp.receipt import parse_receipt
 from tests.fakes.smsc import Behaviour, FakeSmsc
+from tests.integration.loop import LoopThread
 
 CONFIG = """
 accounts: [{system_id: shop, password: secret}]
@@ -24,14 +23,12 @@ store: {path: "%s"}
 """
 
 
-class Running:
-    def __init__(self, tmp: Path, behaviour: Behaviour) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+class Running(LoopThread):
+    def __init__(self, tmp: Path, behaviour: Behaviour, template: str = CONFIG) -> None:
+        super().__init__()
         self.smsc = FakeSmsc(behaviour)
         smsc_port = self.call(self.smsc.start())
-        config = load_config("t.yaml", text=CONFIG % (smsc_port, tmp / "gw.sqlite3"))
+        config = load_config("t.yaml", text=template % (smsc_port, tmp / "gw.sqlite3"))
         self.gateway = Gateway(config)
         self.gateway.dispatcher.poll_interval = 0.05
         self.port = self.call(self.gateway.start("127.0.0.1", 0))
@@ -39,14 +36,10 @@ class Running:
         assert isinstance(upstream, SmppUpstream)
         self.call(upstream.wait_bound(10))
 
-    def call(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)  # type: ignore[arg-type]
-
     def close(self) -> None:
         self.call(self.gateway.stop())
         self.call(self.smsc.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.stop_loop()
 
 
 def run_app(port: int, count: int) -> tuple[set[str], list[str]]:
@@ -116,18 +109,7 @@ mo_routes:
 
 
 def test_inbound_message_reassembled_and_delivered(tmp_path: Path) -> None:
-    running = Running.__new__(Running)
-    running.loop = asyncio.new_event_loop()
-    running.thread = threading.Thread(target=running.loop.run_forever, daemon=True)
-    running.thread.start()
-    running.smsc = FakeSmsc(Behaviour())
-    smsc_port = running.call(running.smsc.start())
-    config = load_config("t.yaml", text=MO_CONFIG % (smsc_port, tmp_path / "gw.sqlite3"))
-    running.gateway = Gateway(config)
-    running.port = running.call(running.gateway.start("127.0.0.1", 0))
-    upstream = running.gateway.drivers["carrier"]
-    assert isinstance(upstream, SmppUpstream)
-    running.call(upstream.wait_bound(10))
+    running = Running(tmp_path, Behaviour(), MO_CONFIG)
     try:
         text = "Bestellung 42 bitte stornieren 🙏 " * 3  # UCS-2, needs two parts
         body = text.encode("utf-16-be")
