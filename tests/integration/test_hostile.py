@@ -12,11 +12,8 @@ import pytest
 import smpplib.client
 import smpplib.exceptions
 
-from gateway.config import load_config
-from gateway.server import SmppServer
 from gateway.smpp import CommandStatus, GenericNack, decode_pdu
-from gateway.store import SqliteStore
-from tests.integration.loop import LoopThread
+from tests.integration.loop import ServerOnLoop
 
 CONFIG = """
 listen: {bind_timeout: 1.0}
@@ -26,29 +23,9 @@ routes: [{name: all, targets: [sim]}]
 """
 
 
-class Running(LoopThread):
-    def __init__(self, tmp: Path) -> None:
-        self.store = SqliteStore(tmp / "gw.sqlite3")
-        self.server = SmppServer(load_config("t.yaml", text=CONFIG), self.store)
-        super().__init__()
-        self.port = self.call(self._start())
-
-    async def _start(self) -> int:
-        await self.store.open()
-        return await self.server.start("127.0.0.1", 0)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self.server.stop()
-            await self.store.close()
-
-        self.call(stop())
-        self.stop_loop()
-
-
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    r = Running(tmp_path)
+def running(tmp_path: Path) -> Iterator[ServerOnLoop]:
+    r = ServerOnLoop(CONFIG, tmp_path / "gw.sqlite3")
     yield r
     r.close()
 
@@ -117,7 +94,7 @@ def good_client(port: int, count: int) -> int:
     return len(acked)
 
 
-def test_hostile_clients_do_not_hurt_a_good_one(running: Running) -> None:
+def test_hostile_clients_do_not_hurt_a_good_one(running: ServerOnLoop) -> None:
     port = running.port
     with ThreadPoolExecutor(max_workers=32) as pool:
         garbage = pool.submit(raw, port, bytes(range(256)) * 4)

@@ -12,8 +12,7 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
-from gateway.config import load_config
-from gateway.server import SmppServer, hash_password
+from gateway.server import hash_password
 from gateway.smpp import (
     CancelSm,
     CancelSmResp,
@@ -24,8 +23,8 @@ from gateway.smpp import (
     encode_pdu,
 )
 from gateway.smpp.framing import FrameBuffer
-from gateway.store import MessageState, SqliteStore
-from tests.integration.loop import LoopThread
+from gateway.store import MessageState
+from tests.integration.loop import ServerOnLoop
 
 CONFIG = """
 numbers: {country_code: "49"}
@@ -39,32 +38,9 @@ routes:
 """
 
 
-class Running(LoopThread):
-    """The server and its store on an event loop in a background thread."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.config = load_config("test.yaml", text=CONFIG % hash_password("pw2", iterations=1000))
-        self.store = SqliteStore(tmp / "smsgw.sqlite3")
-        super().__init__()
-        self.server = SmppServer(self.config, self.store)
-        self.port = self.call(self._start())
-
-    async def _start(self) -> int:
-        await self.store.open()
-        return await self.server.start("127.0.0.1", 0)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self.server.stop()
-            await self.store.close()
-
-        self.call(stop())
-        self.stop_loop()
-
-
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    r = Running(tmp_path)
+def running(tmp_path: Path) -> Iterator[ServerOnLoop]:
+    r = ServerOnLoop(CONFIG % hash_password("pw2", iterations=1000), tmp_path / "smsgw.sqlite3")
     yield r
     r.close()
 
@@ -75,7 +51,7 @@ def client(port: int) -> smpplib.client.Client:
     return c
 
 
-def test_bind_submit_is_stored_before_the_response(running: Running) -> None:
+def test_bind_submit_is_stored_before_the_response(running: ServerOnLoop) -> None:
     responses = []
 
     def on_sent(pdu: object) -> None:  # smpplib passes pdu= as a keyword
@@ -107,7 +83,7 @@ def test_bind_submit_is_stored_before_the_response(running: Running) -> None:
     assert record.message.route == "de"  # type: ignore[attr-defined]
 
 
-def test_no_route_is_invalid_destination(running: Running) -> None:
+def test_no_route_is_invalid_destination(running: ServerOnLoop) -> None:
     c = client(running.port)
     c.bind_transmitter(system_id="shop", password="secret")
     with pytest.raises(smpplib.exceptions.PDUError) as err:
@@ -126,7 +102,7 @@ def test_no_route_is_invalid_destination(running: Running) -> None:
     ],
 )
 def test_bad_binds_are_refused_with_the_right_status(
-    running: Running, system_id: str, password: str, status: int
+    running: ServerOnLoop, system_id: str, password: str, status: int
 ) -> None:
     c = client(running.port)
     with pytest.raises(smpplib.exceptions.PDUError) as err:
@@ -135,7 +111,7 @@ def test_bad_binds_are_refused_with_the_right_status(
     c.disconnect()
 
 
-def test_hashed_password_binds(running: Running) -> None:
+def test_hashed_password_binds(running: ServerOnLoop) -> None:
     c = client(running.port)
     c.bind_receiver(system_id="hashed", password="pw2")
     assert c.state == smpplib.consts.SMPP_CLIENT_STATE_BOUND_RX
@@ -143,7 +119,7 @@ def test_hashed_password_binds(running: Running) -> None:
     c.disconnect()
 
 
-def test_submit_before_bind_is_invalid_bind_status(running: Running) -> None:
+def test_submit_before_bind_is_invalid_bind_status(running: ServerOnLoop) -> None:
     c = client(running.port)
     c.state = smpplib.consts.SMPP_CLIENT_STATE_BOUND_TX  # make smpplib send it anyway
     with pytest.raises(smpplib.exceptions.PDUError) as err:
@@ -153,7 +129,7 @@ def test_submit_before_bind_is_invalid_bind_status(running: Running) -> None:
     c.disconnect()
 
 
-def test_query_cancel_and_replace(running: Running) -> None:
+def test_query_cancel_and_replace(running: ServerOnLoop) -> None:
     sent: list[object] = []
 
     def on_sent(pdu: object) -> None:
@@ -203,7 +179,7 @@ def test_query_cancel_and_replace(running: Running) -> None:
     c.disconnect()
 
 
-def test_over_the_throughput_limit_is_throttled(running: Running) -> None:
+def test_over_the_throughput_limit_is_throttled(running: ServerOnLoop) -> None:
     statuses: list[int] = []
 
     def on_sent(pdu: object) -> None:
