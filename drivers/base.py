@@ -23,6 +23,9 @@ class SendResult:
     Attributes:
         ok: the upstream accepted the message.
         upstream_id: its id for the message (receipts refer to it), when `ok`.
+        upstream_ids: when the driver sent the message as several PDUs (it cut a long text
+            into parts for this upstream), every part's id in order; empty means just
+            `upstream_id`.
         error: the upstream's error code when not `ok`.
         permanent: a failure retrying cannot fix (the message ends failed).
     """
@@ -31,6 +34,11 @@ class SendResult:
     upstream_id: str = ""
     error: int = 0
     permanent: bool = False
+    upstream_ids: tuple[str, ...] = ()
+
+    @property
+    def part_ids(self) -> tuple[str, ...]:
+        return self.upstream_ids or (self.upstream_id,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 A message is one submit_sm (or data_sm) an application sent us, with our id, its fields as they
 came, its route and its state. Its history, the ids upstreams gave it, the receipts for it and
 the deliver_sm PDUs queued for applications hang off it. `Store` is that interface as a
-`typing.Protocol`; `gateway.store.sqlite` is the embedded backend, PostgreSQL follows (issue 3).
+`typing.Protocol`; `gateway.store.sqlite` is the embedded backend, `gateway.store.postgres` the
+shared one for several nodes.
 
 Every write is durable when its coroutine returns: the accept pipeline answers submit_sm_resp
 only after `accept` returned.
@@ -20,6 +21,7 @@ __all__ = [
     "MessageRecord",
     "MessageState",
     "NewMessage",
+    "ReceiptRecord",
     "Store",
 ]
 
@@ -90,6 +92,19 @@ class Delivery:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """A receipt an upstream reported for one part of a message, as it came."""
+
+    message_id: str
+    part: int
+    upstream: str
+    upstream_id: str
+    message_state: int  # SMPP v3.4 5.2.28
+    error: int
+    received_at: float
+
+
 class Store(Protocol):
     """The gateway's storage. Every method's writes are durable when it returns."""
 
@@ -103,20 +118,46 @@ class Store(Protocol):
     async def get(self, message_id: str) -> MessageRecord | None: ...
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
-        """Accepted messages whose schedule has come, oldest first, marked dispatching."""
+        """Accepted messages whose schedule has come, oldest first, marked dispatching and
+        claimed for this store's node (several nodes sharing one database never claim the
+        same message)."""
 
     async def set_state(
-        self, message_id: str, state: MessageState, now: float, *, error: int | None = None
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        retry_at: float | None = None,
     ) -> bool:
-        """Move a message to `state` and record it in its history; False if unknown."""
+        """Move a message to `state` and record it in its history; False if unknown.
+        `retry_at` (with ACCEPTED) makes it due again only then: a retry's backoff."""
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]: ...
 
-    async def link_upstream_id(self, upstream: str, keys: tuple[str, ...], message_id: str) -> None:
-        """Remember the ids (canonical keys, see `receipt.canonical_ids`) an upstream gave."""
+    async def link_upstream_id(
+        self, upstream: str, keys: tuple[str, ...], message_id: str, part: int = 0
+    ) -> None:
+        """Remember the ids (canonical keys, see `receipt.canonical_ids`) an upstream gave
+        part `part` (0-based) of a message."""
 
     async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
         """Our message id for any of an upstream's id keys, or None."""
+
+    async def find_part(self, upstream: str, keys: tuple[str, ...]) -> tuple[str, int] | None:
+        """(message id, part) for any of an upstream's id keys, the first key that matches
+        winning and, for one key, the latest link; None when none matches."""
+
+    async def set_parts(self, message_id: str, parts: int) -> None:
+        """The message went upstream as `parts` PDUs (1 unless the upstream resegmented it)."""
+
+    async def add_receipt(self, receipt: ReceiptRecord) -> list[int | None]:
+        """Keep a receipt for one part of a stored message; returns, for every part of the
+        message (its `parts`), the message_state of its latest receipt (None: none yet)."""
+
+    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
+        """The message's receipts in the order they came."""
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -137,6 +178,7 @@ class Store(Protocol):
         upstream has yet; False otherwise."""
 
     async def requeue_interrupted(self, now: float) -> int:
-        """At start-up: messages a dispatcher claimed but never settled (the process died)
-        go back to accepted. A message may then reach its upstream twice - at most the ones
-        in flight when the process died - but none is lost. Returns how many."""
+        """At start-up: messages this node's dispatcher claimed but never settled (the process
+        died) go back to accepted; other nodes' claims are theirs. A message may then reach its
+        upstream twice - at most the ones in flight when the process died - but none is lost.
+        Returns how many."""

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.store.base import Delivery, MessageRecord, MessageState, NewMessage
+from gateway.store.base import Delivery, MessageRecord, MessageState, NewMessage, ReceiptRecord
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -85,6 +85,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_account ON deliveries (account, id);
     """,
+    # 2: messages sent as several parts, a receipt per part, and which node claimed a message.
+    """
+    ALTER TABLE messages ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN claimed_by INTEGER;
+    ALTER TABLE upstream_ids ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE receipts (
+        message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        part INTEGER NOT NULL,
+        upstream TEXT NOT NULL,
+        upstream_id TEXT NOT NULL,
+        message_state INTEGER NOT NULL,
+        error INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX receipts_message ON receipts (message_id);
+    CREATE INDEX upstream_ids_message ON upstream_ids (message_id);
+    """,
 )
 
 _COLUMNS = (
@@ -117,8 +134,9 @@ class SqliteStore:
         max_batch: most operations per transaction.
     """
 
-    def __init__(self, path: str | Path, *, max_batch: int = 1024) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int = 1024, node: int = 0) -> None:
         self.path = str(path)
+        self.node = node
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -230,21 +248,42 @@ class SqliteStore:
         return await self._call(_get, message_id)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
-        return await self._call(_claim_due, now, limit)
+        return await self._call(_claim_due, now, limit, self.node)
 
     async def set_state(
-        self, message_id: str, state: MessageState, now: float, *, error: int | None = None
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        retry_at: float | None = None,
     ) -> bool:
-        return await self._call(_set_state, message_id, state, now, error)
+        return await self._call(_set_state, message_id, state, now, (error, retry_at))
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
         return await self._call(_history, message_id)
 
-    async def link_upstream_id(self, upstream: str, keys: tuple[str, ...], message_id: str) -> None:
-        await self._call(_link, upstream, keys, message_id)
+    async def link_upstream_id(
+        self, upstream: str, keys: tuple[str, ...], message_id: str, part: int = 0
+    ) -> None:
+        await self._call(_link, upstream, keys, message_id, part)
 
     async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
+        found = await self._call(_find, upstream, keys)
+        return None if found is None else found[0]
+
+    async def find_part(self, upstream: str, keys: tuple[str, ...]) -> tuple[str, int] | None:
         return await self._call(_find, upstream, keys)
+
+    async def set_parts(self, message_id: str, parts: int) -> None:
+        await self._call(_set_parts, message_id, parts)
+
+    async def add_receipt(self, receipt: ReceiptRecord) -> list[int | None]:
+        return await self._call(_add_receipt, receipt)
+
+    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
+        return await self._call(_receipts, message_id)
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -261,7 +300,7 @@ class SqliteStore:
         return await self._call(_purge, before)
 
     async def requeue_interrupted(self, now: float) -> int:
-        return await self._call(_requeue, now)
+        return await self._call(_requeue, now, self.node)
 
     async def change_pending(
         self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
@@ -321,7 +360,7 @@ def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
     return None if row is None else _record(row)
 
 
-def _claim_due(conn: sqlite3.Connection, now: float, limit: int) -> list[MessageRecord]:
+def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> list[MessageRecord]:
     rows = conn.execute(
         f"{_RECORD} WHERE state = ? AND (schedule_at IS NULL OR schedule_at <= ?) "
         "ORDER BY accepted_at LIMIT ?",
@@ -329,7 +368,8 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Message
     ).fetchall()
     records = []
     for row in rows:
-        _set_state(conn, row[0], MessageState.DISPATCHING, now, None)
+        _set_state(conn, row[0], MessageState.DISPATCHING, now)
+        conn.execute("UPDATE messages SET claimed_by = ? WHERE id = ?", (node, row[0]))
         record = _record(row)
         records.append(
             MessageRecord(record.message, MessageState.DISPATCHING, now, record.attempts + 1, None)
@@ -338,13 +378,18 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Message
 
 
 def _set_state(
-    conn: sqlite3.Connection, message_id: str, state: MessageState, now: float, error: int | None
+    conn: sqlite3.Connection,
+    message_id: str,
+    state: MessageState,
+    now: float,
+    extra: tuple[int | None, float | None] = (None, None),
 ) -> bool:
+    error, retry_at = extra  # (error code, due again at)
     bump = 1 if state is MessageState.DISPATCHING else 0
     cur = conn.execute(
         "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error), "
-        "attempts = attempts + ? WHERE id = ?",
-        (state.value, now, error, bump, message_id),
+        "attempts = attempts + ?, schedule_at = coalesce(?, schedule_at) WHERE id = ?",
+        (state.value, now, error, bump, retry_at, message_id),
     )
     if cur.rowcount == 0:
         return False
@@ -360,23 +405,52 @@ def _history(conn: sqlite3.Connection, message_id: str) -> list[tuple[float, Mes
     return [(at, MessageState(state)) for at, state in rows]
 
 
-def _link(conn: sqlite3.Connection, upstream: str, keys: tuple[str, ...], message_id: str) -> None:
+def _link(
+    conn: sqlite3.Connection, upstream: str, keys: tuple[str, ...], message_id: str, part: int
+) -> None:
     conn.executemany(
-        "INSERT OR IGNORE INTO upstream_ids VALUES (?, ?, ?)",
-        [(upstream, key, message_id) for key in keys],
+        "INSERT OR IGNORE INTO upstream_ids (upstream, key, message_id, part) VALUES (?, ?, ?, ?)",
+        [(upstream, key, message_id, part) for key in keys],
     )
 
 
-def _find(conn: sqlite3.Connection, upstream: str, keys: tuple[str, ...]) -> str | None:
+def _find(conn: sqlite3.Connection, upstream: str, keys: tuple[str, ...]) -> tuple[str, int] | None:
     for key in keys:  # in order: the exact string key first
         row = conn.execute(
-            "SELECT message_id FROM upstream_ids WHERE upstream = ? AND key = ? "
+            "SELECT message_id, part FROM upstream_ids WHERE upstream = ? AND key = ? "
             "ORDER BY rowid DESC LIMIT 1",
             (upstream, key),
         ).fetchone()
         if row is not None:
-            return str(row[0])
+            return str(row[0]), int(row[1])
     return None
+
+
+def _set_parts(conn: sqlite3.Connection, message_id: str, parts: int) -> None:
+    conn.execute("UPDATE messages SET parts = ? WHERE id = ?", (parts, message_id))
+
+
+def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord) -> list[int | None]:
+    conn.execute(
+        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.message_id, r.part, r.upstream, r.upstream_id, r.message_state, r.error, r.received_at),
+    )
+    found = conn.execute("SELECT parts FROM messages WHERE id = ?", (r.message_id,)).fetchone()
+    states: list[int | None] = [None] * (found[0] if found else 1)
+    for part, state in conn.execute(
+        "SELECT part, message_state FROM receipts WHERE message_id = ? ORDER BY rowid",
+        (r.message_id,),
+    ):
+        if 0 <= part < len(states):
+            states[part] = state
+    return states
+
+
+def _receipts(conn: sqlite3.Connection, message_id: str) -> list[ReceiptRecord]:
+    rows = conn.execute(
+        "SELECT * FROM receipts WHERE message_id = ? ORDER BY rowid", (message_id,)
+    ).fetchall()
+    return [ReceiptRecord(*row) for row in rows]
 
 
 def _enqueue(conn: sqlite3.Connection, row: tuple[str, str, bytes, float, float]) -> int:
@@ -430,15 +504,16 @@ def _change_pending(
     return cur.rowcount == 1
 
 
-def _requeue(conn: sqlite3.Connection, now: float) -> int:
+def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:
     ids = [
         row[0]
         for row in conn.execute(
-            "SELECT id FROM messages WHERE state = ?", (MessageState.DISPATCHING.value,)
+            "SELECT id FROM messages WHERE state = ? AND coalesce(claimed_by, ?) = ?",
+            (MessageState.DISPATCHING.value, node, node),
         )
     ]
     for message_id in ids:
-        _set_state(conn, message_id, MessageState.ACCEPTED, now, None)
+        _set_state(conn, message_id, MessageState.ACCEPTED, now)
     return len(ids)
 
 
