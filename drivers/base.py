@@ -59,6 +59,11 @@ class ReceiptSink(Protocol):
 
     async def inbound(self, pdu: Any) -> None: ...
 
+    async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
+        """A submit_sm_resp that came after `send` had given up on it (timeout): if the
+        upstream accepted the message after all, the dispatcher records that instead of
+        sending it again."""
+
 
 class Driver(Protocol):
     name: str

@@ -147,19 +147,25 @@ class Dispatcher:
         result: SendResult = await driver.send(record)
         now = self.clock()
         if result.ok:
-            keys = canonical_ids(result.upstream_id)
-            await self.store.link_upstream_id(driver.name, keys, message.id)
-            await self.store.set_state(message.id, MessageState.SENT, now)
-            for key in keys:
-                early = self._early.pop((driver.name, key), None)
-                if early is not None:
-                    await self.receipt(early)
-                    break
+            await self._sent(record, driver.name, result, now)
         elif result.permanent or record.attempts >= self.max_attempts:
             await self.store.set_state(message.id, MessageState.FAILED, now, error=result.error)
             await self._receipt_to_app(message.id, MessageState.FAILED, result.error, now)
         else:
             await self.store.set_state(message.id, MessageState.ACCEPTED, now, error=result.error)
+
+    async def _sent(
+        self, record: MessageRecord, upstream: str, result: SendResult, now: float
+    ) -> None:
+        message = record.message
+        keys = canonical_ids(result.upstream_id)
+        await self.store.link_upstream_id(upstream, keys, message.id)
+        await self.store.set_state(message.id, MessageState.SENT, now)
+        for key in keys:
+            early = self._early.pop((upstream, key), None)
+            if early is not None:
+                await self.receipt(early)
+                break
 
     async def receipt(self, receipt: UpstreamReceipt) -> None:
         """A driver's receipt (the `ReceiptSink` every driver is started with)."""
@@ -176,6 +182,15 @@ class Dispatcher:
         now = self.clock()
         await self.store.set_state(message_id, state, now, error=receipt.error or None)
         await self._receipt_to_app(message_id, state, receipt.error, now)
+
+    async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
+        """See `ReceiptSink.late_result`."""
+        if not result.ok:
+            return
+        record = await self.store.get(message_id)
+        if record is None or record.state is not MessageState.ACCEPTED:
+            return  # already re-sent, or settled: nothing to undo
+        await self._sent(record, upstream, result, self.clock())
 
     async def inbound(self, pdu: Any) -> None:
         """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream."""
