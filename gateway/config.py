@@ -35,6 +35,7 @@ from gateway.routing.mo import MoRoute, MoRouter
 __all__ = [
     "AccountConfig",
     "ConfigError",
+    "DispatchConfig",
     "GatewayConfig",
     "RouteConfig",
     "SimulatedCarrierConfig",
@@ -189,6 +190,20 @@ class MoRouteConfig(_Model):
     keyword: str | None = None
 
 
+class DispatchConfig(_Model):
+    """How hard the gateway tries, and how long things wait."""
+
+    max_attempts: int = Field(5, ge=1, description="sends tried before a message ends failed")
+    max_age: float = Field(3600.0, gt=0, description="seconds after which retries stop")
+    retry_backoff: float = Field(2.0, gt=0, description="first retry delay; doubles")
+    max_retry_backoff: float = Field(300.0, gt=0)
+    max_inflight: int = Field(4096, ge=1, description="sends outstanding at once")
+    delivery_ttl: float = Field(
+        86_400.0, gt=0, description="how long a receipt or MO waits for its application"
+    )
+    purge_interval: float = Field(3600.0, gt=0, description="seconds between retention purges")
+
+
 class StoreConfig(_Model):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("var/smsgw.sqlite3")
@@ -214,6 +229,7 @@ class GatewayConfig(_Model):
     routes: tuple[RouteConfig, ...] = ()
     mo_routes: tuple[MoRouteConfig, ...] = ()
     mo_reassembly_timeout: float = Field(300.0, gt=0)
+    dispatch: DispatchConfig = DispatchConfig()
     store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
