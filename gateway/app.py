@@ -37,10 +37,8 @@ class Gateway:
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if config.store.backend != "sqlite" and store is None:
-            raise NotImplementedError("the postgres store is not implemented yet")
         self.config = config
-        self.store: Store = store or SqliteStore(config.store.path)
+        self.store: Store = store or _store(config)
         drivers: dict[str, Driver] = {
             name: SimulatedCarrier(
                 name, delivery_delay=sim.delivery_delay, failure_ratio=sim.failure_ratio
@@ -57,6 +55,8 @@ class Gateway:
             drivers,
             notify=self.server.notify,
             clock=clock,
+            settings=config.dispatch,
+            retention=config.store.retention_days * 86_400.0,
             mo_router=config.mo_router(),
             plan=config.numbers.plan(),
             mo_timeout=config.mo_reassembly_timeout,
@@ -78,6 +78,15 @@ class Gateway:
         await self.server.stop()
         await self.dispatcher.stop()
         await self.store.close()
+
+
+def _store(config: GatewayConfig) -> Store:
+    if config.store.backend == "postgres":
+        from gateway.store.postgres import PostgresStore  # noqa: PLC0415 - asyncpg only if used
+
+        assert config.store.dsn is not None  # the config's validator insists
+        return PostgresStore(config.store.dsn, node=config.node_id)
+    return SqliteStore(config.store.path, node=config.node_id)
 
 
 async def run(config: GatewayConfig) -> None:

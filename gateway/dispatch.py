@@ -1,22 +1,31 @@
 """From the store to the drivers, and receipts from the drivers back to the applications.
 
-The dispatcher claims due messages from the store, picks a usable target of each message's
-route (`select_route`'s order), hands the message to that driver and records the outcome:
-sent (with the upstream's id, indexed under every canonical spelling), retried later, or failed.
-Receipts come back through `receipt`, from any driver: matched to our message through the
-upstream id (held for a while when one arrives before its submit_sm_resp was recorded), the
-message's state updated, and - when the application asked for one - a deliver_sm receipt in the
-Appendix B format with our id and the receipted_message_id / message_state / network_error_code
-TLVs queued durably for the account; the server pushes it to a bound RX/TRX session.
+The dispatcher claims due messages from the store and sends each through a usable target of its
+route, in the order the route's strategy gives (`order_targets`). Sends run concurrently (up
+to `max_inflight`), so one slow upstream round trip never serialises the rest; a driver's own
+window and throughput limit pace it further.
 
-This is the first cut for issue 3: no retry backoff, no throughput shaping, no multipart
-state aggregation yet.
+A send's outcome is recorded: sent (with every part's upstream id, indexed under each canonical
+spelling), retried later with exponential backoff and jitter, or failed - permanently at once,
+temporarily once `max_attempts` sends were tried or the message is `max_age` old. A message no
+target can take now waits without spending an attempt; one whose validity period passes ends
+EXPIRED. Every end the application asked to hear about becomes a receipt.
+
+Receipts come back through `receipt`, from any driver: matched to our message and part through
+the upstream id (held for a while when one arrives before its submit_sm_resp was recorded), kept
+in the store, the message's state updated - from all its parts' receipts when the upstream
+carried it as several - and, when the application asked, a deliver_sm receipt in the Appendix B
+format with our id and the receipted_message_id / message_state / network_error_code TLVs is
+queued durably for the account; the server pushes it to a bound RX/TRX session. Intermediate
+notifications (registered_delivery bit 4) go out when an upstream takes the message and when it
+reports a non-final state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -25,8 +34,10 @@ from typing import Any
 import structlog
 
 from drivers.base import Driver, SendResult, UpstreamReceipt
+from gateway.config import DispatchConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.routing.mo import MoRouter
+from gateway.routing.table import order_targets
 from gateway.smpp.codec import encode_pdu
 from gateway.smpp.constants import CommandId, EsmClass
 from gateway.smpp.errors import RemoteSmppError
@@ -36,12 +47,13 @@ from gateway.smpp.receipt import Receipt, ReceiptState, canonical_ids, format_re
 from gateway.smpp.tlv import make_tlvs
 from gateway.sms import Reassembler, ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
-from gateway.store.base import MessageRecord, MessageState, Store
+from gateway.store.base import MessageRecord, MessageState, ReceiptRecord, Store
 
 __all__ = ["Dispatcher"]
 
 log = structlog.get_logger("smsgw.dispatch")
 
+# message_state TLV values (SMPP v3.4 5.2.28) that end a message, and what they end it as.
 _STATES = {
     2: MessageState.DELIVERED,
     3: MessageState.EXPIRED,
@@ -56,7 +68,11 @@ _RECEIPT_STAT = {
     MessageState.UNDELIVERABLE: ReceiptState.UNDELIV,
     MessageState.REJECTED: ReceiptState.REJECTD,
     MessageState.FAILED: ReceiptState.UNDELIV,
+    MessageState.SENT: ReceiptState.ENROUTE,
 }
+_NO_TARGET_WAIT = 0.2  # seconds to wait for a busy target's window before requeueing
+_NO_TARGET_RETRY = 1.0  # seconds before a message no target could take is looked at again
+_EARLY_MAX = 100_000  # receipts held for ids not yet recorded
 
 
 class Dispatcher:
@@ -64,8 +80,8 @@ class Dispatcher:
 
     Args:
         notify: called with an account name when a deliver_sm was queued for it.
-        receipt_ttl: how long a receipt waits for the application to bind.
-        max_attempts: sends tried before a message ends failed.
+        settings: attempts, age, backoff, in-flight cap, delivery TTL, purge interval.
+        retention: seconds final messages are kept (the store's `retention_days`).
     """
 
     def __init__(
@@ -76,8 +92,8 @@ class Dispatcher:
         *,
         notify: Callable[[str], None] = lambda _account: None,
         clock: Callable[[], float] = time.time,
-        receipt_ttl: float = 86_400.0,
-        max_attempts: int = 5,
+        settings: DispatchConfig | None = None,
+        retention: float = 30 * 86_400.0,
         poll_interval: float = 0.5,
         mo_router: MoRouter | None = None,
         plan: NumberPlan | None = None,
@@ -88,12 +104,15 @@ class Dispatcher:
         self.drivers = dict(drivers)
         self.notify = notify
         self.clock = clock
-        self.receipt_ttl = receipt_ttl
-        self.max_attempts = max_attempts
+        self.settings = settings or DispatchConfig()
+        self.retention = retention
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._capacity = asyncio.Event()  # a send finished: a window may have room again
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
+        self._pick = 0
         self.mo_router = mo_router or MoRouter(())
         self.plan = plan or NumberPlan()
         self._reassembler: Reassembler[Any] = Reassembler(mo_timeout)
@@ -103,13 +122,17 @@ class Dispatcher:
     async def start(self) -> None:
         for driver in self.drivers.values():
             await driver.start(self)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._housekeeping())]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        if self._sending:  # sends in flight finish or time out in their drivers
+            await asyncio.wait(set(self._sending), timeout=15)
         for driver in self.drivers.values():
             await driver.stop()
 
@@ -117,16 +140,26 @@ class Dispatcher:
         """A message was accepted: look for due work now rather than at the next poll."""
         self._wake.set()
 
+    # -- sending ------------------------------------------------------------------------------
+
     async def _run(self) -> None:
         while True:
-            records = await self.store.claim_due(self.clock(), 256)
+            room = self.settings.max_inflight - len(self._sending)
+            if room <= 0:
+                await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            records = await self.store.claim_due(self.clock(), min(room, 512))
             for record in records:
                 try:
-                    await self._dispatch(record)
+                    await self._start(record)
                 except Exception:
                     log.exception("dispatch failed", message_id=record.message.id)
                     await self.store.set_state(
-                        record.message.id, MessageState.ACCEPTED, self.clock()
+                        record.message.id,
+                        MessageState.ACCEPTED,
+                        self.clock(),
+                        retry_at=self.clock() + _NO_TARGET_RETRY,
+                        tried=False,
                     )
             for partial in self._reassembler.expire(asyncio.get_running_loop().time()):
                 await self._deliver_mo(partial.meta, partial.body())
@@ -135,53 +168,119 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    async def _dispatch(self, record: MessageRecord) -> None:
+    def _usable(self, name: str) -> bool:
+        driver = self.drivers.get(name)
+        return driver is not None and driver.usable()
+
+    def _target(self, record: MessageRecord) -> Driver | None:
+        route = self.routes.get(record.message.route)
+        if route is None:
+            return None
+        self._pick += 1
+        targets = order_targets(route, self._usable, self._pick)
+        return self.drivers[targets[0].name] if targets else None
+
+    async def _start(self, record: MessageRecord) -> None:
+        """Hand one claimed message to a driver (or settle it without one)."""
         message = record.message
-        route = self.routes.get(message.route)
-        targets = [] if route is None else [t for t in route.targets if t.name in self.drivers]
-        usable = [self.drivers[t.name] for t in targets if self.drivers[t.name].usable()]
-        if not usable:
-            await self.store.set_state(message.id, MessageState.ACCEPTED, self.clock())
+        now = self.clock()
+        if message.expires_at is not None and now >= message.expires_at:
+            await self._end(record, MessageState.EXPIRED, 0, now)
             return
-        driver = usable[0]
-        result: SendResult = await driver.send(record)
+        driver = self._target(record)
+        if driver is None and message.route in self.routes:
+            # Windows full: wait a moment for a send to finish rather than requeue at once.
+            deadline = asyncio.get_running_loop().time() + _NO_TARGET_WAIT
+            while driver is None and asyncio.get_running_loop().time() < deadline:
+                self._capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait(), _NO_TARGET_WAIT)
+                driver = self._target(record)
+        if driver is None:
+            retry_at = now + _NO_TARGET_RETRY
+            if message.expires_at is not None:
+                retry_at = min(retry_at, message.expires_at)
+            await self.store.set_state(
+                message.id, MessageState.ACCEPTED, now, retry_at=retry_at, tried=False
+            )
+            return
+        task = asyncio.get_running_loop().create_task(self._send(record, driver))
+        self._sending.add(task)
+        task.add_done_callback(self._sent_done)
+
+    def _sent_done(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._capacity.set()
+
+    async def _send(self, record: MessageRecord, driver: Driver) -> None:
+        message = record.message
+        try:
+            result: SendResult = await driver.send(record)
+        except Exception as exc:  # a driver bug must not lose the message
+            log.exception("driver failed", driver=driver.name, message_id=message.id)
+            result = SendResult(False, error=0x08, permanent=False)
+            del exc
         now = self.clock()
         if result.ok:
             await self._sent(record, driver.name, result, now)
-        elif result.permanent or record.attempts >= self.max_attempts:
-            await self.store.set_state(message.id, MessageState.FAILED, now, error=result.error)
-            await self._receipt_to_app(message.id, MessageState.FAILED, result.error, now)
-        else:
-            await self.store.set_state(message.id, MessageState.ACCEPTED, now, error=result.error)
+            return
+        settings = self.settings
+        if result.permanent:
+            await self._end(record, MessageState.FAILED, result.error, now)
+            return
+        expired = message.expires_at is not None and now >= message.expires_at
+        if expired:
+            await self._end(record, MessageState.EXPIRED, result.error, now)
+            return
+        if record.attempts >= settings.max_attempts or now - message.accepted_at >= (
+            settings.max_age
+        ):
+            log.warning(
+                "giving up",
+                message_id=message.id,
+                attempts=record.attempts,
+                error=result.error,
+            )
+            await self._end(record, MessageState.FAILED, result.error, now)
+            return
+        delay = min(
+            settings.retry_backoff * 2 ** max(0, record.attempts - 1), settings.max_retry_backoff
+        )
+        retry_at = now + delay * random.uniform(0.8, 1.2)
+        if message.expires_at is not None:
+            retry_at = min(retry_at, message.expires_at)
+        await self.store.set_state(
+            message.id, MessageState.ACCEPTED, now, error=result.error, retry_at=retry_at
+        )
 
     async def _sent(
         self, record: MessageRecord, upstream: str, result: SendResult, now: float
     ) -> None:
         message = record.message
-        keys = canonical_ids(result.upstream_id)
-        await self.store.link_upstream_id(upstream, keys, message.id)
+        ids = result.part_ids
+        if len(ids) > 1:
+            await self.store.set_parts(message.id, len(ids))
+        all_keys = []
+        for part, upstream_id in enumerate(ids):
+            keys = canonical_ids(upstream_id)
+            all_keys.append(keys)
+            await self.store.link_upstream_id(upstream, keys, message.id, part)
         await self.store.set_state(message.id, MessageState.SENT, now)
-        for key in keys:
-            early = self._early.pop((upstream, key), None)
-            if early is not None:
-                await self.receipt(early)
-                break
+        if message.registered_delivery & 0x10:
+            await self._receipt_to_app(record, MessageState.SENT, 0, now, intermediate=True)
+        for keys in all_keys:
+            for key in keys:
+                early = self._early.pop((upstream, key), None)
+                if early is not None:
+                    await self.receipt(early)
+                    break
 
-    async def receipt(self, receipt: UpstreamReceipt) -> None:
-        """A driver's receipt (the `ReceiptSink` every driver is started with)."""
-        keys = canonical_ids(receipt.upstream_id)
-        message_id = await self.store.find_by_upstream_id(receipt.upstream, keys)
-        if message_id is None:
-            self._early[(receipt.upstream, keys[0])] = receipt  # before its submit_sm_resp
-            if len(self._early) > 100_000:
-                self._early.pop(next(iter(self._early)))
-            return
-        state = _STATES.get(receipt.message_state)
-        if state is None:
-            return  # ENROUTE / ACCEPTED / UNKNOWN: not final
-        now = self.clock()
-        await self.store.set_state(message_id, state, now, error=receipt.error or None)
-        await self._receipt_to_app(message_id, state, receipt.error, now)
+    async def _end(
+        self, record: MessageRecord, state: MessageState, error: int, now: float
+    ) -> None:
+        """Settle a message we could not (or may no longer) send, and tell its application."""
+        await self.store.set_state(record.message.id, state, now, error=error or None)
+        await self._receipt_to_app(record, state, error, now)
 
     async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         """See `ReceiptSink.late_result`."""
@@ -190,7 +289,75 @@ class Dispatcher:
         record = await self.store.get(message_id)
         if record is None or record.state is not MessageState.ACCEPTED:
             return  # already re-sent, or settled: nothing to undo
+        log.info("late submit_sm_resp: recorded, not re-sent", message_id=message_id)
         await self._sent(record, upstream, result, self.clock())
+
+    # -- receipts -----------------------------------------------------------------------------
+
+    async def receipt(self, receipt: UpstreamReceipt) -> None:
+        """A driver's receipt (the `ReceiptSink` every driver is started with)."""
+        keys = canonical_ids(receipt.upstream_id)
+        found = await self.store.find_part(receipt.upstream, keys)
+        if found is None:
+            self._early[(receipt.upstream, keys[0])] = receipt  # before its submit_sm_resp
+            if len(self._early) > _EARLY_MAX:
+                self._early.pop(next(iter(self._early)))
+            return
+        message_id, part = found
+        record = await self.store.get(message_id)
+        if record is None:
+            return
+        now = self.clock()
+        states = await self.store.add_receipt(
+            ReceiptRecord(
+                message_id,
+                part,
+                receipt.upstream,
+                receipt.upstream_id,
+                receipt.message_state,
+                receipt.error,
+                now,
+            )
+        )
+        if record.state.final:
+            return  # a repeated receipt: kept, but the application has had its answer
+        state = _STATES.get(receipt.message_state)
+        if state is None:  # ENROUTE / ACCEPTED / UNKNOWN: not final
+            if record.message.registered_delivery & 0x10:
+                await self._receipt_to_app(
+                    record, MessageState.SENT, receipt.error, now, intermediate=True
+                )
+            return
+        if len(states) > 1:  # carried as several parts: the message ends with its last part
+            if any(s not in _STATES for s in states):
+                return
+            ends = [_STATES[s] for s in states if s is not None]
+            failed = [s for s in ends if s is not MessageState.DELIVERED]
+            state = failed[0] if failed else MessageState.DELIVERED
+        await self.store.set_state(message_id, state, now, error=receipt.error or None)
+        await self._receipt_to_app(record, state, receipt.error, now)
+
+    async def _receipt_to_app(
+        self,
+        record: MessageRecord,
+        state: MessageState,
+        error: int,
+        now: float,
+        *,
+        intermediate: bool = False,
+    ) -> None:
+        m = record.message
+        if not intermediate:
+            asked = m.registered_delivery & 0x03
+            if not (asked == 1 or (asked == 2 and state is not MessageState.DELIVERED)):
+                return
+        pdu = encode_pdu(_receipt_pdu(record, state, error, now, intermediate=intermediate))
+        await self.store.enqueue_delivery(
+            m.account, "receipt", pdu, now, self.settings.delivery_ttl
+        )
+        self.notify(m.account)
+
+    # -- inbound ------------------------------------------------------------------------------
 
     async def inbound(self, pdu: Any) -> None:
         """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream."""
@@ -231,25 +398,26 @@ class Dispatcher:
         )
         now = self.clock()
         for part in parts:
-            await self.store.enqueue_delivery(account, "mo", part, now, self.receipt_ttl)
+            await self.store.enqueue_delivery(account, "mo", part, now, self.settings.delivery_ttl)
         self.notify(account)
 
-    async def _receipt_to_app(
-        self, message_id: str, state: MessageState, error: int, now: float
-    ) -> None:
-        record = await self.store.get(message_id)
-        if record is None:
-            return
-        m = record.message
-        asked = m.registered_delivery & 0x03
-        if not (asked == 1 or (asked == 2 and state is not MessageState.DELIVERED)):
-            return
-        pdu = encode_pdu(_receipt_pdu(record, state, error, now))
-        await self.store.enqueue_delivery(m.account, "receipt", pdu, now, self.receipt_ttl)
-        self.notify(m.account)
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Purge what the retention period no longer keeps, now and then."""
+        while True:
+            try:
+                gone = await self.store.purge(self.clock() - self.retention)
+                if gone:
+                    log.info("purged", rows=gone)
+            except Exception:
+                log.exception("purge failed")
+            await asyncio.sleep(self.settings.purge_interval)
 
 
-def _receipt_pdu(record: MessageRecord, state: MessageState, error: int, now: float) -> Any:
+def _receipt_pdu(
+    record: MessageRecord, state: MessageState, error: int, now: float, *, intermediate: bool
+) -> Any:
     m = record.message
     body = (
         m.short_message[m.short_message[0] + 1 :]
@@ -268,6 +436,7 @@ def _receipt_pdu(record: MessageRecord, state: MessageState, error: int, now: fl
         err=f"{error:03d}",
         text=text,
     )
+    esm = 0x20 if intermediate else int(EsmClass.SMSC_DELIVERY_RECEIPT)
     return DeliverSm(
         source_addr_ton=m.dest_addr_ton,
         source_addr_npi=m.dest_addr_npi,
@@ -275,7 +444,7 @@ def _receipt_pdu(record: MessageRecord, state: MessageState, error: int, now: fl
         dest_addr_ton=m.source_addr_ton,
         dest_addr_npi=m.source_addr_npi,
         destination_addr=m.source_addr,
-        esm_class=int(EsmClass.SMSC_DELIVERY_RECEIPT),
+        esm_class=esm,
         short_message=format_receipt_bytes(receipt, text_label="text"),
         tlvs=make_tlvs(
             receipted_message_id=m.id,

@@ -27,7 +27,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["Route", "RouteDecision", "RouteTable", "Strategy", "Target", "select_route"]
+__all__ = [
+    "Route",
+    "RouteDecision",
+    "RouteTable",
+    "Strategy",
+    "Target",
+    "order_targets",
+    "select_route",
+]
 
 
 class Strategy(Enum):
@@ -157,13 +165,20 @@ def select_route(
     route = table.lookup(destination, account, source_addr, service_type)
     if route is None:
         return None
+    return RouteDecision(route, order_targets(route, usable, pick))
+
+
+def order_targets(
+    route: Route, usable: Callable[[str], bool] = lambda _name: True, pick: int = 0
+) -> tuple[Target, ...]:
+    """A route's usable targets in the order its strategy tries them (see `select_route`)."""
     targets = tuple(t for t in route.targets if usable(t.name))
     if len(targets) > 1:
         if route.strategy is Strategy.LEAST_COST:
             targets = tuple(sorted(targets, key=lambda t: t.price or 0.0))
         elif route.strategy is Strategy.WEIGHTED:
             targets = _weighted_order(targets, pick)
-    return RouteDecision(route, targets)
+    return targets
 
 
 def _weighted_order(targets: tuple[Target, ...], pick: int) -> tuple[Target, ...]:

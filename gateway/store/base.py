@@ -130,9 +130,12 @@ class Store(Protocol):
         *,
         error: int | None = None,
         retry_at: float | None = None,
+        tried: bool = True,
     ) -> bool:
         """Move a message to `state` and record it in its history; False if unknown.
-        `retry_at` (with ACCEPTED) makes it due again only then: a retry's backoff."""
+        `retry_at` (with ACCEPTED) makes it due again only then: a retry's backoff.
+        `tried=False` (with ACCEPTED, after a claim) says no send was tried - no target was
+        usable - so the claim does not count in `attempts`."""
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]: ...
 

@@ -258,8 +258,9 @@ class SqliteStore:
         *,
         error: int | None = None,
         retry_at: float | None = None,
+        tried: bool = True,
     ) -> bool:
-        return await self._call(_set_state, message_id, state, now, (error, retry_at))
+        return await self._call(_set_state, message_id, state, now, (error, retry_at, tried))
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
         return await self._call(_history, message_id)
@@ -382,10 +383,10 @@ def _set_state(
     message_id: str,
     state: MessageState,
     now: float,
-    extra: tuple[int | None, float | None] = (None, None),
+    extra: tuple[int | None, float | None, bool] = (None, None, True),
 ) -> bool:
-    error, retry_at = extra  # (error code, due again at)
-    bump = 1 if state is MessageState.DISPATCHING else 0
+    error, retry_at, tried = extra  # (error code, due again at, a send was tried)
+    bump = 1 if state is MessageState.DISPATCHING else 0 if tried else -1
     cur = conn.execute(
         "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error), "
         "attempts = attempts + ?, schedule_at = coalesce(?, schedule_at) WHERE id = ?",
