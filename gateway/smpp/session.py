@@ -19,8 +19,14 @@ Handled here, not by the application: enquire_link answers; an idle link is prob
 enquire_link every `enquire_link_interval` and closed when a probe goes unanswered or nothing
 arrives for `inactivity_timeout`; an SMSC session not bound within `bind_timeout` is closed;
 requests we sent and that got no response within `response_timeout` come back as
-`RequestTimedOut` (and a late response for one is dropped, so the shell never acts twice);
-an unbind from the peer is answered and ends the session.
+`RequestTimedOut`; a late response for one is dropped (so the shell never acts twice), or, when
+the session remembers timed-out requests (`late_response_memory`, bounded in count and age),
+handed on once as `LateResponse` - a carrier that accepted a submit_sm after our timeout must
+not get it twice; an unbind from the peer is answered and ends the session.
+
+A carrier that sends deliver_sm to a transmitter bind breaks section 2.3; with
+`accept_deliver_on_tx` (ESME role) those are handed on as `Request`s instead of refused, so the
+receipt they carry is not lost.
 
 Left to the application: authentication (a `BindRequested` event, answered with `accept_bind`
 or `reject_bind`), and answering every other request the peer sends (`Request` events).
@@ -28,6 +34,7 @@ or `reject_bind`), and answering every other request the peer sends (`Request` e
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -53,6 +60,7 @@ __all__ = [
     "BindRequested",
     "Closed",
     "Event",
+    "LateResponse",
     "Request",
     "RequestTimedOut",
     "Response",
@@ -146,13 +154,22 @@ class RequestTimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class LateResponse:
+    """The response to `request` after it had timed out (`RequestTimedOut`): the peer did act
+    on it. Only from a session that remembers timed-out requests (`late_response_memory`)."""
+
+    pdu: Any
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session is over; the shell closes the socket after writing `data_to_send`."""
 
     reason: str
 
 
-Event = BindRequested | Request | Response | RequestTimedOut | Closed
+Event = BindRequested | Request | Response | RequestTimedOut | LateResponse | Closed
 
 
 class Session:
@@ -166,6 +183,12 @@ class Session:
         inactivity_timeout: close after this long with nothing received.
         bind_timeout: an SMSC session not bound by then is closed.
         max_pdu_length: the largest command_length accepted.
+        late_response_memory: how many timed-out requests to remember so that a late
+            response to one comes back as `LateResponse`; 0 drops late responses.
+        late_response_window: how long a timed-out request is remembered (default ten
+            response timeouts).
+        accept_deliver_on_tx: (ESME role) hand on deliver_sm/data_sm the SMSC sends to a
+            transmitter bind rather than refuse them with ESME_RINVBNDSTS.
     """
 
     def __init__(
@@ -178,6 +201,9 @@ class Session:
         inactivity_timeout: float = 120.0,
         bind_timeout: float = 10.0,
         max_pdu_length: int = DEFAULT_MAX_LENGTH,
+        late_response_memory: int = 0,
+        late_response_window: float | None = None,
+        accept_deliver_on_tx: bool = False,
     ) -> None:
         self.role = role
         self.peer = Role.ESME if role is Role.SMSC else Role.SMSC
@@ -193,6 +219,17 @@ class Session:
         self._next_seq = 1
         self._last_received = now
         self._probe: int | None = None  # sequence number of our enquire_link in flight
+        self.late_response_memory = late_response_memory
+        self.late_response_window = (
+            10 * response_timeout if late_response_window is None else late_response_window
+        )
+        # seq -> (forget at, request), oldest first: timed-out requests a response may still meet
+        self._timed_out: OrderedDict[int, tuple[float, Any]] = OrderedDict()
+        self._allowed_from_peer = dict(ALLOWED)
+        if accept_deliver_on_tx and role is Role.ESME:
+            self._allowed_from_peer[(Role.SMSC, State.BOUND_TX)] = (
+                ALLOWED[(Role.SMSC, State.BOUND_TX)] | _SMSC_RX
+            )
 
     def is_open(self) -> bool:
         return self.state is not State.CLOSED
@@ -298,6 +335,7 @@ class Session:
                     self._close("enquire_link not answered")
                     return
                 self._events.append(RequestTimedOut(request))
+                self._remember_timed_out(seq, request, now)
         if (
             self.bind_deadline is not None
             and self.state is State.OPEN
@@ -330,12 +368,12 @@ class Session:
             return
         command_id = COMMAND_IDS[type(pdu)]
         if command_id & 0x80000000:
-            self._receive_response(command_id, pdu)
+            self._receive_response(command_id, pdu, now)
             return
         if command_id is C.enquire_link:
             self._out += encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number))
             return
-        if command_id not in ALLOWED.get((self.peer, self.state), frozenset()):
+        if command_id not in self._allowed_from_peer.get((self.peer, self.state), frozenset()):
             already = command_id in _BINDS and self.state in _BOUND
             status = CommandStatus.ESME_RALYBND if already else CommandStatus.ESME_RINVBNDSTS
             self._answer_error(pdu, command_id, status)
@@ -348,18 +386,30 @@ class Session:
         else:
             self._events.append(Request(pdu))
 
-    def _receive_response(self, command_id: CommandId, pdu: Any) -> None:
+    def _receive_response(self, command_id: CommandId, pdu: Any, now: float) -> None:
         entry = self._pending.pop(pdu.sequence_number, None)
-        if command_id is C.generic_nack and entry is None:
-            return  # a nack for something we no longer wait for: nothing to do
         if entry is None:
-            return  # late (timed out already) or unsolicited: never acted on twice
+            late = self._timed_out.pop(pdu.sequence_number, None)
+            if late is not None and now <= late[0]:
+                self._events.append(LateResponse(pdu, late[1]))
+            return  # otherwise late beyond memory, or unsolicited: never acted on twice
         request = entry[1]
         if pdu.sequence_number == self._probe:
             self._probe = None
             return
         self._events.append(Response(pdu, request))
         self._after_response(command_id, pdu.command_status)
+
+    def _remember_timed_out(self, seq: int, request: Any, now: float) -> None:
+        if self.late_response_memory <= 0:
+            return
+        timed_out = self._timed_out
+        while timed_out and next(iter(timed_out.values()))[0] < now:
+            timed_out.popitem(last=False)  # forgotten by age (entries are in deadline order)
+        timed_out[seq] = (now + self.late_response_window, request)
+        timed_out.move_to_end(seq)
+        while len(timed_out) > self.late_response_memory:
+            timed_out.popitem(last=False)
 
     def _after_response(self, command_id: CommandId, status: int) -> None:
         if status == 0:

@@ -31,6 +31,7 @@ from gateway.smpp.session import (
     BindRequested,
     Closed,
     Event,
+    LateResponse,
     Request,
     RequestTimedOut,
     Response,
@@ -234,6 +235,77 @@ def test_request_timeout_and_late_response_dropped() -> None:
     pair.smsc.send(SubmitSmResp(message_id="late", sequence_number=sent.sequence_number), 11.0)
     esme_events, _ = pair.flush(11.0)
     assert esme_events == []  # never acted on twice
+
+
+def _late_pair(**options: object) -> Pair:
+    pair = Pair()
+    pair.esme = Session(Role.ESME, now=0.0, **options)  # type: ignore[arg-type]
+    pair.bind()
+    return pair
+
+
+def test_late_response_handed_on_once_when_remembered() -> None:
+    pair = _late_pair(late_response_memory=10)
+    sent = pair.esme.send(SubmitSm(destination_addr="1"), 0.0)
+    pair.flush(0.0)
+    pair.esme.handle_timer(10.0)
+    assert drain(pair.esme) == [RequestTimedOut(sent)]
+    resp = SubmitSmResp(message_id="late", sequence_number=sent.sequence_number)
+    pair.smsc.send(resp, 11.0)
+    esme_events, _ = pair.flush(11.0)
+    assert esme_events == [LateResponse(resp, sent)]
+    pair.smsc.send(resp, 12.0)  # the same response again: not a second time
+    esme_events, _ = pair.flush(12.0)
+    assert esme_events == []
+
+
+def test_late_responses_forgotten_by_age_and_by_count() -> None:
+    pair = _late_pair(late_response_memory=2, late_response_window=50.0)
+    sent = [pair.esme.send(SubmitSm(destination_addr=str(i)), 0.0) for i in range(3)]
+    pair.flush(0.0)
+    pair.esme.handle_timer(10.0)
+    assert drain(pair.esme) == [RequestTimedOut(s) for s in sent]
+    # The oldest fell out of the memory of two; the others are answered too late (age).
+    for s, now in zip(sent, (11.0, 61.0, 61.0), strict=True):
+        pair.smsc.send(SubmitSmResp(message_id="x", sequence_number=s.sequence_number), now)
+    esme_events, _ = pair.flush(61.0)
+    assert esme_events == []
+    # Within the window, the ones still remembered come through.
+    pair2 = _late_pair(late_response_memory=2, late_response_window=50.0)
+    sent2 = [pair2.esme.send(SubmitSm(destination_addr=str(i)), 0.0) for i in range(3)]
+    pair2.flush(0.0)
+    pair2.esme.handle_timer(10.0)
+    drain(pair2.esme)
+    for s in sent2:
+        pair2.smsc.send(SubmitSmResp(message_id="x", sequence_number=s.sequence_number), 20.0)
+    esme_events, _ = pair2.flush(20.0)
+    assert [e.request for e in esme_events if isinstance(e, LateResponse)] == sent2[1:]
+
+
+def test_deliver_on_transmitter_bind_refused_or_accepted_by_option() -> None:
+    for lenient in (False, True):
+        esme = Session(Role.ESME, now=0.0, accept_deliver_on_tx=lenient)
+        smsc = Session(Role.SMSC, now=0.0)
+        esme.send(BindTransmitter(system_id="app", password="pw"), 0.0)
+        smsc.receive_data(esme.data_to_send(), 0.0)
+        (bind,) = drain(smsc)
+        assert isinstance(bind, BindRequested)
+        smsc.accept_bind(bind.pdu)
+        esme.receive_data(smsc.data_to_send(), 0.0)
+        drain(esme)
+        assert esme.state is State.BOUND_TX
+        # A carrier that breaks section 2.3: the SMSC side refuses to send it, so raw bytes.
+        esme.receive_data(encode_pdu(DeliverSm(esm_class=4, sequence_number=7)), 1.0)
+        events = drain(esme)
+        replies = pdus(esme.data_to_send())
+        if lenient:
+            assert [type(e.pdu) for e in events if isinstance(e, Request)] == [DeliverSm]
+            assert replies == []  # the application answers it
+        else:
+            assert events == []
+            assert [(type(r), r.command_status) for r in replies] == [  # type: ignore[attr-defined]
+                (DeliverSmResp, CommandStatus.ESME_RINVBNDSTS)
+            ]
 
 
 def test_smsc_closes_a_connection_that_never_binds() -> None:
