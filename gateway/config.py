@@ -141,6 +141,8 @@ class UpstreamConfig(_Model):
     long_messages: Literal["udh", "sar", "payload"] = "udh"
     data_coding_0: Literal["gsm7", "latin1", "ascii"] = "gsm7"
     tls: bool = False
+    tls_verify: bool = True  # check the carrier's certificate and host name
+    tls_ca: Path | None = None  # a CA bundle (PEM) to trust instead of the system's
 
 
 class SimulatedCarrierConfig(_Model):
