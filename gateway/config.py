@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DispatchConfig",
     "GatewayConfig",
+    "MessagesConfig",
     "RouteConfig",
     "SimulatedCarrierConfig",
     "StoreConfig",
@@ -219,6 +220,21 @@ class StoreConfig(_Model):
         return self
 
 
+class MessagesConfig(_Model):
+    """How long accepted messages may wait (seconds)."""
+
+    default_validity: float = Field(
+        172_800.0, gt=0, description="when a submit gives no validity_period"
+    )
+    max_validity: float = Field(604_800.0, gt=0, description="longer validity_period is capped")
+
+    @model_validator(mode="after")
+    def _order(self) -> MessagesConfig:
+        if self.default_validity > self.max_validity:
+            raise ValueError("default_validity must not exceed max_validity")
+        return self
+
+
 class GatewayConfig(_Model):
     """The whole configuration."""
 
@@ -233,6 +249,7 @@ class GatewayConfig(_Model):
     mo_reassembly_timeout: float = Field(300.0, gt=0)
     dispatch: DispatchConfig = DispatchConfig()
     store: StoreConfig = StoreConfig()
+    messages: MessagesConfig = MessagesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

@@ -4,18 +4,25 @@ Boring on purpose (see httpcore's ``_receive_event``): read a chunk, feed the se
 its events, write what it produced, re-arm its timer. All protocol decisions live in `Session`;
 this file only does I/O, authentication and hands requests to the accept pipeline.
 
-The accept pipeline here is the start of issue 3's: normalise the destination, find a route
+The accept pipeline: check the fields (`gateway.server.validate`: addresses, data_coding,
+registered_delivery, schedule and validity times), normalise the destination, find a route
 (none: ESME_RINVDSTADR), store the message durably, and only then answer submit_sm_resp with
-our message id. Dispatch to upstreams, receipts back to the application and the other
+our message id. submit_multi stores one message per SME destination, each with its own id,
+all durable before the answer; its message_id is the first accepted one's, and unsuccess_smes
+lists the destinations that failed (distribution lists, which we do not have, among them).
 query_sm is answered from the store; cancel_sm and replace_sm succeed while no upstream has
 the message yet. Anything else an application may send is answered ESME_RSYSERR rather than
 left hanging.
+
+With `listen.tls_port` set, a second listener speaks the same protocol over TLS
+(`listen.tls_cert` / `listen.tls_key`) to the same accounts and pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +34,7 @@ from gateway.config import AccountConfig, GatewayConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
 from gateway.server.limits import TokenBucket
+from gateway.server.validate import Rejected, check_submit
 from gateway.smpp.codec import decode_pdu
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import (
@@ -40,8 +48,12 @@ from gateway.smpp.pdu import (
     QuerySmResp,
     ReplaceSm,
     ReplaceSmResp,
+    SmeAddress,
+    SubmitMulti,
+    SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
+    UnsuccessSme,
     response_class,
 )
 from gateway.smpp.session import (
@@ -121,6 +133,8 @@ class SmppServer:
         self.plan: NumberPlan = config.numbers.plan()
         self.ids = MessageIdGenerator(config.node_id)
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self.tls_port: int | None = None  # where the TLS listener is, once started
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound: dict[str, set[_Connection]] = {}  # account -> its bound connections
         self._inflight: set[int] = set()  # delivery ids sent and not yet answered
@@ -129,20 +143,46 @@ class SmppServer:
         }  # one per account, shared by all its binds
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Listen; returns the port (pass port 0 for an ephemeral one)."""
+        """Listen; returns the plain port (pass port 0 for an ephemeral one).
+
+        With `listen.tls_port` configured, also listen with TLS there (0: ephemeral); its
+        port is then `tls_port`.
+
+        Raises:
+            OSError: cannot listen, or cannot read the certificate or key (ssl.SSLError).
+        """
         listen = self.config.listen
+        host = host if host is not None else listen.host
+        context = self._tls_context() if listen.tls_port is not None else None
         self._server = await asyncio.start_server(
-            self._connection,
-            host if host is not None else listen.host,
-            port if port is not None else listen.port,
+            self._connection, host, port if port is not None else listen.port
         )
+        if context is not None:
+            self._tls_server = await asyncio.start_server(
+                self._connection,
+                host,
+                listen.tls_port,
+                ssl=context,
+                ssl_handshake_timeout=listen.bind_timeout,
+            )
+            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+            log.info("listening with TLS", host=host, port=self.tls_port)
         sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
 
+    def _tls_context(self) -> ssl.SSLContext:
+        listen = self.config.listen
+        assert listen.tls_cert is not None and listen.tls_key is not None  # config checks it
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+        return context
+
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -284,8 +324,10 @@ class SmppServer:
         self, conn: _Connection, pdu: Any, writer: asyncio.StreamWriter, now: float
     ) -> None:
         session, account = conn.session, conn.account
-        if isinstance(pdu, (SubmitSm, DataSm)) and account is not None:
+        if isinstance(pdu, (SubmitSm, DataSm, SubmitMulti)) and account is not None:
             bucket = self._buckets.get(account.system_id)
+            # One token per request, submit_multi included: the limit protects our pipeline,
+            # which takes a submit_multi's destinations in one pass.
             if bucket is not None and not bucket.take(now):
                 self._answer_submit(session, pdu, CommandStatus.ESME_RTHROTTLED, "", now)
                 return
@@ -313,11 +355,17 @@ class SmppServer:
     async def _accept_and_answer(
         self, conn: _Connection, pdu: Any, account: AccountConfig, writer: asyncio.StreamWriter
     ) -> None:
-        status, message_id = await self._accept(pdu, account)
+        failed: tuple[UnsuccessSme, ...] = ()
+        if isinstance(pdu, SubmitMulti):
+            status, message_id, failed = await self._accept_multi(pdu, account)
+        else:
+            status, message_id = await self._accept(pdu, account)
         session = conn.session
         if not session.is_open():
             return  # stored, but the application left before its answer: it may resend
-        self._answer_submit(session, pdu, status, message_id, asyncio.get_running_loop().time())
+        self._answer_submit(
+            session, pdu, status, message_id, asyncio.get_running_loop().time(), failed=failed
+        )
         out = session.data_to_send()
         if out:
             with contextlib.suppress(ConnectionError):
@@ -326,14 +374,29 @@ class SmppServer:
 
     @staticmethod
     def _answer_submit(
-        session: Session, pdu: Any, status: int, message_id: str, now: float
+        session: Session,
+        pdu: Any,
+        status: int,
+        message_id: str,
+        now: float,
+        *,
+        failed: tuple[UnsuccessSme, ...] = (),
     ) -> None:
+        seq = pdu.sequence_number
+        if isinstance(pdu, SubmitMulti):
+            session.send(
+                SubmitMultiResp(
+                    message_id=message_id,
+                    unsuccess_smes=failed,
+                    sequence_number=seq,
+                    command_status=status,
+                ),
+                now,
+            )
+            return
         resp_cls = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
         session.send(
-            resp_cls(
-                message_id=message_id, sequence_number=pdu.sequence_number, command_status=status
-            ),
-            now,
+            resp_cls(message_id=message_id, sequence_number=seq, command_status=status), now
         )
 
     async def _ancillary(self, pdu: Any, account: AccountConfig) -> Any:
@@ -369,21 +432,86 @@ class SmppServer:
         return ReplaceSmResp(sequence_number=seq, command_status=status)
 
     async def _accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
-        destination = normalize(pdu.destination_addr, self.plan)
+        now = self.clock()
+        try:
+            times = check_submit(pdu, now, self.config.messages)
+        except Rejected as exc:
+            return exc.status, ""
+        dest = (pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
+        message = self._message(pdu, account, dest, now, times)
+        if not isinstance(message, NewMessage):
+            return message, ""
+        try:
+            await self.store.accept(message)  # durable before the response
+        except Exception as exc:
+            log.error("store refused a message", error=str(exc))
+            return CommandStatus.ESME_RSYSERR, ""
+        self.on_accept()
+        return CommandStatus.ESME_ROK, message.id
+
+    async def _accept_multi(
+        self, pdu: SubmitMulti, account: AccountConfig
+    ) -> tuple[int, str, tuple[UnsuccessSme, ...]]:
+        """One message per SME destination, all stored (group-committed together) before
+        the answer. Returns (status, first accepted id, failed destinations in PDU order);
+        ESME_RSUBMITFAIL when none was accepted."""
+        now = self.clock()
+        try:
+            times = check_submit(pdu, now, self.config.messages)
+        except Rejected as exc:
+            return exc.status, "", ()
+        failed: list[tuple[int, UnsuccessSme]] = []
+        accepted: list[tuple[int, SmeAddress, NewMessage]] = []
+        for i, dest in enumerate(pdu.dest_addresses):
+            if not isinstance(dest, SmeAddress):  # a distribution list: we keep none
+                failed.append((i, UnsuccessSme(0, 0, dest.dl_name, CommandStatus.ESME_RINVDSTADR)))
+                continue
+            message = self._message(pdu, account, dest, now, times)
+            if isinstance(message, NewMessage):
+                accepted.append((i, dest, message))
+            else:
+                failed.append((i, UnsuccessSme(*dest, message)))
+        results = await asyncio.gather(
+            *(self.store.accept(m) for _, _, m in accepted), return_exceptions=True
+        )
+        ids = []
+        for (i, dest, message), result in zip(accepted, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("store refused a message", error=str(result))
+                failed.append((i, UnsuccessSme(*dest, CommandStatus.ESME_RSYSERR)))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                ids.append(message.id)
+        unsuccess = tuple(u for _, u in sorted(failed, key=lambda f: f[0]))
+        if not ids:
+            return CommandStatus.ESME_RSUBMITFAIL, "", unsuccess
+        self.on_accept()
+        return CommandStatus.ESME_ROK, ids[0], unsuccess
+
+    def _message(
+        self,
+        pdu: Any,
+        account: AccountConfig,
+        dest: tuple[int, int, str],  # ton, npi, address: an SmeAddress or a submit_sm's
+        now: float,
+        times: tuple[float | None, float],
+    ) -> NewMessage | CommandStatus:
+        """The message to store for one destination, or why that destination is refused."""
+        ton, npi, address = dest
+        destination = normalize(address, self.plan)
         if destination is None:
-            return CommandStatus.ESME_RINVDSTADR, ""
+            return CommandStatus.ESME_RINVDSTADR
         route = self.routes.lookup(
             destination, account.system_id, pdu.source_addr, pdu.service_type
         )
         if route is None:
-            return CommandStatus.ESME_RINVDSTADR, ""
-        now = self.clock()
-        message_id = self.ids.next_id(now)
+            return CommandStatus.ESME_RINVDSTADR
         raw_tlvs = b"".join(
             t.to_bytes(2, "big") + len(v).to_bytes(2, "big") + v for t, v in pdu.tlvs
         )
-        message = NewMessage(
-            id=message_id,
+        return NewMessage(
+            id=self.ids.next_id(now),
             account=account.system_id,
             source_addr=pdu.source_addr,
             destination_addr=destination,
@@ -393,19 +521,14 @@ class SmppServer:
             registered_delivery=pdu.registered_delivery,
             source_addr_ton=pdu.source_addr_ton,
             source_addr_npi=pdu.source_addr_npi,
-            dest_addr_ton=pdu.dest_addr_ton,
-            dest_addr_npi=pdu.dest_addr_npi,
+            dest_addr_ton=ton,
+            dest_addr_npi=npi,
             service_type=pdu.service_type,
             protocol_id=getattr(pdu, "protocol_id", 0),
             priority_flag=getattr(pdu, "priority_flag", 0),
             tlvs=raw_tlvs,
             route=route.name,
+            schedule_at=times[0],
+            expires_at=times[1],
             accepted_at=now,
         )
-        try:
-            await self.store.accept(message)  # durable before the response
-        except Exception as exc:
-            log.error("store refused a message", error=str(exc))
-            return CommandStatus.ESME_RSYSERR, ""
-        self.on_accept()
-        return CommandStatus.ESME_ROK, message_id

@@ -108,6 +108,8 @@ class CommandStatus(IntEnum):
     ESME_RINVOPTPARAMVAL = 0x000000C4
     ESME_RDELIVERYFAILURE = 0x000000FE
     ESME_RUNKNOWNERR = 0x000000FF
+    # SMPP v3.4 has no status for a bad data_coding; v5.0 (section 4.7.6) added this one.
+    ESME_RINVDCS = 0x00000104
 
 
 class Tag(IntEnum):
