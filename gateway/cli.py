@@ -1,6 +1,7 @@
 """The `smsgw` command:
 
     smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
+    smsgw send --to NUMBER [--dlr] TEXT  send a message through a gateway, as an application
 
 and the codec tools an admin reaches for when a message looks wrong:
 
@@ -9,12 +10,15 @@ and the codec tools an admin reaches for when a message looks wrong:
     smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`send` and the modem commands arrive with issues 3 and 4.
+`smsgw send` exits 0 when every part was accepted (and, with --dlr, delivered), 1 when one
+was refused or its receipt says it failed, 2 on usage, connection or bind errors, 3 when
+--timeout passed first. The modem commands arrive with issue 4.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -29,6 +33,8 @@ from gateway.smpp import (
 from gateway.sms import ConcatMethod, Encoding, SmsError, segment
 
 if TYPE_CHECKING:
+    import ssl
+
     from gateway.config import GatewayConfig
 
 __all__ = ["main"]
@@ -139,6 +145,120 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXIT_FAILED, _EXIT_USAGE, _EXIT_TIMEOUT = 1, 2, 3
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def _send_target(
+    args: argparse.Namespace,
+) -> tuple[str, int, str, str, ssl.SSLContext | None] | str:
+    """(host, port, system_id, password, TLS context) from the options and the
+    configuration, or what is missing."""
+    import ssl  # noqa: PLC0415 - only `send --tls` needs it
+
+    config: GatewayConfig | None = None
+    path = args.config
+    if path is None and os.path.exists("config/gateway.yaml"):
+        path = "config/gateway.yaml"
+    if path is not None:
+        config = _load(path)
+        if config is None:
+            return ""  # _load said what is wrong
+    listen = config.listen if config is not None else None
+    host = args.host
+    if not host:
+        host = _WILDCARDS.get(listen.host, listen.host) if listen else "127.0.0.1"
+    port = args.port
+    if port is None and listen is not None:
+        port = listen.tls_port if args.tls else listen.port
+    if not port:
+        return "no port: give --port (the configuration has none we can connect to)"
+    accounts = config.accounts if config is not None else ()
+    system_id = args.system_id or (accounts[0].system_id if accounts else None)
+    if not system_id:
+        return "no account: give --system-id (the configuration has none)"
+    password = args.password or os.environ.get("SMSGW_PASSWORD")
+    if password is None:
+        account = next((a for a in accounts if a.system_id == system_id), None)
+        password = account.password if account is not None else None
+    if password is None:
+        return f"no password for {system_id}: give --password or set SMSGW_PASSWORD"
+    context = None
+    if args.tls:
+        context = ssl.create_default_context(cafile=args.cafile)
+    return host, int(port), system_id, password, context
+
+
+async def _send(
+    args: argparse.Namespace,
+    target: tuple[str, int, str, str, ssl.SSLContext | None],
+) -> int:
+    import asyncio  # noqa: PLC0415 - the codec tools start without the event loop
+
+    from gateway.client import BindRefused, ConnectionLost, SmppClient  # noqa: PLC0415
+    from gateway.smpp.receipt import ReceiptState, ids_match  # noqa: PLC0415
+
+    host, port, system_id, password, context = target
+    client = SmppClient(host, port, ssl_context=context, response_timeout=args.timeout)
+    try:
+        async with asyncio.timeout(args.timeout):
+            await client.connect()
+            await client.bind_transceiver(system_id, password)
+            parts = await client.submit_text(
+                args.to, args.text, source=args.source or "", registered_delivery=int(args.dlr)
+            )
+            for part in parts:
+                if part.status == 0:
+                    print(f"part {part.part}/{part.total}: id={part.message_id}", flush=True)
+                else:
+                    print(
+                        f"part {part.part}/{part.total}: refused {part.status_name}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            pending = [p.message_id for p in parts if p.status == 0]
+            failed = len(pending) < len(parts)
+            if args.dlr and not failed:
+                while pending:
+                    receipt = await client.receipt()
+                    ours = next((i for i in pending if ids_match(i, receipt.message_id)), None)
+                    if ours is None or not receipt.final:
+                        continue  # someone else's, or not the last word yet
+                    pending.remove(ours)
+                    print(
+                        f"receipt: id={ours} stat={receipt.stat} err={receipt.err or '-'}",
+                        flush=True,
+                    )
+                    failed = failed or receipt.stat is not ReceiptState.DELIVRD
+            await client.unbind()
+    except TimeoutError:
+        print(f"error: timed out after {args.timeout:g}s", file=sys.stderr)
+        return _EXIT_TIMEOUT
+    except BindRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    except (ConnectionLost, OSError) as exc:
+        print(f"error: {host}:{port}: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    except SmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    finally:
+        await client.close()
+    return _EXIT_FAILED if failed else 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    target = _send_target(args)
+    if isinstance(target, str):
+        if target:
+            print(f"error: {target}", file=sys.stderr)
+        return _EXIT_USAGE
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(_send(args, target))
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     if config is None:
@@ -173,6 +293,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("-c", "--config", default="config/gateway.yaml")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("send", help="send a message through a gateway, as an application would")
+    p.add_argument("text")
+    p.add_argument("--to", required=True, help="destination number (+49... or digits)")
+    p.add_argument("--from", dest="source", help="sender: a number or up to 11 characters")
+    p.add_argument("--dlr", action="store_true", help="ask for receipts and wait for them")
+    p.add_argument("--host", help="default: the configuration's listen.host")
+    p.add_argument("--port", type=int, help="default: listen.port (listen.tls_port with --tls)")
+    p.add_argument("--system-id", help="default: the configuration's first account")
+    p.add_argument("--password", help="default: $SMSGW_PASSWORD, else the account's password")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--cafile", help="trust this CA (or self-signed certificate) for --tls")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for everything")
+    p.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+    p.set_defaults(func=_cmd_send)
 
     p = sub.add_parser("check-config", help="validate a configuration file without starting")
     p.add_argument("file")
