@@ -25,7 +25,15 @@ from gateway.sms.gsm7 import (
 )
 from gateway.sms.reassembly import Reassembled, Reassembler
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
-from gateway.sms.segment import ConcatMethod, Segments, choose_encoding, segment, segment_binary
+from gateway.sms.segment import (
+    ConcatMethod,
+    Segments,
+    choose_encoding,
+    cut_body,
+    part_capacity,
+    segment,
+    segment_binary,
+)
 from gateway.sms.udh import Concat, InformationElement, build_udh, concat_of, parse_udh
 
 __all__ = [
@@ -48,6 +56,7 @@ __all__ = [
     "build_udh",
     "choose_encoding",
     "concat_of",
+    "cut_body",
     "data_coding_of",
     "dcs_of",
     "decode_gsm7",
@@ -59,6 +68,7 @@ __all__ = [
     "gsm7_septets",
     "pack_septets",
     "parse_udh",
+    "part_capacity",
     "segment",
     "segment_binary",
     "try_encode_gsm7",

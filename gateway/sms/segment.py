@@ -47,6 +47,8 @@ __all__ = [
     "ConcatMethod",
     "Segments",
     "choose_encoding",
+    "cut_body",
+    "part_capacity",
     "plan",
     "segment",
     "segment_binary",
@@ -161,6 +163,26 @@ def _cuts(body: bytes, encoding: Encoding, per: int) -> list[bytes]:
             start += per
     parts.append(body[start:])
     return parts
+
+
+def part_capacity(encoding: Encoding, udh_len: int = 0) -> int:
+    """Body units (septets for GSM 7-bit, else octets) that fit one SMS beside a UDH of
+    `udh_len` octets, UDHL included (0 = no UDH). Encodings other than GSM 7-bit count octets."""
+    return _capacity(encoding, udh_len)
+
+
+def cut_body(body: bytes, encoding: Encoding, udh_len: int) -> list[bytes]:
+    """An encoded body cut into pieces that each fit one SMS beside a UDH of `udh_len` octets,
+    by the same rules as `segment`: never inside an escape or surrogate pair. For callers that
+    hold bytes rather than text (re-cutting a stored message for another carrier).
+
+    Raises:
+        SmsError: the header leaves too little room to cut at all.
+    """
+    per = _capacity(encoding, udh_len)
+    if per < 4:  # the pair rules step back one unit; the cut must still move forward
+        raise SmsError(f"a UDH of {udh_len} octets leaves no room for the body")
+    return _cuts(body, encoding, per)
 
 
 def choose_encoding(

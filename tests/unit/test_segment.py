@@ -24,9 +24,16 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gateway.sms.coding import Encoding, decode_text
-from gateway.sms.errors import MessageTooLong, UnencodableText
+from gateway.sms.errors import MessageTooLong, SmsError, UnencodableText
 from gateway.sms.gsm7 import DEFAULT, ESCAPE, pack_septets
-from gateway.sms.segment import ConcatMethod, Segments, choose_encoding, segment
+from gateway.sms.segment import (
+    ConcatMethod,
+    Segments,
+    choose_encoding,
+    cut_body,
+    part_capacity,
+    segment,
+)
 from gateway.sms.udh import (
     IEI_CONCAT_8,
     IEI_CONCAT_16,
@@ -577,3 +584,31 @@ def test_national_alphabet_parts(text: str, mr: tuple[ConcatMethod, int]) -> Non
         assert all(shift_ies(u) == want for u in seg.udhs)
     if "\u4e2d" in text:
         assert seg.encoding is Encoding.UCS2
+
+
+# -- cutting bytes: cut_body / part_capacity ------------------------------------------------------
+
+
+@given(
+    text=st.text(st.sampled_from(list("ab €[]é😀中")), max_size=700),
+    method=st.sampled_from([ConcatMethod.UDH8, ConcatMethod.UDH16]),
+)
+def test_cut_body_cuts_like_segment(text: str, method: ConcatMethod) -> None:
+    segs = segment(text, ref=1, method=method)
+    body = b"".join(segs.bodies)
+    udh_len = 6 if method is ConcatMethod.UDH8 else 7
+    if segs.total == 1:
+        assert len(body) <= part_capacity(segs.encoding)
+    else:
+        assert tuple(cut_body(body, segs.encoding, udh_len)) == segs.bodies
+
+
+def test_part_capacity_table() -> None:
+    assert [part_capacity(Encoding.GSM7, n) for n in (0, 6, 7)] == [160, 153, 152]
+    assert [part_capacity(Encoding.UCS2, n) for n in (0, 6, 7)] == [140, 134, 132]
+    assert [part_capacity(Encoding.BINARY, n) for n in (0, 6, 7)] == [140, 134, 133]
+
+
+def test_cut_body_refuses_a_header_that_leaves_no_room() -> None:
+    with pytest.raises(SmsError):
+        cut_body(b"\x1b" * 10, Encoding.GSM7, 138)
