@@ -1,0 +1,587 @@
+"""The shared store: PostgreSQL through an asyncpg pool, for several gateway nodes.
+
+Theory of operation
+-------------------
+Every method is one statement (or one short transaction) on a pooled connection, committed
+before it returns; with PostgreSQL's default ``synchronous_commit=on`` a returned commit is
+durable. Several steps that must hang together - a state change and its history row - are
+one statement with data-modifying CTEs, so they commit together in one round trip.
+
+`accept` is the hot path. Callers queue their message and wait on a future; one writer task
+takes whatever has queued up (up to `max_batch`), inserts it with a single
+``INSERT ... SELECT FROM unnest(...)`` (one transaction, one round trip, one WAL flush) and
+only then resolves the futures. When idle a lone message is written at once: no batching
+delay is ever added, the batch is simply what arrived while the previous one committed. If a
+batch fails on a row's values (a duplicate id, a number out of range), it is split and retried
+so only the offending message fails; any other error (the server is gone) fails the batch.
+
+Nodes share the database: `claim_due` locks its rows with ``FOR UPDATE SKIP LOCKED`` so two
+nodes never claim the same message, and records the claiming node so `requeue_interrupted`
+only takes back its own.
+
+The schema lives in `MIGRATIONS`, applied in order under a transaction-scoped advisory lock
+(nodes starting together don't race) and recorded in ``smsgw_schema``. Timestamps are float
+seconds (double precision) as in the `Store` interface. With `schema`, every table lives in
+that PostgreSQL schema (created if missing) through the pool's ``search_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import operator
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from gateway.store.base import (
+    Delivery,
+    MessageRecord,
+    MessageState,
+    NewMessage,
+    ReceiptRecord,
+    Store,
+)
+
+__all__ = ["MIGRATIONS", "PostgresStore"]
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages (
+        id text PRIMARY KEY,
+        account text NOT NULL,
+        source_addr text NOT NULL,
+        source_addr_ton integer NOT NULL,
+        source_addr_npi integer NOT NULL,
+        destination_addr text NOT NULL,
+        dest_addr_ton integer NOT NULL,
+        dest_addr_npi integer NOT NULL,
+        service_type text NOT NULL,
+        esm_class integer NOT NULL,
+        protocol_id integer NOT NULL,
+        priority_flag integer NOT NULL,
+        registered_delivery integer NOT NULL,
+        data_coding integer NOT NULL,
+        short_message bytea NOT NULL,
+        tlvs bytea NOT NULL,
+        route text NOT NULL,
+        schedule_at double precision,
+        expires_at double precision,
+        accepted_at double precision NOT NULL,
+        state text NOT NULL,
+        updated_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        error bigint,  -- a command_status is an unsigned 32-bit number
+        parts integer NOT NULL DEFAULT 1,
+        claimed_by integer
+    );
+    -- claim_due scans only what waits; purge and requeue_interrupted go by state
+    CREATE INDEX messages_due ON messages (accepted_at, id) WHERE state = 'accepted';
+    CREATE INDEX messages_state ON messages (state, updated_at);
+    CREATE TABLE message_history (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        at double precision NOT NULL,
+        state text NOT NULL
+    );
+    CREATE INDEX message_history_id ON message_history (message_id, seq);
+    CREATE TABLE upstream_ids (
+        seq bigint GENERATED ALWAYS AS IDENTITY,  -- the latest link wins
+        upstream text NOT NULL,
+        key text NOT NULL,
+        message_id text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        part integer NOT NULL DEFAULT 0,
+        PRIMARY KEY (upstream, key, message_id)
+    );
+    CREATE INDEX upstream_ids_message ON upstream_ids (message_id);
+    CREATE TABLE receipts (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        part integer NOT NULL,
+        upstream text NOT NULL,
+        upstream_id text NOT NULL,
+        message_state integer NOT NULL,
+        error bigint NOT NULL,
+        received_at double precision NOT NULL
+    );
+    CREATE INDEX receipts_message ON receipts (message_id, seq);
+    CREATE TABLE deliveries (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account text NOT NULL,
+        kind text NOT NULL,
+        pdu bytea NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0
+    );
+    CREATE INDEX deliveries_account ON deliveries (account, id);
+    CREATE INDEX deliveries_expiry ON deliveries (expires_at);
+    """,
+)
+
+# NewMessage's fields in order, with their column types (the unnest arrays need them).
+_TYPES = {
+    "id": "text",
+    "account": "text",
+    "source_addr": "text",
+    "destination_addr": "text",
+    "short_message": "bytea",
+    "data_coding": "integer",
+    "esm_class": "integer",
+    "registered_delivery": "integer",
+    "source_addr_ton": "integer",
+    "source_addr_npi": "integer",
+    "dest_addr_ton": "integer",
+    "dest_addr_npi": "integer",
+    "service_type": "text",
+    "protocol_id": "integer",
+    "priority_flag": "integer",
+    "tlvs": "bytea",
+    "route": "text",
+    "schedule_at": "double precision",
+    "expires_at": "double precision",
+    "accepted_at": "double precision",
+}
+_FIELDS = tuple(f.name for f in fields(NewMessage))
+assert tuple(_TYPES) == _FIELDS, "NewMessage changed: update _TYPES and MIGRATIONS"
+_values = operator.attrgetter(*_FIELDS)
+_COLUMNS = ", ".join(_FIELDS)
+
+# Errors about one row's values: the rest of its batch can still be written.
+_ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+_ACCEPTED = MessageState.ACCEPTED.value
+_DISPATCHING = MessageState.DISPATCHING.value
+_FINAL = [s.value for s in MessageState if s.final]
+
+_ACCEPT = f"""
+    WITH m AS (
+        INSERT INTO messages ({_COLUMNS}, state, updated_at)
+        SELECT {_COLUMNS}, '{_ACCEPTED}', accepted_at
+        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
+            AS t ({_COLUMNS})
+        RETURNING id, accepted_at
+    )
+    INSERT INTO message_history (message_id, at, state)
+    SELECT id, accepted_at, '{_ACCEPTED}' FROM m
+"""
+_RECORD = f"{_COLUMNS}, state, updated_at, attempts, error"
+
+# SKIP LOCKED: rows another node is claiming right now are left to it. MATERIALIZED keeps
+# the locking subquery evaluated once, before the update.
+_CLAIM = f"""
+    WITH due AS MATERIALIZED (
+        SELECT id FROM messages
+        WHERE state = '{_ACCEPTED}' AND (schedule_at IS NULL OR schedule_at <= $1)
+        ORDER BY accepted_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE messages AS m
+        SET state = '{_DISPATCHING}', updated_at = $1, attempts = m.attempts + 1, claimed_by = $3
+        FROM due WHERE m.id = due.id
+        RETURNING m.*
+    ), logged AS (
+        INSERT INTO message_history (message_id, at, state)
+        SELECT id, $1, '{_DISPATCHING}' FROM claimed
+    )
+    SELECT {_RECORD} FROM claimed ORDER BY accepted_at, id
+"""
+
+_SET_STATE = """
+    WITH u AS (
+        UPDATE messages
+        SET state = $2, updated_at = $3, error = coalesce($4, error),
+            attempts = attempts + $5, schedule_at = coalesce($6, schedule_at)
+        WHERE id = $1
+        RETURNING id
+    )
+    INSERT INTO message_history (message_id, at, state) SELECT id, $3, $2 FROM u
+"""
+
+# For each key in order, its latest link; the first key that has one wins.
+_FIND = """
+    SELECT u.message_id, u.part
+    FROM unnest($2::text[]) WITH ORDINALITY AS k (key, n)
+    JOIN upstream_ids AS u ON u.upstream = $1 AND u.key = k.key
+    ORDER BY k.n, u.seq DESC
+    LIMIT 1
+"""
+
+_PART_STATES = """
+    SELECT m.parts, r.part, r.message_state
+    FROM messages AS m
+    LEFT JOIN LATERAL (
+        SELECT DISTINCT ON (part) part, message_state FROM receipts
+        WHERE message_id = m.id ORDER BY part, seq DESC
+    ) AS r ON true
+    WHERE m.id = $1
+"""
+
+_PENDING = """
+    UPDATE deliveries SET attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM deliveries WHERE account = $1 AND expires_at > $2 ORDER BY id LIMIT $3
+    )
+    RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
+"""
+
+_CANCEL = f"""
+    WITH u AS (
+        UPDATE messages SET state = '{MessageState.CANCELLED.value}', updated_at = $3
+        WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'
+        RETURNING id
+    )
+    INSERT INTO message_history (message_id, at, state)
+    SELECT id, $3, '{MessageState.CANCELLED.value}' FROM u
+"""
+
+_REQUEUE = f"""
+    WITH u AS (
+        UPDATE messages SET state = '{_ACCEPTED}', updated_at = $1
+        WHERE state = '{_DISPATCHING}' AND coalesce(claimed_by, $2) = $2
+        RETURNING id
+    )
+    INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
+"""
+
+
+def _count(status: str) -> int:
+    """Rows a command touched, from its status tag ("INSERT 0 3", "UPDATE 1", "DELETE 2")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _record(row: asyncpg.Record) -> MessageRecord:
+    values = tuple(row)
+    return MessageRecord(
+        message=NewMessage(*values[:20]),
+        state=MessageState(values[20]),
+        updated_at=values[21],
+        attempts=values[22],
+        error=values[23],
+    )
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _lock_key(schema: str | None) -> int:
+    """A stable 64-bit advisory lock key per schema: migrations of one schema serialize."""
+    digest = hashlib.blake2b(f"smsgw-migrations:{schema or ''}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+_Pending = tuple[NewMessage, "asyncio.Future[None]"]
+
+
+class PostgresStore:
+    """The PostgreSQL backend of `gateway.store.base.Store`.
+
+    Args:
+        dsn: a libpq connection string or URI.
+        node: this gateway node's number; its claims are its own.
+        min_size: connections the pool keeps open.
+        max_size: most connections the pool opens.
+        schema: keep the tables in this PostgreSQL schema (created if missing) instead of
+            the connection's default.
+        max_batch: most accepted messages per transaction.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        node: int = 0,
+        min_size: int = 2,
+        max_size: int = 10,
+        schema: str | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        self.dsn = dsn
+        self.node = node
+        self.min_size = min_size
+        self.max_size = max_size
+        self.schema = schema
+        self.max_batch = max_batch
+        self._pool: asyncpg.Pool | None = None
+        self._accepts: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0  # accept transactions committed: tests and metrics see the batching
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        settings = {} if self.schema is None else {"search_path": _quote(self.schema)}
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.min_size, max_size=self.max_size, server_settings=settings
+        )
+        try:
+            async with pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        self._closing = False
+        self._accepts = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_accepts(), name="smsgw-postgres-writer")
+
+    async def _migrate(self, conn: PoolConnectionProxy) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+            if self.schema is not None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
+            await conn.execute("CREATE TABLE IF NOT EXISTS smsgw_schema (version integer NOT NULL)")
+            version = await conn.fetchval("SELECT max(version) FROM smsgw_schema")
+            if version is None:
+                version = 0
+                await conn.execute("INSERT INTO smsgw_schema (version) VALUES (0)")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script)
+                await conn.execute("UPDATE smsgw_schema SET version = $1", number)
+
+    async def close(self) -> None:
+        pool, writer = self._pool, self._writer
+        if pool is None or self._closing:
+            return
+        self._closing = True  # new calls fail from now on; queued accepts are still written
+        if writer is not None:
+            self._accepts.put_nowait(None)
+            await writer
+            self._writer = None
+        self._pool = None
+        try:
+            await asyncio.wait_for(pool.close(), timeout=30)
+        except TimeoutError:  # a connection was never given back: don't hang the shutdown
+            pool.terminate()
+
+    def _open_pool(self) -> asyncpg.Pool:
+        if self._pool is None or self._closing:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    # -- group commit for accept ------------------------------------------------------------------
+
+    async def _write_accepts(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._accepts.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._accepts.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                await self._commit_accepts(batch)
+            except BaseException as exc:  # cancelled: no caller may wait forever
+                for _message, fut in batch:
+                    _settle(fut, exc)
+                raise
+
+    async def _commit_accepts(self, batch: list[_Pending]) -> None:
+        try:
+            await self._insert([message for message, _fut in batch])
+        except _ROW_ERRORS as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # Some message is bad (a duplicate id, a value out of range): halve the batch until
+            # only the offenders fail - a few statements for one bad message in a thousand.
+            half = len(batch) // 2
+            await self._commit_accepts(batch[:half])
+            await self._commit_accepts(batch[half:])
+        except Exception as exc:  # the server went away or the like: nothing was written
+            for _message, fut in batch:
+                _settle(fut, exc)
+        else:
+            for _message, fut in batch:
+                _settle(fut, None)
+
+    async def _insert(self, messages: list[NewMessage]) -> None:
+        pool = self._pool
+        assert pool is not None  # close() waits for the writer before it drops the pool
+        rows = [_values(m) for m in messages]
+        await pool.execute(_ACCEPT, *(list(column) for column in zip(*rows, strict=True)))
+        self.commits += 1
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def accept(self, message: NewMessage) -> None:
+        self._open_pool()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._accepts.put_nowait((message, fut))
+        await fut
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        row = await self._open_pool().fetchrow(
+            f"SELECT {_RECORD} FROM messages WHERE id = $1", message_id
+        )
+        return None if row is None else _record(row)
+
+    async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
+        rows = await self._open_pool().fetch(_CLAIM, now, limit, self.node)
+        # as SQLite does: a claim is a fresh attempt, the last one's error is not reported
+        return [replace(_record(row), error=None) for row in rows]
+
+    async def set_state(
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        retry_at: float | None = None,
+        tried: bool = True,
+    ) -> bool:
+        bump = 1 if state is MessageState.DISPATCHING else 0 if tried else -1
+        status = await self._open_pool().execute(
+            _SET_STATE, message_id, state.value, now, error, bump, retry_at
+        )
+        return _count(status) == 1
+
+    async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
+        rows = await self._open_pool().fetch(
+            "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq",
+            message_id,
+        )
+        return [(row[0], MessageState(row[1])) for row in rows]
+
+    async def link_upstream_id(
+        self, upstream: str, keys: tuple[str, ...], message_id: str, part: int = 0
+    ) -> None:
+        await self._open_pool().execute(
+            "INSERT INTO upstream_ids (upstream, key, message_id, part) "
+            "SELECT $1, key, $3, $4 FROM unnest($2::text[]) AS key "
+            "ON CONFLICT DO NOTHING",
+            upstream,
+            list(keys),
+            message_id,
+            part,
+        )
+
+    async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
+        found = await self.find_part(upstream, keys)
+        return None if found is None else found[0]
+
+    async def find_part(self, upstream: str, keys: tuple[str, ...]) -> tuple[str, int] | None:
+        row = await self._open_pool().fetchrow(_FIND, upstream, list(keys))
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    async def set_parts(self, message_id: str, parts: int) -> None:
+        await self._open_pool().execute(
+            "UPDATE messages SET parts = $2 WHERE id = $1", message_id, parts
+        )
+
+    async def add_receipt(self, receipt: ReceiptRecord) -> list[int | None]:
+        r = receipt
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
+                "error, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                r.message_id,
+                r.part,
+                r.upstream,
+                r.upstream_id,
+                r.message_state,
+                r.error,
+                r.received_at,
+            )
+            rows = await conn.fetch(_PART_STATES, r.message_id)
+        states: list[int | None] = [None] * (rows[0][0] if rows else 1)
+        for _parts, part, state in rows:
+            if part is not None and 0 <= part < len(states):
+                states[part] = state
+        return states
+
+    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
+        rows = await self._open_pool().fetch(
+            "SELECT message_id, part, upstream, upstream_id, message_state, error, received_at "
+            "FROM receipts WHERE message_id = $1 ORDER BY seq",
+            message_id,
+        )
+        return [ReceiptRecord(*row) for row in rows]
+
+    async def enqueue_delivery(
+        self, account: str, kind: str, pdu: bytes, now: float, ttl: float
+    ) -> int:
+        delivery_id = await self._open_pool().fetchval(
+            "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
+            "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            account,
+            kind,
+            pdu,
+            now,
+            now + ttl,
+        )
+        return int(delivery_id)
+
+    async def pending_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
+        rows = await self._open_pool().fetch(_PENDING, account, now, limit)
+        return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+
+    async def delivery_done(self, delivery_id: int) -> None:
+        await self._open_pool().execute("DELETE FROM deliveries WHERE id = $1", delivery_id)
+
+    async def purge(self, before: float) -> int:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            gone = _count(
+                await conn.execute(
+                    "DELETE FROM messages WHERE updated_at < $1 AND state = ANY($2::text[])",
+                    before,
+                    _FINAL,
+                )
+            )
+            gone += _count(
+                await conn.execute("DELETE FROM deliveries WHERE expires_at < $1", before)
+            )
+        return gone
+
+    async def requeue_interrupted(self, now: float) -> int:
+        return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
+
+    async def change_pending(
+        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+    ) -> bool:
+        pool = self._open_pool()
+        if short_message is None:
+            status = await pool.execute(_CANCEL, message_id, account, now)
+        else:
+            status = await pool.execute(
+                "UPDATE messages SET short_message = $4, updated_at = $3 "
+                f"WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
+                message_id,
+                account,
+                now,
+                short_message,
+            )
+        return _count(status) == 1
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return  # settled already, or the caller went away (its write stands)
+    if error is None:
+        fut.set_result(None)
+    elif isinstance(error, Exception):
+        fut.set_exception(error)
+    else:
+        fut.cancel()
+
+
+if TYPE_CHECKING:  # mypy checks that the class fills in the whole protocol
+
+    def _is_a_store(store: PostgresStore) -> Store:
+        return store
