@@ -4,7 +4,11 @@ for submits, receipts and refusals, and our server over TLS with a throwaway CA.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +19,8 @@ from gateway.client import BindRefused, ClientReceipt, SmppClient, address_ton_n
 from gateway.smpp.receipt import ReceiptState
 from tests.fakes.smsc import ESME_RINVPASWD, Behaviour, FakeSmsc
 from tests.integration.loop import ServerOnLoop
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _with_fake(behaviour: Behaviour, text: str) -> tuple[FakeSmsc, list[ClientReceipt]]:
@@ -130,3 +136,38 @@ def test_tls_submit_to_our_server(tls_running: tuple[ServerOnLoop, trustme.CA]) 
     assert record.message.data_coding == 8
     assert record.message.short_message == "Привет".encode("utf-16-be")
     assert (record.message.source_addr, record.message.source_addr_ton) == ("Shop", 5)
+
+
+def test_send_command_over_tls(
+    tls_running: tuple[ServerOnLoop, trustme.CA], tmp_path: Path
+) -> None:
+    running, ca = tls_running
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    command = [sys.executable, "-m", "gateway.cli", "send", "--tls", "--cafile"]
+    command += [str(tmp_path / "ca.pem"), "--port", str(running.server.tls_port)]
+    command += ["--system-id", "shop", "--to", "4915112345678", "over TLS"]
+    done = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "SMSGW_PASSWORD": "secret", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"^part 1/1: id=(\S+)$", done.stdout, re.M)
+    assert found is not None
+    assert running.call(running.store.get(found[1])).message.short_message == b"over TLS"
+    # Without the CA the certificate is not trusted: a connection error, exit 2.
+    command.remove("--cafile")
+    command.remove(str(tmp_path / "ca.pem"))
+    done = subprocess.run(  # noqa: PLW1510
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "SMSGW_PASSWORD": "secret", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
