@@ -118,7 +118,7 @@ def test_refused_submit_exits_1(running: Running) -> None:
 
 
 def test_timeout_exits_3(running: Running) -> None:
-    done = send(running, "--to", "391234567", "--dlr", "--timeout", "1.5", "slow carrier")
+    done = send(running, "--to", "391234567", "--dlr", "--timeout", "2.5", "slow carrier")
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert re.search(r"^part 1/1: id=\S+$", done.stdout, re.M)  # accepted, never receipted
     assert "timed out" in done.stderr
