@@ -368,10 +368,12 @@ class SmppUpstream:
             conn = await self._admit(ticket, give_up)
             try:
                 resp = await self._exchange(conn, attempt, index)
+                status = resp.command_status
+                if status in _PAUSING:  # before the slot is freed: nothing overtakes this PDU
+                    self._pause_for(loop.time(), status)
             finally:
                 conn.busy -= 1
                 self._pump()
-            status = resp.command_status
             if status == 0:
                 self._pause = 0.0
                 return str(resp.message_id)
@@ -379,7 +381,6 @@ class SmppUpstream:
                 raise _Failed(status, _status_name(status), permanent=status not in _TEMPORARY)
             now = loop.time()
             throttled_since = now if throttled_since is None else throttled_since
-            self._pause_for(now, status)
             if now - throttled_since >= self.max_throttle_time:
                 raise _Failed(status, "throttled too long")
 
@@ -434,7 +435,11 @@ class SmppUpstream:
             return
         if timer is not None:
             timer.cancel()
-        self._pump_timer = asyncio.get_running_loop().call_at(when, self._pump)
+        self._pump_timer = asyncio.get_running_loop().call_at(when, self._pump_fired)
+
+    def _pump_fired(self) -> None:
+        self._pump_timer = None
+        self._pump()
 
     def _pause_for(self, now: float, status: int) -> None:
         """Pause the whole upstream; a throttle during a pause does not lengthen it."""
@@ -533,6 +538,8 @@ class SmppUpstream:
             try:
                 await self._connection(conn)
             except (OSError, TimeoutError) as exc:
+                if self._stopping:
+                    return
                 self._log.warning(
                     "upstream unreachable", connection=conn.name, error=str(exc) or repr(exc)
                 )
@@ -588,7 +595,8 @@ class SmppUpstream:
                 await self._events(conn)
                 self._flush(conn)
                 self._arm(conn)
-                await writer.drain()
+                if session.is_open():
+                    await writer.drain()
         finally:
             self._lost(conn, session)
             writer.close()
