@@ -1,0 +1,1195 @@
+"""The end-to-end benchmark: load client -> gateway (SQLite, durable) -> fake carrier, and back.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/e2e.py                      # full run: 100,000 messages, 4 binds x 64
+    .venv/bin/python bench/e2e.py --quick              # smoke run: a few thousand messages
+    .venv/bin/python bench/e2e.py --messages 200000 --binds 4 --window 128 --json /tmp/e2e.json
+    .venv/bin/python bench/e2e.py --only ceiling,paced --rate 1000 --duration 20
+
+Three processes on loopback, each started fresh for every scenario:
+
+* the gateway, ``python -m gateway.cli serve -c CONFIG`` with a temporary configuration: an
+  SQLite store in a temporary directory (WAL, synchronous=FULL: every submit_sm_resp follows a
+  real fsync), one account, one upstream pointing at the fake carrier (``--upstream-binds``
+  binds, 4 by default, ``--upstream-window`` 512 each), one route sending everything there;
+* the fake carrier, ``bench/fake_carrier.py``: answers every submit_sm at once with its own
+  message id and then a delivery receipt (deliver_sm, esm_class 4, Appendix B text,
+  receipted_message_id and message_state TLVs), one write per read;
+* the load client (this file, ``--client``): M transceiver binds, each with at most W
+  submit_sm unanswered, registered_delivery=1; it times every message from its submit_sm to its
+  submit_sm_resp and to its receipt (matched by the message id of the resp, from the
+  receipted_message_id TLV), and answers every deliver_sm.
+
+Scenarios, all in one run (``--only`` picks some):
+
+1. ``ceiling``: the load client directly against the fake carrier - what the client and the
+   carrier manage on this machine without a gateway between them.
+2. ``throughput``: N messages as fast as the windows allow, through the gateway.
+3. ``paced``: an offered rate of R messages/s for D seconds through the gateway (latency at a
+   realistic load, for the p99 submit -> submit_sm_resp target).
+
+Workload: the parts of the standard corpus (``../shared/bench/corpus.json`` relative to the
+repository root, 10,000 messages making 21,829 submit_sm; cycled to reach N), each submit_sm
+with a distinct source_addr so the carrier can spot a message sent twice. ``--workload otp``
+uses one-part GSM 7-bit one-time-password texts instead. "Messages" below are submit_sm PDUs.
+
+What is reported per scenario: submit_sm accepted (status 0) and rejected (by status);
+accepted/s from the first to the last submit_sm_resp; receipts/s from the first submit_sm to
+the last receipt back at the client; p50/p99/max latency submit -> resp and submit -> receipt;
+receipts still missing after the grace period (the client waits while receipts keep arriving,
+up to ``--max-wait`` seconds, and gives up after ``--stall`` seconds without one); duplicates
+seen by the carrier (a part sent twice) and by the client (a receipt delivered twice); CPU
+seconds per 1,000 messages of each process (from /proc/PID/stat for the gateway and the
+carrier, os.times for the client) and the gateway's RSS over the run (/proc/PID/status VmRSS,
+sampled every second); after the gateway has stopped, the message states in its SQLite file.
+``--profile py-spy`` (or ``cprofile``) records where the gateway spends its time during the
+throughput scenario.
+
+Every wait is bounded and every process is killed on the way out. Timings on a shared 2-core
+machine are noisy: the load average at start and end is printed and kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from gateway.smpp import (  # noqa: E402 - after the path set-up, so the script runs from anywhere
+    CommandId,
+    FrameBuffer,
+    RemoteSmppError,
+    Tag,
+    build_sm_pdus,
+    decode_pdu,
+    tlv_value,
+)
+from gateway.smpp.receipt import ReceiptParseError, parse_receipt  # noqa: E402
+from gateway.sms import segment  # noqa: E402
+
+DEFAULT_CORPUS = "../shared/bench/corpus.json"  # relative to the repository root
+FAKE_CARRIER = Path(__file__).resolve().parent / "fake_carrier.py"
+
+_HEAD = struct.Struct(">IIII")
+_RESP = 0x80000000
+_SUBMIT_SM_RESP = int(CommandId.submit_sm_resp)
+_DELIVER_SM = int(CommandId.deliver_sm)
+_DELIVER_SM_RESP = int(CommandId.deliver_sm_resp)
+_ENQUIRE_LINK = int(CommandId.enquire_link)
+_UNBIND = int(CommandId.unbind)
+_UNBIND_RESP = int(CommandId.unbind_resp)
+_BIND_TRANSCEIVER = int(CommandId.bind_transceiver)
+_BIND_TRANSCEIVER_RESP = int(CommandId.bind_transceiver_resp)
+_GENERIC_NACK = int(CommandId.generic_nack)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# =============================================================================================
+# Workload
+# =============================================================================================
+
+
+def _corpus_texts(path: Path) -> list[tuple[str, str]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [(m["text"], m["dst"]) for m in data["messages"]]
+
+
+def _otp_texts(count: int = 1000) -> list[tuple[str, str]]:
+    shops = ("TechHub", "BookNook", "ShopRight", "FreshCart", "GadgetHut")
+    return [
+        (
+            f"{(i * 7919) % 1_000_000:06d} is your {shops[i % len(shops)]} login code. "
+            "Valid 10 min. Never share it.",
+            f"4915{(i * 104729) % 100_000_000:08d}",
+        )
+        for i in range(count)
+    ]
+
+
+def build_workload(kind: str, count: int, corpus: Path) -> list[bytes]:
+    """`count` complete submit_sm PDUs, sequence_number i + 1 and a distinct source_addr each.
+
+    Multi-part messages contribute one submit_sm per part (with its concatenation UDH); the
+    texts are cycled until `count` PDUs exist.
+    """
+    texts = _corpus_texts(corpus) if kind == "corpus" else _otp_texts()
+    plans = [(segment(text, ref=i & 0xFF), dst) for i, (text, dst) in enumerate(texts)]
+    pdus: list[bytes] = []
+    message = 0
+    while len(pdus) < count:
+        segs, dst = plans[message % len(plans)]
+        first = len(pdus) + 1
+        parts = build_sm_pdus(
+            segs,
+            source_addr=str(1_000_000 + message),  # the carrier's duplicate check keys on it
+            destination_addr=dst,
+            sequence_numbers=range(first, first + segs.total),
+            registered_delivery=1,
+        )
+        pdus.extend(parts[: count - len(pdus)])
+        message += 1
+    return pdus
+
+
+# =============================================================================================
+# The load client (runs in its own process: `e2e.py --client SPEC.json`)
+# =============================================================================================
+
+
+@dataclass
+class ClientSpec:
+    host: str
+    port: int
+    messages: int
+    binds: int
+    window: int
+    rate: float | None
+    workload: str
+    corpus: str
+    stall: float
+    max_wait: float
+    result_path: str
+    system_id: str = "bench"
+    password: str = "bench"
+
+
+class ClientState:
+    """Per-message times and counters shared by the client's connections."""
+
+    def __init__(self, pdus: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        n = len(pdus)
+        self.loop = loop
+        self.pdus = pdus
+        self.n = n
+        nan = array.array("d", [math.nan])
+        self.t_sub = nan * n
+        self.t_intended = nan * n  # paced mode: when the schedule wanted it sent
+        self.t_resp = nan * n
+        self.t_rcpt = nan * n
+        self.next_index = 0
+        self.responses = 0
+        self.accepted = 0
+        self.receipts = 0
+        self.rejected: Counter[int] = Counter()
+        self.by_message_id: dict[str, int] = {}
+        self.early: dict[str, float] = {}  # receipts that came before their resp (ceiling)
+        self.duplicate_receipts = 0
+        self.unknown_receipts = 0
+        self.unreadable_receipts = 0
+        self.duplicate_ids = 0
+        self.generic_nacks = 0
+        self.connections_lost = 0
+        self.last_progress = time.monotonic()
+
+    def receipt(self, message_id: str, now: float) -> None:
+        idx = self.by_message_id.get(message_id)
+        if idx is None:
+            if message_id in self.early:
+                self.duplicate_receipts += 1
+            else:
+                self.early[message_id] = now
+            return
+        if self.t_rcpt[idx] == self.t_rcpt[idx]:  # not NaN: seen already
+            self.duplicate_receipts += 1
+            return
+        self.t_rcpt[idx] = now
+        self.receipts += 1
+        self.last_progress = now
+
+
+class ClientConnection(asyncio.Protocol):
+    """One transceiver bind with at most `window` submit_sm unanswered."""
+
+    def __init__(self, state: ClientState, window: int, paced: bool) -> None:
+        self.state = state
+        self.window = window
+        self.paced = paced
+        self.inflight = 0
+        self.frames = FrameBuffer()
+        self.transport: asyncio.Transport | None = None
+        self.bound: asyncio.Future[int] = state.loop.create_future()
+        self.unbound: asyncio.Future[None] = state.loop.create_future()
+        self.closed: asyncio.Future[None] = state.loop.create_future()
+        self.out_seq = 0x40000000  # our own requests (bind, unbind), apart from the submits
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.unbound.done():
+            self.state.connections_lost += 1
+        if not self.bound.done():
+            self.bound.set_result(-1)
+        for fut in (self.unbound, self.closed):
+            if not fut.done():
+                fut.set_result(None)
+
+    def send_bind(self, system_id: str, password: str) -> None:
+        assert self.transport is not None
+        body = system_id.encode() + b"\0" + password.encode() + b"\0" + b"\0" + b"\x34\0\0\0"
+        self.out_seq += 1
+        self.transport.write(_HEAD.pack(16 + len(body), _BIND_TRANSCEIVER, 0, self.out_seq) + body)
+
+    def send_unbind(self) -> None:
+        if self.transport is not None:
+            self.out_seq += 1
+            self.transport.write(_HEAD.pack(16, _UNBIND, 0, self.out_seq))
+
+    def room(self) -> int:
+        return self.window - self.inflight if self.transport is not None else 0
+
+    def submit(self, indexes: Sequence[int], now: float) -> None:
+        """Write the given messages in one write."""
+        transport = self.transport
+        assert transport is not None
+        state = self.state
+        pdus = state.pdus
+        t_sub = state.t_sub
+        for i in indexes:
+            t_sub[i] = now
+        self.inflight += len(indexes)
+        transport.write(b"".join([pdus[i] for i in indexes]))
+
+    def top_up(self, now: float) -> None:
+        state = self.state
+        room = self.window - self.inflight
+        if room <= 0 or state.next_index >= state.n or self.transport is None:
+            return
+        start = state.next_index
+        end = min(state.n, start + room)
+        state.next_index = end
+        self.submit(range(start, end), now)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        transport = self.transport
+        if transport is None:
+            return
+        now = time.monotonic()
+        self.frames.feed(data)
+        out: list[bytes] = []
+        t_resp = state.t_resp
+        try:
+            while (raw := self.frames.next_pdu()) is not None:
+                _length, command_id, status, seq = _HEAD.unpack_from(raw)
+                if command_id == _SUBMIT_SM_RESP:
+                    idx = seq - 1
+                    if not 0 <= idx < state.n or t_resp[idx] == t_resp[idx]:
+                        state.generic_nacks += 1  # a resp we did not ask for
+                        continue
+                    t_resp[idx] = now
+                    self.inflight -= 1
+                    state.responses += 1
+                    state.last_progress = now
+                    if status:
+                        state.rejected[status] += 1
+                        continue
+                    state.accepted += 1
+                    end = raw.find(b"\0", 16)
+                    message_id = raw[16:end].decode("latin-1")
+                    if message_id in state.by_message_id:
+                        state.duplicate_ids += 1
+                    state.by_message_id[message_id] = idx
+                    early = state.early.pop(message_id, None)
+                    if early is not None:
+                        state.receipt(message_id, early)
+                elif command_id == _DELIVER_SM:
+                    out.append(_HEAD.pack(17, _DELIVER_SM_RESP, 0, seq) + b"\0")
+                    try:
+                        pdu: Any = decode_pdu(raw)
+                    except RemoteSmppError:
+                        state.unreadable_receipts += 1
+                        continue
+                    if not pdu.esm_class & 0x04:
+                        state.unknown_receipts += 1  # an MO: not expected here
+                        continue
+                    rid = tlv_value(pdu.tlvs, Tag.receipted_message_id) if pdu.tlvs else None
+                    if not isinstance(rid, str):
+                        try:
+                            rid = parse_receipt(pdu.short_message).message_id
+                        except ReceiptParseError:
+                            state.unreadable_receipts += 1
+                            continue
+                    state.receipt(rid, now)
+                elif command_id == _ENQUIRE_LINK:
+                    out.append(_HEAD.pack(16, _ENQUIRE_LINK | _RESP, 0, seq))
+                elif command_id == _BIND_TRANSCEIVER_RESP:
+                    if not self.bound.done():
+                        self.bound.set_result(status)
+                elif command_id == _UNBIND_RESP:
+                    if not self.unbound.done():
+                        self.unbound.set_result(None)
+                elif command_id == _UNBIND:
+                    out.append(_HEAD.pack(16, _UNBIND_RESP, 0, seq))
+                elif command_id == _GENERIC_NACK:
+                    state.generic_nacks += 1
+        except RemoteSmppError:
+            transport.close()
+            return
+        if out:
+            transport.write(b"".join(out))
+        if not self.paced:
+            self.top_up(now)
+
+
+async def _client_main(spec: ClientSpec) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    build_start = time.perf_counter()
+    pdus = build_workload(spec.workload, spec.messages, Path(spec.corpus))
+    build_seconds = time.perf_counter() - build_start
+    state = ClientState(pdus, loop)
+    paced = spec.rate is not None
+    conns: list[ClientConnection] = []
+    for _ in range(spec.binds):
+        _transport, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: ClientConnection(state, spec.window, paced), spec.host, spec.port
+            ),
+            10,
+        )
+        conn.send_bind(spec.system_id, spec.password)
+        status = await asyncio.wait_for(conn.bound, 10)
+        if status != 0:
+            raise RuntimeError(f"bind refused: status {status:#x}")
+        conns.append(conn)
+    usage0 = os.times()
+    t0 = time.monotonic()
+    state.last_progress = t0
+    pacer: asyncio.Task[None] | None = None
+    if spec.rate is None:
+        for conn in conns:
+            conn.top_up(t0)
+    else:
+        pacer = loop.create_task(_pace(state, conns, spec.rate, t0))
+    # Phase 1: every submit_sm answered (or nothing happening for `stall` seconds).
+    stalled_submits = False
+    while state.responses < state.n:
+        await asyncio.sleep(0.02)
+        if time.monotonic() - state.last_progress > spec.stall or all(
+            c.transport is None for c in conns
+        ):
+            stalled_submits = True
+            break
+    t_submits_done = time.monotonic()
+    if pacer is not None:
+        pacer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pacer
+    # Phase 2: receipts, while they keep coming, up to max_wait.
+    stalled_receipts = False
+    last_count, last_change = state.receipts, time.monotonic()
+    while state.receipts < state.accepted:
+        await asyncio.sleep(0.05)
+        now = time.monotonic()
+        if state.receipts != last_count:
+            last_count, last_change = state.receipts, now
+        if now - last_change > spec.stall or now - t_submits_done > spec.max_wait:
+            stalled_receipts = now - last_change > spec.stall
+            break
+        if all(c.transport is None for c in conns):
+            break
+    t_end = time.monotonic()
+    # Receipt arrival rate in the last 5 s before giving up: non-zero means "still flowing".
+    tail_rate = _count_after(state.t_rcpt, t_end - 5.0) / 5.0
+    usage1 = os.times()
+    for conn in conns:
+        conn.send_unbind()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(c.unbound for c in conns)), 3)
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    client_cpu = (usage1.user - usage0.user) + (usage1.system - usage0.system)
+    return _summarise(
+        state,
+        spec,
+        t0=t0,
+        t_end=t_end,
+        build_seconds=build_seconds,
+        client_cpu=client_cpu,
+        stalled_submits=stalled_submits,
+        stalled_receipts=stalled_receipts,
+        tail_rate=tail_rate,
+    )
+
+
+async def _pace(state: ClientState, conns: list[ClientConnection], rate: float, t0: float) -> None:
+    """Send message i at t0 + i / rate (as near as the loop allows), round-robin over binds."""
+    k = 0
+    while state.next_index < state.n:
+        now = time.monotonic()
+        due = min(state.n, int((now - t0) * rate) + 1)
+        while state.next_index < due:
+            for _ in range(len(conns)):
+                conn = conns[k % len(conns)]
+                k += 1
+                if conn.room() > 0:
+                    break
+            else:
+                break  # every window is full: the backlog shows in the send lag
+            i = state.next_index
+            state.next_index += 1
+            state.t_intended[i] = t0 + i / rate
+            conn.submit((i,), now)
+        await asyncio.sleep(0.001)
+
+
+def _count_after(times: array.array[float], since: float) -> int:
+    return sum(1 for t in times if t >= since)
+
+
+def _timeline(times: array.array[float], start: float) -> list[int]:
+    """How many of `times` fell in each whole second after `start`."""
+    counts = Counter(int(t - start) for t in times if not math.isnan(t))
+    return [counts.get(s, 0) for s in range(max(counts, default=-1) + 1)]
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None, "mean": None}
+    values.sort()
+    n = len(values)
+
+    def at(q: float) -> float:
+        return values[min(n - 1, max(0, math.ceil(q * n) - 1))] * 1000.0
+
+    return {
+        "p50": at(0.50),
+        "p99": at(0.99),
+        "max": values[-1] * 1000.0,
+        "mean": sum(values) / n * 1000.0,
+    }
+
+
+def _summarise(
+    state: ClientState,
+    spec: ClientSpec,
+    *,
+    t0: float,
+    t_end: float,
+    build_seconds: float,
+    client_cpu: float,
+    stalled_submits: bool,
+    stalled_receipts: bool,
+    tail_rate: float,
+) -> dict[str, Any]:
+    t_sub, t_resp, t_rcpt = state.t_sub, state.t_resp, state.t_rcpt
+    isnan = math.isnan
+    sent = [t for t in t_sub if not isnan(t)]
+    resps = [t for t in t_resp if not isnan(t)]
+    rcpts = [t for t in t_rcpt if not isnan(t)]
+    resp_lat = [r - s for s, r in zip(t_sub, t_resp, strict=True) if not isnan(r)]
+    rcpt_lat = [r - s for s, r in zip(t_sub, t_rcpt, strict=True) if not isnan(r)]
+    first_sub = min(sent) if sent else t0
+    accepted_rate = None
+    if len(resps) > 1 and max(resps) > min(resps):
+        accepted_rate = state.accepted / (max(resps) - min(resps))
+    receipts_rate = None
+    if rcpts and max(rcpts) > first_sub:
+        receipts_rate = state.receipts / (max(rcpts) - first_sub)
+    # Receipts per whole second of the run (the steady part: 10 % .. 90 % of the receipts).
+    steady: dict[str, float | None] = {"median": None, "min": None}
+    if len(rcpts) >= 100:
+        rcpts.sort()
+        lo, hi = rcpts[len(rcpts) // 10], rcpts[len(rcpts) * 9 // 10]
+        buckets = Counter(int(t - lo) for t in rcpts if lo <= t < hi)
+        full = [buckets.get(s, 0) for s in range(int(hi - lo))]  # whole seconds only
+        if full:
+            full_sorted = sorted(full)
+            steady = {"median": float(full_sorted[len(full) // 2]), "min": float(full_sorted[0])}
+    send_lag: dict[str, float | None] = {}
+    if spec.rate is not None:
+        lag = [
+            s - i
+            for s, i in zip(t_sub, state.t_intended, strict=True)
+            if not (isnan(s) or isnan(i))
+        ]
+        send_lag = _percentiles(lag)
+    missing = [i for i in range(state.n) if t_resp[i] == t_resp[i] and t_rcpt[i] != t_rcpt[i]]
+    accepted_missing = len(missing) - sum(state.rejected.values()) if missing else 0
+    return {
+        "submitted": len(sent),
+        "responses": state.responses,
+        "accepted": state.accepted,
+        "rejected": {f"{k:#x}": v for k, v in sorted(state.rejected.items())},
+        "receipts": state.receipts,
+        "missing_receipts": max(0, accepted_missing),
+        "missing_receipts_still_flowing": tail_rate > 0,
+        "receipts_per_s_last_5s": tail_rate,
+        "duplicate_receipts": state.duplicate_receipts,
+        "duplicate_message_ids": state.duplicate_ids,
+        "unmatched_receipts": len(state.early),
+        "unreadable_receipts": state.unreadable_receipts,
+        "generic_nacks": state.generic_nacks,
+        "connections_lost": state.connections_lost,
+        "stalled_submits": stalled_submits,
+        "stalled_receipts": stalled_receipts,
+        "accepted_per_s": accepted_rate,
+        "receipts_per_s": receipts_rate,
+        "receipts_per_s_steady": steady,
+        "receipts_timeline": _timeline(t_rcpt, first_sub),
+        "submit_to_resp_ms": _percentiles(resp_lat),
+        "submit_to_receipt_ms": _percentiles(rcpt_lat),
+        "send_lag_ms": send_lag,
+        "submit_seconds": (max(resps) - first_sub) if resps else None,
+        "run_seconds": t_end - t0,
+        "client_cpu_s": client_cpu,
+        "build_seconds": build_seconds,
+    }
+
+
+def client_entry(spec_path: str) -> int:
+    spec = ClientSpec(**json.loads(Path(spec_path).read_text(encoding="utf-8")))
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        result = runner.run(_client_main(spec))
+    Path(spec.result_path).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+# =============================================================================================
+# Process management and /proc sampling
+# =============================================================================================
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _proc_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the gateway did not listen on {port} within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 15.0) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+class Carrier:
+    """The fake carrier subprocess and its stdin/stdout command channel."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAKE_CARRIER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO_ROOT,
+        )
+        self.port = int(self._reply(10.0)["port"])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        import select  # noqa: PLC0415 - only here
+
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stdout], [], [], 0.1)
+            if ready:
+                line = stdout.readline()
+                if not line:
+                    raise RuntimeError("the fake carrier exited")
+                reply: dict[str, Any] = json.loads(line)
+                return reply
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the fake carrier exited with {self.proc.returncode}")
+        raise RuntimeError("the fake carrier did not answer in time")
+
+    def command(self, name: str) -> dict[str, Any]:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(name.encode() + b"\n")
+        stdin.flush()
+        return self._reply(10.0)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+GATEWAY_CONFIG = """\
+# Written by bench/e2e.py for one scenario.
+node_id: 0
+listen:
+  host: 127.0.0.1
+  port: {port}
+  inactivity_timeout: 3600
+accounts:
+  - system_id: bench
+    password: bench
+    max_binds: {binds}
+    window: {window}
+upstreams:
+  carrier:
+    host: 127.0.0.1
+    port: {carrier_port}
+    system_id: smsgw
+    password: smsgw
+    binds: {upstream_binds}
+    window: {upstream_window}
+routes:
+  - name: all
+    prefixes: [""]
+    targets: [carrier]
+store:
+  backend: sqlite
+  path: {db}
+"""
+
+
+@dataclass
+class Scenario:
+    name: str
+    through_gateway: bool
+    messages: int
+    binds: int
+    window: int
+    rate: float | None = None
+    profile: str = "none"
+
+
+@dataclass
+class Samples:
+    """RSS of the gateway over a scenario: (seconds since load started, MB)."""
+
+    rss: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _db_states(db: Path) -> dict[str, Any]:
+    """Message states and pending deliveries in the gateway's SQLite file (after it stopped)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            states = dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state"))
+            (pending,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
+        return {"message_states": states, "deliveries_pending": pending}
+    except sqlite3.Error as exc:
+        return {"error": str(exc)}
+
+
+def _profiler(pid: int, out: Path, idle: bool) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--threads"]
+    command += ["--format", "raw", "-o", str(out)] + (["--idle"] if idle else [])
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# Frames every sample of a thread passes through: left out of the inclusive list.
+_WRAPPERS = ("Thread.", "Runner.run", "SqliteStore._run (", "_run_module_as_main", "_run_code")
+_WRAPPER_FILES = ("(gateway/cli.py)", "(<frozen runpy>)", "(threading.py)")
+
+
+def summarise_pyspy(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares by function (and by thread) of a py-spy raw profile."""
+    total = 0
+    threads: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    own_lines: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"
+        frames = [f for f in frames if not f.startswith(("thread", "process"))]
+        # "function (file:line)" -> "function (file)": one entry per function
+        names = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") and ":" in f else f for f in frames]
+        total += count
+        threads[thread] += count
+        if names:
+            own[names[-1]] += count
+            own_lines[frames[-1]] += count
+        for name in set(names):
+            if not name.startswith(_WRAPPERS) and not name.endswith(_WRAPPER_FILES):
+                inclusive[name] += count
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, 100.0 * n / total) for name, n in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "self": share(own),
+        "self_lines": share(own_lines),
+        "inclusive": share(inclusive),
+    }
+
+
+def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"smsgw-e2e-{scenario.name}-"))
+    carrier: Carrier | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    client: subprocess.Popen[bytes] | None = None
+    profiler: subprocess.Popen[bytes] | None = None
+    gateway_log: IO[bytes] | None = None
+    result: dict[str, Any] = {"scenario": scenario.name}
+    try:
+        carrier = Carrier()
+        port = carrier.port
+        if scenario.through_gateway:
+            port = _free_port()
+            config = tmp / "gateway.yaml"
+            config.write_text(
+                GATEWAY_CONFIG.format(
+                    port=port,
+                    binds=max(scenario.binds, 1),
+                    window=scenario.window,
+                    carrier_port=carrier.port,
+                    upstream_binds=args.upstream_binds,
+                    upstream_window=args.upstream_window,
+                    db=tmp / "smsgw.sqlite3",
+                ),
+                encoding="utf-8",
+            )
+            command = [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)]
+            if scenario.profile == "cprofile":
+                out = Path(args.profile_out or tmp / "gateway.pstats")
+                command[1:1] = ["-m", "cProfile", "-o", str(out)]
+                result["profile"] = str(out)
+            gateway_log = (tmp / "gateway.log").open("wb")
+            gateway = subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=gateway_log, stderr=subprocess.STDOUT
+            )
+            _wait_listening(port, gateway, 20.0)
+            deadline = time.monotonic() + 15.0  # the upstream binds to the carrier
+            while carrier.command("stats")["binds"] < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway did not bind to the fake carrier")
+                time.sleep(0.05)
+            result["upstream_binds_at_carrier"] = carrier.command("stats")["binds"]
+            carrier.command("reset")
+        spec = ClientSpec(
+            host="127.0.0.1",
+            port=port,
+            messages=scenario.messages,
+            binds=scenario.binds,
+            window=scenario.window,
+            rate=scenario.rate,
+            workload=args.workload,
+            corpus=str(args.corpus),
+            stall=args.stall,
+            max_wait=args.max_wait,
+            result_path=str(tmp / "client.json"),
+        )
+        spec_path = tmp / "client-spec.json"
+        spec_path.write_text(json.dumps(spec.__dict__), encoding="utf-8")
+        gw_pid = gateway.pid if gateway is not None else None
+        gw_cpu0 = _proc_cpu(gw_pid) if gw_pid else None
+        rss_idle = _proc_rss_mb(gw_pid) if gw_pid else None
+        carrier_cpu0 = _proc_cpu(carrier.pid)
+        client = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--client", str(spec_path)],
+            cwd=REPO_ROOT,
+        )
+        if gw_pid and scenario.profile == "py-spy":
+            out = Path(args.profile_out or tmp / "gateway.pyspy.txt")
+            profiler = _profiler(gw_pid, out, args.profile_idle)
+            result["profile"] = str(out)
+        samples = Samples()
+        started = time.monotonic()
+        # Hard bound on the whole client: submitting at >= 100/s, then the receipt grace.
+        hard = 60.0 + scenario.messages / 100.0 + args.max_wait + 2 * args.stall
+        if scenario.rate:
+            hard += scenario.messages / scenario.rate
+        while client.poll() is None:
+            if time.monotonic() - started > hard:
+                client.kill()
+                raise RuntimeError(f"the load client ran over {hard:.0f} s and was killed")
+            if gw_pid:
+                rss = _proc_rss_mb(gw_pid)
+                if rss is not None:
+                    samples.rss.append((time.monotonic() - started, rss))
+            time.sleep(1.0 if gw_pid else 0.2)
+        gw_cpu1 = _proc_cpu(gw_pid) if gw_pid else None
+        carrier_cpu1 = _proc_cpu(carrier.pid)
+        if client.returncode != 0:
+            raise RuntimeError(f"the load client failed with exit code {client.returncode}")
+        result.update(json.loads((tmp / "client.json").read_text(encoding="utf-8")))
+        result["carrier"] = carrier.command("stats")
+        accepted = max(1, result["accepted"])
+        if carrier_cpu0 is not None and carrier_cpu1 is not None:
+            result["carrier_cpu_s"] = carrier_cpu1 - carrier_cpu0
+            result["carrier_cpu_s_per_1000"] = (carrier_cpu1 - carrier_cpu0) * 1000 / accepted
+        result["client_cpu_s_per_1000"] = result["client_cpu_s"] * 1000 / accepted
+        if gw_cpu0 is not None and gw_cpu1 is not None:
+            result["gateway_cpu_s"] = gw_cpu1 - gw_cpu0
+            result["gateway_cpu_s_per_1000"] = (gw_cpu1 - gw_cpu0) * 1000 / accepted
+        if gw_pid:
+            result["gateway_rss_mb"] = _rss_summary(rss_idle, samples.rss)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                _, err = profiler.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                err = b""
+            if profiler.returncode not in (0, None) and err:
+                result["profile_error"] = err.decode(errors="replace")[-500:]
+            with contextlib.suppress(OSError):
+                result["profile_summary"] = summarise_pyspy(Path(result["profile"]))
+        if gateway is not None:
+            result["gateway_exit"] = _stop(gateway, 30.0)
+            result["store"] = _db_states(tmp / "smsgw.sqlite3")
+        result["ok"] = True
+    except Exception as exc:  # reported in the table and the JSON; the run goes on
+        result["ok"] = False
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log_path = tmp / "gateway.log"
+        if log_path.exists():
+            result["gateway_log_tail"] = log_path.read_text(errors="replace")[-2000:]
+    finally:
+        for proc in (client, profiler):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        _stop(gateway, 10.0)
+        if gateway_log is not None:
+            gateway_log.close()
+        if carrier is not None:
+            carrier.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            result["tmp"] = str(tmp)
+    return result
+
+
+def _rss_summary(idle: float | None, rss: list[tuple[float, float]]) -> dict[str, Any]:
+    if not rss:
+        return {"idle": idle}
+    values = [mb for _t, mb in rss]
+    n = len(values)
+    quarter, end = values[n // 4], values[-1]
+    return {
+        "idle": idle,
+        "first": values[0],
+        "quarter": quarter,
+        "mid": values[n // 2],
+        "end": end,
+        "max": max(values),
+        "growth_quarter_to_end_pct": (end - quarter) / quarter * 100.0 if quarter else None,
+        "samples": n,
+    }
+
+
+# =============================================================================================
+# Report
+# =============================================================================================
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    return format(value, spec)
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | submit_sm | accepted | accepted/s | receipts | receipts/s "
+        "| steady receipts/s (median) | resp p50 / p99 / max ms | receipt p50 / p99 / max ms "
+        "| missing receipts | dup at carrier / client | gateway CPU s /1k | carrier CPU s /1k "
+        "| client CPU s /1k | gateway RSS MB idle / ¼ / end |"
+    )
+    lines = [head, "|---|" + "---:|" * 14]
+    for r in results:
+        if not r.get("ok"):
+            lines.append(f"| {r['scenario']} | failed: {r.get('error', '?')} |" + " |" * 13)
+            continue
+        resp, rcpt = r["submit_to_resp_ms"], r["submit_to_receipt_ms"]
+        rss = r.get("gateway_rss_mb") or {}
+        missing = r["missing_receipts"]
+        if missing and r["missing_receipts_still_flowing"]:
+            missing_text = f"{missing:,} (still arriving)"
+        else:
+            missing_text = f"{missing:,}"
+        lines.append(
+            f"| {r['scenario']} | {r['submitted']:,} | {r['accepted']:,} "
+            f"| {_fmt(r['accepted_per_s'])} | {r['receipts']:,} | {_fmt(r['receipts_per_s'])} "
+            f"| {_fmt(r['receipts_per_s_steady']['median'])} "
+            f"| {_fmt(resp['p50'], '.1f')} / {_fmt(resp['p99'], '.1f')} / "
+            f"{_fmt(resp['max'], '.0f')} "
+            f"| {_fmt(rcpt['p50'], '.1f')} / {_fmt(rcpt['p99'], '.1f')} / "
+            f"{_fmt(rcpt['max'], '.0f')} "
+            f"| {missing_text} | {r['carrier']['duplicates']:,} / {r['duplicate_receipts']:,} "
+            f"| {_fmt(r.get('gateway_cpu_s_per_1000'), '.3f')} "
+            f"| {_fmt(r.get('carrier_cpu_s_per_1000'), '.3f')} "
+            f"| {_fmt(r.get('client_cpu_s_per_1000'), '.3f')} "
+            f"| {_fmt(rss.get('idle'), '.0f')} / {_fmt(rss.get('quarter'), '.0f')} / "
+            f"{_fmt(rss.get('end'), '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def _targets(results: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    t = results.get("throughput")
+    if t and t.get("ok"):
+        rate = t["receipts_per_s"] or 0.0
+        ok = rate >= 10_000 and t["accepted"] >= 100_000 and t["missing_receipts"] == 0
+        out.append(
+            f"- >= 10,000 msg/s end to end with receipts, >= 100,000 messages, none lost: "
+            f"{rate:,.0f} msg/s over {t['accepted']:,} accepted, {t['missing_receipts']:,} "
+            f"without a receipt -> {'met' if ok else 'MISSED'}"
+            + (f" ({10_000 / rate:.1f}x short)" if 0 < rate < 10_000 else "")
+        )
+        growth = (t.get("gateway_rss_mb") or {}).get("growth_quarter_to_end_pct")
+        if growth is not None:
+            flat = growth < 10.0
+            out.append(
+                f"- memory flat over the run: RSS {growth:+.1f}% from the first quarter to the "
+                f"end -> {'met' if flat else 'MISSED'}"
+            )
+    p = results.get("paced")
+    if p and p.get("ok"):
+        p99 = p["submit_to_resp_ms"]["p99"]
+        ok = p99 is not None and p99 <= 20.0
+        out.append(
+            f"- p99 submit -> submit_sm_resp <= 20 ms at an offered {p.get('rate', 0):,.0f} "
+            f"msg/s: {_fmt(p99, '.1f')} ms -> {'met' if ok else 'MISSED'}"
+        )
+    return out
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=None, help="N (default 100,000)")
+    parser.add_argument("--binds", type=int, default=4, help="M binds of the load client")
+    parser.add_argument("--window", type=int, default=64, help="W unanswered submit_sm a bind")
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered msg/s (paced)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds paced (20)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few messages")
+    parser.add_argument(
+        "--only", default="ceiling,throughput,paced", help="comma-separated scenarios"
+    )
+    parser.add_argument("--workload", choices=("corpus", "otp"), default="corpus")
+    parser.add_argument("--corpus", type=Path, default=None)
+    parser.add_argument("--upstream-binds", type=int, default=4)
+    parser.add_argument("--upstream-window", type=int, default=512)
+    parser.add_argument("--stall", type=float, default=20.0, help="s without progress: give up")
+    parser.add_argument("--max-wait", type=float, default=None, help="s for receipts (600)")
+    parser.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none")
+    parser.add_argument("--profile-out", default=None, help="where the gateway profile goes")
+    parser.add_argument(
+        "--profile-idle", action="store_true", help="py-spy: wall-clock (waiting threads too)"
+    )
+    parser.add_argument("--json", default=None, help="write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.messages is None:
+        args.messages = 5_000 if args.quick else 100_000
+    if args.duration is None:
+        args.duration = 5.0 if args.quick else 20.0
+    if args.max_wait is None:
+        args.max_wait = 60.0 if args.quick else 600.0
+    if args.corpus is None:
+        args.corpus = (REPO_ROOT / DEFAULT_CORPUS).resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.client:
+        return client_entry(args.client)
+    if args.workload == "corpus" and not args.corpus.exists():
+        print(f"error: no corpus at {args.corpus} (--corpus PATH or --workload otp)")
+        return 2
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    scenarios = {
+        "ceiling": Scenario("ceiling", False, args.messages, args.binds, args.window),
+        "throughput": Scenario(
+            "throughput", True, args.messages, args.binds, args.window, profile=args.profile
+        ),
+        "paced": Scenario(
+            "paced",
+            True,
+            max(1, int(args.rate * args.duration)),
+            args.binds,
+            args.window,
+            rate=args.rate,
+        ),
+    }
+    unknown = set(wanted) - set(scenarios)
+    if unknown:
+        print(f"error: unknown scenario(s) {', '.join(sorted(unknown))}")
+        return 2
+    meta = {
+        "command": " ".join(
+            shlex.quote(a)
+            for a in [
+                ".venv/bin/python",
+                "bench/e2e.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
+        "commit": _git_commit(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_start": _load(),
+        "workload": args.workload,
+        "binds": args.binds,
+        "window": args.window,
+        "upstream_binds": args.upstream_binds,
+        "upstream_window": args.upstream_window,
+    }
+    print(
+        f"smsgw e2e: commit {meta['commit']}, Python {meta['python']}, {meta['cpus']} CPUs, "
+        f"load {meta['load_start']}; workload {args.workload}, M={args.binds} binds x "
+        f"W={args.window}",
+        flush=True,
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        scenario = scenarios[name]
+        print(
+            f"- {name}: {scenario.messages:,} submit_sm"
+            + (f" at {scenario.rate:,.0f}/s" if scenario.rate else "")
+            + (" through the gateway" if scenario.through_gateway else " straight to the carrier")
+            + " ...",
+            flush=True,
+        )
+        r = run_scenario(scenario, args)
+        r["rate"] = scenario.rate
+        results[name] = r
+        if r.get("ok"):
+            print(
+                f"  accepted {r['accepted']:,} ({_fmt(r['accepted_per_s'])}/s), receipts "
+                f"{r['receipts']:,} ({_fmt(r['receipts_per_s'])}/s), "
+                f"{r['run_seconds']:.1f} s",
+                flush=True,
+            )
+        else:
+            print(f"  FAILED: {r['error']}", flush=True)
+            if r.get("gateway_log_tail"):
+                print("  gateway log (tail):\n" + r["gateway_log_tail"], flush=True)
+    meta["load_end"] = _load()
+    print()
+    print(_table(list(results.values())))
+    print()
+    for line in _targets(results):
+        print(line)
+    print(f"\nload average: {meta['load_start']} at start, {meta['load_end']} at end")
+    for r in results.values():
+        if r.get("profile"):
+            print(f"gateway profile ({r['scenario']}): {r['profile']}")
+        summary = r.get("profile_summary")
+        if summary:
+            print(f"  {summary['samples']:,} samples; by thread:")
+            for name, pct in summary["threads"]:
+                print(f"    {pct:5.1f}%  {name}")
+            for kind in ("self", "self_lines", "inclusive"):
+                print(f"  top functions ({kind}):")
+                for name, pct in summary[kind]:
+                    print(f"    {pct:5.1f}%  {name}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8"
+        )
+        print(f"figures written to {args.json}")
+    return 0 if all(r.get("ok") for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
