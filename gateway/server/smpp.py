@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,7 @@ _MESSAGE_STATE = {
     MessageState.REJECTED: 8,
 }
 
+_FINISHED_MEMORY = 100_000
 _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 
 
@@ -137,7 +139,11 @@ class SmppServer:
         self.tls_port: int | None = None  # where the TLS listener is, once started
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound: dict[str, set[_Connection]] = {}  # account -> its bound connections
-        self._inflight: set[int] = set()  # delivery ids sent and not yet answered
+        self._inflight: set[int] = set()  # delivery ids sent and not yet settled in the store
+        # Delivery ids the store has just deleted: a `pending_deliveries` read that started
+        # before the delete may still return them. Ids only grow, so a bounded memory will do.
+        self._finished: OrderedDict[int, None] = OrderedDict()
+        self._tasks_settling: set[asyncio.Task[None]] = set()
         self._buckets = {
             a.system_id: TokenBucket(a.throughput) for a in config.accounts if a.throughput
         }  # one per account, shared by all its binds
@@ -186,6 +192,8 @@ class SmppServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks_settling:  # answered deliveries still being deleted from the store
+            await asyncio.wait(set(self._tasks_settling), timeout=10)
 
     def notify(self, account: str) -> None:
         """Deliveries were queued for `account`: wake its receiving sessions."""
@@ -280,11 +288,13 @@ class SmppServer:
         room = account.window - len(conn.inflight)
         if room <= 0:
             return
-        pending = await self.store.pending_deliveries(account.system_id, self.clock(), room * 2)
+        pending = await self.store.pending_deliveries(
+            account.system_id, self.clock(), room + len(self._inflight)
+        )
         for delivery in pending:
             if room <= 0:
                 break
-            if delivery.id in self._inflight:
+            if delivery.id in self._inflight or delivery.id in self._finished:
                 continue
             sent = conn.session.send(decode_pdu(delivery.pdu), now)
             conn.inflight[sent.sequence_number] = delivery.id
@@ -295,9 +305,26 @@ class SmppServer:
         delivery_id = conn.inflight.pop(event.pdu.sequence_number, None)
         if delivery_id is None:
             return
-        self._inflight.discard(delivery_id)
-        if event.pdu.command_status == 0:
+        if event.pdu.command_status != 0:
+            self._inflight.discard(delivery_id)  # refused: offered again later
+            return
+        # Settled in the background (the deletes of many answers share a commit); the id stays
+        # "in flight" until it is gone from the store, so no other bind sends it again.
+        task = asyncio.get_running_loop().create_task(self._settle(delivery_id))
+        self._tasks_settling.add(task)
+        task.add_done_callback(self._tasks_settling.discard)
+
+    async def _settle(self, delivery_id: int) -> None:
+        try:
             await self.store.delivery_done(delivery_id)
+        except Exception:
+            log.exception("could not settle a delivery; it will be offered again", id=delivery_id)
+        else:
+            self._finished[delivery_id] = None
+            if len(self._finished) > _FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+        finally:
+            self._inflight.discard(delivery_id)
 
     async def _bind(
         self, conn: _Connection, pdu: Any, peer_ip: str, writer: asyncio.StreamWriter

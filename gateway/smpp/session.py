@@ -216,6 +216,10 @@ class Session:
         self._out = bytearray()
         self._events: list[Event] = []
         self._pending: dict[int, tuple[float, Any]] = {}  # seq -> (deadline, request)
+        # With a clock that never goes back, requests time out in the order they were sent,
+        # so the earliest deadline is the first entry (no scan of a full window per event).
+        self._ordered = True
+        self._last_deadline = float("-inf")
         self._next_seq = 1
         self._last_received = now
         self._probe: int | None = None  # sequence number of our enquire_link in flight
@@ -293,7 +297,11 @@ class Session:
         if pdu.sequence_number == 0:
             pdu = pdu._replace(sequence_number=self._allocate_seq())
         self._out += encode_pdu(pdu)
-        self._pending[pdu.sequence_number] = (now + self.response_timeout, pdu)
+        deadline = now + self.response_timeout
+        if deadline < self._last_deadline:
+            self._ordered = False  # the clock went back: scan from now on
+        self._last_deadline = deadline
+        self._pending[pdu.sequence_number] = (deadline, pdu)
         if command_id is C.unbind:
             self.state = State.UNBINDING
         return pdu
@@ -321,7 +329,11 @@ class Session:
             candidates.append(self._last_received + self.enquire_link_interval)
         if self.bind_deadline is not None and self.state is State.OPEN:
             candidates.append(self.bind_deadline)
-        candidates.extend(deadline for deadline, _ in self._pending.values())
+        if self._pending:
+            if self._ordered:  # insertion order is deadline order: the oldest is first
+                candidates.append(next(iter(self._pending.values()))[0])
+            else:
+                candidates.extend(deadline for deadline, _ in self._pending.values())
         return min(candidates)
 
     def handle_timer(self, now: float) -> None:
@@ -329,6 +341,8 @@ class Session:
         if self.state is State.CLOSED:
             return
         for seq, (deadline, request) in list(self._pending.items()):
+            if deadline > now and self._ordered:
+                break  # the rest are later still
             if deadline <= now:
                 del self._pending[seq]
                 if seq == self._probe:

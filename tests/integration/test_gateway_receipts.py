@@ -4,12 +4,16 @@ carrier's receipt comes back to smpplib as a deliver_sm with our message id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import smpplib.client
 import smpplib.consts
+import smpplib.exceptions
 
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -124,3 +128,72 @@ def test_receipt_waits_for_the_application_to_bind(running: Running) -> None:
     rx.unbind()
     rx.disconnect()
     assert [parse_receipt(p.short_message).message_id for p in received] == [message_id]  # type: ignore[attr-defined]
+
+
+def test_each_receipt_reaches_one_bind_once(running: Running) -> None:
+    """Two receivers of one account share the receipts: every receipt arrives, none twice."""
+    received: list[object] = []
+    stop = threading.Event()
+
+    def listen(client: smpplib.client.Client) -> None:
+        client._socket.settimeout(0.1)  # type: ignore[union-attr]  # so `stop` is noticed
+        for _ in range(100_000):  # bounded
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError, smpplib.exceptions.ConnectionError):
+                client.read_once()
+
+    receivers = []
+    for _ in range(2):
+        rx = smpplib.client.Client(
+            "127.0.0.1", running.port, timeout=10, allow_unknown_opt_params=True
+        )
+        rx.connect()
+        rx.set_message_received_handler(lambda pdu: received.append(pdu))
+        rx.bind_receiver(system_id="shop", password="secret")
+        receivers.append(rx)
+    threads = [threading.Thread(target=listen, args=(rx,), daemon=True) for rx in receivers]
+    for thread in threads:
+        thread.start()
+
+    acked: list[str] = []
+    tx = smpplib.client.Client("127.0.0.1", running.port, timeout=10, allow_unknown_opt_params=True)
+    tx.connect()
+    tx.set_message_sent_handler(lambda pdu: acked.append(pdu.message_id.decode()))
+    tx.bind_transmitter(system_id="shop", password="secret")
+    count = 300
+    for i in range(count):
+        tx.send_message(
+            source_addr="Shop",
+            destination_addr="4915100000",
+            short_message=f"m{i}".encode(),
+            registered_delivery=1,
+        )
+    for _ in range(count * 2):  # bounded
+        if len(acked) == count:
+            break
+        tx.read_once()
+    assert len(set(acked)) == count
+
+    def settled() -> bool:
+        pending = running.call(running.gateway.store.pending_deliveries("shop", time.time(), 1))
+        return len({receipt_id(p) for p in received}) == count and not pending
+
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, "receipts did not all arrive"
+        running.call(asyncio.sleep(0.05))
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    tx.unbind()
+    tx.disconnect()
+    for rx in receivers:
+        rx.disconnect()
+    ids = [receipt_id(p) for p in received]
+    assert set(ids) == set(acked)
+    assert len(ids) == count, f"{len(ids) - count} receipts delivered twice"
+
+
+def receipt_id(pdu: object) -> str:
+    return str(parse_receipt(pdu.short_message).message_id)  # type: ignore[attr-defined]
