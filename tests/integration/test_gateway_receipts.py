@@ -149,7 +149,7 @@ def test_each_receipt_reaches_one_bind_once(running: Running) -> None:
             "127.0.0.1", running.port, timeout=10, allow_unknown_opt_params=True
         )
         rx.connect()
-        rx.set_message_received_handler(lambda pdu: received.append(pdu))
+        rx.set_message_received_handler(lambda pdu: received.append(pdu))  # noqa: PLW0108 - smpplib passes pdu=
         rx.bind_receiver(system_id="shop", password="secret")
         receivers.append(rx)
     threads = [threading.Thread(target=listen, args=(rx,), daemon=True) for rx in receivers]
