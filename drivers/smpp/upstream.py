@@ -361,11 +361,17 @@ class SmppUpstream:
         loop = asyncio.get_running_loop()
         ticket = next(self._tickets)
         throttled_since: float | None = None
+        status = 0
         while True:
             give_up = loop.time() + self.queue_timeout
             if throttled_since is not None:
                 give_up = throttled_since + self.max_throttle_time
-            conn = await self._admit(ticket, give_up)
+            try:
+                conn = await self._admit(ticket, give_up)
+            except _Failed:
+                if throttled_since is None:
+                    raise
+                raise _Failed(status, "throttled too long") from None
             try:
                 resp = await self._exchange(conn, attempt, index)
                 status = resp.command_status

@@ -48,6 +48,7 @@ class Behaviour:
     fail_destinations: dict[str, int] = field(default_factory=dict)  # destination -> status
     receipt_id: Literal["hex", "decimal", "zeros", "lower"] = "hex"  # the id in the text
     receipt_tlvs: bool = True  # receipted_message_id / message_state TLVs
+    receipt_delay: float = 0.0  # send receipts this much after the submit_sm_resp
     refuse_binds: int = 0  # refuse this many binds with `refuse_status`
     refuse_status: int = ESME_RINVPASWD
     deliver_on_tx: bool = False  # send receipts on the transmitter session (carriers do)
@@ -282,6 +283,16 @@ class FakeSmsc:
         return fields
 
     def _send_receipt(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
+        delay = self.behaviour.receipt_delay
+        if delay and not self.behaviour.receipt_before_response:
+            self._later(delay, self._receipt_now(submitted_on, fields))
+            return
+        self._receipt_now_sync(submitted_on, fields)
+
+    async def _receipt_now(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
+        self._receipt_now_sync(submitted_on, fields)
+
+    def _receipt_now_sync(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
         if self.behaviour.deliver_on_tx and submitted_on.mode == "tx":
             self._deliver(fields, submitted_on)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class App:
         self.sent: list[Any] = []
         self.receipts: list[Any] = []
         self.client = smpplib.client.Client(
-            "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
+            "127.0.0.1", port, timeout=2, allow_unknown_opt_params=True
         )
         self.client.connect()
         self.client.set_message_sent_handler(self._on_sent)
@@ -116,8 +117,9 @@ class App:
                     break
                 self.client.read_once()
 
-    def wait(self, sent: int, receipts: int) -> None:
-        for _ in range(10 * (sent + receipts) + 20):  # bounded: each read waits <= 10 s
+    def wait(self, sent: int, receipts: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # each read returns within the client's timeout
             if len(self.sent) >= sent and len(self.receipts) >= receipts:
                 return
             self.client.read_once()
@@ -356,3 +358,24 @@ def test_stop_unbinds(tmp_path: Path) -> None:
     finally:
         ladder.call(smsc.stop())
         ladder.stop_loop()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "early"),
+    [("decimal", False), ("zeros", False), ("lower", False), ("decimal", True)],
+    ids=["decimal", "zeros", "lower", "decimal-before-response"],
+)
+def test_receipt_ids_spelled_otherwise_in_the_text(
+    tmp_path: Path, spelling: str, early: bool
+) -> None:
+    behaviour = Behaviour(
+        receipt_tlvs=False,
+        receipt_id=spelling,  # type: ignore[arg-type]
+        receipt_before_response=early,
+        receipt_delay=0.0 if early else 0.2,  # after the send is recorded, as carriers do
+    )
+    ladder = Ladder(tmp_path, behaviour)
+    try:
+        _all_through(ladder, 3)  # matched through the text's id alone
+    finally:
+        ladder.close()
