@@ -47,7 +47,7 @@ from gateway.smpp.receipt import Receipt, ReceiptState, canonical_ids, format_re
 from gateway.smpp.tlv import make_tlvs
 from gateway.sms import Reassembler, ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
-from gateway.store.base import MessageRecord, MessageState, ReceiptRecord, Store
+from gateway.store.base import MessageRecord, MessageState, NewDelivery, Store
 
 __all__ = ["Dispatcher"]
 
@@ -257,18 +257,11 @@ class Dispatcher:
         self, record: MessageRecord, upstream: str, result: SendResult, now: float
     ) -> None:
         message = record.message
-        ids = result.part_ids
-        if len(ids) > 1:
-            await self.store.set_parts(message.id, len(ids))
-        all_keys = []
-        for part, upstream_id in enumerate(ids):
-            keys = canonical_ids(upstream_id)
-            all_keys.append(keys)
-            await self.store.link_upstream_id(upstream, keys, message.id, part)
-        await self.store.set_state(message.id, MessageState.SENT, now)
+        part_keys = tuple(canonical_ids(upstream_id) for upstream_id in result.part_ids)
+        await self.store.record_sent(message.id, upstream, part_keys, now)
         if message.registered_delivery & 0x10:
-            await self._receipt_to_app(record, MessageState.SENT, 0, now, intermediate=True)
-        for keys in all_keys:
+            await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
+        for keys in part_keys:
             for key in keys:
                 early = self._early.pop((upstream, key), None)
                 if early is not None:
@@ -279,8 +272,12 @@ class Dispatcher:
         self, record: MessageRecord, state: MessageState, error: int, now: float
     ) -> None:
         """Settle a message we could not (or may no longer) send, and tell its application."""
-        await self.store.set_state(record.message.id, state, now, error=error or None)
-        await self._receipt_to_app(record, state, error, now)
+        delivery = self._receipt_delivery(record, state, error, now)
+        await self.store.settle(
+            record.message.id, state, now, error=error or None, delivery=delivery
+        )
+        if delivery is not None:
+            self.notify(delivery.account)
 
     async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         """See `ReceiptSink.late_result`."""
@@ -297,34 +294,27 @@ class Dispatcher:
     async def receipt(self, receipt: UpstreamReceipt) -> None:
         """A driver's receipt (the `ReceiptSink` every driver is started with)."""
         keys = canonical_ids(receipt.upstream_id)
-        found = await self.store.find_part(receipt.upstream, keys)
-        if found is None:
+        now = self.clock()
+        matched = await self.store.match_receipt(
+            receipt.upstream,
+            keys,
+            upstream_id=receipt.upstream_id,
+            message_state=receipt.message_state,
+            error=receipt.error,
+            now=now,
+        )
+        if matched is None:
             self._early[(receipt.upstream, keys[0])] = receipt  # before its submit_sm_resp
             if len(self._early) > _EARLY_MAX:
                 self._early.pop(next(iter(self._early)))
             return
-        message_id, part = found
-        record = await self.store.get(message_id)
-        if record is None:
-            return
-        now = self.clock()
-        states = await self.store.add_receipt(
-            ReceiptRecord(
-                message_id,
-                part,
-                receipt.upstream,
-                receipt.upstream_id,
-                receipt.message_state,
-                receipt.error,
-                now,
-            )
-        )
+        record, states = matched
         if record.state.final:
             return  # a repeated receipt: kept, but the application has had its answer
         state = _STATES.get(receipt.message_state)
         if state is None:  # ENROUTE / ACCEPTED / UNKNOWN: not final
             if record.message.registered_delivery & 0x10:
-                await self._receipt_to_app(
+                await self._notify_app(
                     record, MessageState.SENT, receipt.error, now, intermediate=True
                 )
             return
@@ -334,10 +324,32 @@ class Dispatcher:
             ends = [_STATES[s] for s in states if s is not None]
             failed = [s for s in ends if s is not MessageState.DELIVERED]
             state = failed[0] if failed else MessageState.DELIVERED
-        await self.store.set_state(message_id, state, now, error=receipt.error or None)
-        await self._receipt_to_app(record, state, receipt.error, now)
+        delivery = self._receipt_delivery(record, state, receipt.error, now)
+        await self.store.settle(
+            record.message.id, state, now, error=receipt.error or None, delivery=delivery
+        )
+        if delivery is not None:
+            self.notify(delivery.account)
 
-    async def _receipt_to_app(
+    def _receipt_delivery(
+        self,
+        record: MessageRecord,
+        state: MessageState,
+        error: int,
+        now: float,
+        *,
+        intermediate: bool = False,
+    ) -> NewDelivery | None:
+        """The deliver_sm receipt the application asked for, if it asked."""
+        m = record.message
+        if not intermediate:
+            asked = m.registered_delivery & 0x03
+            if not (asked == 1 or (asked == 2 and state is not MessageState.DELIVERED)):
+                return None
+        pdu = encode_pdu(_receipt_pdu(record, state, error, now, intermediate=intermediate))
+        return NewDelivery(m.account, "receipt", pdu, self.settings.delivery_ttl)
+
+    async def _notify_app(
         self,
         record: MessageRecord,
         state: MessageState,
@@ -346,16 +358,12 @@ class Dispatcher:
         *,
         intermediate: bool = False,
     ) -> None:
-        m = record.message
-        if not intermediate:
-            asked = m.registered_delivery & 0x03
-            if not (asked == 1 or (asked == 2 and state is not MessageState.DELIVERED)):
-                return
-        pdu = encode_pdu(_receipt_pdu(record, state, error, now, intermediate=intermediate))
-        await self.store.enqueue_delivery(
-            m.account, "receipt", pdu, now, self.settings.delivery_ttl
-        )
-        self.notify(m.account)
+        delivery = self._receipt_delivery(record, state, error, now, intermediate=intermediate)
+        if delivery is not None:
+            await self.store.enqueue_delivery(
+                delivery.account, delivery.kind, delivery.pdu, now, delivery.ttl
+            )
+            self.notify(delivery.account)
 
     # -- inbound ------------------------------------------------------------------------------
 

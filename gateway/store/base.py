@@ -20,6 +20,7 @@ __all__ = [
     "Delivery",
     "MessageRecord",
     "MessageState",
+    "NewDelivery",
     "NewMessage",
     "ReceiptRecord",
     "Store",
@@ -105,6 +106,16 @@ class ReceiptRecord:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A deliver_sm to queue for an account (see `Store.settle`)."""
+
+    account: str
+    kind: str  # "receipt" or "mo"
+    pdu: bytes
+    ttl: float
+
+
 class Store(Protocol):
     """The gateway's storage. Every method's writes are durable when it returns."""
 
@@ -161,6 +172,39 @@ class Store(Protocol):
 
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         """The message's receipts in the order they came."""
+
+    # The hot paths as one write each (what the steps above do, in one transaction):
+
+    async def record_sent(
+        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+    ) -> bool:
+        """The upstream took the message as ``len(part_keys)`` parts whose ids have these
+        keys: `set_parts` (when more than one), `link_upstream_id` for each part and
+        `set_state` SENT. False if the message is unknown."""
+
+    async def match_receipt(
+        self,
+        upstream: str,
+        keys: tuple[str, ...],
+        *,
+        upstream_id: str,
+        message_state: int,
+        error: int,
+        now: float,
+    ) -> tuple[MessageRecord, list[int | None]] | None:
+        """`find_part`, then `add_receipt` for it: the message as it was before this receipt
+        and every part's latest receipt state; None (nothing kept) if no id matches."""
+
+    async def settle(
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        delivery: NewDelivery | None = None,
+    ) -> bool:
+        """`set_state`, and `enqueue_delivery` of `delivery` (if given) with it."""
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float

@@ -40,6 +40,7 @@ from gateway.store.base import (
     Delivery,
     MessageRecord,
     MessageState,
+    NewDelivery,
     NewMessage,
     ReceiptRecord,
     Store,
@@ -513,6 +514,91 @@ class PostgresStore:
             message_id,
         )
         return [ReceiptRecord(*row) for row in rows]
+
+    async def record_sent(
+        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+    ) -> bool:
+        rows = [(part, key) for part, keys in enumerate(part_keys) for key in keys]
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                _SET_STATE, message_id, MessageState.SENT.value, now, None, 0, None
+            )
+            if _count(status) != 1:
+                return False
+            if len(part_keys) > 1:
+                await conn.execute(
+                    "UPDATE messages SET parts = $2 WHERE id = $1", message_id, len(part_keys)
+                )
+            await conn.execute(
+                "INSERT INTO upstream_ids (upstream, key, message_id, part) "
+                "SELECT $1, t.key, $3, t.part FROM unnest($2::text[], $4::int[]) AS t (key, part) "
+                "ON CONFLICT DO NOTHING",
+                upstream,
+                [key for _part, key in rows],
+                message_id,
+                [part for part, _key in rows],
+            )
+        return True
+
+    async def match_receipt(
+        self,
+        upstream: str,
+        keys: tuple[str, ...],
+        *,
+        upstream_id: str,
+        message_state: int,
+        error: int,
+        now: float,
+    ) -> tuple[MessageRecord, list[int | None]] | None:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            found = await conn.fetchrow(_FIND, upstream, list(keys))
+            if found is None:
+                return None
+            row = await conn.fetchrow(f"SELECT {_RECORD} FROM messages WHERE id = $1", found[0])
+            if row is None:
+                return None
+            await conn.execute(
+                "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
+                "error, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                found[0],
+                found[1],
+                upstream,
+                upstream_id,
+                message_state,
+                error,
+                now,
+            )
+            parts = await conn.fetch(_PART_STATES, found[0])
+        states: list[int | None] = [None] * (parts[0][0] if parts else 1)
+        for _parts, part, state in parts:
+            if part is not None and 0 <= part < len(states):
+                states[part] = state
+        return _record(row), states
+
+    async def settle(
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        delivery: NewDelivery | None = None,
+    ) -> bool:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            status = await conn.execute(_SET_STATE, message_id, state.value, now, error, 0, None)
+            if _count(status) != 1:
+                return False
+            if delivery is not None:
+                await conn.execute(
+                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    delivery.account,
+                    delivery.kind,
+                    delivery.pdu,
+                    now,
+                    now + delivery.ttl,
+                )
+        return True
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float

@@ -27,7 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.store.base import Delivery, MessageRecord, MessageState, NewMessage, ReceiptRecord
+from gateway.store.base import (
+    Delivery,
+    MessageRecord,
+    MessageState,
+    NewDelivery,
+    NewMessage,
+    ReceiptRecord,
+)
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -210,10 +217,29 @@ class SqliteStore:
     def _run_batch(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, batch: list[_Op]
     ) -> None:
+        try:
+            results = self._transaction(conn, batch, isolate=False)
+        except _OpFailed:
+            # One operation failed: run the batch again with each operation in its own
+            # SAVEPOINT, so only that one fails (savepoints cost too much to use every time).
+            results = self._transaction(conn, batch, isolate=True)
+        except sqlite3.Error as exc:  # the commit itself failed: nobody's write is durable
+            results = [(fut, None, exc) for _fn, _args, fut in batch]
+        loop.call_soon_threadsafe(_settle_all, results)  # one wake-up of the loop per batch
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[_Op], *, isolate: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, args, fut in batch:
+                if not isolate:
+                    try:
+                        results.append((fut, fn(conn, *args), None))
+                    except Exception as exc:
+                        raise _OpFailed from exc
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn, *args)
@@ -225,12 +251,11 @@ class SqliteStore:
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error as exc:  # the commit itself failed: nobody's write is durable
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(fut, None, exc) for _fn, _args, fut in batch]
-        for fut, value, error in results:
-            loop.call_soon_threadsafe(_settle, fut, value, error)
+            raise
+        return results
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._loop is None or self._thread is None:
@@ -286,6 +311,36 @@ class SqliteStore:
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         return await self._call(_receipts, message_id)
 
+    async def record_sent(
+        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+    ) -> bool:
+        return await self._call(_record_sent, message_id, upstream, part_keys, now)
+
+    async def match_receipt(
+        self,
+        upstream: str,
+        keys: tuple[str, ...],
+        *,
+        upstream_id: str,
+        message_state: int,
+        error: int,
+        now: float,
+    ) -> tuple[MessageRecord, list[int | None]] | None:
+        return await self._call(
+            _match_receipt, upstream, keys, (upstream_id, message_state, error, now)
+        )
+
+    async def settle(
+        self,
+        message_id: str,
+        state: MessageState,
+        now: float,
+        *,
+        error: int | None = None,
+        delivery: NewDelivery | None = None,
+    ) -> bool:
+        return await self._call(_settle_message, message_id, state, now, (error, delivery))
+
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
     ) -> int:
@@ -307,6 +362,15 @@ class SqliteStore:
         self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
     ) -> bool:
         return await self._call(_change_pending, message_id, account, now, short_message)
+
+
+class _OpFailed(Exception):
+    """An operation of a batch raised: the batch is run again, isolating each operation."""
+
+
+def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, error in results:
+        _settle(fut, value, error)
 
 
 def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -445,6 +509,59 @@ def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord) -> list[int | None]
         if 0 <= part < len(states):
             states[part] = state
     return states
+
+
+def _record_sent(
+    conn: sqlite3.Connection,
+    message_id: str,
+    upstream: str,
+    part_keys: tuple[tuple[str, ...], ...],
+    now: float,
+) -> bool:
+    if not _set_state(conn, message_id, MessageState.SENT, now):
+        return False
+    if len(part_keys) > 1:
+        _set_parts(conn, message_id, len(part_keys))
+    conn.executemany(
+        "INSERT OR IGNORE INTO upstream_ids (upstream, key, message_id, part) VALUES (?, ?, ?, ?)",
+        [(upstream, key, message_id, part) for part, keys in enumerate(part_keys) for key in keys],
+    )
+    return _set_state(conn, message_id, MessageState.SENT, now)
+
+
+def _match_receipt(
+    conn: sqlite3.Connection,
+    upstream: str,
+    keys: tuple[str, ...],
+    what: tuple[str, int, int, float],
+) -> tuple[MessageRecord, list[int | None]] | None:
+    found = _find(conn, upstream, keys)
+    if found is None:
+        return None
+    record = _get(conn, found[0])
+    if record is None:
+        return None
+    upstream_id, message_state, error, now = what
+    states = _add_receipt(
+        conn,
+        ReceiptRecord(found[0], found[1], upstream, upstream_id, message_state, error, now),
+    )
+    return record, states
+
+
+def _settle_message(
+    conn: sqlite3.Connection,
+    message_id: str,
+    state: MessageState,
+    now: float,
+    extra: tuple[int | None, NewDelivery | None],
+) -> bool:
+    error, delivery = extra
+    if not _set_state(conn, message_id, state, now, (error, None, True)):
+        return False
+    if delivery is not None:
+        _enqueue(conn, (delivery.account, delivery.kind, delivery.pdu, now, now + delivery.ttl))
+    return True
 
 
 def _receipts(conn: sqlite3.Connection, message_id: str) -> list[ReceiptRecord]:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.smpp.receipt import canonical_ids
-from gateway.store.base import MessageState, NewMessage, ReceiptRecord
+from gateway.store.base import MessageState, NewDelivery, NewMessage, ReceiptRecord
 from tests.store import T0, msg
 from tests.store.conftest import AnyStore, Db
 
@@ -620,5 +620,79 @@ def test_purge_cascades_and_respects_the_cutoff(db: Db) -> None:
         await store.accept(msg(1))
         assert await store.history("m0001") == [(T0 + 1, MessageState.ACCEPTED)]
         assert await store.purge(T0 + 100) == 0
+
+    db.run(body)
+
+
+# -- the one-write hot paths ----------------------------------------------------------------------
+
+
+def test_record_sent_links_every_part_and_marks_sent(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        await store.accept(msg(2))
+        parts = (canonical_ids("0A"), canonical_ids("0B"), canonical_ids("0C"))
+        assert await store.record_sent("m0001", "up", parts, T0 + 5)
+        assert await store.record_sent("m0002", "up", (canonical_ids("77"),), T0 + 6)
+        assert not await store.record_sent("nope", "up", (canonical_ids("78"),), T0 + 6)
+        assert await store.find_part("up", canonical_ids("11")) == ("m0001", 1)  # 0x0B
+        assert await store.find_part("up", canonical_ids("0c")) == ("m0001", 2)
+        assert await store.find_part("up", canonical_ids("077")) == ("m0002", 0)
+        assert await store.find_part("up", canonical_ids("78")) is None
+        record = await store.get("m0001")
+        assert record is not None and record.state is MessageState.SENT
+        assert (await store.history("m0001"))[-1] == (T0 + 5, MessageState.SENT)
+        # the part count came with it: a receipt reports three parts
+        matched = await store.match_receipt(
+            "up", canonical_ids("0A"), upstream_id="0A", message_state=2, error=0, now=T0 + 7
+        )
+        assert matched is not None
+        assert matched[1] == [2, None, None]
+
+    db.run(body)
+
+
+def test_match_receipt_keeps_it_and_returns_the_message_before(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        assert await store.record_sent("m0001", "up", (canonical_ids("1F"),), T0 + 2)
+        assert (
+            await store.match_receipt(
+                "other", canonical_ids("1F"), upstream_id="1F", message_state=2, error=0, now=T0
+            )
+            is None
+        )
+        matched = await store.match_receipt(
+            "up", canonical_ids("31"), upstream_id="31", message_state=5, error=9, now=T0 + 3
+        )
+        assert matched is not None
+        record, states = matched
+        assert record.message == msg(1)
+        assert record.state is MessageState.SENT
+        assert states == [5]
+        assert await store.receipts("m0001") == [
+            ReceiptRecord("m0001", 0, "up", "31", 5, 9, T0 + 3)
+        ]
+
+    db.run(body)
+
+
+def test_settle_sets_state_and_queues_the_delivery_together(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        delivery = NewDelivery("shop", "receipt", b"\x00\x01pdu", 60.0)
+        assert await store.settle(
+            "m0001", MessageState.UNDELIVERABLE, T0 + 4, error=7, delivery=delivery
+        )
+        record = await store.get("m0001")
+        assert record is not None
+        assert (record.state, record.error) == (MessageState.UNDELIVERABLE, 7)
+        (queued,) = await store.pending_deliveries("shop", T0 + 5, 10)
+        assert (queued.kind, queued.pdu, queued.expires_at) == ("receipt", b"\x00\x01pdu", T0 + 64)
+        # an unknown message queues nothing
+        assert not await store.settle("nope", MessageState.DELIVERED, T0, delivery=delivery)
+        assert len(await store.pending_deliveries("shop", T0 + 5, 10)) == 1
+        assert await store.settle("m0001", MessageState.DELIVERED, T0 + 6)  # no delivery
+        assert len(await store.pending_deliveries("shop", T0 + 5, 10)) == 1
 
     db.run(body)
