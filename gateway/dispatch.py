@@ -82,6 +82,8 @@ class Dispatcher:
         notify: called with an account name when a deliver_sm was queued for it.
         settings: attempts, age, backoff, in-flight cap, delivery TTL, purge interval.
         retention: seconds final messages are kept (the store's `retention_days`).
+        early_wait: how long a receipt whose id is not known yet waits for its send to be
+            recorded (carriers send receipts before submit_sm_resp).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Dispatcher:
         mo_router: MoRouter | None = None,
         plan: NumberPlan | None = None,
         mo_timeout: float = 300.0,
+        early_wait: float = 10.0,
     ) -> None:
         self.store = store
         self.routes = {route.name: route for route in routes.routes}
@@ -112,6 +115,8 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
+        self._awaiting: dict[tuple[str, str], asyncio.Future[None]] = {}  # early receipts
+        self.early_wait = early_wait
         self._pick = 0
         self.mo_router = mo_router or MoRouter(())
         self.plan = plan or NumberPlan()
@@ -263,8 +268,13 @@ class Dispatcher:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
             for key in keys:
+                waiter = self._awaiting.pop((upstream, key), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
                 early = self._early.pop((upstream, key), None)
                 if early is not None:
+                    for other in canonical_ids(early.upstream_id):
+                        self._early.pop((upstream, other), None)
                     await self.receipt(early)
                     break
 
@@ -304,9 +314,16 @@ class Dispatcher:
             now=now,
         )
         if matched is None:
-            self._early[(receipt.upstream, keys[0])] = receipt  # before its submit_sm_resp
-            if len(self._early) > _EARLY_MAX:
+            matched = await self._after_link(receipt, keys)
+        if matched is None:
+            # Still unknown: held in memory in case its id is recorded later after all.
+            for key in keys:
+                self._early[(receipt.upstream, key)] = receipt
+            while len(self._early) > _EARLY_MAX:
                 self._early.pop(next(iter(self._early)))
+            log.warning(
+                "receipt for an unknown id", upstream=receipt.upstream, id=receipt.upstream_id
+            )
             return
         record, states = matched
         if record.state.final:
@@ -330,6 +347,32 @@ class Dispatcher:
         )
         if delivery is not None:
             self.notify(delivery.account)
+
+    async def _after_link(
+        self, receipt: UpstreamReceipt, keys: tuple[str, ...]
+    ) -> tuple[MessageRecord, list[int | None]] | None:
+        """A receipt that came before its submit_sm_resp was recorded: wait (bounded) for the
+        send to be recorded, then match it - so it is durable before the carrier hears OK."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for key in keys:
+            self._awaiting[(receipt.upstream, key)] = waiter
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), self.early_wait)
+        finally:
+            for key in keys:
+                if self._awaiting.get((receipt.upstream, key)) is waiter:
+                    del self._awaiting[(receipt.upstream, key)]
+        if not waiter.done():
+            return None
+        return await self.store.match_receipt(
+            receipt.upstream,
+            keys,
+            upstream_id=receipt.upstream_id,
+            message_state=receipt.message_state,
+            error=receipt.error,
+            now=self.clock(),
+        )
 
     def _receipt_delivery(
         self,

@@ -717,11 +717,22 @@ class SmppUpstream:
             self._bound.clear()
 
     async def _incoming(self, conn: _Connection, session: Session, pdu: Any) -> None:
-        now = asyncio.get_running_loop().time()
         if isinstance(pdu, DeliverSm | DataSm):
-            if conn.mode == "tx":
-                self._log.info("deliver_sm on a transmitter bind", connection=conn.name)
-            sink = self._sink
+            # Each in its own task, so the read loop goes on (submit_sm_resp, more receipts)
+            # while this one is made durable; its deliver_sm_resp goes out only after that.
+            # The carrier's window bounds how many are open at once.
+            task = asyncio.get_running_loop().create_task(self._take(conn, session, pdu))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _take(self, conn: _Connection, session: Session, pdu: DeliverSm | DataSm) -> None:
+        """Hand a receipt or MO to the sink, then answer it: OK once it is durable, a
+        temporary error (the carrier delivers it again later) when it could not be kept."""
+        if conn.mode == "tx":
+            self._log.info("deliver_sm on a transmitter bind", connection=conn.name)
+        status = CommandStatus.ESME_ROK
+        sink = self._sink
+        try:
             if sink is not None:
                 receipt = _receipt_of(self.name, pdu)
                 if receipt is not None:
@@ -733,9 +744,16 @@ class SmppUpstream:
                         self._log.warning("unreadable MO", error=str(exc))
                     else:
                         await sink.inbound(normalised)
-            resp = DeliverSmResp if isinstance(pdu, DeliverSm) else DataSmResp
-            if session.is_open():
-                session.send(resp(sequence_number=pdu.sequence_number), now)
+        except Exception:
+            self._log.exception("could not keep a deliver_sm; the carrier will resend it")
+            status = CommandStatus.ESME_RX_T_APPN
+        resp = DeliverSmResp if isinstance(pdu, DeliverSm) else DataSmResp
+        if session.is_open() and conn.session is session:
+            session.send(
+                resp(sequence_number=pdu.sequence_number, command_status=status),
+                asyncio.get_running_loop().time(),
+            )
+            self._flush(conn)
 
 
 def _receipt_of(upstream: str, pdu: Any) -> UpstreamReceipt | None:

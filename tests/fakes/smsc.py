@@ -7,8 +7,9 @@ listener. It records every accepted submit_sm with its esm_class, UDH and TLVs, 
 check how long messages were carried.
 
 Receipts and MO go to a receiver-capable session (RX or TRX), round robin; while none is bound
-they wait, as a carrier's queue does. Every loop is bounded and the listener takes an
-ephemeral port on 127.0.0.1.
+they wait, as a carrier's queue does. A deliver_sm not answered OK (refused, or its link
+closed first) is queued and delivered again, as carriers do. Every loop is bounded and the
+listener takes an ephemeral port on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class _Peer:
     writer: asyncio.StreamWriter
     seq: Any
     mode: str = ""
+    unacked: dict[int, dict[str, Any]] = field(default_factory=dict)  # deliver_sm sent
 
 
 @dataclass
@@ -88,6 +90,7 @@ class FakeSmsc:
     submits: list[tuple[str, bytes]] = field(default_factory=list)  # (destination, sm) accepted
     records: list[Submitted] = field(default_factory=list)  # the same, with every detail
     binds: int = 0
+    delivered_ok: int = 0  # deliver_sm answered with status 0
     bind_counts: Counter[str] = field(default_factory=Counter)  # tx / rx / trx, accepted
     seen: int = 0  # submit_sm received, whatever the answer
     answered_late: int = 0
@@ -152,12 +155,21 @@ class FakeSmsc:
                 elif pdu.command == "submit_sm" and await self._submit(peer, pdu):
                     await writer.drain()
                     break  # the behaviour drops the link here
+                elif pdu.command in ("deliver_sm_resp", "data_sm_resp"):
+                    fields = peer.unacked.pop(pdu.sequence, None)
+                    if fields is not None:
+                        if pdu.status == 0:
+                            self.delivered_ok += 1
+                        else:
+                            self._undelivered.append(fields)  # offered again on a later bind
                 # deliver_sm_resp, generic_nack and anything else: nothing to do
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
             self._peers.remove(peer)
+            self._undelivered.extend(peer.unacked.values())  # never answered: deliver again
+            peer.unacked.clear()
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 2)
@@ -307,6 +319,7 @@ class FakeSmsc:
                 return
             peer = receivers[next(self._rr) % len(receivers)]
         pdu = smpplib.smpp.make_pdu("deliver_sm", client=peer.seq, **fields)
+        peer.unacked[pdu.sequence] = fields
         peer.writer.write(pdu.generate())
 
     async def send_mo(self, source: str, destination: str, parts: list[tuple[bytes, int]]) -> None:

@@ -1,9 +1,12 @@
-"""kill -9 under load: every message that got a successful submit_sm_resp reaches the carrier.
+"""kill -9 under load: every message that got a successful submit_sm_resp reaches the carrier,
+and every one's receipt reaches the application.
 
-The gateway runs as a subprocess against the fake SMSC (in this process). The test submits a
-burst without waiting, kills the gateway with SIGKILL once part of the burst is acknowledged,
-restarts it on the same database and waits until the carrier has every acknowledged message.
-Duplicates are allowed only for what was in flight at the kill, and are counted.
+The gateway runs as a subprocess against the fake SMSC (in this process; like a carrier, it
+delivers a receipt again until it is answered OK). The test submits a burst without waiting,
+kills the gateway with SIGKILL once part of the burst is acknowledged, restarts it on the same
+database, waits until the carrier has every acknowledged message, then binds again and waits
+for every acknowledged message's receipt. Duplicates at the carrier are allowed only for what
+was in flight at the kill (the dispatcher's in-flight cap), and are counted.
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ accounts: [{system_id: app, password: pw, window: 1000}]
 upstreams:
   carrier: {host: 127.0.0.1, port: %d, system_id: gw, password: pw, window: 50}
 routes: [{name: all, targets: [carrier]}]
+dispatch: {max_inflight: %d}
 store: {path: "%s"}
 """
+
+
+INFLIGHT = 50  # sends the dispatcher has open at once: the most a kill can leave unrecorded
 
 
 def start_gateway(config: Path) -> tuple[subprocess.Popen[str], int]:
@@ -61,23 +68,33 @@ def test_kill_9_loses_no_acknowledged_message(tmp_path: Path) -> None:
     smsc = FakeSmsc()
     smsc_port = asyncio.run_coroutine_threadsafe(smsc.start(), loop).result(10)
     config = tmp_path / "gw.yaml"
-    config.write_text(CONFIG % (smsc_port, tmp_path / "gw.sqlite3"))
+    config.write_text(CONFIG % (smsc_port, INFLIGHT, tmp_path / "gw.sqlite3"))
 
     proc, port = start_gateway(config)
     acked: list[str] = []
+    ids: dict[int, str] = {}  # sequence -> our message id
+    receipts: list[str] = []  # our ids, as the receipts name them
 
     def on_sent(pdu: object) -> None:
         if pdu.status == 0:  # type: ignore[attr-defined]
             acked.append(pdu.sequence)  # type: ignore[attr-defined]
+            ids[pdu.sequence] = pdu.message_id.decode()  # type: ignore[attr-defined]
+
+    def on_received(pdu: object) -> None:
+        receipts.append(pdu.receipted_message_id.decode())  # type: ignore[attr-defined]
 
     client = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
     client.connect()
     client.set_message_sent_handler(on_sent)
-    client.bind_transmitter(system_id="app", password="pw")
+    client.set_message_received_handler(on_received)
+    client.bind_transceiver(system_id="app", password="pw")
     markers: dict[int, str] = {}
     for i in range(400):
         pdu = client.send_message(
-            source_addr="App", destination_addr="4915100000", short_message=f"m{i:04d}".encode()
+            source_addr="App",
+            destination_addr="4915100000",
+            short_message=f"m{i:04d}".encode(),
+            registered_delivery=1,
         )
         markers[pdu.sequence] = f"m{i:04d}"
     try:
@@ -109,7 +126,22 @@ def test_kill_9_loses_no_acknowledged_message(tmp_path: Path) -> None:
         assert not missing, f"{len(missing)} acknowledged messages never reached the carrier"
         duplicates = sum(n - 1 for n in counts.values())
         print("acked", len(acknowledged), "arrived", len(counts), "dups", duplicates)
-        assert duplicates <= 50  # at most the upstream window in flight at the kill
+        assert duplicates <= INFLIGHT  # at most what was in flight at the kill
+
+        # Every acknowledged message's receipt reaches the application, across the kill.
+        wanted = {ids[seq] for seq in acked}
+        app = smpplib.client.Client("127.0.0.1", _port, timeout=10, allow_unknown_opt_params=True)
+        app.connect()
+        app.set_message_received_handler(on_received)
+        app.bind_receiver(system_id="app", password="pw")
+        for _ in range(len(wanted) * 3):  # bounded: each read takes one deliver_sm
+            if wanted <= set(receipts):
+                break
+            app.read_once()
+        app.unbind()
+        app.disconnect()
+        missing_receipts = wanted - set(receipts)
+        assert not missing_receipts, f"{len(missing_receipts)} receipts never reached the app"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
