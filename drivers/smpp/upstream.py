@@ -396,6 +396,8 @@ class SmppUpstream:
         waiter: asyncio.Future[_Connection] = loop.create_future()
         heapq.heappush(self._queue, (ticket, waiter))
         self._pump()
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()  # admitted at once: no timeout to arm
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, give_up - loop.time()))
         except TimeoutError:
@@ -473,9 +475,10 @@ class SmppUpstream:
         try:
             self._flush(conn)
             self._arm(conn)
-            # The session times the request out; the extra second only guards a stuck loop.
-            resp = await asyncio.wait_for(waiter, self.response_timeout + 1)
-        except (ConnectionError, TimeoutError):
+            # No timer of our own: the session times the request out (RequestTimedOut) and a
+            # lost link settles every waiter (`_lost`), so the wait always ends.
+            resp = await waiter
+        except ConnectionError:
             resp = None
         finally:
             conn.waiting.pop(seq, None)

@@ -88,10 +88,25 @@ _FINISHED_MEMORY = 100_000
 _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 
 
+def _flush(conn: _Connection, writer: asyncio.StreamWriter) -> None:
+    conn.flush_due = False
+    out = conn.session.data_to_send()
+    if out and not writer.is_closing():
+        writer.write(out)
+
+
 class _Connection:
     """One client connection: its session and what it has in flight."""
 
-    __slots__ = ("accepting", "account", "inflight", "receiving", "session", "wake")
+    __slots__ = (
+        "accepting",
+        "account",
+        "flush_due",
+        "inflight",
+        "receiving",
+        "session",
+        "wake",
+    )
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -100,6 +115,7 @@ class _Connection:
         self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
         self.wake = asyncio.Event()
         self.accepting: set[asyncio.Task[None]] = set()  # submits being stored
+        self.flush_due = False  # answers are waiting for one write at the end of this turn
 
 
 log = structlog.get_logger("smsgw.server")
@@ -144,6 +160,8 @@ class SmppServer:
         # before the delete may still return them. Ids only grow, so a bounded memory will do.
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._tasks_settling: set[asyncio.Task[None]] = set()
+        self._cursor: dict[str, int] = {}  # account -> the last delivery id offered
+        self._rescan_at: dict[str, float] = {}  # account -> when to page from the start again
         self._buckets = {
             a.system_id: TokenBucket(a.throughput) for a in config.accounts if a.throughput
         }  # one per account, shared by all its binds
@@ -274,7 +292,9 @@ class SmppServer:
             if conn.account is not None:  # it was bound: free its place under max_binds
                 self.auth.unbind(conn.account.system_id)
                 self._bound.get(conn.account.system_id, set()).discard(conn)
-            self._inflight.difference_update(conn.inflight.values())
+            if conn.inflight and conn.account is not None:  # unanswered: offer them again
+                self._inflight.difference_update(conn.inflight.values())
+                self._cursor.pop(conn.account.system_id, None)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -288,12 +308,21 @@ class SmppServer:
         room = account.window - len(conn.inflight)
         if room <= 0:
             return
+        # Page on from the last delivery offered; every _REDELIVER seconds start over, which
+        # picks up the ones refused or left unanswered.
+        name = account.system_id
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now >= self._rescan_at.get(name, 0.0):
+            self._cursor.pop(name, None)
+            self._rescan_at[name] = loop_now + _REDELIVER
+        after = self._cursor.get(name, 0)
         pending = await self.store.pending_deliveries(
-            account.system_id, self.clock(), room + len(self._inflight)
+            name, self.clock(), room + (len(self._inflight) if after == 0 else 0), after=after
         )
         for delivery in pending:
             if room <= 0:
                 break
+            self._cursor[name] = max(self._cursor.get(name, 0), delivery.id)
             if delivery.id in self._inflight or delivery.id in self._finished:
                 continue
             sent = conn.session.send(decode_pdu(delivery.pdu), now)
@@ -337,6 +366,7 @@ class SmppServer:
             self.auth.bind(verdict.system_id)
             conn.receiving = not isinstance(pdu, BindTransmitter)
             self._bound.setdefault(verdict.system_id, set()).add(conn)
+            self._cursor.pop(verdict.system_id, None)  # a new receiver: offer everything
             log.info("bound", system_id=verdict.system_id, bind=command, peer=peer_ip)
             return verdict
         session.reject_bind(pdu, verdict)
@@ -390,14 +420,14 @@ class SmppServer:
         session = conn.session
         if not session.is_open():
             return  # stored, but the application left before its answer: it may resend
-        self._answer_submit(
-            session, pdu, status, message_id, asyncio.get_running_loop().time(), failed=failed
-        )
-        out = session.data_to_send()
-        if out:
-            with contextlib.suppress(ConnectionError):
-                writer.write(out)
-                await writer.drain()
+        loop = asyncio.get_running_loop()
+        self._answer_submit(session, pdu, status, message_id, loop.time(), failed=failed)
+        if not conn.flush_due:
+            # A group commit resumes many accepts in one turn of the loop: their answers go out
+            # in one write after them. (The socket is read no further while `window` submits
+            # are unanswered, so what waits here is bounded.)
+            conn.flush_due = True
+            loop.call_soon(_flush, conn, writer)
 
     @staticmethod
     def _answer_submit(

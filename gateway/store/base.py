@@ -210,8 +210,11 @@ class Store(Protocol):
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
     ) -> int: ...
 
-    async def pending_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
-        """Deliveries for `account` not expired, oldest first."""
+    async def pending_deliveries(
+        self, account: str, now: float, limit: int, *, after: int = 0
+    ) -> list[Delivery]:
+        """Deliveries for `account` not expired, oldest first; only ids above `after` (ids
+        grow, so a caller can page on from the last one it saw)."""
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 

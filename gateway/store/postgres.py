@@ -224,7 +224,8 @@ _PART_STATES = """
 _PENDING = """
     UPDATE deliveries SET attempts = attempts + 1
     WHERE id IN (
-        SELECT id FROM deliveries WHERE account = $1 AND expires_at > $2 ORDER BY id LIMIT $3
+        SELECT id FROM deliveries WHERE account = $1 AND id > $4 AND expires_at > $2
+        ORDER BY id LIMIT $3
     )
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
 """
@@ -614,8 +615,10 @@ class PostgresStore:
         )
         return int(delivery_id)
 
-    async def pending_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
-        rows = await self._open_pool().fetch(_PENDING, account, now, limit)
+    async def pending_deliveries(
+        self, account: str, now: float, limit: int, *, after: int = 0
+    ) -> list[Delivery]:
+        rows = await self._open_pool().fetch(_PENDING, account, now, limit, after)
         return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
     async def delivery_done(self, delivery_id: int) -> None:

@@ -346,8 +346,10 @@ class SqliteStore:
     ) -> int:
         return await self._call(_enqueue, (account, kind, pdu, now, now + ttl))
 
-    async def pending_deliveries(self, account: str, now: float, limit: int) -> list[Delivery]:
-        return await self._call(_pending, account, now, limit)
+    async def pending_deliveries(
+        self, account: str, now: float, limit: int, *, after: int = 0
+    ) -> list[Delivery]:
+        return await self._call(_pending, account, now, limit, after)
 
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
@@ -431,15 +433,21 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> l
         "ORDER BY accepted_at LIMIT ?",
         (MessageState.ACCEPTED.value, now, limit),
     ).fetchall()
-    records = []
-    for row in rows:
-        _set_state(conn, row[0], MessageState.DISPATCHING, now)
-        conn.execute("UPDATE messages SET claimed_by = ? WHERE id = ?", (node, row[0]))
-        record = _record(row)
-        records.append(
-            MessageRecord(record.message, MessageState.DISPATCHING, now, record.attempts + 1, None)
-        )
-    return records
+    if not rows:
+        return []
+    dispatching = MessageState.DISPATCHING.value
+    conn.executemany(
+        "UPDATE messages SET state = ?, updated_at = ?, attempts = attempts + 1, claimed_by = ? "
+        "WHERE id = ?",
+        [(dispatching, now, node, row[0]) for row in rows],
+    )
+    conn.executemany(
+        "INSERT INTO message_history VALUES (?, ?, ?)", [(row[0], now, dispatching) for row in rows]
+    )
+    return [
+        MessageRecord(NewMessage(*row[:20]), MessageState.DISPATCHING, now, row[22] + 1, None)
+        for row in rows
+    ]
 
 
 def _set_state(
@@ -580,11 +588,13 @@ def _enqueue(conn: sqlite3.Connection, row: tuple[str, str, bytes, float, float]
     return int(cur.lastrowid or 0)
 
 
-def _pending(conn: sqlite3.Connection, account: str, now: float, limit: int) -> list[Delivery]:
+def _pending(
+    conn: sqlite3.Connection, account: str, now: float, limit: int, after: int
+) -> list[Delivery]:
     rows = conn.execute(
         "SELECT id, account, kind, pdu, created_at, expires_at, attempts FROM deliveries "
-        "WHERE account = ? AND expires_at > ? ORDER BY id LIMIT ?",
-        (account, now, limit),
+        "WHERE account = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?",
+        (account, after, now, limit),
     ).fetchall()
     if rows:
         conn.executemany(

@@ -696,3 +696,15 @@ def test_settle_sets_state_and_queues_the_delivery_together(db: Db) -> None:
         assert len(await store.pending_deliveries("shop", T0 + 5, 10)) == 1
 
     db.run(body)
+
+
+def test_pending_deliveries_page_on_after_an_id(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        ids = [await store.enqueue_delivery("shop", "mo", bytes([i]), T0, 60) for i in range(5)]
+        await store.enqueue_delivery("other", "mo", b"x", T0, 60)
+        assert [d.id for d in await store.pending_deliveries("shop", T0, 10)] == ids
+        page = await store.pending_deliveries("shop", T0, 2, after=ids[1])
+        assert [d.id for d in page] == ids[2:4]
+        assert await store.pending_deliveries("shop", T0, 10, after=ids[4]) == []
+
+    db.run(body)
