@@ -109,6 +109,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX receipts_message ON receipts (message_id);
     CREATE INDEX upstream_ids_message ON upstream_ids (message_id);
     """,
+    # 3: only waiting messages in the due index, so a state change elsewhere never touches it.
+    """
+    DROP INDEX messages_due;
+    CREATE INDEX messages_due ON messages (accepted_at) WHERE state = 'accepted';
+    """,
 )
 
 _COLUMNS = (
@@ -429,9 +434,10 @@ def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
 
 def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> list[MessageRecord]:
     rows = conn.execute(
-        f"{_RECORD} WHERE state = ? AND (schedule_at IS NULL OR schedule_at <= ?) "
+        # `state = 'accepted'` written out: SQLite uses a partial index only for a literal.
+        f"{_RECORD} WHERE state = 'accepted' AND (schedule_at IS NULL OR schedule_at <= ?) "
         "ORDER BY accepted_at LIMIT ?",
-        (MessageState.ACCEPTED.value, now, limit),
+        (now, limit),
     ).fetchall()
     if not rows:
         return []
