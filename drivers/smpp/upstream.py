@@ -149,6 +149,7 @@ class _Connection:
         self.writer: asyncio.StreamWriter | None = None
         self.waiting: dict[int, asyncio.Future[Any]] = {}  # seq -> response PDU, None if none
         self.busy = 0  # PDUs admitted to this connection and not answered yet
+        self.flush_due = False  # a write is scheduled for the end of this turn
         self.bound = False
         self.bound_once = False  # this connection attempt got as far as a bind
         self.timer: asyncio.TimerHandle | None = None
@@ -473,7 +474,7 @@ class SmppUpstream:
         seq = pdu.sequence_number
         conn.waiting[seq] = waiter
         try:
-            self._flush(conn)
+            self._flush_soon(conn)
             self._arm(conn)
             # No timer of our own: the session times the request out (RequestTimedOut) and a
             # lost link settles every waiter (`_lost`), so the wait always ends.
@@ -635,6 +636,17 @@ class SmppUpstream:
         if out:
             writer.write(out)  # callers drain; the reader loop drains after each read
 
+    def _flush_soon(self, conn: _Connection) -> None:
+        """Write at the end of this turn of the loop: the PDUs and answers that one turn
+        produces (a group commit resumes many sends at once) go out in one write."""
+        if not conn.flush_due:
+            conn.flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_due, conn)
+
+    def _flush_due(self, conn: _Connection) -> None:
+        conn.flush_due = False
+        self._flush(conn)
+
     def _arm(self, conn: _Connection) -> None:
         """Wake the session when it next has timer work (timeouts, enquire_link)."""
         session = conn.session
@@ -756,7 +768,7 @@ class SmppUpstream:
                 resp(sequence_number=pdu.sequence_number, command_status=status),
                 asyncio.get_running_loop().time(),
             )
-            self._flush(conn)
+            self._flush_soon(conn)
 
 
 def _receipt_of(upstream: str, pdu: Any) -> UpstreamReceipt | None:
