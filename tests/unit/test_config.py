@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,22 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(bad)]) == 2
     assert "listen.port (line 1)" in capsys.readouterr().err
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "config").glob("**/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    """Every configuration we ship is valid, given values for the secrets it references."""
+    names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    config = load_config(path, env={name: "7" for name in names})
+    assert config.routes, "a shipped configuration routes somewhere"
+    for route in config.routes:
+        for target in route.targets:
+            name = target if isinstance(target, str) else target.name
+            assert name in config.upstreams or name in config.simulated_carriers
+
+
+def test_shipped_configs_are_found() -> None:
+    assert {p.name for p in SHIPPED} >= {"gateway.yaml", "carriers.yaml", "postgres.yaml"}
