@@ -53,6 +53,7 @@ from gateway.smpp.pdu import (
     UnbindResp,
     response_class,
 )
+from gateway.smpp.tlv import make_tlvs
 
 __all__ = [
     "ALLOWED",
@@ -68,6 +69,8 @@ __all__ = [
     "Session",
     "State",
 ]
+
+_SC_VERSION_34 = make_tlvs(sc_interface_version=0x34)
 
 C = CommandId
 
@@ -307,10 +310,18 @@ class Session:
         return pdu
 
     def accept_bind(self, request: Any, system_id: str = "smsgw") -> None:
-        """Answer a `BindRequested` with success; the session is then bound."""
+        """Answer a `BindRequested` with success; the session is then bound.
+
+        An ESME of version 3.4 or later (interface_version 0x34, or 0x50 from a v5.0 client)
+        is told we speak 3.4 (sc_interface_version, SMPP v3.4 5.3.2.25); an older one is not
+        sent TLVs it may not know."""
         resp_cls = response_class(COMMAND_IDS[type(request)])
         assert resp_cls is not None
-        self.send(resp_cls(system_id=system_id, sequence_number=request.sequence_number), 0.0)
+        tlvs = _SC_VERSION_34 if getattr(request, "interface_version", 0) >= 0x34 else ()
+        self.send(
+            resp_cls(system_id=system_id, sequence_number=request.sequence_number, tlvs=tlvs),
+            0.0,
+        )
 
     def reject_bind(self, request: Any, status: CommandStatus) -> None:
         """Answer a `BindRequested` with an error status; the shell closes after a short delay."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,24 @@ def test_over_the_throughput_limit_is_throttled(running: ServerOnLoop) -> None:
     assert statuses.count(0) <= allowed
     assert statuses.count(0) + statuses.count(smpplib.consts.SMPP_ESME_RTHROTTLED) == 20
     assert statuses.count(smpplib.consts.SMPP_ESME_RTHROTTLED) >= 1
+
+
+@pytest.mark.parametrize(("version", "told"), [(0x50, 0x34), (0x34, 0x34), (0x33, None)])
+def test_interface_version_is_answered_as_3_4(
+    running: ServerOnLoop, version: int, told: int | None
+) -> None:
+    """A v5.0 client (0x50) binds and is told we speak 3.4; a 3.3 client gets no TLV.
+    smpplib always writes 0x34, so its PDU is built, changed and sent by hand."""
+    seq = smpplib.client.SimpleSequenceGenerator()
+    bind = smpplib.smpp.make_pdu(
+        "bind_transceiver", client=seq, system_id="shop", password="secret"
+    )
+    bind.interface_version = version
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as s:
+        s.sendall(bind.generate())
+        head = s.recv(4, socket.MSG_WAITALL)
+        body = s.recv(int.from_bytes(head, "big") - 4, socket.MSG_WAITALL)
+    resp = smpplib.smpp.parse_pdu(head + body, client=seq, allow_unknown_opt_params=True)
+    assert resp.command == "bind_transceiver_resp"
+    assert resp.status == 0
+    assert getattr(resp, "sc_interface_version", None) == told
