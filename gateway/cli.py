@@ -2,6 +2,7 @@
 
     smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
     smsgw send --to NUMBER [--dlr] TEXT  send a message through a gateway, as an application
+    smsgw emulate-modem [--count N]      emulated GSM modems on pseudo-terminals (no hardware)
 
 and the codec tools an admin reaches for when a message looks wrong:
 
@@ -270,6 +271,31 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_emulate_modem(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from drivers.modem.emulator import Quirks, serve_emulators  # noqa: PLC0415
+
+    try:
+        Quirks.parse(args.quirk)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    serve_emulators(
+        args.count,
+        link_dir=args.link_dir,
+        report_delay=args.report_delay,
+        quirks=args.quirk,
+        stop=stop,
+        out=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +338,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a configuration file without starting")
     p.add_argument("file")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("emulate-modem", help="run emulated GSM modems on pseudo-terminals")
+    p.add_argument("--count", type=int, default=1, help="modems on the one simulated network")
+    p.add_argument("--link-dir", help="keep a symlink DIR/modemN to each modem's pty")
+    p.add_argument("--report-delay", type=float, default=0.5, help="seconds to a status report")
+    p.add_argument(
+        "--quirk", action="append", default=[], metavar="NAME=VALUE", help="e.g. echo=1, slow=0.2"
+    )
+    p.set_defaults(func=_cmd_emulate_modem)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)
