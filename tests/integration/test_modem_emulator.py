@@ -169,8 +169,8 @@ def test_kannel_at2_startup(network: SimNetwork) -> None:
 def test_smstools_startup_and_reading(network: SimNetwork, modem: ModemEmulator) -> None:
     # smsd: sync with AT, its default init "ATE0+CMEE=1" (a basic and an extended command run
     # together), then PIN, registration, signal, storage, and reading with CMGL=4 / CMGR / CMGD.
+    c = Client(modem.port)  # first: opening the port flushes what the modem wrote before
     network.inject(modem, "+4915112345", "for smsd")
-    c = Client(modem.port)
     try:
         assert c.urc("+CMTI:") == ['+CMTI: "SM",1']
         assert c.ok("AT") == []
@@ -401,7 +401,7 @@ def test_multipart_inject(network: SimNetwork, modem: ModemEmulator, client: Cli
 
 
 def test_direct_cmt_needs_cnma(network: SimNetwork) -> None:
-    emu, c = start(network, ack_timeout=0.3)
+    emu, c = start(network, ack_timeout=1.0)
     try:
         c.ok("AT+CSMS=1")
         c.ok("AT+CNMI=2,2,0,0,0")
@@ -563,7 +563,7 @@ def test_quirk_sim_busy(network: SimNetwork) -> None:
 
 
 def test_quirk_slow_registration(network: SimNetwork) -> None:
-    emu, c = start(network, quirks=Quirks(registration_delay=0.8))
+    emu, c = start(network, quirks=Quirks(registration_delay=1.5))
     try:
         c.ok("AT+CREG=1")
         assert c.ok("AT+CREG?") == ["+CREG: 1,2"]
