@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -82,8 +84,8 @@ class Dispatcher:
         notify: called with an account name when a deliver_sm was queued for it.
         settings: attempts, age, backoff, in-flight cap, delivery TTL, purge interval.
         retention: seconds final messages are kept (the store's `retention_days`).
-        early_wait: how long a receipt whose id is not known yet waits for its send to be
-            recorded (carriers send receipts before submit_sm_resp).
+        early_wait: how long a receipt whose id is not known yet waits for the sends in
+            flight to be recorded (carriers send receipts before submit_sm_resp).
     """
 
     def __init__(
@@ -115,7 +117,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
-        self._awaiting: dict[tuple[str, str], asyncio.Future[None]] = {}  # early receipts
+        self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
         self._pick = 0
         self.mo_router = mo_router or MoRouter(())
@@ -218,6 +220,13 @@ class Dispatcher:
         self._capacity.set()
 
     async def _send(self, record: MessageRecord, driver: Driver) -> None:
+        ticket = self._tickets.open()
+        try:
+            await self._send_once(record, driver)
+        finally:
+            self._tickets.close(ticket)
+
+    async def _send_once(self, record: MessageRecord, driver: Driver) -> None:
         message = record.message
         try:
             result: SendResult = await driver.send(record)
@@ -268,9 +277,6 @@ class Dispatcher:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
             for key in keys:
-                waiter = self._awaiting.pop((upstream, key), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
                 early = self._early.pop((upstream, key), None)
                 if early is not None:
                     for other in canonical_ids(early.upstream_id):
@@ -305,16 +311,29 @@ class Dispatcher:
         """A driver's receipt (the `ReceiptSink` every driver is started with)."""
         keys = canonical_ids(receipt.upstream_id)
         now = self.clock()
+        # The id exactly as written first. Only when that fails may another spelling of the
+        # same number match (hex in the submit_sm_resp, decimal in the receipt text) - and
+        # only after every send that started before this receipt came has been recorded: a
+        # receipt can beat its own submit_sm_resp, and until then a numeric spelling could
+        # match a different message ("0000000A" and "00000010" are both 10).
         matched = await self.store.match_receipt(
             receipt.upstream,
-            keys,
+            keys[:1],
             upstream_id=receipt.upstream_id,
             message_state=receipt.message_state,
             error=receipt.error,
             now=now,
         )
         if matched is None:
-            matched = await self._after_link(receipt, keys)
+            await self._tickets.wait_older(self._tickets.issued, self.early_wait)
+            matched = await self.store.match_receipt(
+                receipt.upstream,
+                keys,
+                upstream_id=receipt.upstream_id,
+                message_state=receipt.message_state,
+                error=receipt.error,
+                now=self.clock(),
+            )
         if matched is None:
             # Still unknown: held in memory in case its id is recorded later after all.
             for key in keys:
@@ -347,32 +366,6 @@ class Dispatcher:
         )
         if delivery is not None:
             self.notify(delivery.account)
-
-    async def _after_link(
-        self, receipt: UpstreamReceipt, keys: tuple[str, ...]
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        """A receipt that came before its submit_sm_resp was recorded: wait (bounded) for the
-        send to be recorded, then match it - so it is durable before the carrier hears OK."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for key in keys:
-            self._awaiting[(receipt.upstream, key)] = waiter
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter), self.early_wait)
-        finally:
-            for key in keys:
-                if self._awaiting.get((receipt.upstream, key)) is waiter:
-                    del self._awaiting[(receipt.upstream, key)]
-        if not waiter.done():
-            return None
-        return await self.store.match_receipt(
-            receipt.upstream,
-            keys,
-            upstream_id=receipt.upstream_id,
-            message_state=receipt.message_state,
-            error=receipt.error,
-            now=self.clock(),
-        )
 
     def _receipt_delivery(
         self,
@@ -464,6 +457,44 @@ class Dispatcher:
             except Exception:
                 log.exception("purge failed")
             await asyncio.sleep(self.settings.purge_interval)
+
+
+class _Tickets:
+    """Sends numbered as they start, so a receipt can wait until every send that started
+    before it came has ended (recorded, or failed)."""
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self._open: deque[int] = deque()
+        self._ended: set[int] = set()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by ticket
+
+    def open(self) -> int:
+        self.issued += 1
+        self._open.append(self.issued)
+        return self.issued
+
+    def close(self, ticket: int) -> None:
+        self._ended.add(ticket)
+        while self._open and self._open[0] in self._ended:
+            self._ended.discard(self._open.popleft())
+        low = self._open[0] if self._open else self.issued + 1
+        while self._waiters and self._waiters[0][0] < low:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_older(self, ticket: int, timeout: float) -> bool:
+        """Wait until every send numbered `ticket` or lower has ended; False on timeout."""
+        if not self._open or self._open[0] > ticket:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (ticket, id(waiter), waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _receipt_pdu(

@@ -401,3 +401,37 @@ def test_retention_purge_runs(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_early_receipt_never_matches_another_message_by_a_numeric_spelling(
+    tmp_path: Path,
+) -> None:
+    """ "0000000A" (hex) and "00000010" (decimal) are both 10: a receipt for the first, coming
+    before its send is recorded, must wait for it rather than settle the other message."""
+    driver = ScriptedDriver()
+    driver.script.append(SendResult(True, "00000010"))
+
+    async def body(store: SqliteStore, dispatcher: Dispatcher) -> None:
+        await store.accept(message(1))
+        dispatcher.wake()
+
+        async def first_sent() -> bool:
+            return await state_of(store, "m0001") is MessageState.SENT
+
+        await until(first_sent)
+        driver.delay = 0.3
+        driver.script.append(SendResult(True, "0000000A"))
+        await store.accept(message(2))
+        dispatcher.wake()
+
+        async def second_sending() -> bool:
+            return driver.inflight == 1
+
+        await until(second_sending)
+        await driver.report("0000000A", 2)  # before m0002's send is recorded
+        assert await state_of(store, "m0002") is MessageState.DELIVERED
+        assert await state_of(store, "m0001") is MessageState.SENT
+        await driver.report("00000010", 5)
+        assert await state_of(store, "m0001") is MessageState.UNDELIVERABLE
+
+    run(tmp_path, driver, body)
