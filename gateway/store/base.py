@@ -173,6 +173,22 @@ class Store(Protocol):
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         """The message's receipts in the order they came."""
 
+    # Concatenated inbound (MO) messages, kept part by part until whole:
+
+    async def add_inbound_part(
+        self, key: str, seq: int, total: int, pdu: bytes, now: float
+    ) -> list[bytes] | None:
+        """Keep part `seq` (1-based) of the concatenated message `key` (sender, recipient,
+        reference); a repeated part replaces the earlier copy. When this completes the
+        `total` parts, all of them in order (they stay stored until `finish_inbound`)."""
+
+    async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
+        """Queue the message's deliveries and forget its parts, in one write."""
+
+    async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
+        """Messages still incomplete whose first part came before `before`: their parts in
+        order (the caller delivers what there is, then `finish_inbound`)."""
+
     # The hot paths as one write each (what the steps above do, in one transaction):
 
     async def record_sent(

@@ -120,6 +120,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_account ON deliveries (account, id);
     CREATE INDEX deliveries_expiry ON deliveries (expires_at);
     """,
+    # 2: parts of concatenated inbound messages, durable until the message is whole.
+    """
+    CREATE TABLE inbound_parts (
+        key text NOT NULL,
+        seq integer NOT NULL,
+        total integer NOT NULL,
+        pdu bytea NOT NULL,
+        received_at double precision NOT NULL,
+        PRIMARY KEY (key, seq)
+    );
+    CREATE INDEX inbound_parts_age ON inbound_parts (received_at);
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -515,6 +527,44 @@ class PostgresStore:
             message_id,
         )
         return [ReceiptRecord(*row) for row in rows]
+
+    async def add_inbound_part(
+        self, key: str, seq: int, total: int, pdu: bytes, now: float
+    ) -> list[bytes] | None:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO inbound_parts VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key, seq) "
+                "DO UPDATE SET total = $3, pdu = $4, received_at = $5",
+                key,
+                seq,
+                total,
+                pdu,
+                now,
+            )
+            rows = await conn.fetch(
+                "SELECT pdu FROM inbound_parts WHERE key = $1 AND total = $2 ORDER BY seq",
+                key,
+                total,
+            )
+        return [bytes(row[0]) for row in rows] if len(rows) >= total else None
+
+    async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            if deliveries:
+                await conn.executemany(
+                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
+                )
+            await conn.execute("DELETE FROM inbound_parts WHERE key = $1", key)
+
+    async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
+        rows = await self._open_pool().fetch(
+            "SELECT key, array_agg(pdu ORDER BY seq) FROM inbound_parts GROUP BY key "
+            "HAVING min(received_at) < $1",
+            before,
+        )
+        return [(row[0], [bytes(p) for p in row[1]]) for row in rows]
 
     async def record_sent(
         self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float

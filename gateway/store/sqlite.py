@@ -114,6 +114,18 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX messages_due;
     CREATE INDEX messages_due ON messages (accepted_at) WHERE state = 'accepted';
     """,
+    # 4: parts of concatenated inbound messages, durable until the message is whole.
+    """
+    CREATE TABLE inbound_parts (
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        pdu BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (key, seq)
+    );
+    CREATE INDEX inbound_parts_age ON inbound_parts (received_at);
+    """,
 )
 
 _COLUMNS = (
@@ -315,6 +327,17 @@ class SqliteStore:
 
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         return await self._call(_receipts, message_id)
+
+    async def add_inbound_part(
+        self, key: str, seq: int, total: int, pdu: bytes, now: float
+    ) -> list[bytes] | None:
+        return await self._call(_add_inbound_part, key, (seq, total, pdu, now))
+
+    async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
+        await self._call(_finish_inbound, key, deliveries, now)
+
+    async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
+        return await self._call(_stale_inbound, before)
 
     async def record_sent(
         self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
@@ -523,6 +546,49 @@ def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord) -> list[int | None]
         if 0 <= part < len(states):
             states[part] = state
     return states
+
+
+def _add_inbound_part(
+    conn: sqlite3.Connection, key: str, part: tuple[int, int, bytes, float]
+) -> list[bytes] | None:
+    total = part[1]
+    conn.execute("INSERT OR REPLACE INTO inbound_parts VALUES (?, ?, ?, ?, ?)", (key, *part))
+    rows = conn.execute(
+        "SELECT seq, pdu FROM inbound_parts WHERE key = ? AND total = ? ORDER BY seq",
+        (key, total),
+    ).fetchall()
+    if len(rows) < total:
+        return None
+    return [pdu for _seq, pdu in rows]
+
+
+def _finish_inbound(
+    conn: sqlite3.Connection, key: str, deliveries: list[NewDelivery], now: float
+) -> None:
+    for d in deliveries:
+        _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+    conn.execute("DELETE FROM inbound_parts WHERE key = ?", (key,))
+
+
+def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, list[bytes]]]:
+    keys = [
+        row[0]
+        for row in conn.execute(
+            "SELECT key FROM inbound_parts GROUP BY key HAVING min(received_at) < ?", (before,)
+        )
+    ]
+    return [
+        (
+            key,
+            [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pdu FROM inbound_parts WHERE key = ? ORDER BY seq", (key,)
+                )
+            ],
+        )
+        for key in keys
+    ]
 
 
 def _record_sent(
