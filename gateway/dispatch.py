@@ -40,14 +40,14 @@ from gateway.config import DispatchConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.routing.mo import MoRouter
 from gateway.routing.table import order_targets
-from gateway.smpp.codec import encode_pdu
+from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId, EsmClass
 from gateway.smpp.errors import RemoteSmppError
 from gateway.smpp.message import SmBuilder, message_content
-from gateway.smpp.pdu import DeliverSm
+from gateway.smpp.pdu import DataSm, DeliverSm
 from gateway.smpp.receipt import Receipt, ReceiptState, canonical_ids, format_receipt_bytes
 from gateway.smpp.tlv import make_tlvs
-from gateway.sms import Reassembler, ReferenceAllocator, segment
+from gateway.sms import ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
 from gateway.store.base import MessageRecord, MessageState, NewDelivery, Store
 
@@ -122,7 +122,7 @@ class Dispatcher:
         self._pick = 0
         self.mo_router = mo_router or MoRouter(())
         self.plan = plan or NumberPlan()
-        self._reassembler: Reassembler[Any] = Reassembler(mo_timeout)
+        self.mo_timeout = mo_timeout
         self._refs = ReferenceAllocator()
         self._mo_builder = SmBuilder(command_id=int(CommandId.deliver_sm))
 
@@ -168,8 +168,6 @@ class Dispatcher:
                         retry_at=self.clock() + _NO_TARGET_RETRY,
                         tried=False,
                     )
-            for partial in self._reassembler.expire(asyncio.get_running_loop().time()):
-                await self._deliver_mo(partial.meta, partial.body())
             if not records:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -404,7 +402,10 @@ class Dispatcher:
     # -- inbound ------------------------------------------------------------------------------
 
     async def inbound(self, pdu: Any) -> None:
-        """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream."""
+        """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream.
+        Durable when this returns: the driver acknowledges it (or deletes it from a modem)
+        only then. A part of a concatenated message is kept in the store until the message
+        is whole (or `mo_timeout` has passed: then what came is delivered)."""
         try:
             content = message_content(pdu)
         except RemoteSmppError as exc:
@@ -412,51 +413,69 @@ class Dispatcher:
             return
         concat = content.concat
         if concat is None or concat.total == 1:
-            await self._deliver_mo((pdu, content), content.body)
+            await self._deliver_mo(pdu, [content], "")
             return
-        done = self._reassembler.add(
-            sender=pdu.source_addr,
-            recipient=pdu.destination_addr,
-            ref=concat.ref,
-            total=concat.total,
-            seq=concat.seq,
-            body=content.body,
-            meta=(pdu, content),
-            now=asyncio.get_running_loop().time(),
-            ref_bits=concat.ref_bits,
+        key = (
+            f"{pdu.source_addr}|{pdu.destination_addr}|"
+            f"{concat.ref_bits}:{concat.ref}|{concat.total}"
         )
-        for whole in done:
-            await self._deliver_mo(whole.meta, whole.body())
+        raws = await self.store.add_inbound_part(
+            key, concat.seq, concat.total, encode_pdu(pdu), self.clock()
+        )
+        if raws is not None:
+            await self._deliver_mo(pdu, [message_content(_sm(raw)) for raw in raws], key)
 
-    async def _deliver_mo(self, meta: Any, body: bytes) -> None:
-        pdu, content = meta
-        text = decode_text(body, content.encoding, content.alphabet, errors="replace")
+    async def _deliver_mo(self, pdu: Any, contents: list[Any], key: str) -> None:
+        """Route a whole (or timed-out) inbound message and queue it as deliver_sm."""
+        first = contents[0]
+        body = b"".join(c.body for c in contents)
+        text = decode_text(body, first.encoding, first.alphabet, errors="replace")
         destination = normalize(pdu.destination_addr, self.plan) or pdu.destination_addr
         account = self.mo_router.account_for(destination, text)
+        now = self.clock()
         if account is None:
             log.warning("MO with no mo_route dropped", destination=destination)
+            if key:
+                await self.store.finish_inbound(key, [], now)
             return
         segments = segment(text, ref=self._refs.allocate(pdu.source_addr))
         parts = self._mo_builder.build(
             segments, pdu.source_addr, pdu.destination_addr, [0] * segments.total
         )
-        now = self.clock()
-        for part in parts:
-            await self.store.enqueue_delivery(account, "mo", part, now, self.settings.delivery_ttl)
+        ttl = self.settings.delivery_ttl
+        await self.store.finish_inbound(
+            key, [NewDelivery(account, "mo", p, ttl) for p in parts], now
+        )
         self.notify(account)
 
     # -- housekeeping -------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        """Purge what the retention period no longer keeps, now and then."""
+        """Now and then: purge what the retention period no longer keeps, and deliver the
+        inbound messages whose missing parts never came."""
+        next_purge = 0.0
         while True:
+            now = self.clock()
             try:
-                gone = await self.store.purge(self.clock() - self.retention)
-                if gone:
-                    log.info("purged", rows=gone)
+                if now >= next_purge:
+                    next_purge = now + self.settings.purge_interval
+                    gone = await self.store.purge(now - self.retention)
+                    if gone:
+                        log.info("purged", rows=gone)
+                for key, raws in await self.store.stale_inbound(now - self.mo_timeout):
+                    log.info("inbound message incomplete, delivered as it is", key=key)
+                    contents = [message_content(_sm(raw)) for raw in raws]
+                    await self._deliver_mo(_sm(raws[0]), contents, key)
             except Exception:
-                log.exception("purge failed")
-            await asyncio.sleep(self.settings.purge_interval)
+                log.exception("housekeeping failed")
+            await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
+
+
+def _sm(raw: bytes) -> DeliverSm | DataSm:
+    """A stored inbound part, decoded again."""
+    pdu = decode_pdu(raw)
+    assert isinstance(pdu, DeliverSm | DataSm)  # only these are stored as inbound parts
+    return pdu
 
 
 class _Tickets:

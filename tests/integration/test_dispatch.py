@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import smpplib.client
 import smpplib.smpp
@@ -16,7 +17,12 @@ from drivers.base import SendResult
 from gateway.config import DispatchConfig
 from gateway.dispatch import Dispatcher
 from gateway.routing import Route, RouteTable, Target
+from gateway.routing.mo import MoRoute, MoRouter
+from gateway.smpp.codec import decode_pdu
+from gateway.smpp.constants import CommandId
+from gateway.smpp.message import SmBuilder, message_content
 from gateway.smpp.receipt import parse_receipt
+from gateway.sms import segment
 from gateway.store.base import Delivery, MessageState, NewMessage
 from gateway.store.sqlite import SqliteStore
 from tests.fakes.drivers import ScriptedDriver
@@ -435,3 +441,77 @@ def test_early_receipt_never_matches_another_message_by_a_numeric_spelling(
         assert await state_of(store, "m0001") is MessageState.UNDELIVERABLE
 
     run(tmp_path, driver, body)
+
+
+def mo_parts(text: str) -> list[Any]:
+    """An inbound concatenated message as the deliver_sm parts a carrier sends."""
+    segments = segment(text, ref=77)
+    builder = SmBuilder(command_id=int(CommandId.deliver_sm))
+    raws = builder.build(segments, "4915199999", "4930123", [1] * segments.total)
+    return [decode_pdu(raw) for raw in raws]
+
+
+def mo_dispatcher(store: SqliteStore, mo_timeout: float = 300.0) -> Dispatcher:
+    return Dispatcher(
+        store,
+        ROUTES,
+        {},
+        settings=DispatchConfig(purge_interval=0.05),
+        mo_router=MoRouter([MoRoute("shop", ("",), None)]),
+        mo_timeout=mo_timeout,
+    )
+
+
+def delivered_text(deliveries: list[Delivery]) -> str:
+    return "".join(message_content(decode_pdu(d.pdu)).text() for d in deliveries)
+
+
+def test_inbound_parts_survive_a_restart(tmp_path: Path) -> None:
+    text = "Your parcel is at the depot; pick it up with code 4711 before Friday. " * 3
+    first, *rest = mo_parts(text)
+    assert rest
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "gw.sqlite3")
+        await store.open()
+        await mo_dispatcher(store).inbound(first)  # acknowledged: durable
+        assert await store.pending_deliveries("shop", time.time(), 10) == []
+        await store.close()  # the process dies here
+
+        store = SqliteStore(tmp_path / "gw.sqlite3")
+        await store.open()
+        dispatcher = mo_dispatcher(store)
+        for part in reversed(rest):  # any order
+            await dispatcher.inbound(part)
+        deliveries = await store.pending_deliveries("shop", time.time(), 10)
+        assert delivered_text(deliveries) == text
+        assert await store.stale_inbound(time.time() + 1) == []
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_incomplete_inbound_is_delivered_after_the_timeout(tmp_path: Path) -> None:
+    text = "Reply STOP to end marketing messages. Reply HELP for help, or call us. " * 2
+    first, *_missing = mo_parts(text)
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "gw.sqlite3")
+        await store.open()
+        dispatcher = mo_dispatcher(store, mo_timeout=0.2)
+        await dispatcher.start()
+        try:
+            await dispatcher.inbound(first)
+
+            async def delivered() -> bool:
+                return bool(await store.pending_deliveries("shop", time.time(), 10))
+
+            await until(delivered)
+            deliveries = await store.pending_deliveries("shop", time.time(), 10)
+            assert text.startswith(delivered_text(deliveries))
+            assert await store.stale_inbound(time.time() + 1) == []
+        finally:
+            await dispatcher.stop()
+            await store.close()
+
+    asyncio.run(main())

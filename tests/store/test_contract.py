@@ -708,3 +708,25 @@ def test_pending_deliveries_page_on_after_an_id(db: Db) -> None:
         assert await store.pending_deliveries("shop", T0, 10, after=ids[4]) == []
 
     db.run(body)
+
+
+def test_inbound_parts_are_kept_until_whole(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.add_inbound_part("a|b|7", 2, 3, b"two", T0) is None
+        assert await store.add_inbound_part("a|b|7", 2, 3, b"TWO", T0 + 1) is None  # again
+        assert await store.add_inbound_part("x|y|1", 1, 2, b"other", T0) is None
+        assert await store.add_inbound_part("a|b|7", 3, 3, b"three", T0 + 2) is None
+        whole = await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 3)
+        assert whole == [b"one", b"TWO", b"three"]
+        await store.finish_inbound("a|b|7", [NewDelivery("shop", "mo", b"mo-pdu", 60.0)], T0 + 4)
+        (queued,) = await store.pending_deliveries("shop", T0 + 5, 10)
+        assert (queued.kind, queued.pdu) == ("mo", b"mo-pdu")
+        # gone once finished: a late duplicate part starts a new message
+        assert await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 6) is None
+        stale = await store.stale_inbound(T0 + 1)
+        assert stale == [("x|y|1", [b"other"])]
+        assert await store.stale_inbound(T0) == []
+        await store.finish_inbound("x|y|1", [], T0 + 7)
+        assert [key for key, _ in await store.stale_inbound(T0 + 100)] == ["a|b|7"]
+
+    db.run(body)
