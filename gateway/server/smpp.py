@@ -54,6 +54,7 @@ from gateway.smpp.pdu import (
     SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
+    Unbind,
     UnsuccessSme,
     response_class,
 )
@@ -65,6 +66,7 @@ from gateway.smpp.session import (
     Response,
     Role,
     Session,
+    State,
 )
 from gateway.store.base import MessageState, NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
@@ -85,6 +87,8 @@ _MESSAGE_STATE = {
 }
 
 _FINISHED_MEMORY = 100_000
+_BOUND_STATES = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+_UNBIND_WAIT = 2.0  # seconds a client has to answer our unbind at shutdown (smpplib never does)
 _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 
 
@@ -160,6 +164,7 @@ class SmppServer:
         # before the delete may still return them. Ids only grow, so a bounded memory will do.
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._tasks_settling: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._cursor: dict[str, int] = {}  # account -> the last delivery id offered
         self._rescan_at: dict[str, float] = {}  # account -> when to page from the start again
         self._buckets = {
@@ -202,11 +207,20 @@ class SmppServer:
         context.load_cert_chain(listen.tls_cert, listen.tls_key)
         return context
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting connections; let each bound session finish storing and answering
+        what it has read, then unbind it (waiting `_UNBIND_WAIT` for unbind_resp); close
+        whatever is left after `grace` seconds."""
         for server in (self._server, self._tls_server):
             if server is not None:
                 server.close()
                 await server.wait_closed()
+        self._stopping = True
+        for conns in self._bound.values():
+            for conn in conns:
+                conn.wake.set()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -238,8 +252,13 @@ class SmppServer:
         session = conn.session
         read: asyncio.Task[bytes] | None = None
         wake: asyncio.Task[bool] | None = None
+        unbind_by: float | None = None  # shutting down: when to stop waiting for unbind_resp
         try:
             while session.is_open():
+                if self._stopping and unbind_by is None:
+                    unbind_by = await self._unbind_for_shutdown(conn, writer)
+                if unbind_by is not None and loop.time() >= unbind_by:
+                    break
                 window = conn.account.window if conn.account is not None else 1
                 if len(conn.accepting) >= window:  # window full: stop reading the socket
                     await asyncio.wait(set(conn.accepting), return_when=asyncio.FIRST_COMPLETED)
@@ -250,6 +269,9 @@ class SmppServer:
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 if conn.receiving:
                     timeout = _REDELIVER if timeout is None else min(timeout, _REDELIVER)
+                if unbind_by is not None:
+                    left = max(0.0, unbind_by - loop.time())
+                    timeout = left if timeout is None else min(timeout, left)
                 done, _ = await asyncio.wait(
                     {read, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -300,6 +322,24 @@ class SmppServer:
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _unbind_for_shutdown(self, conn: _Connection, writer: asyncio.StreamWriter) -> float:
+        """Drain the connection's window (its submits stored and answered), then unbind it;
+        returns when to give up waiting for the unbind_resp."""
+        loop = asyncio.get_running_loop()
+        if conn.accepting:
+            await asyncio.wait(set(conn.accepting), timeout=_UNBIND_WAIT)
+        session = conn.session
+        if session.state in _BOUND_STATES:
+            session.send(Unbind(), loop.time())
+        else:
+            session.receive_data(b"", loop.time())  # not bound: just close
+        out = session.data_to_send()
+        if out:
+            with contextlib.suppress(ConnectionError):
+                writer.write(out)
+                await writer.drain()
+        return loop.time() + _UNBIND_WAIT
 
     async def _push(self, conn: _Connection, now: float) -> None:
         """Send queued deliver_sm PDUs up to the account's window."""
