@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,15 @@ import smpplib.smpp
 
 from drivers.base import SendResult
 from gateway.config import DispatchConfig
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatcher, _receipt_pdu
 from gateway.routing import Route, RouteTable, Target
 from gateway.routing.mo import MoRoute, MoRouter
-from gateway.smpp.codec import decode_pdu
+from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId
 from gateway.smpp.message import SmBuilder, message_content
-from gateway.smpp.receipt import parse_receipt
+from gateway.smpp.receipt import Receipt, ReceiptState, format_receipt_bytes, parse_receipt
 from gateway.sms import segment
-from gateway.store.base import Delivery, MessageState, NewMessage
+from gateway.store.base import Delivery, MessageRecord, MessageState, NewMessage
 from gateway.store.sqlite import SqliteStore
 from tests.fakes.drivers import ScriptedDriver
 
@@ -515,3 +516,42 @@ def test_incomplete_inbound_is_delivered_after_the_timeout(tmp_path: Path) -> No
             await store.close()
 
     asyncio.run(main())
+
+
+def test_the_fast_receipt_text_is_what_format_receipt_writes() -> None:
+    record = MessageRecord(
+        NewMessage(
+            id="06f9ff06b6000000",
+            account="shop",
+            source_addr="Shop",
+            destination_addr="4915112345678",
+            short_message="Zahlung über 12,50 € erhalten – danke!".encode("utf-16-be"),
+            data_coding=8,
+            accepted_at=1_795_600_000.5,
+        ),
+        MessageState.SENT,
+        0.0,
+        1,
+        None,
+    )
+    now = 1_795_600_125.0
+    for state, stat in (
+        (MessageState.DELIVERED, ReceiptState.DELIVRD),
+        (MessageState.UNDELIVERABLE, ReceiptState.UNDELIV),
+        (MessageState.EXPIRED, ReceiptState.EXPIRED),
+    ):
+        pdu = _receipt_pdu(record, state, 34, now, intermediate=False)
+        expected = Receipt(
+            message_id="06f9ff06b6000000",
+            stat=stat,
+            sub=1,
+            dlvrd=1 if state is MessageState.DELIVERED else 0,
+            submit_date=datetime.fromtimestamp(1_795_600_000.5, UTC).replace(tzinfo=None),
+            done_date=datetime.fromtimestamp(now, UTC).replace(tzinfo=None),
+            err="034",
+            text="Zahlung über 12,50 € erhalten – danke!",
+        )
+        assert pdu.short_message == format_receipt_bytes(expected, text_label="text")
+        parsed = app_receipt(Delivery(1, "shop", "receipt", encode_pdu(pdu), 0.0, 0.0, 0))
+        assert parsed.receipted_message_id == b"06f9ff06b6000000"
+        assert parsed.message_state == stat.message_state
