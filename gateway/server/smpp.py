@@ -36,8 +36,8 @@ from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
 from gateway.server.limits import TokenBucket
 from gateway.server.validate import Rejected, check_submit
-from gateway.smpp.codec import decode_pdu
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.errors import LocalSmppError
 from gateway.smpp.pdu import (
     COMMAND_IDS,
     BindTransmitter,
@@ -365,7 +365,14 @@ class SmppServer:
             self._cursor[name] = max(self._cursor.get(name, 0), delivery.id)
             if delivery.id in self._inflight or delivery.id in self._finished:
                 continue
-            sent = conn.session.send(decode_pdu(delivery.pdu), now)
+            try:
+                sent = conn.session.send_encoded(delivery.pdu, now)
+            except LocalSmppError as exc:
+                if exc.status != CommandStatus.ESME_RINVCMDLEN:
+                    break  # the session cannot send now (unbinding): it stays queued
+                log.error("queued delivery is not a PDU; dropped", id=delivery.id)
+                await self.store.delivery_done(delivery.id)
+                continue
             conn.inflight[sent.sequence_number] = delivery.id
             self._inflight.add(delivery.id)
             room -= 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId, CommandStatus
@@ -60,6 +60,7 @@ __all__ = [
     "TRANSITIONS",
     "BindRequested",
     "Closed",
+    "EncodedRequest",
     "Event",
     "LateResponse",
     "Request",
@@ -132,6 +133,14 @@ class BindRequested:
     """The peer asks to bind (SMSC role): answer with `accept_bind` or `reject_bind`."""
 
     pdu: Any
+
+
+class EncodedRequest(NamedTuple):
+    """A request sent with `Session.send_encoded`."""
+
+    command_id: CommandId
+    sequence_number: int
+    data: bytes  # as given (sequence number 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +317,35 @@ class Session:
         if command_id is C.unbind:
             self.state = State.UNBINDING
         return pdu
+
+    def send_encoded(self, data: bytes, now: float) -> EncodedRequest:
+        """Send a request that is already encoded, with sequence number 0 in it: the session
+        numbers it. For PDUs kept as bytes (the deliver_sm queue in the store), so they are
+        not decoded only to be encoded again. Its `Response` / `RequestTimedOut` carry the
+        returned `EncodedRequest`.
+
+        Raises:
+            LocalSmppError: as for `send`; ESME_RINVCMDLEN if `data` is not one whole PDU.
+        """
+        if self.state is State.CLOSED:
+            raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
+        if len(data) < 16 or int.from_bytes(data[:4], "big") != len(data):
+            raise LocalSmppError("not one encoded PDU", CommandStatus.ESME_RINVCMDLEN)
+        command_id = CommandId(int.from_bytes(data[4:8], "big"))
+        if command_id not in ALLOWED.get((self.role, self.state), frozenset()):
+            raise LocalSmppError(
+                f"{command_id.name} not allowed in {self.state.value}",
+                CommandStatus.ESME_RINVBNDSTS,
+            )
+        seq = self._allocate_seq()
+        self._out += data[:12] + seq.to_bytes(4, "big") + data[16:]
+        request = EncodedRequest(command_id, seq, data)
+        deadline = now + self.response_timeout
+        if deadline < self._last_deadline:
+            self._ordered = False
+        self._last_deadline = deadline
+        self._pending[seq] = (deadline, request)
+        return request
 
     def accept_bind(self, request: Any, system_id: str = "smsgw") -> None:
         """Answer a `BindRequested` with success; the session is then bound.

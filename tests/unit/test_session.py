@@ -30,6 +30,7 @@ from gateway.smpp.session import (
     ALLOWED,
     BindRequested,
     Closed,
+    EncodedRequest,
     Event,
     LateResponse,
     Request,
@@ -353,3 +354,31 @@ def test_unbind_request_is_answered() -> None:
     pair.bind()
     pair.smsc.receive_data(encode_pdu(Unbind(sequence_number=40)), 0.0)
     assert drain(pair.smsc) == [Closed("unbound by peer")]
+
+
+def test_send_encoded_numbers_the_pdu_and_matches_its_response() -> None:
+    esme = Session(Role.ESME, now=0.0)
+    smsc = Session(Role.SMSC, now=0.0, response_timeout=5.0)
+    with pytest.raises(LocalSmppError):
+        smsc.send_encoded(encode_pdu(DeliverSm(short_message=b"x")), 0.0)  # not bound yet
+    esme.send(BindTransceiver(system_id="a", password="b"), 0.0)
+    smsc.receive_data(esme.data_to_send(), 0.0)
+    smsc.accept_bind(smsc.next_event().pdu)  # type: ignore[union-attr]
+    raw = encode_pdu(DeliverSm(source_addr="1", short_message=b"hello"))
+    first = smsc.send_encoded(raw, 1.0)
+    second = smsc.send_encoded(raw, 1.0)
+    assert isinstance(first, EncodedRequest)
+    assert first.sequence_number != second.sequence_number
+    esme.receive_data(smsc.data_to_send(), 1.0)
+    assert isinstance(esme.next_event(), Response)  # the bind_resp
+    got = esme.next_event()
+    assert got is not None and decode_pdu(encode_pdu(got.pdu)).short_message == b"hello"
+    assert got.pdu.sequence_number == first.sequence_number
+    smsc.receive_data(encode_pdu(DeliverSmResp(sequence_number=first.sequence_number)), 2.0)
+    event = smsc.next_event()
+    assert isinstance(event, Response) and event.request == first
+    smsc.handle_timer(10.0)  # the second was never answered
+    timed_out = smsc.next_event()
+    assert isinstance(timed_out, RequestTimedOut) and timed_out.request == second
+    with pytest.raises(LocalSmppError):
+        smsc.send_encoded(raw[:-1], 10.0)
