@@ -117,6 +117,7 @@ CMS_TEXT = {  # 27.005 3.2.5; 0-127 are TS 24.011 RP causes passed on from the n
     331: "no network service",
     340: "no +CNMA acknowledgement expected",
     500: "unknown error",
+    512: "MM establishment failure",  # vendor range; the words SIMCom / Wavecom print
 }
 
 _STAT_TEXT = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT", "ALL")

@@ -1,0 +1,1205 @@
+"""One GSM modem: the asyncio shell around `AtEngine` on a `SerialTransport`.
+
+Theory of operation
+-------------------
+One task per modem keeps it connected. Each round opens the port (finding the modem by IMEI /
+ICCID among `candidates` when the configured port is missing or holds another modem), runs the
+readiness sequence, then serves until the port is lost, and reopens after a backoff with
+jitter that starts over once the modem was ready again:
+
+    OPENING       open the port (exclusive); identity check when imei / iccid are configured
+    INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0, AT+CMEE=2
+    SIM_WAIT      AT+CPIN?: SIM busy (+CME 14) retried with backoff; SIM PIN -> AT+CPIN=<pin>
+                  from settings once; no PIN configured, a refused PIN, PUK -> FAILED
+    REGISTERING   AT+CREG=1, then AT+CREG? (and +CREG URCs) until home / roaming, or timeout
+    INITIALISING  SMS set-up: AT+CMGF=0, AT+CPMS, AT+CNMI=2,1,0,2,0, AT+CSMS?, AT+CSCA?
+                  (set from settings when empty); identity: CGSN, CIMI, ICCID, ATI, CGMI/M/R
+    READY         stored messages drained; +CMTI / +CDSI / +CMT / +CDS handled; health
+                  (AT+CSQ;+CREG?;+COPS? as one line) every `health_interval`
+
+FAILED is final (until `stop` / `start`): it is only reached when retrying could harm the SIM
+(a wrong PIN is never sent twice: SIMs lock after three) or cannot help (PUK needed). Every
+other failure (no answer, SIM missing, no registration, a vanished port) reopens.
+
+Commands go through the engine's one queue; each caller awaits a future resolved by the
+command's final event. Nothing polls: the engine's deadline is one `loop.call_later`, the port
+is a `loop.add_reader`, health is one timer per interval.
+
+Receiving: indications and direct messages are queued to one worker task that reads, hands to
+the sink, and only after the sink returned deletes (AT+CMGD) or acknowledges (AT+CNMA when
+AT+CSMS? says phase 2+). A sink that raises leaves the message stored; it is tried again at the
+next health round. Reading status reports from "SR" switches the read memory (AT+CPMS="SR"),
+so everything that reads or deletes storage holds one lock.
+
+Sending: one message at a time per modem, its parts in order, one AT+CMGS each. Transient
+errors are retried `send_tries` times with backoff; permanent ones end the message; CMS 322
+drains storage and CMS 330 sets AT+CSCA from settings before one more try. A lost port ends the
+send as a temporary failure (the bank sends it elsewhere). After an AT+CMGS timeout the late
+"+CMGS: <mr>" is waited for briefly, so a part the network took is not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, TypeVar
+
+import structlog
+
+from drivers.modem import commands
+from drivers.modem.at import (
+    AtEngine,
+    AtError,
+    Command,
+    CommandAborted,
+    CommandDone,
+    CommandFailed,
+    CommandTimedOut,
+    Event,
+    Garbage,
+    IncomingSms,
+    NewMessage,
+    Registration,
+    Ring,
+    StaleAnswer,
+    StatusReport,
+    StatusReportStored,
+    Ussd,
+    VendorUrc,
+    parse_error,
+    split_fields,
+)
+from drivers.modem.serial_transport import PortError, SerialTransport, expand_candidates
+from gateway.sms.errors import SmsError
+from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, SubmitTpdu, decode_pdu
+
+__all__ = [
+    "Modem",
+    "ModemError",
+    "ModemFailed",
+    "ModemInfo",
+    "ModemSettings",
+    "ModemSink",
+    "ModemState",
+    "SendOutcome",
+    "UssdError",
+    "classify_send_error",
+]
+
+log = structlog.get_logger("smsgw.modem")
+_T = TypeVar("_T")
+
+
+class ModemState(Enum):
+    CLOSED = "closed"
+    OPENING = "opening"
+    INITIALISING = "initialising"
+    SIM_WAIT = "sim_wait"
+    REGISTERING = "registering"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ModemSettings:
+    """One modem's settings (plain values; the bank builds them from YAML).
+
+    Attributes:
+        name: the modem's name in the bank; logs and counters use it.
+        port: its device path; a /dev/serial/by-id/... link is followed at each open.
+        imei, iccid: its identity; when given, a modem on `port` with another identity is not
+            used, and a missing or wrong `port` makes the driver search `candidates`.
+        candidates: glob patterns of ports to search by identity.
+        baudrate, rtscts: line settings.
+        pin: the SIM PIN, entered once when the SIM asks (a refused PIN is never retried).
+        smsc: the SMSC address, set with AT+CSCA when the SIM has none (or a send says 330).
+        health_interval: seconds between health rounds (signal, registration, operator).
+        command_timeout: seconds an ordinary command may take.
+        send_timeout: seconds an AT+CMGS may take (the network answers it).
+        reopen_backoff, max_reopen_backoff: reopen delay, doubling, with jitter.
+        status_reports: have reports stored and announced (+CDSI), and read "SR".
+        storage: the message storage for reading, writing and receiving (AT+CPMS).
+        init_timeout: how long to wait for AT to answer after open, and for a busy SIM.
+        registration_timeout: how long to wait for network registration before reopening.
+        send_tries: attempts per part for transient errors (CMS 500, 512, timeouts...).
+        send_backoff: first delay between them, doubling, with jitter.
+    """
+
+    name: str
+    port: str
+    imei: str | None = None
+    iccid: str | None = None
+    candidates: tuple[str, ...] = ()
+    baudrate: int = 115200
+    rtscts: bool = False
+    pin: str | None = None
+    smsc: str | None = None
+    health_interval: float = 30.0
+    command_timeout: float = 10.0
+    send_timeout: float = 60.0
+    reopen_backoff: float = 1.0
+    max_reopen_backoff: float = 60.0
+    status_reports: bool = True
+    storage: str = "SM"
+    init_timeout: float = 30.0
+    registration_timeout: float = 120.0
+    send_tries: int = 3
+    send_backoff: float = 1.0
+
+
+@dataclass
+class ModemInfo:
+    """What is known of a modem now (a snapshot: `Modem.info` returns a copy).
+
+    `sent` and `failed` count messages (a 3-part message once); `received` SMS-DELIVERs
+    handed to the sink.
+    """
+
+    port: str = ""
+    imei: str | None = None
+    imsi: str | None = None
+    iccid: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    revision: str | None = None
+    signal_dbm: int | None = None
+    ber: int | None = None
+    registration: str = "unknown"
+    operator: str = ""
+    smsc: str | None = None
+    sent: int = 0
+    failed: int = 0
+    received: int = 0
+    last_error: str | None = None
+    state: ModemState = ModemState.CLOSED
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What became of one message.
+
+    Attributes:
+        ok: every part was accepted (`message_refs` holds each part's TP-MR, in order).
+        message_refs: on failure, the TP-MRs of the parts accepted before it.
+        error: the modem's error for the part that failed, None for a timeout or lost port.
+        permanent: retrying (here or on another modem) cannot help.
+        reason: words for logs and the store.
+    """
+
+    ok: bool
+    message_refs: tuple[int, ...] = ()
+    error: AtError | None = None
+    permanent: bool = False
+    reason: str = ""
+
+
+class ModemSink(Protocol):
+    async def incoming(self, modem: Modem, deliver: SmsDeliver, raw: bytes) -> None:
+        """An SMS-DELIVER (`raw`: SMSC part and TPDU). Durable when it returns: only then is
+        it deleted from the modem (or acknowledged)."""
+
+    async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
+        """Durable when it returns; then deleted / acknowledged."""
+
+    def state_changed(self, modem: Modem) -> None: ...
+
+
+class ModemError(Exception):
+    """A modem operation failed."""
+
+
+class ModemFailed(ModemError):
+    """The modem is FAILED (see `ModemInfo.last_error`)."""
+
+
+class UssdError(ModemError):
+    """A USSD request got an error or no answer."""
+
+
+# -- errors inside the shell --------------------------------------------------------------------
+
+
+class _CommandError(ModemError):
+    def __init__(self, command: Command, error: AtError) -> None:
+        super().__init__(f"{command.text}: {_describe(error)}")
+        self.command = command
+        self.error = error
+
+
+class _Timeout(ModemError):
+    pass
+
+
+class _PortLost(ModemError):
+    pass
+
+
+class _Retry(ModemError):
+    """This round failed; close, back off and reopen."""
+
+
+class _Fatal(ModemError):
+    """Retrying could harm the SIM or cannot help: FAILED."""
+
+
+def _describe(error: AtError) -> str:
+    if error.kind in ("CME", "CMS"):
+        code = "" if error.code is None else f" {error.code}"
+        return f"+{error.kind} ERROR{code}" + (f" ({error.text})" if error.text else "")
+    return error.kind
+
+
+# TS 27.005 3.2.5 / TS 24.011 annex E-2 / TS 23.040 9.2.3.22: these mean the message itself is
+# wrong or refused for good; everything else (CMS 500, 512-515 "busy", 38, 41, 42, 331, 332, CME
+# 14, unknown vendor codes) may work on the next try or another modem.
+_PERMANENT_CMS = frozenset(
+    {1, 8, 10, 21, 28, 29, 30, 50, 69, 81, 95, 96, 97, 98, 99, 111, 127}
+    | set(range(128, 192))
+    | {193, 195, 196, 197, 198, 199, 208, 209, 304, 305}
+) - {129}  # "short message Type 0 not supported": another SIM may take it
+
+
+def classify_send_error(error: AtError) -> str:
+    """ "permanent", "storage_full", "no_smsc" or "transient" for an AT+CMGS error."""
+    if error.kind == "CMS" and error.code is not None:
+        if error.code == 322:
+            return "storage_full"
+        if error.code == 330:
+            return "no_smsc"
+        if error.code in _PERMANENT_CMS:
+            return "permanent"
+    return "transient"
+
+
+def _sim_busy(error: AtError) -> bool:
+    return (
+        (error.kind == "CME" and error.code == 14)
+        or (error.kind == "CMS" and error.code in (314, 515))
+        or error.kind == "ERROR"  # some modems answer plain ERROR while the SIM starts
+        or "busy" in error.text.lower()
+    )
+
+
+_REGISTRATION = {
+    0: "not registered",
+    1: "home",
+    2: "searching",
+    3: "denied",
+    4: "unknown",
+    5: "roaming",
+    6: "home",
+    7: "roaming",
+    9: "home",
+    10: "roaming",
+}
+_REGISTERED = frozenset({1, 5, 6, 7, 9, 10})
+_HEALTH_MISSES = 3  # health rounds without an answer before the port counts as dead
+
+
+# -- inbound jobs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    mem: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    pdu: bytes
+    generation: int  # the port connection it came on: AT+CNMA only on that one
+
+
+@dataclass(frozen=True, slots=True)
+class _Drain:
+    done: asyncio.Future[None] | None = None
+
+
+_Job = _Stored | _Direct | _Drain
+
+
+@dataclass(slots=True)
+class _Late:
+    """A timed-out AT+CMGS whose answer may still come."""
+
+    future: asyncio.Future[int | AtError | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Modem:
+    """One modem (see the module docstring).
+
+    Args:
+        settings: port, identity, PIN, timeouts.
+        sink: where received messages, status reports and state changes go.
+        clock: monotonic seconds for the AT engine's deadlines.
+    """
+
+    def __init__(
+        self,
+        settings: ModemSettings,
+        sink: ModemSink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self._sink = sink
+        self._clock = clock
+        self._log = log.bind(modem=settings.name)
+        self._info = ModemInfo(port=settings.port)
+        self._state = ModemState.CLOSED
+        self._changed = asyncio.Event()
+        self._engine = AtEngine(now=clock())
+        self._transport: SerialTransport | None = None
+        self._generation = 0
+        self._pending: deque[tuple[Command, asyncio.Future[tuple[str, ...]]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self._storage_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+        self._ussd_lock = asyncio.Lock()
+        self._ussd_waiter: asyncio.Future[Ussd] | None = None
+        self._late: _Late | None = None
+        self._read_mem: str | None = None
+        self._cnma = False
+        self._batch_health = True
+        self._drain_due = False
+        self._pin_rejected = False
+        self._found_port: str | None = None
+        self._stopping = False
+        self._registered_evt = asyncio.Event()
+        self._serving = False  # READY was reached on this connection (registration may go)
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ModemState:
+        return self._state
+
+    @property
+    def info(self) -> ModemInfo:
+        return dataclasses.replace(self._info, state=self._state)
+
+    def ready(self) -> bool:
+        return self._state is ModemState.READY
+
+    def _set_state(self, state: ModemState) -> None:
+        if state is self._state:
+            return
+        self._log.info("modem state", state=state.value, was=self._state.value)
+        self._state = state
+        self._info.state = state
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        try:
+            self._sink.state_changed(self)
+        except Exception:
+            self._log.exception("state_changed sink failed")
+
+    async def wait_state(self, *states: ModemState, timeout: float) -> ModemState:
+        """Until the state is one of `states`; TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while self._state not in states:
+                await self._changed.wait()
+        return self._state
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until READY.
+
+        Raises:
+            ModemFailed: the modem is FAILED (the reason is in the message).
+            TimeoutError: not READY within `timeout` seconds.
+        """
+        state = await self.wait_state(ModemState.READY, ModemState.FAILED, timeout=timeout)
+        if state is ModemState.FAILED:
+            raise ModemFailed(f"{self.name}: {self._info.last_error}")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start keeping the modem connected (returns at once; see `wait_ready`)."""
+        if self._task is not None:
+            return
+        self._stopping = False
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._keep_connected(), name=f"modem-{self.name}")
+        self._worker = loop.create_task(self._work(), name=f"modem-{self.name}-inbound")
+
+    async def stop(self) -> None:
+        """Close the port; running commands and sends fail (temporarily)."""
+        self._stopping = True
+        tasks = [t for t in (self._task, self._worker) if t is not None]
+        self._task = self._worker = None
+        for task in tasks:
+            task.cancel()
+        self._close()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._set_state(ModemState.CLOSED)
+
+    async def _keep_connected(self) -> None:
+        s = self.settings
+        delay = s.reopen_backoff
+        while not self._stopping:
+            try:
+                await self._connect()
+                await self._initialise()
+                delay = s.reopen_backoff  # it was up: start over
+                await self._serve()
+            except _Fatal as exc:
+                self._fail(str(exc))
+                self._close()
+                self._set_state(ModemState.FAILED)
+                return
+            except (PortError, _Retry, _PortLost, _CommandError, _Timeout) as exc:
+                reason = str(exc) if not isinstance(exc, _Timeout) else f"no answer to {exc}"
+                self._fail(reason)
+                self._log.warning("modem down, reopening", error=reason, retry_in=delay)
+            except commands.AnswerError as exc:
+                self._fail(f"unexpected answer: {exc}")
+                self._log.warning("modem down, reopening", error=str(exc), retry_in=delay)
+            self._close()
+            self._set_state(ModemState.CLOSED)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, s.max_reopen_backoff)
+
+    def _fail(self, reason: str) -> None:
+        self._info.last_error = reason
+
+    # -- the port -----------------------------------------------------------------------------
+
+    async def _open(self, path: str) -> None:
+        transport = SerialTransport(
+            path,
+            baudrate=self.settings.baudrate,
+            rtscts=self.settings.rtscts,
+            on_data=self._on_data,
+            on_lost=self._on_lost,
+        )
+        await transport.open()
+        self._generation += 1
+        self._transport = transport
+        self._lost.clear()
+        self._read_mem = None
+        self._info.port = transport.device
+        self._log.debug("port open", port=transport.device)
+
+    def _close(self) -> None:
+        """Close the port; every running and queued command fails with `_PortLost`."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        self._engine.reset()
+        self._pump()
+
+    def _on_data(self, data: bytes) -> None:
+        self._engine.receive_data(data, self._clock())
+        self._pump()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._log.warning("port lost", port=self._info.port, error=str(exc) if exc else "EOF")
+        self._transport = None
+        self._lost.set()
+        self._engine.reset()
+        self._pump()
+        if not self._stopping and self._state is not ModemState.FAILED:
+            self._set_state(ModemState.CLOSED)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._engine.handle_timer(self._clock())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write what the engine has to say, dispatch its events, re-arm its timer."""
+        if self._pumping:
+            return  # a write that lost the port called back in: the outer loop drains
+        self._pumping = True
+        try:
+            # Dispatching only resolves futures and queues jobs: it never makes output.
+            while True:
+                out = self._engine.data_to_send()
+                if out and self._transport is not None:
+                    self._transport.write(out)
+                event = self._engine.next_event()
+                if event is None:
+                    break
+                self._dispatch(event)
+        finally:
+            self._pumping = False
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self._engine.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    async def _command(self, command: Command) -> tuple[str, ...]:
+        """Run one command; its information lines.
+
+        Raises:
+            _CommandError: an error result. _Timeout: no answer in time. _PortLost: the port
+            is closed or went away before the answer.
+        """
+        if self._transport is None:
+            raise _PortLost("port closed")
+        future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        self._pending.append((command, future))
+        self._engine.send(command, self._clock())
+        self._pump()
+        return await future
+
+    def _resolve(self, command: Command) -> asyncio.Future[tuple[str, ...]] | None:
+        for i, (cmd, future) in enumerate(self._pending):
+            if cmd is command:
+                del self._pending[i]
+                return None if future.done() else future
+        return None
+
+    # -- engine events ------------------------------------------------------------------------
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, CommandDone):
+            future = self._resolve(event.command)
+            if future is not None:
+                future.set_result(event.lines)
+        elif isinstance(event, CommandFailed):
+            future = self._resolve(event.command)
+            if future is not None:
+                future.set_exception(_CommandError(event.command, event.error))
+        elif isinstance(event, CommandTimedOut):
+            future = self._resolve(event.command)
+            if future is not None:
+                future.set_exception(_Timeout(event.command.text))
+        elif isinstance(event, CommandAborted):
+            future = self._resolve(event.command)
+            if future is not None:
+                future.set_exception(_PortLost(f"{event.command.text}: port lost"))
+        elif isinstance(event, NewMessage | StatusReportStored):
+            self._jobs.put_nowait(_Stored(event.mem, event.index))
+        elif isinstance(event, IncomingSms | StatusReport):
+            self._jobs.put_nowait(_Direct(event.pdu, self._generation))
+        elif isinstance(event, Registration):
+            if event.name == "+CREG":
+                self._registration(event.stat)
+        elif isinstance(event, Ussd):
+            waiter = self._ussd_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+            else:
+                self._log.info("network USSD", m=event.m, text=event.text)
+        elif isinstance(event, StaleAnswer):
+            self._stale(event.lines, event.result)
+        elif isinstance(event, VendorUrc):
+            self._vendor_urc(event)
+        elif isinstance(event, Ring):
+            self._log.debug("ring", kind=event.kind)
+        elif isinstance(event, Garbage):
+            self._log.debug("garbage from modem", data=event.data[:80])
+
+    def _stale(self, lines: tuple[str, ...], result: str) -> None:
+        late = self._late
+        mr: int | AtError | None = None
+        with contextlib.suppress(commands.AnswerError):
+            mr = commands.parse_cmgs(lines)
+        if mr is None and result:
+            mr = parse_error(result)
+        self._log.info("late answer", lines=lines, result=result)
+        if late is not None and mr is not None and not late.future.done():
+            late.future.set_result(mr)
+
+    def _vendor_urc(self, event: VendorUrc) -> None:
+        if event.name == "^RSSI":
+            with contextlib.suppress(ValueError):
+                rssi = int(event.value)
+                self._info.signal_dbm = -113 + 2 * rssi if 0 <= rssi <= 31 else None
+        elif event.name == "+CMGS" and self._late is not None and not self._late.future.done():
+            # A late +CMGS during the next command (echo off): the timed-out part went out.
+            with contextlib.suppress(ValueError):
+                self._late.future.set_result(int(split_fields(event.value)[0]))
+        else:
+            self._log.debug("vendor urc", name=event.name, value=event.value)
+
+    def _registration(self, stat: int) -> None:
+        self._info.registration = _REGISTRATION.get(stat, "unknown")
+        if stat in _REGISTERED:
+            self._registered_evt.set()
+        else:
+            self._registered_evt.clear()
+        if self._state is ModemState.READY and stat not in _REGISTERED:
+            self._set_state(ModemState.REGISTERING)
+        elif self._state is ModemState.REGISTERING and stat in _REGISTERED and self._serving:
+            self._set_state(ModemState.READY)
+
+    # -- getting ready --------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open the configured port, or find the modem among the candidates by identity."""
+        s = self.settings
+        self._serving = False
+        self._set_state(ModemState.OPENING)
+        first_error: Exception | None = None
+        tried: set[str] = set()
+        for path in dict.fromkeys(p for p in (s.port, self._found_port) if p):
+            try:
+                await self._open(path)
+            except PortError as exc:
+                self._log.warning("cannot open port", port=path, error=str(exc))
+                first_error = first_error or exc
+                continue
+            assert self._transport is not None
+            tried.add(self._transport.device)
+            if not (s.imei or s.iccid):
+                return
+            try:
+                await self._wake(s.init_timeout)
+                if await self._identity_matches(strict=False):
+                    return
+            except (_CommandError, _Timeout, _Retry) as exc:
+                first_error = first_error or exc
+            self._close()
+        if s.imei or s.iccid:
+            for device in expand_candidates(s.candidates):
+                if device in tried:
+                    continue
+                tried.add(device)
+                try:
+                    await self._open(device)
+                except PortError as exc:
+                    self._log.debug("candidate skipped", port=device, error=str(exc))
+                    continue
+                try:
+                    await self._wake(2.0)
+                    if await self._identity_matches(strict=True):
+                        self._found_port = device
+                        self._log.info("modem found by identity", port=device)
+                        return
+                except (_CommandError, _Timeout, _Retry, _PortLost):
+                    pass
+                self._close()
+            wanted = " ".join(f"{k} {v}" for k, v in (("IMEI", s.imei), ("ICCID", s.iccid)) if v)
+            where = ", ".join(s.candidates) or "no candidates configured"
+            reason = f"modem with {wanted} not found on {s.port} or {where}"
+            if first_error is not None:
+                reason += f" ({first_error})"
+            raise _Retry(reason)
+        raise first_error if first_error is not None else _Retry(f"cannot open {s.port}")
+
+    async def _identity_matches(self, *, strict: bool) -> bool:
+        """Whether the modem on the open port is the configured one. `strict`: an identity
+        that cannot be read does not match (a candidate must prove itself)."""
+        s = self.settings
+        imei = iccid = None
+        if s.imei:
+            imei = await self._try_read(commands.cgsn(), commands.parse_imei)
+            if imei is not None and imei != s.imei:
+                self._log.info("another modem on the port", port=self._info.port, imei=imei)
+                return False
+        if s.iccid:
+            iccid = await self._read_iccid()
+            if iccid is not None and iccid != s.iccid:
+                self._log.info("another SIM on the port", port=self._info.port, iccid=iccid)
+                return False
+        if imei is None and iccid is None:
+            if strict:
+                return False
+            self._log.warning("identity unreadable; using the configured port anyway")
+        return True
+
+    async def _try_read(self, command: Command, parse: Callable[[Sequence[str]], _T]) -> _T | None:
+        try:
+            return parse(await self._command(command))
+        except (_CommandError, _Timeout, commands.AnswerError):
+            return None
+
+    async def _read_iccid(self) -> str | None:
+        for text in commands.ICCID_COMMANDS:
+            iccid = await self._try_read(commands.ccid(text), commands.parse_iccid)
+            if iccid is not None:
+                return iccid
+        return None
+
+    async def _wake(self, timeout: float) -> None:
+        """AT until OK: a modem just plugged in takes a while to answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self._command(Command("AT", timeout=min(1.0, timeout)))
+                return
+            except _Timeout:
+                pass
+            except _CommandError:
+                await asyncio.sleep(0.2)
+            if loop.time() >= deadline:
+                raise _Retry(f"no answer to AT within {timeout:g} s")
+
+    async def _initialise(self) -> None:
+        s = self.settings
+        self._set_state(ModemState.INITIALISING)
+        await self._wake(s.init_timeout)
+        await self._command(Command("ATE0", timeout=s.command_timeout))
+        with contextlib.suppress(_CommandError):
+            await self._command(Command("AT+CMEE=2", timeout=s.command_timeout))
+        self._set_state(ModemState.SIM_WAIT)
+        await self._unlock_sim()
+        self._set_state(ModemState.REGISTERING)
+        await self._register()
+        self._set_state(ModemState.INITIALISING)
+        await self._sms_setup()
+        await self._identify()
+        await self._health()
+        self._info.last_error = None
+        self._serving = True
+        self._set_state(ModemState.READY)
+
+    async def _unlock_sim(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.init_timeout
+        delay = 0.25
+        pin_sent = False
+        while True:
+            try:
+                wants = commands.parse_cpin(await self._command(commands.cpin_query()))
+            except _CommandError as exc:
+                code = exc.error.code if exc.error.kind == "CME" else None
+                if code == 11:
+                    wants = "SIM PIN"
+                elif code == 12:
+                    wants = "SIM PUK"
+                elif code in (10, 13, 15):
+                    raise _Retry(f"SIM problem: {_describe(exc.error)}") from None
+                elif _sim_busy(exc.error):
+                    if loop.time() >= deadline:
+                        raise _Retry(f"SIM still busy after {s.init_timeout:g} s") from None
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 5.0)
+                    continue
+                else:
+                    raise
+            if wants == "READY":
+                return
+            if wants == "SIM PIN":
+                if pin_sent or self._pin_rejected:
+                    self._pin_rejected = True
+                    raise _Fatal("the SIM still asks for its PIN after the configured one")
+                if not s.pin:
+                    raise _Fatal("the SIM asks for a PIN and none is configured (pin)")
+                try:
+                    command = commands.cpin(s.pin)
+                except ValueError as exc:
+                    raise _Fatal(f"the configured PIN is not valid: {exc}") from None
+                try:
+                    await self._command(command)
+                except _CommandError as exc:
+                    if exc.error.kind == "CME" and exc.error.code == 14:
+                        await asyncio.sleep(delay)
+                        continue
+                    self._pin_rejected = True
+                    raise _Fatal(
+                        f"the SIM refused the configured PIN ({_describe(exc.error)}); not "
+                        "retried: a SIM locks after three wrong PINs"
+                    ) from None
+                pin_sent = True
+                self._log.info("SIM PIN entered")
+                continue
+            if wants == "SIM PUK":
+                raise _Fatal("the SIM is locked and needs its PUK")
+            raise _Fatal(f"the SIM waits for {wants}")
+
+    async def _register(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.registration_timeout
+        with contextlib.suppress(_CommandError):
+            await self._command(Command("AT+CREG=1", timeout=s.command_timeout))
+        while True:
+            try:
+                reg = commands.parse_creg(await self._command(commands.creg_query()))
+            except (_CommandError, commands.AnswerError):
+                reg = None
+            if reg is not None:
+                self._registration(reg.stat)
+                if reg.registered:
+                    return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _Retry(
+                    f"not registered after {s.registration_timeout:g} s ({self._info.registration})"
+                )
+            # A +CREG URC wakes us early; otherwise ask again every second.
+            self._registered_evt.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registered_evt.wait(), min(1.0, remaining))
+
+    async def _sms_setup(self) -> None:
+        s = self.settings
+        t = s.command_timeout
+        await self._command(Command("AT+CMGF=0", timeout=t))
+        mem = s.storage.upper()
+        await self._command(commands.cpms(mem, mem, mem))
+        self._read_mem = mem
+        cnmi = "AT+CNMI=2,1,0,2,0" if s.status_reports else "AT+CNMI=2,1,0,0,0"
+        try:
+            await self._command(Command(cnmi, timeout=t))
+        except _CommandError:
+            # Mode 2 (buffer URCs while the port is busy) is not everywhere; mode 1 is.
+            await self._command(Command(cnmi.replace("=2,", "=1,", 1), timeout=t))
+        self._cnma = False
+        try:
+            lines = await self._command(Command("AT+CSMS?", timeout=t))
+            fields = split_fields(lines[0].partition(":")[2]) if lines else []
+            self._cnma = fields[:1] == ["1"]  # phase 2+: +CMT / +CDS need AT+CNMA
+            if len(fields) >= 3 and fields[2] == "0":
+                self._log.warning("the modem says it cannot send SMS", csms=lines[0])
+        except (_CommandError, IndexError):
+            pass
+        address: str | None = None
+        with contextlib.suppress(_CommandError, commands.AnswerError):
+            address, _ = commands.parse_csca(await self._command(commands.csca_query()))
+        if not address and s.smsc:
+            await self._command(commands.csca(s.smsc))
+            address = s.smsc
+            self._log.info("SMSC address set from settings", smsc=s.smsc)
+        elif not address:
+            self._log.warning("no SMSC address on the SIM and none configured (smsc)")
+        self._info.smsc = address
+
+    async def _identify(self) -> None:
+        info = self._info
+        info.imei = await self._try_read(commands.cgsn(), commands.parse_imei) or info.imei
+        info.imsi = await self._try_read(commands.cimi(), commands.parse_imsi) or info.imsi
+        info.iccid = await self._read_iccid() or info.iccid
+
+        def first(lines: Sequence[str]) -> str:
+            for line in lines:
+                text = line.partition(":")[2].strip() if line.startswith("+") else line.strip()
+                if text:
+                    return text.strip('"')
+            raise commands.AnswerError("empty")
+
+        ati = await self._try_read(Command("ATI"), tuple)
+        info.manufacturer = await self._try_read(Command("AT+CGMI"), first) or info.manufacturer
+        info.model = await self._try_read(Command("AT+CGMM"), first) or info.model
+        info.revision = await self._try_read(Command("AT+CGMR"), first) or info.revision
+        self._log.info(
+            "modem identified",
+            imei=info.imei,
+            imsi=info.imsi,
+            iccid=info.iccid,
+            model=info.model,
+            ati=" / ".join(ati or ()),
+        )
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        """Drain what is stored, then health rounds until the port is lost."""
+        self._jobs.put_nowait(_Drain())
+        misses = 0
+        while True:
+            interval = self.settings.health_interval
+            if self._state is not ModemState.READY:
+                interval = min(interval, 5.0)  # waiting for the network to come back
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), interval)
+            if self._lost.is_set():
+                raise _PortLost("port lost")
+            try:
+                await self._health()
+                misses = 0
+            except _Timeout:
+                misses += 1
+                if misses >= _HEALTH_MISSES:
+                    raise _Retry(f"no answer to {misses} health checks") from None
+            except _CommandError as exc:
+                self._log.warning("health check failed", error=str(exc))
+            if self._drain_due:
+                self._drain_due = False
+                self._jobs.put_nowait(_Drain())
+
+    async def _health(self) -> None:
+        """Signal, registration and operator: one command line when the modem takes it."""
+        t = self.settings.command_timeout
+        if self._batch_health:
+            try:
+                lines = await self._command(Command("AT+CSQ;+CREG?;+COPS?", timeout=t))
+            except _CommandError:
+                self._batch_health = False  # some firmware refuses compound lines
+            else:
+                self._read_health(lines, lines, lines)
+                return
+        csq = await self._command(commands.csq())
+        creg = await self._command(commands.creg_query())
+        cops = await self._command(Command("AT+COPS?", timeout=t))
+        self._read_health(csq, creg, cops)
+
+    def _read_health(self, csq: Sequence[str], creg: Sequence[str], cops: Sequence[str]) -> None:
+        info = self._info
+        with contextlib.suppress(commands.AnswerError):
+            quality = commands.parse_csq(csq)
+            info.signal_dbm = quality.dbm
+            info.ber = None if quality.ber == 99 else quality.ber
+        with contextlib.suppress(commands.AnswerError):
+            operator = commands.parse_cops(cops)
+            info.operator = operator.name or ""
+        with contextlib.suppress(commands.AnswerError):
+            self._registration(commands.parse_creg(creg).stat)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """Handle indications and direct messages one at a time."""
+        while True:
+            job = await self._jobs.get()
+            try:
+                if isinstance(job, _Direct):
+                    await self._direct(job)
+                    continue
+                async with self._storage_lock:
+                    if isinstance(job, _Drain):
+                        await self._drain()
+                    else:
+                        await self._read_stored(job)
+            except (_PortLost, _Timeout) as exc:
+                self._log.info("inbound handling interrupted", error=str(exc))
+                self._drain_due = True  # what is still stored is read at the next drain
+            except Exception:
+                self._log.exception("inbound handling failed")
+                self._drain_due = True
+            finally:
+                if isinstance(job, _Drain) and job.done is not None and not job.done.done():
+                    job.done.set_result(None)
+
+    async def _use_mem(self, mem: str) -> None:
+        mem = mem.upper()
+        if self._read_mem != mem:
+            await self._command(commands.cpms(mem))
+            self._read_mem = mem
+
+    async def _read_stored(self, job: _Stored) -> None:
+        await self._use_mem(job.mem)
+        message = commands.parse_cmgr(await self._command(commands.cmgr(job.index)), job.index)
+        if message is None:
+            return  # an empty slot: already read by a drain
+        await self._hand(message.pdu, job.index)
+
+    async def _drain(self) -> None:
+        """Read, hand on and delete everything received that is stored."""
+        mems = [self.settings.storage.upper()]
+        if self.settings.status_reports and "SR" not in mems:
+            mems.append("SR")
+        for mem in mems:
+            try:
+                await self._use_mem(mem)
+                listed = commands.parse_cmgl(await self._command(commands.cmgl(4)))
+            except _CommandError as exc:
+                self._log.debug("cannot list storage", mem=mem, error=str(exc))
+                continue
+            for message in listed:
+                if message.stat in (0, 1) and message.index is not None:
+                    try:
+                        await self._hand(message.pdu, message.index)
+                    except (_PortLost, _Timeout, asyncio.CancelledError):
+                        raise
+                    except Exception:
+                        self._log.exception("stored message not handled", index=message.index)
+                        self._drain_due = True
+
+    async def _hand(self, pdu: bytes, index: int) -> None:
+        """Give a stored message to the sink; delete it once the sink has it."""
+        try:
+            decoded = decode_pdu(pdu)
+        except SmsError as exc:
+            # It can never be delivered; the log keeps its octets, the slot is freed.
+            self._log.error("undecodable stored message deleted", pdu=pdu.hex(), error=str(exc))
+            await self._command(commands.cmgd(index))
+            return
+        if isinstance(decoded, SmsDeliver):
+            await self._sink.incoming(self, decoded, pdu)
+            self._info.received += 1
+        elif isinstance(decoded, SmsStatusReport):
+            await self._sink.status_report(self, decoded)
+        else:
+            return  # an SMS-SUBMIT someone stored: not ours to delete
+        await self._command(commands.cmgd(index))
+
+    async def _direct(self, job: _Direct) -> None:
+        """+CMT / +CDS: to the sink, then AT+CNMA when the modem waits for it."""
+        try:
+            decoded = decode_pdu(job.pdu)
+        except SmsError as exc:
+            self._log.error("undecodable direct message", pdu=job.pdu.hex(), error=str(exc))
+            decoded = None
+        if isinstance(decoded, SmsDeliver):
+            await self._sink.incoming(self, decoded, job.pdu)
+            self._info.received += 1
+        elif isinstance(decoded, SmsStatusReport):
+            await self._sink.status_report(self, decoded)
+        if self._cnma and job.generation == self._generation and self._transport is not None:
+            await self._command(Command("AT+CNMA", timeout=self.settings.command_timeout))
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, tpdus: Sequence[SubmitTpdu | bytes]) -> SendOutcome:
+        """Send one message: its parts in order, one AT+CMGS each.
+
+        Args:
+            tpdus: each part as the SMSC part followed by the SMS-SUBMIT TPDU (bytes), or as
+                `submit_tpdus` returns them.
+
+        Returns:
+            ok with each part's TP-MR, or why not (temporary unless `permanent`). Never raises
+            for modem or port trouble.
+        """
+        parts = [t if isinstance(t, bytes) else t.pdu for t in tpdus]
+        bad = next((p for p in parts if not p or p[0] + 1 >= len(p)), None)
+        if not parts or bad is not None:
+            return SendOutcome(False, permanent=True, reason="no TPDU after the SMSC part")
+        async with self._send_lock:
+            refs: list[int] = []
+            for i, pdu in enumerate(parts):
+                result = await self._send_part(pdu)
+                if isinstance(result, SendOutcome):
+                    self._info.failed += 1
+                    if result.error is not None:
+                        self._info.last_error = f"send: {result.reason}"
+                    self._log.warning(
+                        "send failed",
+                        part=i + 1,
+                        parts=len(parts),
+                        reason=result.reason,
+                        permanent=result.permanent,
+                    )
+                    return dataclasses.replace(result, message_refs=tuple(refs))
+                refs.append(result)
+            self._info.sent += 1
+            return SendOutcome(True, tuple(refs))
+
+    async def _send_part(self, pdu: bytes) -> int | SendOutcome:
+        s = self.settings
+        tries = 0
+        drained = smsc_set = False
+        while True:
+            if self._state is not ModemState.READY:
+                return SendOutcome(False, reason=f"modem not ready ({self._state.value})")
+            tries += 1
+            error: AtError | None = None
+            try:
+                lines = await self._command(commands.cmgs(pdu, pdu[0] + 1, timeout=s.send_timeout))
+                return commands.parse_cmgs(lines)
+            except _PortLost:
+                return SendOutcome(False, reason="port lost during the send")
+            except commands.AnswerError as exc:
+                reason = f"unexpected answer: {exc}"
+            except _Timeout:
+                late = await self._late_answer()
+                if isinstance(late, int):
+                    self._log.info("late +CMGS: the part was sent", message_ref=late)
+                    return late
+                error = late
+                reason = "no answer to AT+CMGS" if late is None else _describe(late)
+            except _CommandError as exc:
+                error = exc.error
+                reason = _describe(error)
+            if error is not None:
+                kind = classify_send_error(error)
+                if kind == "permanent":
+                    return SendOutcome(False, error=error, permanent=True, reason=reason)
+                if kind == "storage_full" and not drained:
+                    drained = True
+                    self._log.warning("storage full: draining it before another try")
+                    await self._drain_now()
+                    continue
+                if kind == "no_smsc":
+                    if not s.smsc or smsc_set:
+                        why = "no SMSC address on the SIM and none configured (smsc)"
+                        return SendOutcome(False, error=error, permanent=True, reason=why)
+                    smsc_set = True
+                    try:
+                        await self._command(commands.csca(s.smsc))
+                    except (_CommandError, _Timeout, _PortLost) as exc:
+                        return SendOutcome(False, error=error, reason=f"AT+CSCA failed: {exc}")
+                    self._info.smsc = s.smsc
+                    continue
+            if tries >= s.send_tries:
+                return SendOutcome(False, error=error, reason=f"{reason} ({tries} tries)")
+            await asyncio.sleep(s.send_backoff * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+
+    async def _late_answer(self) -> int | AtError | None:
+        """After an AT+CMGS timeout: its late answer, if one comes soon (the TP-MR, the error,
+        or None)."""
+        self._late = late = _Late()
+        try:
+            async with asyncio.timeout(min(self.settings.command_timeout, 10.0)):
+                return await late.future
+        except TimeoutError:
+            return None
+        finally:
+            self._late = None
+
+    async def _drain_now(self) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait(_Drain(done))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout):
+                await done
+
+    # -- USSD ---------------------------------------------------------------------------------
+
+    async def ussd(self, code: str, timeout: float = 30.0) -> str:
+        """AT+CUSD=1,"<code>",15 and the network's answer, decoded by its DCS.
+
+        Raises:
+            UssdError: not ready, an error, no answer within `timeout`, or the network said
+                the request is not supported.
+            ValueError: `code` is not a USSD string.
+        """
+        command = commands.cusd(code, timeout=min(timeout, self.settings.command_timeout))
+        if self._state is not ModemState.READY:
+            raise UssdError(f"{self.name} is not ready ({self._state.value})")
+        async with self._ussd_lock:
+            waiter: asyncio.Future[Ussd] = asyncio.get_running_loop().create_future()
+            self._ussd_waiter = waiter
+            try:
+                await self._command(command)
+                async with asyncio.timeout(timeout):
+                    answer = await waiter
+            except (_CommandError, _Timeout, _PortLost) as exc:
+                raise UssdError(f"{self.name}: USSD {code}: {exc}") from None
+            except TimeoutError:
+                raise UssdError(f"{self.name}: no USSD answer within {timeout:g} s") from None
+            finally:
+                self._ussd_waiter = None
+            if answer.m == 1:  # the network wants more: we do not, so end the session
+                with contextlib.suppress(_CommandError, _Timeout, _PortLost):
+                    await self._command(Command("AT+CUSD=2"))
+        if answer.m in (4, 5) or (answer.m == 2 and not answer.text):
+            what = {2: "ended by the network", 4: "not supported", 5: "timed out"}[answer.m]
+            raise UssdError(f"{self.name}: USSD {code}: {what}")
+        return commands.decode_ussd(answer.text, answer.dcs)
