@@ -926,6 +926,8 @@ class Modem:
             interval = self.settings.health_interval
             if self._state is not ModemState.READY:
                 interval = min(interval, 5.0)  # waiting for the network to come back
+            # Jitter, so a bank's modems do not all poll in the same instant.
+            interval *= random.uniform(0.9, 1.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), interval)
             if self._lost.is_set():

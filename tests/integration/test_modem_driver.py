@@ -30,6 +30,7 @@ from drivers.modem.modem import (
 from gateway.sms.tpdu import (
     SmsDeliver,
     SmsStatusReport,
+    deliver_tpdus,
     encode_status_report,
     submit_tpdus,
 )
@@ -440,6 +441,20 @@ def test_inbound_deleted_only_after_the_sink_returned(network: SimNetwork) -> No
             assert raw == sent.pdu
             await eventually(lambda: emu.stored("SM") == {}, "the message deleted")
             assert modem.info.received == 1
+
+    run(main)
+
+
+def test_inbound_direct_cmt(network: SimNetwork) -> None:
+    async def main() -> None:
+        async with running(network) as (_, emu, sink):
+            now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+            (pdu,) = deliver_tpdus("straight to us", SENDER, timestamp=now, smsc=network.smsc)
+            network.inject_urc(emu, f"+CMT: ,{pdu.tpdu_length}\r\n{pdu.hex}")
+            await sink.until(lambda: len(sink.delivers) == 1)
+            deliver, raw = sink.delivers[0]
+            assert deliver.text == "straight to us" and raw == pdu.pdu
+            assert count(emu, "AT+CNMA") == 0  # AT+CSMS? said phase 2: no acknowledgement
 
     run(main)
 
