@@ -474,6 +474,9 @@ class Modem:
             except commands.AnswerError as exc:
                 self._fail(f"unexpected answer: {exc}")
                 self._log.warning("modem down, reopening", error=str(exc), retry_in=delay)
+            except Exception as exc:  # a bug must not end the modem's life silently
+                self._fail(f"internal error: {exc!r}")
+                self._log.exception("modem task failed, reopening", retry_in=delay)
             self._close()
             self._set_state(ModemState.CLOSED)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
@@ -883,7 +886,11 @@ class Modem:
         with contextlib.suppress(_CommandError, commands.AnswerError):
             address, _ = commands.parse_csca(await self._command(commands.csca_query()))
         if not address and s.smsc:
-            await self._command(commands.csca(s.smsc))
+            try:
+                command = commands.csca(s.smsc)
+            except ValueError as exc:
+                raise _Fatal(f"the configured SMSC address is not valid: {exc}") from None
+            await self._command(command)
             address = s.smsc
             self._log.info("SMSC address set from settings", smsc=s.smsc)
         elif not address:
@@ -1145,6 +1152,9 @@ class Modem:
                     smsc_set = True
                     try:
                         await self._command(commands.csca(s.smsc))
+                    except ValueError as exc:
+                        why = f"the configured SMSC address is not valid: {exc}"
+                        return SendOutcome(False, error=error, permanent=True, reason=why)
                     except (_CommandError, _Timeout, _PortLost) as exc:
                         return SendOutcome(False, error=error, reason=f"AT+CSCA failed: {exc}")
                     self._info.smsc = s.smsc
