@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 
 from drivers.base import ReceiptSink, SendResult, UpstreamReceipt
 from gateway.store.base import MessageRecord
@@ -24,6 +25,7 @@ class SimulatedCarrier:
         self.delivery_delay = delivery_delay
         self.failure_ratio = failure_ratio
         self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3).upper()
         self._sink: ReceiptSink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent = 0
@@ -42,7 +44,9 @@ class SimulatedCarrier:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def send(self, record: MessageRecord) -> SendResult:
-        upstream_id = f"{next(self._ids):08X}"  # upper-case hex, as many carriers write ids
+        # Upper-case hex, as many carriers write ids; the per-instance prefix keeps the ids of
+        # gateway nodes that share a store (each with its own simulated carrier) apart.
+        upstream_id = f"{self._prefix}{next(self._ids):08X}"
         self._sent += 1
         fail = self._failed < int(self._sent * self.failure_ratio)
         if fail:

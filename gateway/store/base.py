@@ -13,8 +13,9 @@ only after `accept` returned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "Delivery",
@@ -24,6 +25,8 @@ __all__ = [
     "NewMessage",
     "ReceiptRecord",
     "Store",
+    "Usage",
+    "usage_windows",
 ]
 
 
@@ -43,9 +46,9 @@ class MessageState(Enum):
         return self not in (MessageState.ACCEPTED, MessageState.DISPATCHING, MessageState.SENT)
 
 
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message to store as it was accepted."""
+class NewMessage(NamedTuple):
+    """A message to store as it was accepted. (A NamedTuple, not a frozen dataclass: one is
+    made for every row read, and a tuple is several times cheaper to build.)"""
 
     id: str
     account: str
@@ -69,8 +72,7 @@ class NewMessage:
     accepted_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
+class MessageRecord(NamedTuple):
     """A stored message and where it stands."""
 
     message: NewMessage
@@ -114,6 +116,21 @@ class NewDelivery:
     kind: str  # "receipt" or "mo"
     pdu: bytes
     ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Messages one SIM sent in the current calendar minute, day and month (UTC)."""
+
+    minute: int = 0
+    day: int = 0
+    month: int = 0
+
+
+def usage_windows(now: float) -> tuple[int, int, int]:
+    """The numbers of the UTC minute, day and month `now` falls in (`Store.count_usage`)."""
+    when = datetime.fromtimestamp(now, UTC)
+    return int(now // 60), int(now // 86_400), when.year * 12 + when.month - 1
 
 
 class Store(Protocol):
@@ -248,3 +265,12 @@ class Store(Protocol):
         died) go back to accepted; other nodes' claims are theirs. A message may then reach its
         upstream twice - at most the ones in flight when the process died - but none is lost.
         Returns how many."""
+
+    async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
+        """`count` more messages sent by the SIM `key` at `now`; its counters after them.
+
+        One row per key holds the current minute, day and month and their counts; a count
+        whose window has passed starts again from zero, so storage stays one row per SIM."""
+
+    async def usage(self, key: str, now: float) -> Usage:
+        """The SIM's counters for the windows `now` falls in (zero for a passed window)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import operator
-from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -44,6 +43,8 @@ from gateway.store.base import (
     NewMessage,
     ReceiptRecord,
     Store,
+    Usage,
+    usage_windows,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -132,6 +133,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbound_parts_age ON inbound_parts (received_at);
     """,
+    # 3: per-SIM send counters (modem limits): one row per SIM, the current windows only.
+    """
+    CREATE TABLE sim_usage (
+        key text PRIMARY KEY,
+        minute bigint NOT NULL,
+        per_minute bigint NOT NULL,
+        day bigint NOT NULL,
+        per_day bigint NOT NULL,
+        month bigint NOT NULL,
+        per_month bigint NOT NULL
+    );
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -157,7 +170,7 @@ _TYPES = {
     "expires_at": "double precision",
     "accepted_at": "double precision",
 }
-_FIELDS = tuple(f.name for f in fields(NewMessage))
+_FIELDS = NewMessage._fields
 assert tuple(_TYPES) == _FIELDS, "NewMessage changed: update _TYPES and MIGRATIONS"
 _values = operator.attrgetter(*_FIELDS)
 _COLUMNS = ", ".join(_FIELDS)
@@ -448,7 +461,7 @@ class PostgresStore:
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
         rows = await self._open_pool().fetch(_CLAIM, now, limit, self.node)
         # as SQLite does: a claim is a fresh attempt, the last one's error is not reported
-        return [replace(_record(row), error=None) for row in rows]
+        return [_record(row)._replace(error=None) for row in rows]
 
     async def set_state(
         self,
@@ -707,6 +720,40 @@ class PostgresStore:
                 short_message,
             )
         return _count(status) == 1
+
+    async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
+        row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)
+        assert row is not None  # an upsert with RETURNING returns its row
+        return Usage(row[0], row[1], row[2])
+
+    async def usage(self, key: str, now: float) -> Usage:
+        minute, day, month = usage_windows(now)
+        row = await self._open_pool().fetchrow(
+            "SELECT minute, per_minute, day, per_day, month, per_month FROM sim_usage "
+            "WHERE key = $1",
+            key,
+        )
+        if row is None:
+            return Usage()
+        return Usage(
+            row[1] if row[0] == minute else 0,
+            row[3] if row[2] == day else 0,
+            row[5] if row[4] == month else 0,
+        )
+
+
+# In an UPDATE every column on the right-hand side is the row's old value, so each count is
+# compared with its old window before the window moves on.
+_COUNT_USAGE = """
+    INSERT INTO sim_usage AS u (key, minute, per_minute, day, per_day, month, per_month)
+    VALUES ($1, $2, $5, $3, $5, $4, $5)
+    ON CONFLICT (key) DO UPDATE SET
+        per_minute = CASE WHEN u.minute = $2 THEN u.per_minute + $5 ELSE $5 END,
+        per_day = CASE WHEN u.day = $3 THEN u.per_day + $5 ELSE $5 END,
+        per_month = CASE WHEN u.month = $4 THEN u.per_month + $5 ELSE $5 END,
+        minute = $2, day = $3, month = $4
+    RETURNING per_minute, per_day, per_month
+"""
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -8,14 +8,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.smpp.receipt import canonical_ids
-from gateway.store.base import MessageState, NewDelivery, NewMessage, ReceiptRecord
+from gateway.store.base import (
+    MessageState,
+    NewDelivery,
+    NewMessage,
+    ReceiptRecord,
+    Usage,
+    usage_windows,
+)
 from tests.store import T0, msg
 from tests.store.conftest import AnyStore, Db
 
@@ -119,7 +125,7 @@ def test_any_message_round_trips(db: Db) -> None:
     @settings(max_examples=60)
     @given(message=_MESSAGES)
     def check(message: NewMessage) -> None:
-        unique = replace(message, id=f"{next(serial)}:{message.id}")
+        unique = message._replace(id=f"{next(serial)}:{message.id}")
 
         async def body(store: AnyStore) -> None:
             await store.accept(unique)
@@ -730,3 +736,33 @@ def test_inbound_parts_are_kept_until_whole(db: Db) -> None:
         assert [key for key, _ in await store.stale_inbound(T0 + 100)] == ["a|b|7"]
 
     db.run(body)
+
+
+def test_sim_usage_counts_per_window_and_survives_a_reopen(db: Db) -> None:
+    start = 1_700_000_000.0 - 1_700_000_000.0 % 86_400 + 3600  # 01:00 UTC, mid-month
+    assert usage_windows(start)[2] == usage_windows(start + 86_400)[2]
+
+    async def body(store: AnyStore) -> None:
+        assert await store.usage("sim-a", start) == Usage()
+        assert await store.count_usage("sim-a", start) == Usage(1, 1, 1)
+        assert await store.count_usage("sim-a", start + 1, 2) == Usage(3, 3, 3)
+        assert await store.count_usage("sim-b", start + 2) == Usage(1, 1, 1)  # its own row
+        store = await db.reopen()
+        assert await store.usage("sim-a", start + 3) == Usage(3, 3, 3)
+        # the next minute starts the minute over, the day and month go on
+        assert await store.usage("sim-a", start + 60) == Usage(0, 3, 3)
+        assert await store.count_usage("sim-a", start + 61) == Usage(1, 4, 4)
+        # the next day
+        assert await store.count_usage("sim-a", start + 86_400) == Usage(1, 1, 5)
+        # concurrent sends all count
+        await asyncio.gather(*(store.count_usage("sim-c", start) for _ in range(50)))
+        assert await store.usage("sim-c", start) == Usage(50, 50, 50)
+
+    db.run(body)
+
+
+def test_sim_usage_month_turns_over() -> None:
+    end_of_january = 1_706_745_599.0  # 2024-01-31 23:59:59 UTC
+    jan = usage_windows(end_of_january)
+    feb = usage_windows(end_of_january + 1)
+    assert feb[2] == jan[2] + 1 and feb[1] == jan[1] + 1 and feb[0] == jan[0] + 1
