@@ -38,6 +38,9 @@ __all__ = [
     "DispatchConfig",
     "GatewayConfig",
     "MessagesConfig",
+    "ModemBankConfig",
+    "ModemConfig",
+    "ModemLimitsConfig",
     "RouteConfig",
     "SimulatedCarrierConfig",
     "StoreConfig",
@@ -153,6 +156,86 @@ class SimulatedCarrierConfig(_Model):
     failure_ratio: float = Field(0.0, ge=0, le=1)
 
 
+class ModemLimitsConfig(_Model):
+    """Messages one SIM may send per calendar minute / day / month (UTC); None: no limit."""
+
+    per_minute: int | None = Field(None, ge=1)
+    per_day: int | None = Field(None, ge=1)
+    per_month: int | None = Field(None, ge=1)
+
+
+class ModemConfig(_Model):
+    """One GSM modem of a bank (see `drivers.modem.modem.ModemSettings`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    port: str = Field("", description="e.g. /dev/serial/by-id/...; filled in for emulated ones")
+    imei: str | None = Field(None, description="find the modem by IMEI among `candidates`")
+    iccid: str | None = Field(None, description="find the modem by its SIM's ICCID")
+    candidates: tuple[str, ...] = Field((), description="ports (globs) to search by identity")
+    number: str | None = Field(None, description="the SIM's own number: MO destination_addr")
+    baudrate: int = Field(115200, gt=0)
+    rtscts: bool = False
+    pin: str | None = None
+    smsc: str | None = None
+    limits: ModemLimitsConfig = ModemLimitsConfig()
+    health_interval: float = Field(30.0, gt=0)
+    command_timeout: float = Field(10.0, gt=0)
+    send_timeout: float = Field(60.0, gt=0)
+    reopen_backoff: float = Field(1.0, gt=0)
+    max_reopen_backoff: float = Field(60.0, gt=0)
+    status_reports: bool = True
+    storage: str = "SM"
+
+
+class ModemEmulatorConfig(_Model):
+    """The simulated network behind `emulate` modems (`drivers.modem.emulator.SimNetwork`)."""
+
+    report_delay: float = Field(0.5, ge=0, description="seconds to a status report")
+    quirks: tuple[str, ...] = Field((), description="NAME=VALUE, as smsgw emulate-modem takes")
+
+
+class ModemBankConfig(_Model):
+    """GSM modems used as one route target, `bank:<name>`."""
+
+    selection: Literal["round_robin", "least_loaded"] = "round_robin"
+    modems: tuple[ModemConfig, ...] = ()
+    emulate: int = Field(
+        0, ge=0, le=256, description="start this many emulated modems in-process (no hardware)"
+    )
+    emulator: ModemEmulatorConfig = ModemEmulatorConfig()
+    queue: int = Field(2, ge=1, le=64, description="sends waiting on one modem at most")
+    report_window: float = Field(
+        72 * 3600.0, gt=0, description="seconds a status report may come after its send"
+    )
+
+    @model_validator(mode="after")
+    def _modems(self) -> ModemBankConfig:
+        names = [m.name for m in self.modems]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"modem name {', '.join(duplicates)} given twice")
+        if self.emulate and len(self.modems) > self.emulate:
+            raise ValueError(f"{len(self.modems)} modems listed but only {self.emulate} emulated")
+        if not self.emulate:
+            if not self.modems:
+                raise ValueError("a bank needs modems (or emulate: N)")
+            for i, modem in enumerate(self.modems):
+                if not (modem.port or modem.candidates):
+                    raise ValueError(f"modems[{i}] ({modem.name}): give port or candidates")
+        return self
+
+    def modem_list(self) -> tuple[ModemConfig, ...]:
+        """The modems: those listed, then generated ones (modemN) up to `emulate`."""
+        listed = list(self.modems)
+        taken = {m.name for m in listed}
+        n = 0
+        while len(listed) < self.emulate:
+            n += 1
+            if f"modem{n}" not in taken:
+                listed.append(ModemConfig(name=f"modem{n}"))
+        return tuple(listed)
+
+
 class TargetConfig(_Model):
     name: str
     weight: int = Field(1, ge=0)
@@ -244,6 +327,10 @@ class GatewayConfig(_Model):
     accounts: tuple[AccountConfig, ...] = ()
     upstreams: Mapping[str, UpstreamConfig] = Field(default_factory=dict)
     simulated_carriers: Mapping[str, SimulatedCarrierConfig] = Field(default_factory=dict)
+    modem_banks: Mapping[str, ModemBankConfig] = Field(default_factory=dict)
+    control_socket: Path | None = Field(
+        Path("var/smsgw.sock"), description="Unix socket for smsgw modem ...; null: none"
+    )
     routes: tuple[RouteConfig, ...] = ()
     mo_routes: tuple[MoRouteConfig, ...] = ()
     mo_reassembly_timeout: float = Field(300.0, gt=0)
@@ -257,11 +344,18 @@ class GatewayConfig(_Model):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"accounts: system_id {', '.join(duplicates)} given twice")
-        known = set(self.upstreams) | set(self.simulated_carriers)
+        for name in self.modem_banks:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"modem_banks: name {name!r} may hold only A-Z a-z 0-9 _ . -")
+        known = (
+            set(self.upstreams)
+            | set(self.simulated_carriers)
+            | {f"bank:{name}" for name in self.modem_banks}
+        )
         for i, route in enumerate(self.routes):
             for target in route.targets:
                 name = target if isinstance(target, str) else target.name
-                if name not in known and not name.startswith("bank:"):
+                if name not in known:
                     raise ValueError(f"routes[{i}] ({route.name}): unknown target {name!r}")
             unknown = route.accounts - set(ids)
             if unknown:

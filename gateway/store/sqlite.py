@@ -34,6 +34,8 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     ReceiptRecord,
+    Usage,
+    usage_windows,
 )
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -125,6 +127,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, seq)
     );
     CREATE INDEX inbound_parts_age ON inbound_parts (received_at);
+    """,
+    # 5: per-SIM send counters (modem limits): one row per SIM, the current windows only.
+    """
+    CREATE TABLE sim_usage (
+        key TEXT PRIMARY KEY,
+        minute INTEGER NOT NULL,
+        per_minute INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        per_day INTEGER NOT NULL,
+        month INTEGER NOT NULL,
+        per_month INTEGER NOT NULL
+    );
     """,
 )
 
@@ -392,6 +406,12 @@ class SqliteStore:
         self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
     ) -> bool:
         return await self._call(_change_pending, message_id, account, now, short_message)
+
+    async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
+        return await self._call(_count_usage, key, usage_windows(now), count)
+
+    async def usage(self, key: str, now: float) -> Usage:
+        return await self._call(_usage, key, usage_windows(now))
 
 
 class _OpFailed(Exception):
@@ -724,3 +744,39 @@ def _purge(conn: sqlite3.Connection, before: float) -> int:
     ).rowcount
     gone += conn.execute("DELETE FROM deliveries WHERE expires_at < ?", (before,)).rowcount
     return int(gone)
+
+
+# In an UPDATE every column on the right-hand side is the row's old value, so each count is
+# compared with its old window before the window moves on.
+_COUNT_USAGE = """
+    INSERT INTO sim_usage (key, minute, per_minute, day, per_day, month, per_month)
+    VALUES (?1, ?2, ?5, ?3, ?5, ?4, ?5)
+    ON CONFLICT (key) DO UPDATE SET
+        per_minute = CASE WHEN minute = ?2 THEN per_minute + ?5 ELSE ?5 END,
+        per_day = CASE WHEN day = ?3 THEN per_day + ?5 ELSE ?5 END,
+        per_month = CASE WHEN month = ?4 THEN per_month + ?5 ELSE ?5 END,
+        minute = ?2, day = ?3, month = ?4
+    RETURNING per_minute, per_day, per_month
+"""
+
+
+def _count_usage(
+    conn: sqlite3.Connection, key: str, windows: tuple[int, int, int], count: int
+) -> Usage:
+    row = conn.execute(_COUNT_USAGE, (key, *windows, count)).fetchone()
+    return Usage(*row)
+
+
+def _usage(conn: sqlite3.Connection, key: str, windows: tuple[int, int, int]) -> Usage:
+    row = conn.execute(
+        "SELECT minute, per_minute, day, per_day, month, per_month FROM sim_usage WHERE key = ?",
+        (key,),
+    ).fetchone()
+    if row is None:
+        return Usage()
+    minute, day, month = windows
+    return Usage(
+        row[1] if row[0] == minute else 0,
+        row[3] if row[2] == day else 0,
+        row[5] if row[4] == month else 0,
+    )

@@ -57,6 +57,8 @@ def test_nodes_starting_together_migrate_once(postgres_dsn: str, schema: str) ->
                 "upstream_ids",
                 "receipts",
                 "deliveries",
+                "inbound_parts",
+                "sim_usage",
             }
         finally:
             await asyncio.gather(*(s.close() for s in stores))
