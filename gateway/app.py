@@ -3,30 +3,54 @@
 `Gateway` owns their lifecycle: `start` opens the store, starts the drivers and the dispatcher,
 then listens; `stop` stops listening first, then the dispatcher and the drivers, and closes the
 store last, so nothing accepted is left half-written.
+
+Modem banks with `emulate: N` get N emulated modems on pseudo-terminals, started here before the
+bank (each behind a symlink, so a replug keeps its port) and stopped after it. The control
+socket (`smsgw modem ...`) is served when configured; one already held by another running
+gateway is logged and skipped rather than fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from drivers.base import Driver
+from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, ModemBankConfig
+from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.server.smpp import SmppServer
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["Gateway", "run"]
+if TYPE_CHECKING:
+    from drivers.modem.emulator import ModemEmulator, SimNetwork
+
+__all__ = ["Emulated", "Gateway", "run"]
 
 log = structlog.get_logger("smsgw")
+
+
+@dataclass
+class Emulated:
+    """A bank's emulated modems and the network behind them (tests inject and unplug here)."""
+
+    network: SimNetwork
+    modems: dict[str, ModemEmulator] = field(default_factory=dict)
+    link_dir: Path | None = None
 
 
 class Gateway:
@@ -47,6 +71,12 @@ class Gateway:
         }
         for name, upstream in config.upstreams.items():
             drivers[name] = SmppUpstream(name, upstream)
+        self.banks: dict[str, ModemBank] = {}
+        for name, bank_config in config.modem_banks.items():
+            bank = ModemBank(name, bank_config, self.store, clock=clock)
+            self.banks[name] = drivers[bank.name] = bank
+        self.emulated: dict[str, Emulated] = {}
+        self.control: ControlServer | None = None
         self.drivers = drivers
         self.server = SmppServer(config, self.store, clock=clock)
         self.dispatcher = Dispatcher(
@@ -69,15 +99,89 @@ class Gateway:
         requeued = await self.store.requeue_interrupted(time.time())
         if requeued:
             log.warning("resuming messages interrupted by a stop", count=requeued)
+        for name, bank in self.banks.items():
+            bank_config = self.config.modem_banks[name]
+            if bank_config.emulate:
+                emulated = await asyncio.to_thread(_emulate, name, bank_config)
+                self.emulated[name] = emulated
+                bank.ports.update(
+                    {modem: _port(emulator) for modem, emulator in emulated.modems.items()}
+                )
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
+        if self.config.control_socket is not None:
+            control = ControlServer(
+                self.config.control_socket,
+                {"modem.list": self._modem_list, "modem.ussd": self._modem_ussd},
+            )
+            try:
+                await control.start()
+            except OSError as exc:
+                log.error("control socket not served", error=str(exc))
+            else:
+                self.control = control
         return self.port
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         await self.server.stop()
         await self.dispatcher.stop()
         await self.store.close()
+        for emulated in self.emulated.values():
+            await asyncio.to_thread(_stop_emulated, emulated)
+        self.emulated.clear()
+
+    # -- control channel ----------------------------------------------------------------------
+
+    async def _modem_list(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [row for bank in self.banks.values() for row in bank.state()]
+
+    async def _modem_ussd(self, request: Mapping[str, Any]) -> str:
+        target, code = str(request.get("modem", "")), str(request.get("code", ""))
+        bank_name, _, modem = target.partition("/")
+        bank = self.banks.get(bank_name)
+        if bank is None or not modem:
+            raise ValueError(f"no modem {target!r}: give <bank>/<modem>")
+        try:
+            return await bank.ussd(modem, code, float(request.get("wait", 30.0)))
+        except KeyError:
+            raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
+
+
+def _port(emulator: ModemEmulator) -> str:
+    return str(emulator.link) if emulator.link is not None else emulator.port
+
+
+def _emulate(bank: str, config: ModemBankConfig) -> Emulated:
+    """Start a bank's emulated modems (blocking: each starts a thread on a new pty)."""
+    from drivers.modem.emulator import ModemEmulator, Quirks, SimNetwork  # noqa: PLC0415
+
+    emulated = Emulated(
+        SimNetwork(report_delay=config.emulator.report_delay),
+        link_dir=Path(tempfile.mkdtemp(prefix=f"smsgw-{bank}-")),
+    )
+    quirks = config.emulator.quirks
+    for modem in config.modem_list()[: config.emulate]:
+        emulator = ModemEmulator(
+            emulated.network,
+            imei=modem.imei,
+            iccid=modem.iccid,
+            quirks=Quirks.parse(quirks),
+            link=emulated.link_dir / modem.name if emulated.link_dir else None,
+        )
+        emulator.start()
+        emulated.modems[modem.name] = emulator
+    return emulated
+
+
+def _stop_emulated(emulated: Emulated) -> None:
+    for emulator in emulated.modems.values():
+        emulator.stop()
+    if emulated.link_dir is not None:
+        shutil.rmtree(emulated.link_dir, ignore_errors=True)
 
 
 def _store(config: GatewayConfig) -> Store:

@@ -3,6 +3,8 @@
     smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
     smsgw send --to NUMBER [--dlr] TEXT  send a message through a gateway, as an application
     smsgw emulate-modem [--count N]      emulated GSM modems on pseudo-terminals (no hardware)
+    smsgw modem list                     the running gateway's modems: state, signal, counters
+    smsgw modem ussd BANK/MODEM CODE     a USSD request through one modem, e.g. '*100#'
 
 and the codec tools an admin reaches for when a message looks wrong:
 
@@ -13,7 +15,8 @@ and the codec tools an admin reaches for when a message looks wrong:
 
 `smsgw send` exits 0 when every part was accepted (and, with --dlr, delivered), 1 when one
 was refused or its receipt says it failed, 2 on usage, connection or bind errors, 3 when
---timeout passed first. The modem commands arrive with issue 4.
+--timeout passed first. `smsgw modem ...` talks to the running gateway over its control
+socket (`control_socket` in the configuration) and exits 2 when it cannot reach it.
 """
 
 from __future__ import annotations
@@ -296,6 +299,103 @@ def _cmd_emulate_modem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_path(args: argparse.Namespace) -> str | None:
+    if args.socket:
+        return str(args.socket)
+    path = args.config
+    if path is None and os.path.exists("config/gateway.yaml"):
+        path = "config/gateway.yaml"
+    if path is None:
+        return "var/smsgw.sock"
+    config = _load(path)
+    if config is None:
+        return None
+    if config.control_socket is None:
+        print(f"error: {path} has no control_socket", file=sys.stderr)
+        return None
+    return str(config.control_socket)
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _modem_table(rows: list[dict[str, object]]) -> list[str]:
+    head = (
+        "MODEM",
+        "STATE",
+        "PORT",
+        "SIGNAL",
+        "REG",
+        "OPERATOR",
+        "SENT",
+        "FAILED",
+        "RECV",
+        "QUEUE",
+        "USED m/d/M",
+        "LIMIT m/d/M",
+        "LAST ERROR",
+    )
+    table = [head]
+    for row in rows:
+        used = row.get("used") or {}
+        limits = row.get("limits") or {}
+        assert isinstance(used, dict) and isinstance(limits, dict)
+        signal = row.get("signal_dbm")
+        table.append(
+            (
+                f"{row.get('bank')}/{row.get('name')}",
+                _cell(row.get("state")),
+                _cell(row.get("port")),
+                "-" if signal is None else f"{signal} dBm",
+                _cell(row.get("registration")),
+                _cell(row.get("operator")),
+                _cell(row.get("sent")),
+                _cell(row.get("failed")),
+                _cell(row.get("received")),
+                _cell(row.get("queue")),
+                "/".join(_cell(used.get(k)) for k in ("minute", "day", "month")),
+                "/".join(_cell(limits.get(k)) for k in ("minute", "day", "month")),
+                _cell(row.get("last_error")),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def _cmd_modem(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from gateway.control import ControlError, request  # noqa: PLC0415
+
+    path = _control_path(args)
+    if path is None:
+        return 2
+    try:
+        if args.modem_command == "list":
+            rows = request(path, "modem.list", timeout=args.timeout)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            elif not rows:
+                print("no modem banks configured")
+            else:
+                print("\n".join(_modem_table(rows)))
+            return 0
+        answer = request(
+            path,
+            "modem.ussd",
+            timeout=args.timeout + 5,
+            modem=args.modem,
+            code=args.code,
+            wait=args.timeout,
+        )
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if args.modem_command == "list" else 1
+    print(answer)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,6 +447,21 @@ def _parser() -> argparse.ArgumentParser:
         "--quirk", action="append", default=[], metavar="NAME=VALUE", help="e.g. echo=1, slow=0.2"
     )
     p.set_defaults(func=_cmd_emulate_modem)
+
+    p = sub.add_parser("modem", help="the running gateway's modems: list, ussd")
+    modem_sub = p.add_subparsers(dest="modem_command", required=True)
+    for name, text in (("list", "show every bank's modems"), ("ussd", "send a USSD code")):
+        q = modem_sub.add_parser(name, help=text)
+        if name == "ussd":
+            q.add_argument("modem", help="BANK/MODEM, as smsgw modem list names it")
+            q.add_argument("code", help="e.g. '*100#'")
+            q.add_argument("--timeout", type=float, default=30.0, help="seconds for the answer")
+        else:
+            q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            q.add_argument("--timeout", type=float, default=10.0, help="seconds for the answer")
+        q.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+        q.add_argument("--socket", help="the control socket (default: the config's)")
+        q.set_defaults(func=_cmd_modem)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)

@@ -79,6 +79,18 @@ def test_the_shipped_default_config_is_valid() -> None:
     config = load_config(Path(__file__).parents[2] / "config" / "gateway.yaml", env={})
     assert config.accounts[0].system_id == "demo"
     assert config.route_table().lookup("4915112345678") is not None
+    assert config.modem_banks["local"].emulate == 2  # a newcomer sees modems at work
+
+
+def test_modem_bank_errors_name_path_and_line() -> None:
+    text = (
+        "modem_banks:\n  b:\n    emulate: 1\n    modems:\n"
+        "      - name: m\n        limits: {per_day: 0}\n"
+    )
+    assert _problems(text) == [
+        "modem_banks.b.modems[0].limits.per_day (line 6): "
+        "Input should be greater than or equal to 1"
+    ]
 
 
 def test_missing_environment_variable_is_named() -> None:
@@ -91,6 +103,12 @@ def test_missing_environment_variable_is_named() -> None:
     ("text", "fragment"),
     [
         ("routes: [{name: r, targets: [nowhere]}]", "unknown target 'nowhere'"),
+        ("routes: [{name: r, targets: ['bank:none']}]", "unknown target 'bank:none'"),
+        ("modem_banks: {b: {}}", "a bank needs modems (or emulate: N)"),
+        ("modem_banks: {b: {modems: [{name: m}]}}", "give port or candidates"),
+        ("modem_banks: {b: {emulate: 1, modems: [{name: m}, {name: n}]}}", "only 1 emulated"),
+        ("modem_banks: {b: {emulate: 2, modems: [{name: m}, {name: m}]}}", "given twice"),
+        ("modem_banks: {'a/b': {emulate: 1}}", "may hold only"),
         ("accounts: [{system_id: a, password: x}, {system_id: a, password: y}]", "given twice"),
         ("accounts: [{system_id: a}]", "exactly one of password and password_hash"),
         ("store: {backend: postgres}", "needs a dsn"),
@@ -126,7 +144,11 @@ def test_shipped_configs_validate(path: Path) -> None:
     for route in config.routes:
         for target in route.targets:
             name = target if isinstance(target, str) else target.name
-            assert name in config.upstreams or name in config.simulated_carriers
+            assert (
+                name in config.upstreams
+                or name in config.simulated_carriers
+                or name.removeprefix("bank:") in config.modem_banks
+            )
 
 
 def test_shipped_configs_are_found() -> None:
