@@ -568,6 +568,8 @@ class ModemBank:
                 await self._wait_change(left)
                 continue
             tried.add(slot)
+            if series is not None:  # at once: the series' other parts are being sent now too
+                self._remember_series(series, slot, now)
             slot.queue += 1
             slot.inflight += parts
             try:
@@ -582,8 +584,6 @@ class ModemBank:
                 await self._count(slot, len(outcome.message_refs))
             self._wake_one()
             if outcome.ok:
-                if series is not None:
-                    self._remember_series(series, slot, now)
                 return self._sent(slot, message, outcome)
             last = outcome
             log.info(
