@@ -1,0 +1,321 @@
+"""The modem bank without modems: stored messages as TPDUs, selection, limits, retries, status
+reports and inbound messages, with fake modems and an in-memory SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from drivers.base import SendResult, UpstreamReceipt
+from drivers.modem.at import AtError
+from drivers.modem.bank import ModemBank, TpduError, message_tpdus
+from drivers.modem.modem import ModemInfo, ModemSettings, ModemState, SendOutcome
+from gateway.config import ModemBankConfig
+from gateway.smpp.constants import Tag
+from gateway.smpp.tlv import Tlv
+from gateway.sms import Encoding
+from gateway.sms.refs import ReferenceAllocator
+from gateway.sms.tpdu import (
+    SmsDeliver,
+    SmsStatusReport,
+    decode_pdu,
+    deliver_tpdus,
+    encode_status_report,
+)
+from gateway.store.base import MessageRecord, MessageState, NewMessage
+from gateway.store.sqlite import SqliteStore
+
+NOW = 1_790_000_000.0
+
+
+def msg(body: bytes = b"hello", **fields: Any) -> NewMessage:
+    base: dict[str, Any] = {
+        "id": "m1",
+        "account": "shop",
+        "source_addr": "Shop",
+        "destination_addr": "4915112345678",
+        "short_message": body,
+        "registered_delivery": 1,
+        "dest_addr_ton": 1,
+    }
+    base.update(fields)
+    return NewMessage(**base)
+
+
+def tlv_bytes(*tlvs: Tlv) -> bytes:
+    return b"".join(
+        t.tag.to_bytes(2, "big") + len(t.value).to_bytes(2, "big") + t.value for t in tlvs
+    )
+
+
+def submits(message: NewMessage) -> list[Any]:
+    tpdus, _ref = message_tpdus(message, ReferenceAllocator(), now=NOW)
+    return [decode_pdu(t.pdu, direction="mo") for t in tpdus]
+
+
+# -- the message as TPDUs ---------------------------------------------------------------------
+
+
+def test_one_part_text_asks_for_a_report_and_keeps_the_plus() -> None:
+    (part,) = submits(msg())
+    assert part.text == "hello"
+    assert part.status_report_request
+    assert part.destination == "+4915112345678"
+    assert part.udh == ()
+
+
+def test_long_text_is_cut_here_with_a_reference() -> None:
+    refs = ReferenceAllocator()
+    tpdus, ref = message_tpdus(msg(b"x" * 400), refs, now=NOW)
+    parts = [decode_pdu(t.pdu, direction="mo") for t in tpdus]
+    assert len(parts) == 3 and ref is not None
+    assert [p.concat.seq for p in parts] == [1, 2, 3]
+    assert {p.concat.ref for p in parts} == {ref}
+    assert "".join(p.text for p in parts) == "x" * 400
+    assert ref in refs.in_flight("4915112345678")  # released by the bank after the send
+
+
+def test_ucs2_stays_ucs2_and_payload_is_cut() -> None:
+    text = "Заказ отправлен " * 12
+    body = text.encode("utf-16-be")
+    message = msg(b"", data_coding=8, tlvs=tlv_bytes(Tlv(Tag.message_payload, body)))
+    parts = submits(message)
+    assert len(parts) == 3
+    assert {p.encoding for p in parts} == {Encoding.UCS2}
+    assert "".join(p.text for p in parts) == text
+
+
+def test_application_cut_part_goes_as_one_tpdu_with_its_udh() -> None:
+    udh = b"\x05\x00\x03\x2a\x03\x02"
+    (part,) = submits(msg(udh + "часть".encode("utf-16-be"), data_coding=8, esm_class=0x40))
+    assert (part.concat.ref, part.concat.total, part.concat.seq) == (0x2A, 3, 2)
+    assert part.text == "часть"
+
+
+def test_sar_part_gets_a_concatenation_udh() -> None:
+    sar = tlv_bytes(
+        Tlv(Tag.sar_msg_ref_num, b"\x01\x07"),
+        Tlv(Tag.sar_total_segments, b"\x02"),
+        Tlv(Tag.sar_segment_seqnum, b"\x01"),
+    )
+    (part,) = submits(msg(b"first half", tlvs=sar))
+    assert (part.concat.ref, part.concat.total, part.concat.seq, part.concat.ref_bits) == (
+        0x107,
+        2,
+        1,
+        16,
+    )
+
+
+def test_latin1_goes_as_gsm7_and_binary_is_cut_on_octets() -> None:
+    (part,) = submits(msg("Grüße".encode("latin-1"), data_coding=3))
+    assert (part.encoding, part.text) == (Encoding.GSM7, "Grüße")
+    parts = submits(msg(bytes(range(200)), data_coding=4))
+    assert [p.encoding for p in parts] == [Encoding.BINARY] * 2
+    assert b"".join(p.user_data for p in parts) == bytes(range(200))
+
+
+def test_what_cannot_be_carried_fails_permanently() -> None:
+    with pytest.raises(TpduError):
+        message_tpdus(msg(b"\x09\x00\x03", esm_class=0x40), ReferenceAllocator(), now=NOW)
+    too_long = b"\x05\x00\x03\x01\x02\x01" + b"y" * 200
+    with pytest.raises(TpduError):
+        message_tpdus(msg(too_long, esm_class=0x40), ReferenceAllocator(), now=NOW)
+
+
+# -- the bank with fake modems ----------------------------------------------------------------
+
+
+class FakeModem:
+    def __init__(self, settings: ModemSettings, sink: Any) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.sink = sink
+        self.imei = f"35000000000000{settings.name[-1]}"
+        self._state = ModemState.CLOSED
+        self.outcomes: list[SendOutcome] = []
+        self.sent: list[Sequence[Any]] = []
+        self.mr = 0
+
+    @property
+    def info(self) -> ModemInfo:
+        return ModemInfo(
+            port=self.settings.port, imei=self.imei, iccid=f"89{self.imei}", state=self._state
+        )
+
+    @property
+    def state(self) -> ModemState:
+        return self._state
+
+    def ready(self) -> bool:
+        return self._state is ModemState.READY
+
+    def set(self, state: ModemState) -> None:
+        self._state = state
+        self.sink.state_changed(self)
+
+    async def start(self) -> None:
+        self.set(ModemState.READY)
+
+    async def stop(self) -> None:
+        self.set(ModemState.CLOSED)
+
+    async def send(self, tpdus: Sequence[Any]) -> SendOutcome:
+        await asyncio.sleep(0)
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        self.sent.append(tpdus)
+        refs = tuple((self.mr + i) & 0xFF for i in range(len(tpdus)))
+        self.mr += len(tpdus)
+        return SendOutcome(True, refs)
+
+    async def ussd(self, code: str, timeout: float = 30.0) -> str:
+        return f"answer to {code}"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.receipts: list[UpstreamReceipt] = []
+        self.inbound_pdus: list[Any] = []
+
+    async def receipt(self, receipt: UpstreamReceipt) -> None:
+        self.receipts.append(receipt)
+
+    async def inbound(self, pdu: Any) -> None:
+        self.inbound_pdus.append(pdu)
+
+    async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
+        pass
+
+
+def config(**bank: Any) -> ModemBankConfig:
+    data: dict[str, Any] = {
+        "modems": [{"name": "a", "port": "/x/a"}, {"name": "b", "port": "/x/b"}]
+    }
+    data.update(bank)
+    return ModemBankConfig.model_validate(data)
+
+
+def record(i: int = 0, **fields: Any) -> MessageRecord:
+    return MessageRecord(msg(id=f"m{i}", **fields), MessageState.DISPATCHING, NOW, 1, None)
+
+
+async def bank_of(cfg: ModemBankConfig, store: SqliteStore | None = None) -> tuple[ModemBank, Sink]:
+    store = store or SqliteStore(":memory:")
+    await store.open()
+    bank = ModemBank("t", cfg, store, modem_factory=FakeModem, clock=lambda: NOW)
+    sink = Sink()
+    await bank.start(sink)
+    await bank.wait_ready(timeout=5)
+    return bank, sink
+
+
+def modems(bank: ModemBank) -> dict[str, FakeModem]:
+    return {name: bank.modem(name) for name in ("a", "b")}  # type: ignore[misc]
+
+
+def test_round_robin_and_ids_name_modem_mr_and_recipient() -> None:
+    async def body() -> None:
+        bank, _sink = await bank_of(config())
+        results = [await bank.send(record(i)) for i in range(4)]
+        idents = [r.upstream_id.split("/")[0] for r in results]
+        assert idents[0] != idents[1] and idents[:2] == idents[2:]  # a, b, a, b
+        assert results[0].upstream_id == f"{idents[0]}/0/4915112345678"
+        assert {len(m.sent) for m in modems(bank).values()} == {2}
+        await bank.stop()
+
+    asyncio.run(body())
+
+
+def test_limit_moves_traffic_and_a_temporary_failure_tries_the_other_modem_once() -> None:
+    async def body() -> None:
+        bank, _sink = await bank_of(config(modems=[
+            {"name": "a", "port": "/x/a", "limits": {"per_minute": 2}},
+            {"name": "b", "port": "/x/b"},
+        ]))  # fmt: skip
+        a, b = modems(bank).values()
+        for i in range(6):
+            assert (await bank.send(record(i))).ok
+        assert (len(a.sent), len(b.sent)) == (2, 4)
+        assert bank.state()[0]["used"] == {"minute": 2, "day": 2, "month": 2}
+
+        temporary = SendOutcome(False, error=AtError("CMS", 500, "unknown error"), reason="x")
+        b.outcomes = [temporary]
+        a_limit_free = await bank.send(record(9))  # a is at its limit: b fails, nothing else
+        assert not a_limit_free.ok and not a_limit_free.permanent and a_limit_free.error == 500
+
+        permanent = dataclasses.replace(temporary, permanent=True)
+        b.outcomes = [permanent]
+        result = await bank.send(record(10))
+        assert result.permanent and not result.ok
+        await bank.stop()
+
+    asyncio.run(body())
+
+
+def test_usage_is_read_back_when_a_modem_becomes_ready() -> None:
+    async def body() -> None:
+        store = SqliteStore(":memory:")
+        await store.open()
+        await store.count_usage("iccid:8935000000000000a", NOW, 2)
+        cfg = config(modems=[{"name": "a", "port": "/x/a", "limits": {"per_day": 2}}])
+        bank, _sink = await bank_of(cfg, store)
+        assert not bank.usable()  # its SIM used its day already
+        await bank.stop()
+
+    asyncio.run(body())
+
+
+def test_status_reports_become_receipts() -> None:
+    async def body() -> None:
+        bank, sink = await bank_of(config())
+        a = modems(bank)["a"]
+        sent = await bank.send(record(0))
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        for status, state in ((0x00, 2), (0x20, 1), (0x41, 5)):
+            pdu = encode_status_report(
+                message_ref=0,
+                recipient="+4915112345678",
+                timestamp=when,
+                discharge_time=when,
+                status=status,
+            )
+            report = decode_pdu(pdu.pdu)
+            assert isinstance(report, SmsStatusReport)
+            await bank.status_report(a, report)
+            assert sink.receipts[-1].message_state == state
+            assert sink.receipts[-1].error == status
+        assert {r.upstream_id for r in sink.receipts} == {sent.upstream_id}
+        assert {r.upstream for r in sink.receipts} == {"bank:t"}
+        await bank.stop()
+
+    asyncio.run(body())
+
+
+def test_inbound_sms_becomes_a_deliver_sm_with_its_udh() -> None:
+    async def body() -> None:
+        bank, sink = await bank_of(config(modems=[
+            {"name": "a", "port": "/x/a", "number": "+4915100000001"},
+            {"name": "b", "port": "/x/b"},
+        ]))  # fmt: skip
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        parts = deliver_tpdus("Ответ " * 20, "+4917612345678", timestamp=when, ref=9)
+        deliver = decode_pdu(parts[0].pdu)
+        assert isinstance(deliver, SmsDeliver)
+        await bank.incoming(modems(bank)["a"], deliver, parts[0].pdu)
+        (pdu,) = sink.inbound_pdus
+        assert (pdu.source_addr, pdu.source_addr_ton) == ("4917612345678", 1)
+        assert (pdu.destination_addr, pdu.dest_addr_ton) == ("4915100000001", 1)
+        assert pdu.esm_class == 0x40 and pdu.data_coding == 8
+        assert pdu.short_message[:6] == b"\x05\x00\x03\x09\x02\x01"
+        await bank.incoming(modems(bank)["b"], deliver, parts[0].pdu)
+        assert sink.inbound_pdus[-1].destination_addr == "t"  # no number known: the bank
+        assert await bank.ussd("a", "*100#") == "answer to *100#"
+        await bank.stop()
+
+    asyncio.run(body())
