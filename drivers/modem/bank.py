@@ -482,13 +482,21 @@ class ModemBank:
         return any(self._pickable(slot, now) for slot in self._slots)
 
     def _pick(self, now: float, parts: int, exclude: set[_Slot]) -> _Slot | None:
-        slots = [s for s in self._slots if s not in exclude and self._pickable(s, now, parts)]
-        if not slots:
+        all_slots = self._slots
+        if not all_slots:
             return None
         if self.config.selection == "least_loaded":
+            slots = [s for s in all_slots if s not in exclude and self._pickable(s, now, parts)]
+            if not slots:
+                return None
             return min(slots, key=lambda s: (s.queue, s.used(now).day, s.modem.info.sent))
-        start = next(self._rr) % len(self._slots)
-        return min(slots, key=lambda s: (self._slots.index(s) - start) % len(self._slots))
+        n = len(all_slots)
+        start = next(self._rr) % n
+        for i in range(n):  # the first pickable one from the rotating start
+            slot = all_slots[(start + i) % n]
+            if slot not in exclude and self._pickable(slot, now, parts):
+                return slot
+        return None
 
     def _wake_one(self) -> None:
         while self._waiters:

@@ -215,6 +215,11 @@ async def bank_of(cfg: ModemBankConfig, store: SqliteStore | None = None) -> tup
     return bank, sink
 
 
+async def done(bank: ModemBank) -> None:
+    await bank.stop()
+    await bank.store.close()
+
+
 def modems(bank: ModemBank) -> dict[str, FakeModem]:
     return {name: bank.modem(name) for name in ("a", "b")}  # type: ignore[misc]
 
@@ -227,7 +232,7 @@ def test_round_robin_and_ids_name_modem_mr_and_recipient() -> None:
         assert idents[0] != idents[1] and idents[:2] == idents[2:]  # a, b, a, b
         assert results[0].upstream_id == f"{idents[0]}/0/4915112345678"
         assert {len(m.sent) for m in modems(bank).values()} == {2}
-        await bank.stop()
+        await done(bank)
 
     asyncio.run(body())
 
@@ -253,7 +258,7 @@ def test_limit_moves_traffic_and_a_temporary_failure_tries_the_other_modem_once(
         b.outcomes = [permanent]
         result = await bank.send(record(10))
         assert result.permanent and not result.ok
-        await bank.stop()
+        await done(bank)
 
     asyncio.run(body())
 
@@ -266,7 +271,7 @@ def test_usage_is_read_back_when_a_modem_becomes_ready() -> None:
         cfg = config(modems=[{"name": "a", "port": "/x/a", "limits": {"per_day": 2}}])
         bank, _sink = await bank_of(cfg, store)
         assert not bank.usable()  # its SIM used its day already
-        await bank.stop()
+        await done(bank)
 
     asyncio.run(body())
 
@@ -292,7 +297,7 @@ def test_status_reports_become_receipts() -> None:
             assert sink.receipts[-1].error == status
         assert {r.upstream_id for r in sink.receipts} == {sent.upstream_id}
         assert {r.upstream for r in sink.receipts} == {"bank:t"}
-        await bank.stop()
+        await done(bank)
 
     asyncio.run(body())
 
@@ -316,6 +321,22 @@ def test_inbound_sms_becomes_a_deliver_sm_with_its_udh() -> None:
         await bank.incoming(modems(bank)["b"], deliver, parts[0].pdu)
         assert sink.inbound_pdus[-1].destination_addr == "t"  # no number known: the bank
         assert await bank.ussd("a", "*100#") == "answer to *100#"
-        await bank.stop()
+        await done(bank)
+
+    asyncio.run(body())
+
+
+def test_least_loaded_takes_the_modem_with_less_waiting_then_less_sent_today() -> None:
+    async def body() -> None:
+        bank, _sink = await bank_of(config(selection="least_loaded"))
+        a, b = modems(bank).values()
+        b.outcomes = []
+        first = await asyncio.gather(*(bank.send(record(i)) for i in range(4)))
+        assert all(r.ok for r in first)
+        assert (len(a.sent), len(b.sent)) == (2, 2)  # queues kept level
+        a.set(ModemState.REGISTERING)  # not ready: skipped
+        assert (await bank.send(record(9))).ok
+        assert (len(a.sent), len(b.sent)) == (2, 3)
+        await done(bank)
 
     asyncio.run(body())
