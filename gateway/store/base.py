@@ -18,6 +18,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "DELIVERY_LEASE",
     "Delivery",
     "MessageRecord",
     "MessageState",
@@ -28,6 +29,9 @@ __all__ = [
     "Usage",
     "usage_windows",
 ]
+
+
+DELIVERY_LEASE = 120.0  # seconds a node keeps the deliveries it offered from other nodes
 
 
 class MessageState(Enum):
@@ -247,7 +251,9 @@ class Store(Protocol):
         self, account: str, now: float, limit: int, *, after: int = 0
     ) -> list[Delivery]:
         """Deliveries for `account` not expired, oldest first; only ids above `after` (ids
-        grow, so a caller can page on from the last one it saw)."""
+        grow, so a caller can page on from the last one it saw). The rows returned are leased
+        to this store's node for `DELIVERY_LEASE` seconds: other nodes sharing the database
+        skip them until it ends (`delivery_done` removes them for good)."""
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 

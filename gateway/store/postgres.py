@@ -36,6 +36,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from gateway.store.base import (
+    DELIVERY_LEASE,
     Delivery,
     MessageRecord,
     MessageState,
@@ -145,6 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
         per_month bigint NOT NULL
     );
     """,
+    # 4: a node leases the deliveries it offers, so another node sharing the database does
+    # not offer them as well while the first waits for the application's answer.
+    """
+    ALTER TABLE deliveries ADD COLUMN leased_by integer;
+    ALTER TABLE deliveries ADD COLUMN lease_until double precision NOT NULL DEFAULT 0;
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -247,10 +254,13 @@ _PART_STATES = """
 """
 
 _PENDING = """
-    UPDATE deliveries SET attempts = attempts + 1
+    UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $6
     WHERE id IN (
-        SELECT id FROM deliveries WHERE account = $1 AND id > $4 AND expires_at > $2
+        SELECT id FROM deliveries
+        WHERE account = $1 AND id > $4 AND expires_at > $2
+            AND (lease_until <= $2 OR leased_by = $5)
         ORDER BY id LIMIT $3
+        FOR UPDATE SKIP LOCKED
     )
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
 """
@@ -681,7 +691,9 @@ class PostgresStore:
     async def pending_deliveries(
         self, account: str, now: float, limit: int, *, after: int = 0
     ) -> list[Delivery]:
-        rows = await self._open_pool().fetch(_PENDING, account, now, limit, after)
+        rows = await self._open_pool().fetch(
+            _PENDING, account, now, limit, after, self.node, DELIVERY_LEASE
+        )
         return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
     async def delivery_done(self, delivery_id: int) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.store.base import (
+    DELIVERY_LEASE,
     Delivery,
     MessageRecord,
     MessageState,
@@ -139,6 +140,12 @@ MIGRATIONS: tuple[str, ...] = (
         month INTEGER NOT NULL,
         per_month INTEGER NOT NULL
     );
+    """,
+    # 6: a node leases the deliveries it offers, so another node sharing the database does
+    # not offer them as well while the first waits for the application's answer.
+    """
+    ALTER TABLE deliveries ADD COLUMN leased_by INTEGER;
+    ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     """,
 )
 
@@ -391,7 +398,7 @@ class SqliteStore:
     async def pending_deliveries(
         self, account: str, now: float, limit: int, *, after: int = 0
     ) -> list[Delivery]:
-        return await self._call(_pending, account, now, limit, after)
+        return await self._call(_pending, account, now, limit, (after, self.node))
 
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
@@ -681,16 +688,21 @@ def _enqueue(conn: sqlite3.Connection, row: tuple[str, str, bytes, float, float]
 
 
 def _pending(
-    conn: sqlite3.Connection, account: str, now: float, limit: int, after: int
+    conn: sqlite3.Connection, account: str, now: float, limit: int, where: tuple[int, int]
 ) -> list[Delivery]:
+    after, node = where
     rows = conn.execute(
         "SELECT id, account, kind, pdu, created_at, expires_at, attempts FROM deliveries "
-        "WHERE account = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?",
-        (account, after, now, limit),
+        "WHERE account = ? AND id > ? AND expires_at > ? AND (lease_until <= ? OR leased_by = ?) "
+        "ORDER BY id LIMIT ?",
+        (account, after, now, now, node, limit),
     ).fetchall()
-    if rows:
-        conn.executemany(
-            "UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?", [(r[0],) for r in rows]
+    if rows:  # the same rows, by the same filter over their id range: one statement
+        conn.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, leased_by = ?, lease_until = ? "
+            "WHERE account = ? AND id BETWEEN ? AND ? AND expires_at > ? "
+            "AND (lease_until <= ? OR leased_by = ?)",
+            (node, now + DELIVERY_LEASE, account, rows[0][0], rows[-1][0], now, now, node),
         )
     return [Delivery(*row) for row in rows]
 

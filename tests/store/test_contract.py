@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.smpp.receipt import canonical_ids
 from gateway.store.base import (
+    DELIVERY_LEASE,
     MessageState,
     NewDelivery,
     NewMessage,
@@ -766,3 +767,21 @@ def test_sim_usage_month_turns_over() -> None:
     jan = usage_windows(end_of_january)
     feb = usage_windows(end_of_january + 1)
     assert feb[2] == jan[2] + 1 and feb[1] == jan[1] + 1 and feb[0] == jan[0] + 1
+
+
+def test_a_node_leases_the_deliveries_it_offers(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        one, two = await db.open_store(node=1), await db.open_store(node=2)
+        ids = [
+            await store.enqueue_delivery("shop", "receipt", bytes([i]), T0, 600) for i in range(4)
+        ]
+        assert [d.id for d in await one.pending_deliveries("shop", T0, 2)] == ids[:2]
+        # node 2 sees only what node 1 has not leased; node 1 still sees its own
+        assert [d.id for d in await two.pending_deliveries("shop", T0 + 1, 10)] == ids[2:]
+        assert [d.id for d in await one.pending_deliveries("shop", T0 + 2, 10)] == ids[:2]
+        await one.delivery_done(ids[0])
+        # once a lease runs out (node 1 died), another node offers the rest again
+        later = T0 + 2 + DELIVERY_LEASE + 1
+        assert [d.id for d in await two.pending_deliveries("shop", later, 10)] == ids[1:]
+
+    db.run(body)
