@@ -110,9 +110,10 @@ class Gateway:
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
-        if self.config.control_socket is not None:
+        control_path = self.config.control_path()
+        if control_path is not None:
             control = ControlServer(
-                self.config.control_socket,
+                control_path,
                 {"modem.list": self._modem_list, "modem.ussd": self._modem_ussd},
             )
             try:

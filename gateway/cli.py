@@ -310,10 +310,10 @@ def _control_path(args: argparse.Namespace) -> str | None:
     config = _load(path)
     if config is None:
         return None
-    if config.control_socket is None:
+    if config.control_path() is None:
         print(f"error: {path} has no control_socket", file=sys.stderr)
         return None
-    return str(config.control_socket)
+    return str(config.control_path())
 
 
 def _cell(value: object) -> str:

@@ -329,7 +329,7 @@ class GatewayConfig(_Model):
     simulated_carriers: Mapping[str, SimulatedCarrierConfig] = Field(default_factory=dict)
     modem_banks: Mapping[str, ModemBankConfig] = Field(default_factory=dict)
     control_socket: Path | None = Field(
-        Path("var/smsgw.sock"), description="Unix socket for smsgw modem ...; null: none"
+        None, description="Unix socket for smsgw modem ...; default: beside the SQLite file"
     )
     routes: tuple[RouteConfig, ...] = ()
     mo_routes: tuple[MoRouteConfig, ...] = ()
@@ -364,6 +364,15 @@ class GatewayConfig(_Model):
             if mo.account not in ids:
                 raise ValueError(f"mo_routes[{i}]: unknown account {mo.account!r}")
         return self
+
+    def control_path(self) -> Path | None:
+        """Where the control socket is: as configured, else ``smsgw.sock`` beside the SQLite
+        database (so gateways with their own data directories never share one), else none."""
+        if self.control_socket is not None:
+            return self.control_socket
+        if self.store.backend == "sqlite":
+            return self.store.path.parent / "smsgw.sock"
+        return None
 
     def mo_router(self) -> MoRouter:
         return MoRouter(MoRoute(m.account, m.prefixes, m.keyword) for m in self.mo_routes)
