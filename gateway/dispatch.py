@@ -314,24 +314,10 @@ class Dispatcher:
         # only after every send that started before this receipt came has been recorded: a
         # receipt can beat its own submit_sm_resp, and until then a numeric spelling could
         # match a different message ("0000000A" and "00000010" are both 10).
-        matched = await self.store.match_receipt(
-            receipt.upstream,
-            keys[:1],
-            upstream_id=receipt.upstream_id,
-            message_state=receipt.message_state,
-            error=receipt.error,
-            now=now,
-        )
+        matched = await self._match(receipt, keys[:1], now)
         if matched is None:
             await self._tickets.wait_older(self._tickets.issued, self.early_wait)
-            matched = await self.store.match_receipt(
-                receipt.upstream,
-                keys,
-                upstream_id=receipt.upstream_id,
-                message_state=receipt.message_state,
-                error=receipt.error,
-                now=self.clock(),
-            )
+            matched = await self._match(receipt, keys, self.clock())
         if matched is None:
             # Still unknown: held in memory in case its id is recorded later after all.
             for key in keys:
@@ -364,6 +350,18 @@ class Dispatcher:
         )
         if delivery is not None:
             self.notify(delivery.account)
+
+    async def _match(
+        self, receipt: UpstreamReceipt, keys: tuple[str, ...], now: float
+    ) -> tuple[MessageRecord, list[int | None]] | None:
+        return await self.store.match_receipt(
+            receipt.upstream,
+            keys,
+            upstream_id=receipt.upstream_id,
+            message_state=receipt.message_state,
+            error=receipt.error,
+            now=now,
+        )
 
     def _receipt_delivery(
         self,

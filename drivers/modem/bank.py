@@ -45,11 +45,12 @@ import structlog
 
 from drivers.base import ReceiptSink, SendResult, UpstreamReceipt
 from drivers.modem.modem import Modem, ModemInfo, ModemSettings, ModemState, SendOutcome
+from drivers.smpp.outbound import stored_content
 from gateway.config import ModemBankConfig, ModemConfig
 from gateway.smpp.constants import CommandStatus, Tag
-from gateway.smpp.errors import SmppError
-from gateway.smpp.message import MessageContent, message_content
-from gateway.smpp.pdu import DeliverSm, SubmitSm
+from gateway.smpp.errors import LocalSmppError
+from gateway.smpp.message import MessageContent
+from gateway.smpp.pdu import DeliverSm
 from gateway.smpp.tlv import Tlv
 from gateway.sms.coding import Encoding
 from gateway.sms.errors import SmsError
@@ -172,20 +173,11 @@ def message_tpdus(
         TpduError: the message cannot be carried (bad UDH, too long...): fail it.
         ReferencesExhausted: every reference to this destination is in flight: try later.
     """
-    tlvs = _tlvs(message.tlvs)
-    probe = SubmitSm(
-        esm_class=message.esm_class,
-        data_coding=message.data_coding,
-        short_message=message.short_message,
-        tlvs=tlvs,
-    )
     try:
-        content = message_content(probe)
-        elements = content.elements
-    except SmppError as exc:
+        content, _tlvs = stored_content(message)
+    except LocalSmppError as exc:
         raise TpduError(str(exc.args[0]), int(exc.status)) from None
-    except SmsError as exc:
-        raise TpduError(f"bad UDH: {exc}", int(CommandStatus.ESME_RINVESMCLASS)) from None
+    elements = content.elements
     destination = _destination(message)
     validity = None
     if message.expires_at is not None:

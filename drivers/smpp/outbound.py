@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from gateway.config import UpstreamConfig
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.errors import LocalSmppError, RemoteSmppError, SmppError
-from gateway.smpp.message import message_content
+from gateway.smpp.message import MessageContent, message_content
 from gateway.smpp.pdu import DataSm, DeliverSm, SubmitSm
 from gateway.smpp.tlv import Tlv, check_tlv, make_tlvs, tlv_raw
 from gateway.sms.coding import Encoding
@@ -64,7 +64,7 @@ from gateway.sms.udh import (
 )
 from gateway.store.base import NewMessage
 
-__all__ = ["allocated_reference", "inbound_pdu", "submit_pdus"]
+__all__ = ["allocated_reference", "inbound_pdu", "stored_content", "submit_pdus"]
 
 _S = CommandStatus
 _UDHI = 0x40
@@ -175,22 +175,10 @@ def inbound_pdu(pdu: DeliverSm | DataSm, config: UpstreamConfig) -> DeliverSm | 
 def _general(
     message: NewMessage, mode: str, charset: str | None, refs: ReferenceAllocator
 ) -> list[SubmitSm]:
-    tlvs = _parse_tlvs(message.tlvs)
     esm_class = message.esm_class
     data_coding = message.data_coding
-    probe = SubmitSm(
-        esm_class=esm_class,
-        data_coding=data_coding,
-        short_message=message.short_message,
-        tlvs=tlvs,
-    )
-    try:
-        content = message_content(probe)
-        elements = content.elements
-    except SmppError as exc:
-        raise LocalSmppError(str(exc.args[0]), exc.status) from None
-    except SmsError as exc:
-        raise LocalSmppError(f"bad UDH: {exc}", _S.ESME_RINVESMCLASS) from None
+    content, tlvs = stored_content(message)
+    elements = content.elements
     payloads = sum(t.tag == _PAYLOAD_TAG for t in tlvs)
     if payloads > 1:
         raise LocalSmppError("message_payload is given twice", _S.ESME_RINVOPTPARAMVAL)
@@ -465,6 +453,28 @@ def _sar_position(tlvs: _Tlvs) -> Concat | None:
             _S.ESME_RINVOPTPARAMVAL,
         )
     return Concat(int.from_bytes(ref, "big"), total[0], seq[0], 16)
+
+
+def stored_content(message: NewMessage) -> tuple[MessageContent, _Tlvs]:
+    """What a stored message carries (body, encoding, UDH elements, its place in a series)
+    and its TLVs, read back from the store's bytes.
+
+    Raises:
+        LocalSmppError: TLVs that do not parse, a bad UDH, a body its data_coding cannot be.
+    """
+    tlvs = _parse_tlvs(message.tlvs)
+    probe = SubmitSm(
+        esm_class=message.esm_class,
+        data_coding=message.data_coding,
+        short_message=message.short_message,
+        tlvs=tlvs,
+    )
+    try:
+        return message_content(probe), tlvs
+    except SmppError as exc:
+        raise LocalSmppError(str(exc.args[0]), exc.status) from None
+    except SmsError as exc:
+        raise LocalSmppError(f"bad UDH: {exc}", _S.ESME_RINVESMCLASS) from None
 
 
 def _parse_tlvs(raw: bytes) -> _Tlvs:
