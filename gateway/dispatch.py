@@ -181,6 +181,9 @@ class Dispatcher:
         route = self.routes.get(record.message.route)
         if route is None:
             return None
+        if len(route.targets) == 1:  # the common case: no strategy to apply
+            driver = self.drivers.get(route.targets[0].name)
+            return driver if driver is not None and driver.usable() else None
         self._pick += 1
         targets = order_targets(route, self._usable, self._pick)
         return self.drivers[targets[0].name] if targets else None

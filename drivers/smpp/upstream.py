@@ -244,9 +244,12 @@ class SmppUpstream:
     # -- the Driver protocol ----------------------------------------------------------------
 
     def usable(self) -> bool:
-        if self._paused_until > asyncio.get_running_loop().time():
+        if self._paused_until and self._paused_until > asyncio.get_running_loop().time():
             return False
-        return any(conn.can_send() for conn in self.connections)
+        for conn in self.connections:  # noqa: SIM110 - asked per message: no generator
+            if conn.can_send():
+                return True
+        return False
 
     async def start(self, sink: ReceiptSink) -> None:
         self._sink = sink
@@ -333,9 +336,13 @@ class SmppUpstream:
             raise _Failed(exc.status, str(exc), permanent=True) from exc
         except ReferencesExhausted as exc:  # every reference to this destination in flight
             raise _Failed(_S.ESME_RMSGQFUL, str(exc)) from exc
-        # We always want the receipt: it is how the message's state is kept.
+        # We always want the receipt: it is how the message's state is kept (submit_pdus
+        # already asks for it; this only guards that promise).
         return [
-            pdu._replace(registered_delivery=(pdu.registered_delivery & ~3) | 1) for pdu in pdus
+            pdu
+            if pdu.registered_delivery & 3 == 1
+            else pdu._replace(registered_delivery=(pdu.registered_delivery & ~3) | 1)
+            for pdu in pdus
         ]
 
     async def _resume(self, message_id: str) -> _Attempt | None:
