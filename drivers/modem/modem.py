@@ -7,7 +7,8 @@ ICCID among `candidates` when the configured port is missing or holds another mo
 readiness sequence, then serves until the port is lost, and reopens after a backoff with
 jitter that starts over once the modem was ready again:
 
-    OPENING       open the port (exclusive); identity check when imei / iccid are configured
+    OPENING       open the port (exclusive); ESC, in case whoever had the port before left
+                  the modem at AT+CMGS's prompt; identity check when imei / iccid are configured
     INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0, AT+CMEE=2
     SIM_WAIT      AT+CPIN?: SIM busy (+CME 14) retried with backoff; SIM PIN -> AT+CPIN=<pin>
                   from settings once; no PIN configured, a refused PIN, PUK -> FAILED
@@ -25,11 +26,12 @@ Commands go through the engine's one queue; each caller awaits a future resolved
 command's final event. Nothing polls: the engine's deadline is one `loop.call_later`, the port
 is a `loop.add_reader`, health is one timer per interval.
 
-Receiving: indications and direct messages are queued to one worker task that reads, hands to
-the sink, and only after the sink returned deletes (AT+CMGD) or acknowledges (AT+CNMA when
-AT+CSMS? says phase 2+). A sink that raises leaves the message stored; it is tried again at the
-next health round. Reading status reports from "SR" switches the read memory (AT+CPMS="SR"),
-so everything that reads or deletes storage holds one lock.
+Receiving: indications and direct messages are queued to one worker task that (once READY on
+this connection, so the modem is identified) reads, hands to the sink, and only after the sink
+returned deletes (AT+CMGD) or acknowledges (AT+CNMA when AT+CSMS? says phase 2+). A sink that
+raises leaves the message stored; it is tried again at the next health round. Reading status
+reports from "SR" switches the read memory (AT+CPMS="SR"), so everything that reads or deletes
+storage holds one lock.
 
 Sending: one message at a time per modem, its parts in order, one AT+CMGS each. Transient
 errors are retried `send_tries` times with backoff; permanent ones end the message; CMS 322
@@ -55,6 +57,7 @@ import structlog
 
 from drivers.modem import commands
 from drivers.modem.at import (
+    ESC,
     AtEngine,
     AtError,
     Command,
@@ -301,6 +304,7 @@ _REGISTRATION = {
 }
 _REGISTERED = frozenset({1, 5, 6, 7, 9, 10})
 _HEALTH_MISSES = 3  # health rounds without an answer before the port counts as dead
+_SETTLE = 0.2  # seconds after the ESC written at open for the modem to answer it
 
 
 # -- inbound jobs ---------------------------------------------------------------------------------
@@ -502,6 +506,15 @@ class Modem:
         self._read_mem = None
         self._info.port = transport.device
         self._log.debug("port open", port=transport.device)
+        # Whoever had the port before (a process killed mid-send, our own lost connection) may
+        # have left the modem at AT+CMGS's "> " prompt, where it takes every command we type as
+        # the message's text: ESC leaves it (TS 27.005 3.5.1) and does nothing at the command
+        # prompt. What the modem answers to it (an OK, or nothing) comes before our first
+        # command is written, so it is a stale answer and not taken for that command's.
+        transport.write(ESC)
+        await asyncio.sleep(_SETTLE)
+        if self._transport is not transport:
+            raise PortError(transport.device, "lost as it was opened")
 
     def _close(self) -> None:
         """Close the port; every running and queued command fails with `_PortLost`."""
@@ -986,6 +999,11 @@ class Modem:
         """Handle indications and direct messages one at a time."""
         while True:
             job = await self._jobs.get()
+            # An indication that came during set-up waits for READY: until the modem is
+            # identified on this connection its IMEI, which names its status reports, may not
+            # be known (a restarted gateway meets the reports its predecessor left stored).
+            while not self._serving and not isinstance(job, _Drain):
+                await self._changed.wait()
             try:
                 if isinstance(job, _Direct):
                     await self._direct(job)

@@ -7,8 +7,11 @@ emulator checked until a deadline.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -494,6 +497,79 @@ def test_stored_messages_drained_at_start(network: SimNetwork) -> None:
             emu.stop()
 
     run(main)
+
+
+def test_a_report_announced_during_set_up_is_handed_on_once_ready() -> None:
+    """A restarted gateway learns the modem's IMEI, which names its reports, only when it
+    identifies the modem: an indication that comes during set-up waits for READY."""
+    network = SimNetwork(report_delay=1.0)  # the report comes after the first modem stopped
+    seen: list[tuple[ModemState, str | None]] = []
+
+    class Watching(Sink):
+        async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
+            seen.append((modem.state, modem.info.imei))
+            await super().status_report(modem, report)
+
+        def state_changed(self, modem: Modem) -> None:
+            super().state_changed(modem)
+            if modem.state is ModemState.REGISTERING:  # set-up is under way: announce it now
+                network.inject_urc(emu, f'+CDSI: "SR",{index}')
+
+    async def main() -> None:
+        nonlocal index
+        async with running(network, emu=emu) as (modem, _, _):
+            assert (await modem.send(submit_tpdus("report me", DEST, status_report=True))).ok
+        await eventually(lambda: len(emu.stored("SR")) == 1, "the report stored")
+        (index,) = emu.stored("SR")
+        emu.quirks.slow = 0.05  # a set-up long enough for the indication to land in it
+        sink = Watching()
+        again = Modem(settings(emu.port), sink)  # a new process: nothing known of the modem
+        await again.start()
+        try:
+            await again.wait_ready(15)
+            await sink.until(lambda: len(sink.reports) == 1)
+            assert seen == [(ModemState.READY, emu.imei)]
+            await eventually(lambda: emu.stored("SR") == {}, "the report deleted")
+        finally:
+            await again.stop()
+
+    index = 0
+    emu = ModemEmulator(network)
+    emu.start()
+    try:
+        run(main)
+    finally:
+        emu.stop()
+
+
+def test_a_modem_left_at_the_prompt_by_another_process(network: SimNetwork) -> None:
+    """A process killed between AT+CMGS and its PDU leaves the modem at "> ", taking whatever
+    comes as the message: the driver leaves the prompt (ESC) when it opens the port."""
+    emu = ModemEmulator(network)
+    emu.start()
+    try:
+        fd = os.open(emu.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"AT+CMGS=20\r")
+            got = b""
+            deadline = time.monotonic() + 10
+            while b"> " not in got:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no prompt: {got!r}"
+                if select.select([fd], [], [], left)[0]:
+                    got += os.read(fd, 100)
+        finally:
+            os.close(fd)  # gone without a PDU, as a process killed at that moment
+
+        async def main() -> None:
+            async with running(network, emu=emu) as (modem, _, _):
+                assert (await modem.send(submit_tpdus("after the prompt", DEST))).ok
+                (msg,) = await received(network, 1)
+                assert msg.text == "after the prompt"
+
+        run(main)
+    finally:
+        emu.stop()
 
 
 def test_ussd(network: SimNetwork) -> None:
