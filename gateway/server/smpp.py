@@ -86,7 +86,7 @@ _MESSAGE_STATE = {
     MessageState.REJECTED: 8,
 }
 
-_FINISHED_MEMORY = 100_000
+_FINISHED_MEMORY = 8192  # far more than the deletes done during one pending read
 _BOUND_STATES = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
 _UNBIND_WAIT = 2.0  # seconds a client has to answer our unbind at shutdown (smpplib never does)
 _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
