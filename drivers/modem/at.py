@@ -293,6 +293,17 @@ _SIMPLE_ERRORS = frozenset(
     {"ERROR", "NO CARRIER", "NO DIALTONE", "BUSY", "NO ANSWER", "COMMAND NOT SUPPORT", "ABORTED"}
 )
 _CALL_RESULTS = frozenset({"NO CARRIER", "NO DIALTONE", "BUSY", "NO ANSWER"})
+# ATV0's numeric result codes (V.250 table 1) and the commands they are read for: basic ones
+# only (AT, ATZ, ATE0V1, AT&F...), whose answers are never a bare digit otherwise.
+_NUMERIC: dict[str, AtError | None] = {
+    "0": None,
+    "3": AtError("NO CARRIER", None, ""),
+    "4": AtError("ERROR", None, ""),
+    "6": AtError("NO DIALTONE", None, ""),
+    "7": AtError("BUSY", None, ""),
+    "8": AtError("NO ANSWER", None, ""),
+}
+_BASIC = re.compile(r"AT(?:[EQVZ][01]?|&[FW]0?|&F|Z)*", re.IGNORECASE)
 _EXTENDED_ERROR = re.compile(r"\+CM([ES]) ERROR\s*:?\s*(.*)", re.IGNORECASE)
 
 
@@ -796,6 +807,11 @@ class AtEngine:
             return  # the late echo of a command that timed out
         if upper == "OK":
             self._final(text, None)
+            return
+        if run is not None and upper in _NUMERIC and _BASIC.fullmatch(run.command.text):
+            # A modem left in numeric mode (ATV0, saved by some other tool) answers "0" / "4":
+            # read for the basic commands a driver starts with, so it can send ATV1.
+            self._final(text, _NUMERIC[upper])
             return
         error = parse_error(text)
         if error is not None:

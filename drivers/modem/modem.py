@@ -778,7 +778,8 @@ class Modem:
         s = self.settings
         self._set_state(ModemState.INITIALISING)
         await self._wake(s.init_timeout)
-        await self._command(Command("ATE0", timeout=s.command_timeout))
+        # V1 too: a modem another tool left in numeric mode (ATV0) answers in words again.
+        await self._command(Command("ATE0V1", timeout=s.command_timeout))
         with contextlib.suppress(_CommandError):
             await self._command(Command("AT+CMEE=2", timeout=s.command_timeout))
         self._set_state(ModemState.SIM_WAIT)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import serial
 
 from drivers.modem.emulator import ModemEmulator, Quirks, SimNetwork
 from drivers.modem.modem import (
@@ -162,7 +163,7 @@ def test_ready_sequence_and_info(network: SimNetwork) -> None:
             assert info.port == emu.port and info.last_error is None
             order = [
                 "AT",
-                "ATE0",
+                "ATE0V1",
                 "AT+CMEE=2",
                 "AT+CPIN?",
                 "AT+CREG=1",
@@ -731,6 +732,27 @@ def test_port_held_by_another_process_is_named(network: SimNetwork) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+            emu.stop()
+
+    run(main)
+
+
+def test_a_modem_left_in_numeric_mode_gets_ready(network: SimNetwork) -> None:
+    """Another tool saved ATV0: the modem answers "0" / "4"; the driver still starts and
+    puts it back into words."""
+
+    async def main() -> None:
+        emu = ModemEmulator(network)
+        emu.start()
+        try:
+            with serial.Serial(emu.port, 115200, timeout=2) as port:
+                port.write(b"ATV0\r")
+                answer = port.read_until(b"0\r")
+                assert answer.endswith(b"0\r"), answer
+            async with running(network, emu=emu) as (modem, _emu, _sink):
+                assert modem.ready()
+                assert "ATE0V1" in emu.commands
+        finally:
             emu.stop()
 
     run(main)

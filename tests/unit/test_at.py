@@ -926,3 +926,22 @@ def test_command_validation() -> None:
         Command("AT+CMGS=1", data=b"00\x1a")
     with pytest.raises(ValueError, match="timeout"):
         Command("AT", timeout=0)
+
+
+def test_numeric_result_codes_for_basic_commands() -> None:
+    """ATV0 mode: "0" is OK and "4" ERROR for the basic commands a driver starts with; for
+    an extended command a bare digit stays an answer line."""
+    engine = AtEngine(echo=False)
+    engine.send(Command("AT"), 0.0)
+    engine.send(Command("ATE0V1"), 0.0)
+    engine.send(Command("AT&F"), 0.0)
+    engine.receive_data(b"0\r", 0.1)
+    engine.receive_data(b"0\r", 0.2)
+    engine.receive_data(b"4\r", 0.3)
+    events = list(iter(engine.next_event, None))
+    assert [type(e).__name__ for e in events] == ["CommandDone", "CommandDone", "CommandFailed"]
+    assert events[2].error.kind == "ERROR"  # type: ignore[union-attr]
+    engine.send(Command("AT+CPMS?"), 1.0)
+    engine.receive_data(b"0\r\nOK\r\n", 1.1)
+    done = engine.next_event()
+    assert isinstance(done, CommandDone) and done.lines == ("0",)
