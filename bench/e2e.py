@@ -712,6 +712,7 @@ routes:
 store:
   backend: sqlite
   path: {db}
+  writer: {store_writer}
 """
 
 
@@ -816,6 +817,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     carrier_port=carrier.port,
                     upstream_binds=args.upstream_binds,
                     upstream_window=args.upstream_window,
+                    store_writer=args.store_writer,
                     db=tmp / "smsgw.sqlite3",
                 ),
                 encoding="utf-8",
@@ -1067,6 +1069,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--upstream-binds", type=int, default=4)
     parser.add_argument("--upstream-window", type=int, default=512)
+    parser.add_argument(
+        "--store-writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="the gateway's SQLite writer (store.writer)",
+    )
     parser.add_argument("--stall", type=float, default=20.0, help="s without progress: give up")
     parser.add_argument("--max-wait", type=float, default=None, help="s for receipts (600)")
     parser.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none")

@@ -191,7 +191,7 @@ def _store(config: GatewayConfig) -> Store:
 
         assert config.store.dsn is not None  # the config's validator insists
         return PostgresStore(config.store.dsn, node=config.node_id)
-    return SqliteStore(config.store.path, node=config.node_id)
+    return SqliteStore(config.store.path, node=config.node_id, writer=config.store.writer)
 
 
 async def run(config: GatewayConfig) -> None:

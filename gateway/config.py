@@ -295,6 +295,9 @@ class StoreConfig(_Model):
     path: Path = Path("var/smsgw.sqlite3")
     dsn: str | None = None
     retention_days: int = Field(30, ge=1)
+    writer: Literal["thread", "process"] = Field(
+        "thread", description="SQLite: the writer is a thread, or a process of its own"
+    )
 
     @model_validator(mode="after")
     def _dsn(self) -> StoreConfig:

@@ -20,12 +20,17 @@ The schema lives in `MIGRATIONS`, applied in order and recorded in ``PRAGMA user
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import pickle
 import queue
 import sqlite3
+import struct
+import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from gateway.store.base import (
     DELIVERY_LEASE,
@@ -179,9 +184,21 @@ class SqliteStore:
         max_batch: most operations per transaction.
     """
 
-    def __init__(self, path: str | Path, *, max_batch: int = 1024, node: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_batch: int = 1024,
+        node: int = 0,
+        writer: Literal["thread", "process"] = "thread",
+    ) -> None:
         self.path = str(path)
         self.node = node
+        self.writer = writer
+        self._child: asyncio.subprocess.Process | None = None  # the writer process
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: list[_Op] = []  # operations for the next batch (process writer)
+        self._sent: deque[list[asyncio.Future[Any]]] = deque()  # batches the process has
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -191,11 +208,14 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None or self._child is not None:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
+        if self.writer == "process":
+            await self._open_process()
+            return
         ready: asyncio.Future[None] = self._loop.create_future()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="smsgw-sqlite-writer", daemon=True
@@ -204,6 +224,9 @@ class SqliteStore:
         await ready
 
     async def close(self) -> None:
+        if self._child is not None:
+            await self._close_process()
+            return
         if self._thread is None:
             return
         self._queue.put(None)
@@ -213,14 +236,7 @@ class SqliteStore:
     # -- the writer thread --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a returned commit survives a power cut
-        conn.execute("PRAGMA foreign_keys=ON")
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
-        return conn
+        return connect(self.path)
 
     def _run(self, ready: asyncio.Future[None]) -> None:
         loop = self._loop
@@ -255,47 +271,110 @@ class SqliteStore:
     def _run_batch(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, batch: list[_Op]
     ) -> None:
-        try:
-            results = self._transaction(conn, batch, isolate=False)
-        except _OpFailed:
-            # One operation failed: run the batch again with each operation in its own
-            # SAVEPOINT, so only that one fails (savepoints cost too much to use every time).
-            results = self._transaction(conn, batch, isolate=True)
-        except sqlite3.Error as exc:  # the commit itself failed: nobody's write is durable
-            results = [(fut, None, exc) for _fn, _args, fut in batch]
+        outcomes = run_ops(conn, [(fn, args) for fn, args, _fut in batch])
+        self.commits += 1
+        results = [
+            (fut, value, error)
+            for (_fn, _args, fut), (value, error) in zip(batch, outcomes, strict=True)
+        ]
         loop.call_soon_threadsafe(_settle_all, results)  # one wake-up of the loop per batch
 
-    def _transaction(
-        self, conn: sqlite3.Connection, batch: list[_Op], *, isolate: bool
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    # -- the writer process (writer="process", see gateway.store.writer) -------------------
+    # One batch is out at a time; what is called meanwhile makes the next one, so batches grow
+    # with the load exactly as the thread's do.
+
+    async def _open_process(self) -> None:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.store.writer",
+            self.path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        started = pickle.loads(await _read_frame(child.stdout))
+        if started is not None:
+            await child.wait()
+            raise started
+        self._child = child
+        self._reader = asyncio.get_running_loop().create_task(self._read_results())
+
+    async def _close_process(self) -> None:
+        while self._sent or self._waiting:  # what was called is written first
+            last = self._waiting[-1][2] if self._waiting else self._sent[-1][-1]
+            with contextlib.suppress(Exception):
+                await asyncio.shield(last)
+        child = self._child
+        assert child is not None and child.stdin is not None
+        with contextlib.suppress(ConnectionError):
+            child.stdin.write(_FRAME.pack(0))
+            await child.stdin.drain()
+            child.stdin.close()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, args, fut in batch:
-                if not isolate:
-                    try:
-                        results.append((fut, fn(conn, *args), None))
-                    except Exception as exc:
-                        raise _OpFailed from exc
-                    continue
-                conn.execute("SAVEPOINT op")
+            await asyncio.wait_for(child.wait(), 30)
+        except TimeoutError:
+            child.kill()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._child = self._reader = None
+
+    def _send_batch(self) -> None:
+        batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+        self._sent.append([fut for _fn, _args, fut in batch])
+        child = self._child
+        try:
+            assert child is not None and child.stdin is not None
+            payload = pickle.dumps(
+                [(fn, args) for fn, args, _fut in batch], protocol=pickle.HIGHEST_PROTOCOL
+            )
+            child.stdin.write(_FRAME.pack(len(payload)) + payload)
+        except Exception as exc:  # an argument that cannot be sent, or the process is gone
+            self._fail(f"store writer unavailable: {exc!r}")
+
+    async def _read_results(self) -> None:
+        child = self._child
+        assert child is not None and child.stdout is not None
+        while True:
+            try:
+                results = pickle.loads(await _read_frame(child.stdout))
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                # What it had may or may not be committed: those callers get an error (the
+                # application is told ESME_RSYSERR and sends again). A new writer takes over.
+                self._fail(f"store writer process ended: {exc!r}")
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
+                self._child = None
                 try:
-                    value = fn(conn, *args)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((fut, None, exc))
-                else:
-                    results.append((fut, value, None))
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+                    await self._open_process()
+                except Exception as restart_error:
+                    self._fail(f"store writer could not be restarted: {restart_error!r}")
+                return
+            sent = self._sent.popleft()
             self.commits += 1
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
+            for fut, (value, error) in zip(sent, results, strict=True):
+                _settle(fut, value, error)
+            if self._waiting and len(self._sent) < _IN_FLIGHT:
+                self._send_batch()
+
+    def _fail(self, reason: str) -> None:
+        failed = [fut for batch in self._sent for fut in batch]
+        failed += [fut for _fn, _args, fut in self._waiting]
+        self._sent, self._waiting = deque(), []
+        for fut in failed:
+            _settle(fut, None, RuntimeError(reason))
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._child is not None:
+            assert self._loop is not None
+            pending: asyncio.Future[T] = self._loop.create_future()
+            self._waiting.append((fn, args, pending))
+            if len(self._sent) < _IN_FLIGHT:
+                self._send_batch()
+            return await pending
         if self._loop is None or self._thread is None:
             raise RuntimeError("store is not open")
         fut: asyncio.Future[T] = self._loop.create_future()
@@ -419,6 +498,73 @@ class SqliteStore:
 
     async def usage(self, key: str, now: float) -> Usage:
         return await self._call(_usage, key, usage_windows(now))
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """The writer's connection: WAL, synchronous=FULL, foreign keys, migrations applied."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # a returned commit survives a power cut
+    conn.execute("PRAGMA foreign_keys=ON")
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+    return conn
+
+
+Ops = list[tuple[Callable[..., Any], tuple[Any, ...]]]
+
+
+def run_ops(conn: sqlite3.Connection, ops: Ops) -> list[tuple[Any, BaseException | None]]:
+    """One transaction for `ops`: each one's (result, error). Savepoints only when an
+    operation fails: the batch is then run again with each one isolated."""
+    try:
+        return _ops_transaction(conn, ops, isolate=False)
+    except _OpFailed:
+        return _ops_transaction(conn, ops, isolate=True)
+    except sqlite3.Error as exc:  # the commit itself failed: nobody's write is durable
+        return [(None, exc) for _op in ops]
+
+
+def _ops_transaction(
+    conn: sqlite3.Connection, ops: Ops, *, isolate: bool
+) -> list[tuple[Any, BaseException | None]]:
+    results: list[tuple[Any, BaseException | None]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, args in ops:
+            if not isolate:
+                try:
+                    results.append((fn(conn, *args), None))
+                except Exception as exc:
+                    raise _OpFailed from exc
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                value = fn(conn, *args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                results.append((None, exc))
+            else:
+                results.append((value, None))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+_FRAME = struct.Struct(">I")
+# Batches the writer process may hold at once: while it commits one, the next is already
+# there, so it never waits for the event loop to turn round.
+_IN_FLIGHT = 3
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> bytes:
+    (length,) = _FRAME.unpack(await stream.readexactly(4))
+    return await stream.readexactly(length)
 
 
 class _OpFailed(Exception):

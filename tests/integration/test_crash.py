@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import smpplib.client
 import smpplib.exceptions
 
@@ -33,7 +34,7 @@ upstreams:
   carrier: {host: 127.0.0.1, port: %d, system_id: gw, password: pw, window: 50}
 routes: [{name: all, targets: [carrier]}]
 dispatch: {max_inflight: %d}
-store: {path: "%s"}
+store: {path: "%s", writer: %s}
 """
 
 
@@ -61,14 +62,15 @@ def start_gateway(config: Path) -> tuple[subprocess.Popen[str], int]:
     raise AssertionError("gateway did not start")
 
 
-def test_kill_9_loses_no_acknowledged_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_loses_no_acknowledged_message(tmp_path: Path, writer: str) -> None:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     smsc = FakeSmsc()
     smsc_port = asyncio.run_coroutine_threadsafe(smsc.start(), loop).result(10)
     config = tmp_path / "gw.yaml"
-    config.write_text(CONFIG % (smsc_port, INFLIGHT, tmp_path / "gw.sqlite3"))
+    config.write_text(CONFIG % (smsc_port, INFLIGHT, tmp_path / "gw.sqlite3", writer))
 
     proc, port = start_gateway(config)
     acked: list[str] = []

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import asyncpg
 import pytest
@@ -30,7 +30,7 @@ T = TypeVar("T")
 AnyStore = SqliteStore | PostgresStore
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", "sqlite-process", "postgres"]  # sqlite-process: writer="process"
 TIMEOUT = 60.0  # seconds one test body may take: a hang fails, it never blocks the run
 
 
@@ -122,9 +122,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         error: type[Exception] = asyncpg.IntegrityConstraintViolationError
     else:
         path = tmp_path / "db" / "smsgw.sqlite3"
+        writer: Literal["thread", "process"] = (
+            "process" if request.param == "sqlite-process" else "thread"
+        )
 
         def make(node: int) -> AnyStore:
-            return SqliteStore(path, node=node)
+            return SqliteStore(path, node=node, writer=writer)
 
         error = sqlite3.IntegrityError
     with asyncio.Runner() as runner:

@@ -61,3 +61,32 @@ def test_a_first_schema_database_is_upgraded_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     conn.close()
+
+
+def test_a_writer_process_that_dies_is_replaced(tmp_path: Path) -> None:
+    """writer="process": if the writer is killed, what it had fails loudly (nothing is
+    answered as stored that may not be), and a new writer takes over."""
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "db.sqlite3", writer="process")
+        await store.open()
+        try:
+            await store.accept(msg(1))
+            child = store._child
+            assert child is not None
+            child.kill()
+            for _ in range(200):  # bounded: until a new writer answers
+                try:
+                    await store.accept(msg(2))
+                    break
+                except RuntimeError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no new writer")
+            assert store._child is not None and store._child.pid != child.pid
+            assert (await store.get("m0001")) is not None  # committed before the kill
+            assert (await store.get("m0002")) is not None
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
