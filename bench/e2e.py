@@ -40,7 +40,8 @@ the last receipt back at the client; p50/p99/max latency submit -> resp and subm
 receipts still missing after the grace period (the client waits while receipts keep arriving,
 up to ``--max-wait`` seconds, and gives up after ``--stall`` seconds without one); duplicates
 seen by the carrier (a part sent twice) and by the client (a receipt delivered twice); CPU
-seconds per 1,000 messages of each process (from /proc/PID/stat for the gateway and the
+seconds per 1,000 messages of each process (from /proc/PID/stat for the gateway, with its
+writer process when it has one, and the
 carrier, os.times for the client) and the gateway's RSS over the run (/proc/PID/status VmRSS,
 sampled every second); after the gateway has stopped, the message states in its SQLite file.
 ``--profile py-spy`` (or ``cprofile``) records where the gateway spends its time during the
@@ -582,14 +583,26 @@ def client_entry(spec_path: str) -> int:
 # =============================================================================================
 
 
-def _proc_cpu(pid: int) -> float | None:
-    """utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15)."""
+def _proc_cpu(pid: int, *, children: bool = False) -> float | None:
+    """utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15); with
+    `children`, plus those of its running child processes (the store.writer=process writer)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    total = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    if children:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                other = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(other[1]) == pid:  # field 4: the parent's pid
+                total += (int(other[11]) + int(other[12])) / _CLK_TCK
+    return total
 
 
 def _proc_rss_mb(pid: int) -> float | None:
@@ -855,7 +868,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         spec_path = tmp / "client-spec.json"
         spec_path.write_text(json.dumps(spec.__dict__), encoding="utf-8")
         gw_pid = gateway.pid if gateway is not None else None
-        gw_cpu0 = _proc_cpu(gw_pid) if gw_pid else None
+        gw_cpu0 = _proc_cpu(gw_pid, children=True) if gw_pid else None
         rss_idle = _proc_rss_mb(gw_pid) if gw_pid else None
         carrier_cpu0 = _proc_cpu(carrier.pid)
         client = subprocess.Popen(
@@ -881,7 +894,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 if rss is not None:
                     samples.rss.append((time.monotonic() - started, rss))
             time.sleep(1.0 if gw_pid else 0.2)
-        gw_cpu1 = _proc_cpu(gw_pid) if gw_pid else None
+        gw_cpu1 = _proc_cpu(gw_pid, children=True) if gw_pid else None
         carrier_cpu1 = _proc_cpu(carrier.pid)
         if client.returncode != 0:
             raise RuntimeError(f"the load client failed with exit code {client.returncode}")
