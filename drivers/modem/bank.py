@@ -47,11 +47,10 @@ from drivers.base import ReceiptSink, SendResult, UpstreamReceipt
 from drivers.modem.modem import Modem, ModemInfo, ModemSettings, ModemState, SendOutcome
 from drivers.smpp.outbound import stored_content
 from gateway.config import ModemBankConfig, ModemConfig
-from gateway.smpp.constants import CommandStatus, Tag
+from gateway.smpp.constants import CommandStatus
 from gateway.smpp.errors import LocalSmppError
 from gateway.smpp.message import MessageContent
 from gateway.smpp.pdu import DeliverSm
-from gateway.smpp.tlv import Tlv
 from gateway.sms.coding import Encoding
 from gateway.sms.errors import SmsError
 from gateway.sms.gsm7 import encode_gsm7
@@ -132,17 +131,6 @@ ModemFactory = Callable[[ModemSettings, Any], _Modem]
 
 
 # -- the message as TPDUs -------------------------------------------------------------------------
-
-
-def _tlvs(raw: bytes) -> tuple[Tlv, ...]:
-    out = []
-    pos = 0
-    while pos + 4 <= len(raw):
-        tag = int.from_bytes(raw[pos : pos + 2], "big")
-        length = int.from_bytes(raw[pos + 2 : pos + 4], "big")
-        out.append(Tlv(tag, raw[pos + 4 : pos + 4 + length]))
-        pos += 4 + length
-    return tuple(out)
 
 
 def _destination(message: NewMessage) -> str:
@@ -533,22 +521,16 @@ class ModemBank:
                 self._refs.release(message.destination_addr, ref)
 
     def _series(self, message: NewMessage) -> tuple[str, str, int, int] | None:
-        """The application's series this message is a part of (for sticking to one modem)."""
-        sm = message.short_message
-        if message.esm_class & 0x40 and len(sm) >= 6 and sm[:3] == b"\x05\x00\x03":
-            return (message.source_addr, message.destination_addr, sm[3], sm[4])
-        if message.tlvs:
-            tlvs = _tlvs(message.tlvs)
-            ref = next((t.value for t in tlvs if t.tag == Tag.sar_msg_ref_num), None)
-            total = next((t.value for t in tlvs if t.tag == Tag.sar_total_segments), None)
-            if ref and total:
-                return (
-                    message.source_addr,
-                    message.destination_addr,
-                    int.from_bytes(ref, "big"),
-                    total[0],
-                )
-        return None
+        """The application's series this message is a part of (for sticking to one modem):
+        its concatenation by UDH (8- or 16-bit reference) or SAR, read as the carriers' path
+        reads it."""
+        try:
+            concat = stored_content(message)[0].concat
+        except LocalSmppError:
+            return None
+        if concat is None:
+            return None
+        return (message.source_addr, message.destination_addr, concat.ref, concat.total)
 
     async def _send(self, message: NewMessage, tpdus: list[SubmitTpdu]) -> SendResult:
         parts = len(tpdus)
