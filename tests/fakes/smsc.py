@@ -2,9 +2,19 @@
 ladder of behaviours a carrier shows: binds of each type (TX, RX, TRX) and refused binds,
 slow and late answers, throttling (ESME_RTHROTTLED or ESME_RMSGQFUL), permanent errors for
 chosen destinations, a dropped link, malformed replies, receipts sent before the
-submit_sm_resp, receipt ids spelled several ways, deliver_sm on a transmitter bind, and a TLS
-listener. It records every accepted submit_sm with its esm_class, UDH and TLVs, so tests can
-check how long messages were carried.
+submit_sm_resp, receipt ids spelled several ways, deliver_sm on a transmitter bind, a link
+reset (RST) while the gateway still writes, held responses (the window a bind really uses), and
+a TLS listener. It records every accepted submit_sm with its esm_class, UDH and TLVs, so tests
+can check how long messages were carried.
+
+Receipts as carriers send them (each switch off by default; found in the field, see the
+jasmin/kannel/smpplib issue trackers): a delay drawn from a range with a long tail; a share of
+failed deliveries (UNDELIV with an err code), decided per destination and text, so a message
+sent twice has one true outcome (`outcome`); for a multipart message, receipts for every part,
+only the last or only the first; an intermediate notification (esm_class 0x20) before the final
+receipt; receipts without the receipt bit (esm_class 0, text only); stat words that are not
+SMPP's (ACKED, UNDELIVERABLE, lowercase, junk); and submit_sm_resp ids in decimal, hex or UUID
+form, spelled in the receipt with other case, zero padding, or in another base.
 
 Receipts and MO go to a receiver-capable session (RX or TRX), round robin; while none is bound
 they wait, as a carrier's queue does. A deliver_sm not answered OK (refused, or its link
@@ -17,7 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
+import struct
+import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,12 +61,32 @@ class Behaviour:
     malformed_every: int = 0  # every Nth submit_sm gets no answer but a malformed reply
     malformed: Literal["garbage", "bad_length", "unknown_command"] = "garbage"
     fail_destinations: dict[str, int] = field(default_factory=dict)  # destination -> status
-    receipt_id: Literal["hex", "decimal", "zeros", "lower"] = "hex"  # the id in the text
+    # The id in the receipt text, against the submit_sm_resp's: as given ("hex" kept for the
+    # default), its value in decimal (hex ids), zero-padded to 10 (UUIDs: their first group),
+    # lower or upper case, or leading zeros dropped and upper case (0e99..-.. -> E99..-..).
+    receipt_id: Literal["hex", "same", "decimal", "zeros", "lower", "upper", "stripped"] = "hex"
     receipt_tlvs: bool = True  # receipted_message_id / message_state TLVs
     receipt_delay: float = 0.0  # send receipts this much after the submit_sm_resp
     refuse_binds: int = 0  # refuse this many binds with `refuse_status`
     refuse_status: int = ESME_RINVPASWD
     deliver_on_tx: bool = False  # send receipts on the transmitter session (carriers do)
+    # -- links -------------------------------------------------------------------------------
+    reset_after: int | None = None  # reset (RST, SO_LINGER 0) once, on this accepted submit_sm
+    hold_responses: bool = False  # answer no submit_sm until `release_responses`
+    # -- receipts as carriers send them ------------------------------------------------------
+    seed: int = 0  # outcomes and delays are drawn from it: a run can be replayed
+    id_format: Literal["hex", "decimal", "uuid"] = "hex"  # submit_sm_resp message_id
+    id_start: int = 0xABC000  # the first id (hex/decimal): small ids make spellings collide
+    receipt_delays: tuple[float, float] | None = None  # each receipt after a delay in this range
+    tail_share: float = 0.0  # this share of receipts comes after a delay in `tail_delays`
+    tail_delays: tuple[float, float] = (5.0, 10.0)
+    fail_share: float = 0.0  # this share of deliveries fails: UNDELIV with `fail_error`
+    fail_error: int = 1  # the err: of a failed delivery (and its network_error_code)
+    multipart_receipts: Literal["all", "last", "first"] = "all"  # which parts get a receipt
+    intermediate: bool = False  # an esm_class 0x20 notification (ENROUTE) before each receipt
+    receipt_flag: bool = True  # False: receipts as esm_class 0, text only (no receipt bit)
+    stat_word: str | None = None  # write this stat in the text (ACKED, UNDELIVERABLE, junk...)
+    hold_receipts: bool = False  # keep receipts until `release_receipts` (a burst)
 
 
 @dataclass(frozen=True)
@@ -68,6 +102,7 @@ class Submitted:
     sar: tuple[int, int, int] | None  # (sar_msg_ref_num, sar_total_segments, seqnum)
     message_payload: bytes | None
     at: float  # loop time it arrived
+    delivered: bool = True  # the true outcome the carrier reports for it
 
     @property
     def udh(self) -> bytes:
@@ -81,6 +116,7 @@ class _Peer:
     seq: Any
     mode: str = ""
     unacked: dict[int, dict[str, Any]] = field(default_factory=dict)  # deliver_sm sent
+    outstanding: int = 0  # submit_sm received and not answered yet
 
 
 @dataclass
@@ -96,14 +132,24 @@ class FakeSmsc:
     answered_late: int = 0
     unbinds: int = 0
     malformed_sent: int = 0
+    resets: int = 0  # links reset (RST) by `reset_after`
+    max_outstanding: int = 0  # the most submit_sm one bind had unanswered at once
+    receipts_sent: list[dict[str, Any]] = field(default_factory=list)  # every receipt offered
     port: int = 0
     _server: asyncio.Server | None = None
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(0xABC000))
+    outcomes: dict[str, bool] = field(default_factory=dict)  # upstream id -> delivered
+    _ids: itertools.count[int] = field(init=False)
     _peers: list[_Peer] = field(default_factory=list)
     _undelivered: list[Any] = field(default_factory=list)  # deliver_sm waiting for an RX
     _rr: itertools.count[int] = field(default_factory=itertools.count)
     _dropped: bool = False
+    _reset: bool = False
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _held: list[tuple[_Peer, int, str, list[dict[str, Any]]]] = field(default_factory=list)
+    _held_receipts: list[tuple[_Peer, dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(self.behaviour.id_start)
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
@@ -208,49 +254,88 @@ class FakeSmsc:
             peer.writer.write(_malformed(b.malformed, pdu.sequence))
             # After an unframeable reply nothing more on this stream makes sense: hang up.
             return b.malformed != "unknown_command"
-        upstream_id = f"{next(self._ids):X}"
-        self.submits.append((destination, pdu.short_message or b""))
+        if b.reset_after and not self._reset and len(self.records) + 1 >= b.reset_after:
+            # A carrier that resets the link mid-window: this submit_sm and every one behind
+            # it are never answered, and the gateway's next write meets a reset socket.
+            self._reset = True
+            self.resets += 1
+            sock = peer.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.writer.transport.abort()
+            return True
+        upstream_id = self._next_id()
+        short_message = pdu.short_message or b""
+        self.submits.append((destination, short_message))
         sar = None
         if getattr(pdu, "sar_msg_ref_num", None) is not None:
             sar = (pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)
-        self.records.append(
-            Submitted(
-                destination,
-                pdu.short_message or b"",
-                pdu.esm_class,
-                pdu.data_coding,
-                upstream_id,
-                peer.mode,
-                sar,
-                getattr(pdu, "message_payload", None),
-                asyncio.get_running_loop().time(),
-            )
+        record = Submitted(
+            destination,
+            short_message,
+            pdu.esm_class,
+            pdu.data_coding,
+            upstream_id,
+            peer.mode,
+            sar,
+            getattr(pdu, "message_payload", None),
+            asyncio.get_running_loop().time(),
+            delivered=self.outcome_of(destination, short_message),
         )
-        receipt = self._receipt(upstream_id)
+        self.records.append(record)
+        self.outcomes[upstream_id] = record.delivered
+        receipts = self._receipts(record)
+        peer.outstanding += 1
+        self.max_outstanding = max(self.max_outstanding, peer.outstanding)
+        if b.hold_responses:
+            self._held.append((peer, pdu.sequence, upstream_id, receipts))
+            return False
         delay = b.response_delay
         if b.late_first and len(self.records) <= b.late_first:
             delay = b.late_delay
             self.answered_late += 1
         if b.receipt_before_response:
-            self._send_receipt(peer, receipt)
+            self._send_receipts(peer, record, receipts)
             await peer.writer.drain()
         if delay:
-            self._later(delay, self._answer(peer, pdu.sequence, upstream_id, receipt))
+            self._later(delay, self._answer(peer, pdu.sequence, record, receipts))
         else:
-            self._reply(peer, "submit_sm_resp", pdu.sequence, message_id=upstream_id)
+            self._respond(peer, pdu.sequence, upstream_id)
             if not b.receipt_before_response:
-                self._send_receipt(peer, receipt)
+                self._send_receipts(peer, record, receipts)
         if b.drop_after and not self._dropped and len(self.records) >= b.drop_after:
             self._dropped = True
             return True
         return False
 
-    async def _answer(self, peer: _Peer, sequence: int, upstream_id: str, receipt: Any) -> None:
-        self._reply(peer, "submit_sm_resp", sequence, message_id=upstream_id)
+    async def _answer(
+        self, peer: _Peer, sequence: int, record: Submitted, receipts: list[dict[str, Any]]
+    ) -> None:
+        self._respond(peer, sequence, record.upstream_id)
         if not self.behaviour.receipt_before_response:
-            self._send_receipt(peer, receipt)
+            self._send_receipts(peer, record, receipts)
         with contextlib.suppress(ConnectionError):
             await peer.writer.drain()
+
+    def _respond(self, peer: _Peer, sequence: int, upstream_id: str) -> None:
+        peer.outstanding -= 1
+        self._reply(peer, "submit_sm_resp", sequence, message_id=upstream_id)
+
+    async def release_responses(self) -> int:
+        """Answer every held submit_sm (with `hold_responses`); how many there were."""
+        held, self._held = self._held, []
+        for peer, sequence, upstream_id, receipts in held:
+            record = next(r for r in reversed(self.records) if r.upstream_id == upstream_id)
+            self._respond(peer, sequence, upstream_id)
+            self._send_receipts(peer, record, receipts)
+        for peer in {id(p): p for p, *_ in held}.values():
+            with contextlib.suppress(ConnectionError):
+                await peer.writer.drain()
+        return len(held)
+
+    def outstanding(self) -> int:
+        """submit_sm unanswered right now, over every bind."""
+        return sum(p.outstanding for p in self._peers)
 
     def _later(self, delay: float, coro: Any) -> None:
         async def run() -> None:
@@ -270,45 +355,159 @@ class FakeSmsc:
         if not peer.writer.is_closing():
             peer.writer.write(pdu.generate())
 
+    # -- ids, outcomes, delays ----------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        n = next(self._ids)
+        fmt = self.behaviour.id_format
+        if fmt == "uuid":
+            return str(uuid.UUID(int=(self.behaviour.seed << 64) | n))
+        return str(n) if fmt == "decimal" else f"{n:X}"
+
+    def _draw(self, salt: str, destination: str, short_message: bytes) -> float:
+        """A number in [0, 1) fixed by the seed and the message: a resend draws the same."""
+        key = f"{self.behaviour.seed}|{salt}|{destination}|".encode() + short_message
+        return zlib.crc32(key) / 2**32
+
+    def outcome_of(self, destination: str, short_message: bytes) -> bool:
+        """Whether the carrier delivers this message (the truth its receipts report)."""
+        b = self.behaviour
+        if b.receipt_state != 2:
+            return False
+        return not (b.fail_share and self._draw("fail", destination, short_message) < b.fail_share)
+
+    def _receipt_delay(self, record: Submitted) -> float:
+        b = self.behaviour
+        span = b.receipt_delays
+        if b.tail_share and self._draw("tail", record.destination, record.short_message) < (
+            b.tail_share
+        ):
+            span = b.tail_delays
+        if span is None:
+            return b.receipt_delay
+        low, high = span
+        return low + (high - low) * self._draw("delay", record.destination, record.short_message)
+
     # -- receipts and MO ----------------------------------------------------------------------
 
-    def _receipt(self, upstream_id: str) -> dict[str, Any]:
+    def _spelled(self, upstream_id: str) -> str:
+        kind = self.behaviour.receipt_id
+        fmt = self.behaviour.id_format
+        if kind == "decimal" and fmt == "hex":
+            return str(int(upstream_id, 16))
+        if kind == "zeros":
+            if fmt == "uuid":
+                head, _, rest = upstream_id.partition("-")
+                return f"{head.zfill(10)}-{rest}"
+            return upstream_id.zfill(10)
+        if kind == "lower":
+            return upstream_id.lower()
+        if kind == "upper":
+            return upstream_id.upper()
+        if kind == "stripped":
+            return (upstream_id.lstrip("0") or "0").upper()
+        return upstream_id
+
+    def _receipts(self, record: Submitted) -> list[dict[str, Any]]:
+        """The deliver_sm (fields) this submit gets back: none for a part the carrier does not
+        report, else an optional intermediate notification, then the final receipt."""
         b = self.behaviour
-        state = b.receipt_state
-        stat = "DELIVRD" if state == 2 else "UNDELIV"
-        number = int(upstream_id, 16)
-        spelled = {
-            "hex": upstream_id,
-            "decimal": str(number),
-            "zeros": f"{number:010X}",
-            "lower": upstream_id.lower(),
-        }[b.receipt_id]
-        text = f"id:{spelled} sub:001 dlvrd:001 stat:{stat} err:000 text:"
+        part = _part_of(record)
+        if part is not None and b.multipart_receipts != "all":
+            seq, total = part
+            if seq != (total if b.multipart_receipts == "last" else 1):
+                return []
+        spelled = self._spelled(record.upstream_id)
+        out = []
+        if b.intermediate:
+            out.append(
+                self._receipt_fields(record.upstream_id, spelled, "ENROUTE", 1, 0, esm_class=0x20)
+            )
+        if record.delivered:
+            final = ("DELIVRD", 2, 0)
+        else:
+            # receipt_state: every receipt says so (err 000); fail_share: a failed delivery
+            final = (
+                ("UNDELIV", 5, b.fail_error)
+                if b.receipt_state == 2
+                else ("UNDELIV", b.receipt_state, 0)
+            )
+        stat = b.stat_word if b.stat_word is not None else final[0]
+        esm = 0x04 if b.receipt_flag else 0x00
+        _, state, error = final
+        out.append(
+            self._receipt_fields(record.upstream_id, spelled, stat, state, error, esm_class=esm)
+        )
+        return out
+
+    def _receipt_fields(
+        self, upstream_id: str, spelled: str, stat: str, state: int, error: int, *, esm_class: int
+    ) -> dict[str, Any]:
+        dlvrd = "001" if state == 2 else "000"
+        text = f"id:{spelled} sub:001 dlvrd:{dlvrd} stat:{stat} err:{error:03d} text:"
         fields: dict[str, Any] = {
-            "esm_class": 4,
+            "esm_class": esm_class,
             "source_addr": "1",
             "destination_addr": "2",
             "short_message": text.encode(),
         }
-        if b.receipt_tlvs:
+        if self.behaviour.receipt_tlvs and esm_class:  # a text-only carrier sends no TLVs
             fields.update(receipted_message_id=upstream_id, message_state=state)
         return fields
 
-    def _send_receipt(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
-        delay = self.behaviour.receipt_delay
-        if delay and not self.behaviour.receipt_before_response:
-            self._later(delay, self._receipt_now(submitted_on, fields))
+    def _send_receipts(
+        self, submitted_on: _Peer, record: Submitted, receipts: list[dict[str, Any]]
+    ) -> None:
+        if not receipts:
             return
-        self._receipt_now_sync(submitted_on, fields)
+        *early, final = receipts
+        for fields in early:  # intermediate notifications: at once
+            self._receipt_now_sync(submitted_on, fields)
+        delay = 0.0 if self.behaviour.receipt_before_response else self._receipt_delay(record)
+        if delay:
+            self._later(delay, self._receipt_now(submitted_on, final))
+            return
+        self._receipt_now_sync(submitted_on, final)
 
     async def _receipt_now(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
         self._receipt_now_sync(submitted_on, fields)
+        for peer in self.receivers():
+            with contextlib.suppress(ConnectionError):
+                await peer.writer.drain()
 
     def _receipt_now_sync(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
+        self.receipts_sent.append(fields)
+        if self.behaviour.hold_receipts:
+            self._held_receipts.append((submitted_on, fields))
+            return
         if self.behaviour.deliver_on_tx and submitted_on.mode == "tx":
             self._deliver(fields, submitted_on)
         else:
             self._deliver(fields)
+
+    async def release_receipts(self) -> int:
+        """Send every held receipt at once (with `hold_receipts`); how many there were."""
+        held, self._held_receipts = self._held_receipts, []
+        for submitted_on, fields in held:
+            if self.behaviour.deliver_on_tx and submitted_on.mode == "tx":
+                self._deliver(fields, submitted_on)
+            else:
+                self._deliver(fields)
+        for peer in list(self._peers):
+            with contextlib.suppress(ConnectionError):
+                await peer.writer.drain()
+        return len(held)
+
+    def pending(self) -> int:
+        """Receipts and responses not yet answered by the gateway: scheduled, held, queued
+        for a receiver, or sent and not acknowledged. 0 when the carrier has nothing left."""
+        return (
+            len(self._tasks)
+            + len(self._held)
+            + len(self._held_receipts)
+            + len(self._undelivered)
+            + sum(len(p.unacked) for p in self._peers)
+        )
 
     def _deliver(self, fields: dict[str, Any], peer: _Peer | None = None) -> None:
         """A deliver_sm to `peer`, or to a receiver (queued while none is bound)."""
@@ -337,6 +536,23 @@ class FakeSmsc:
         for peer in self.receivers():
             with contextlib.suppress(ConnectionError):
                 await peer.writer.drain()
+
+
+def _part_of(record: Submitted) -> tuple[int, int] | None:
+    """(seqnum, total) of a part of a concatenated message (UDH or SAR), None for one part."""
+    if record.sar is not None:
+        return record.sar[2], record.sar[1]
+    udh = record.udh
+    i = 1
+    while i + 1 < len(udh):  # the information elements: (iei, length, data)
+        iei, size = udh[i], udh[i + 1]
+        data = udh[i + 2 : i + 2 + size]
+        if iei == 0x00 and size == 3:
+            return data[2], data[1]
+        if iei == 0x08 and size == 4:
+            return data[3], data[2]
+        i += 2 + size
+    return None
 
 
 def _malformed(kind: str, sequence: int) -> bytes:
