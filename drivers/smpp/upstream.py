@@ -640,7 +640,10 @@ class SmppUpstream:
         if session is None or writer is None:
             return
         out = session.data_to_send()
-        if out:
+        # A transport the peer has reset is closed before our reader loop hears of it (a turn
+        # or two later, when `_lost` runs); writing to it raises under uvloop. What is dropped
+        # here was never sent: `_lost` settles its waiters as a lost link.
+        if out and not writer.is_closing():
             writer.write(out)  # callers drain; the reader loop drains after each read
 
     def _flush_soon(self, conn: _Connection) -> None:

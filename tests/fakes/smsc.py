@@ -71,7 +71,8 @@ class Behaviour:
     refuse_status: int = ESME_RINVPASWD
     deliver_on_tx: bool = False  # send receipts on the transmitter session (carriers do)
     # -- links -------------------------------------------------------------------------------
-    reset_after: int | None = None  # reset (RST, SO_LINGER 0) once, on this accepted submit_sm
+    reset_after: int | None = None  # reset (RST, SO_LINGER 0) on this accepted submit_sm
+    reset_every: int = 0  # and again after every this many more
     hold_responses: bool = False  # answer no submit_sm until `release_responses`
     # -- receipts as carriers send them ------------------------------------------------------
     seed: int = 0  # outcomes and delays are drawn from it: a run can be replayed
@@ -143,13 +144,14 @@ class FakeSmsc:
     _undelivered: list[Any] = field(default_factory=list)  # deliver_sm waiting for an RX
     _rr: itertools.count[int] = field(default_factory=itertools.count)
     _dropped: bool = False
-    _reset: bool = False
+    _next_reset: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _held: list[tuple[_Peer, int, str, list[dict[str, Any]]]] = field(default_factory=list)
     _held_receipts: list[tuple[_Peer, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(self.behaviour.id_start)
+        self._next_reset = self.behaviour.reset_after or 0
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
@@ -254,16 +256,6 @@ class FakeSmsc:
             peer.writer.write(_malformed(b.malformed, pdu.sequence))
             # After an unframeable reply nothing more on this stream makes sense: hang up.
             return b.malformed != "unknown_command"
-        if b.reset_after and not self._reset and len(self.records) + 1 >= b.reset_after:
-            # A carrier that resets the link mid-window: this submit_sm and every one behind
-            # it are never answered, and the gateway's next write meets a reset socket.
-            self._reset = True
-            self.resets += 1
-            sock = peer.writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            peer.writer.transport.abort()
-            return True
         upstream_id = self._next_id()
         short_message = pdu.short_message or b""
         self.submits.append((destination, short_message))
@@ -303,6 +295,9 @@ class FakeSmsc:
             self._respond(peer, pdu.sequence, upstream_id)
             if not b.receipt_before_response:
                 self._send_receipts(peer, record, receipts)
+        if b.reset_after and len(self.records) >= self._next_reset:
+            await self._reset_link(peer)
+            return True
         if b.drop_after and not self._dropped and len(self.records) >= b.drop_after:
             self._dropped = True
             return True
@@ -316,6 +311,28 @@ class FakeSmsc:
             self._send_receipts(peer, record, receipts)
         with contextlib.suppress(ConnectionError):
             await peer.writer.drain()
+
+    async def reset_now(self) -> int:
+        """Reset every link now (enquire_link, then RST), as `reset_after` does; how many."""
+        peers = list(self._peers)
+        for peer in peers:
+            await self._reset_link(peer)
+        return len(peers)
+
+    async def _reset_link(self, peer: _Peer) -> None:
+        """A carrier that crashes mid-window: what it has written reaches the gateway (this
+        answer and an enquire_link probe, which the gateway answers at once), then a reset
+        (SO_LINGER 0: RST, not FIN) while the gateway has PDUs to write; the submit_sm behind
+        this one are never answered."""
+        b = self.behaviour
+        self._next_reset = len(self.records) + b.reset_every if b.reset_every else 1 << 62
+        self.resets += 1
+        enquire = smpplib.smpp.make_pdu("enquire_link", client=peer.seq)
+        peer.writer.write(enquire.generate())  # the same turn as the reset: one read may see both
+        sock = peer.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.writer.transport.abort()
 
     def _respond(self, peer: _Peer, sequence: int, upstream_id: str) -> None:
         peer.outstanding -= 1

@@ -41,7 +41,11 @@ store: {path: "%s", writer: %s}
 INFLIGHT = 50  # sends the dispatcher has open at once: the most a kill can leave unrecorded
 
 
-def start_gateway(config: Path) -> tuple[subprocess.Popen[str], int]:
+def start_gateway(
+    config: Path, *, keep: list[str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """`smsgw serve -c config` in a subprocess; its port once it listens. Its output is read
+    on (so the pipe never fills), into `keep` when given."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
         stdout=subprocess.PIPE,
@@ -49,17 +53,23 @@ def start_gateway(config: Path) -> tuple[subprocess.Popen[str], int]:
         text=True,
     )
     assert proc.stdout is not None
+    out = proc.stdout
+    lines = keep if keep is not None else []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = out.readline()
+        lines.append(line)
         found = re.search(r"listening.*port=(\d+)", line)
         if found:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+            if keep is None:
+                threading.Thread(target=out.read, daemon=True).start()  # keep the pipe drained
+            else:
+                threading.Thread(target=lambda: lines.extend(out), daemon=True).start()
             return proc, int(found[1])
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    raise AssertionError("gateway did not start")
+    raise AssertionError("gateway did not start:\n" + "".join(lines[-30:]))
 
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
