@@ -88,6 +88,8 @@ class Behaviour:
     receipt_flag: bool = True  # False: receipts as esm_class 0, text only (no receipt bit)
     stat_word: str | None = None  # write this stat in the text (ACKED, UNDELIVERABLE, junk...)
     hold_receipts: bool = False  # keep receipts until `release_receipts` (a burst)
+    drop_receipts: bool = False  # answer, and never send a receipt (it was lost on their side)
+    text_disagrees: bool = False  # the text names the next id and the opposite stat; TLVs true
 
 
 @dataclass(frozen=True)
@@ -381,6 +383,13 @@ class FakeSmsc:
             return str(uuid.UUID(int=(self.behaviour.seed << 64) | n))
         return str(n) if fmt == "decimal" else f"{n:X}"
 
+    def _id_after(self, upstream_id: str) -> str:
+        """The id the carrier gives (or gave) the submit after this one."""
+        fmt = self.behaviour.id_format
+        if fmt == "uuid":
+            return str(uuid.UUID(int=uuid.UUID(upstream_id).int + 1))
+        return str(int(upstream_id) + 1) if fmt == "decimal" else f"{int(upstream_id, 16) + 1:X}"
+
     def _draw(self, salt: str, destination: str, short_message: bytes) -> float:
         """A number in [0, 1) fixed by the seed and the message: a resend draws the same."""
         key = f"{self.behaviour.seed}|{salt}|{destination}|".encode() + short_message
@@ -434,6 +443,8 @@ class FakeSmsc:
             seq, total = part
             if seq != (total if b.multipart_receipts == "last" else 1):
                 return []
+        if b.drop_receipts:
+            return []
         spelled = self._spelled(record.upstream_id)
         out = []
         if b.intermediate:
@@ -450,6 +461,9 @@ class FakeSmsc:
                 else ("UNDELIV", b.receipt_state, 0)
             )
         stat = b.stat_word if b.stat_word is not None else final[0]
+        if b.text_disagrees:  # another message's id, the other outcome: only the TLVs are right
+            spelled = self._spelled(self._id_after(record.upstream_id))
+            stat = "UNDELIV" if record.delivered else "DELIVRD"
         esm = 0x04 if b.receipt_flag else 0x00
         _, state, error = final
         out.append(
