@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import socket
 import ssl
 import struct
 import uuid
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -393,7 +393,8 @@ class FakeSmsc:
     def _draw(self, salt: str, destination: str, short_message: bytes) -> float:
         """A number in [0, 1) fixed by the seed and the message: a resend draws the same."""
         key = f"{self.behaviour.seed}|{salt}|{destination}|".encode() + short_message
-        return zlib.crc32(key) / 2**32
+        digest = hashlib.blake2b(key, digest_size=8).digest()  # not a CRC: that is affine
+        return int.from_bytes(digest, "big") / 2**64
 
     def outcome_of(self, destination: str, short_message: bytes) -> bool:
         """Whether the carrier delivers this message (the truth its receipts report)."""
