@@ -6,6 +6,8 @@ Usage (from the repository root):
     .venv/bin/python bench/e2e.py --quick              # smoke run: a few thousand messages
     .venv/bin/python bench/e2e.py --messages 200000 --binds 4 --window 128 --json /tmp/e2e.json
     .venv/bin/python bench/e2e.py --only ceiling,paced --rate 1000 --duration 20
+    .venv/bin/python bench/e2e.py --store postgres --messages 5000 --only throughput,burst \
+        --burst 2000 --upstream-binds 1           # PostgreSQL, and a burst of 2,000 receipts
 
 Three processes on loopback, each started fresh for every scenario:
 
@@ -28,6 +30,17 @@ Scenarios, all in one run (``--only`` picks some):
 2. ``throughput``: N messages as fast as the windows allow, through the gateway.
 3. ``paced``: an offered rate of R messages/s for D seconds through the gateway (latency at a
    realistic load, for the p99 submit -> submit_sm_resp target).
+4. ``burst`` (with ``--burst N``): N messages through the gateway while the carrier holds
+   every receipt; once all N are at the carrier it releases them together (one write per
+   connection), as a carrier does after an outage - the receipt burst of issue 8, item 11.
+
+The store is SQLite by default; ``--store postgres`` uses PostgreSQL at ``--dsn`` (default
+``postgresql://postgres@127.0.0.1:5432/test``), in a fresh schema per scenario that is dropped
+afterwards. The gateway runs with a loop-lag monitor (this file, ``--gateway``: the same as
+``smsgw serve`` plus a timer every 5 ms that records how late it fires); the worst lag while the
+load ran - and, for ``burst``, from the release to the last receipt at the client - is
+reported. A lag is time the event loop did nothing else: no enquire_link answered, no
+submit_sm_resp sent.
 
 Workload: the parts of the standard corpus (``../shared/bench/corpus.json`` relative to the
 repository root, 10,000 messages making 21,829 submit_sm; cycled to reach N), each submit_sm
@@ -426,7 +439,7 @@ async def _client_main(spec: ClientSpec) -> dict[str, Any]:
         if conn.transport is not None:
             conn.transport.close()
     client_cpu = (usage1.user - usage0.user) + (usage1.system - usage0.system)
-    return _summarise(
+    summary = _summarise(
         state,
         spec,
         t0=t0,
@@ -437,6 +450,12 @@ async def _client_main(spec: ClientSpec) -> dict[str, Any]:
         stalled_receipts=stalled_receipts,
         tail_rate=tail_rate,
     )
+    # Absolute monotonic times (one clock for every process on the host): the harness lines
+    # them up with the gateway's loop-lag samples.
+    receipts_at = [t for t in state.t_rcpt if not math.isnan(t)]
+    summary["t0_abs"], summary["t_end_abs"] = t0, t_end
+    summary["t_last_receipt_abs"] = max(receipts_at) if receipts_at else None
+    return summary
 
 
 async def _pace(state: ClientState, conns: list[ClientConnection], rate: float, t0: float) -> None:
@@ -576,6 +595,116 @@ def client_entry(spec_path: str) -> int:
         result = runner.run(_client_main(spec))
     Path(spec.result_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+# =============================================================================================
+# The gateway with a loop-lag monitor (runs in its own process: `e2e.py --gateway CONFIG`)
+# =============================================================================================
+
+LAG_INTERVAL = 0.005  # seconds between the monitor's timer callbacks
+LAG_KEEP = 0.002  # samples later than this are kept (with their time) for the report
+
+
+class LagMonitor:
+    """A timer every `LAG_INTERVAL` seconds on the gateway's loop; how late each one fires is
+    how long the loop was busy with something else (a transaction, a long callback)."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.worst = 0.0
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, lag) above LAG_KEEP
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._due = time.monotonic() + LAG_INTERVAL
+        self._handle = asyncio.get_running_loop().call_later(LAG_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        lag = max(0.0, now - self._due)
+        self.ticks += 1
+        self.worst = max(self.worst, lag)
+        if lag > LAG_KEEP and len(self.samples) < 1_000_000:
+            self.samples.append((now, lag))
+        self._due = now + LAG_INTERVAL
+        self._handle = asyncio.get_running_loop().call_later(LAG_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+def gateway_entry(config_path: str, lag_out: str) -> int:
+    """`smsgw serve -c CONFIG` with a `LagMonitor`; its samples go to `lag_out` at the end."""
+    from gateway.app import run  # noqa: PLC0415 - only in the gateway process
+    from gateway.config import load_config  # noqa: PLC0415
+
+    config = load_config(config_path)
+    monitor = LagMonitor()
+
+    async def serve() -> None:
+        monitor.start()
+        try:
+            await run(config)
+        finally:
+            monitor.stop()
+
+    try:
+        import uvloop  # noqa: PLC0415 - as `smsgw serve` does
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            runner.run(serve())
+    finally:
+        Path(lag_out).write_text(
+            json.dumps(
+                {
+                    "interval": LAG_INTERVAL,
+                    "ticks": monitor.ticks,
+                    "worst": monitor.worst,
+                    "samples": monitor.samples,
+                }
+            ),
+            encoding="utf-8",
+        )
+    return 0
+
+
+def _lag_summary(
+    path: Path,
+    t0: float,
+    t_end: float,
+    t_release: float | None,
+    t_last_receipt: float | None,
+) -> dict[str, Any]:
+    """The worst loop lag while the load ran, and during a receipt burst (ms)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"error": repr(exc)}
+    samples = [(t, lag) for t, lag in data["samples"]]
+
+    def worst(start: float, end: float) -> float:
+        # A sample is stamped when the timer finally ran: it covers [t - lag, t].
+        lags = [lag for t, lag in samples if t >= start and t - lag <= end]
+        return max(lags, default=0.0) * 1000.0
+
+    out: dict[str, Any] = {
+        "worst_under_load_ms": worst(t0, t_end),
+        "over_10ms_under_load": sum(1 for t, lag in samples if t0 <= t <= t_end and lag > 0.01),
+        "over_50ms_under_load": sum(1 for t, lag in samples if t0 <= t <= t_end and lag > 0.05),
+        "worst_whole_run_ms": data["worst"] * 1000.0,
+        "ticks": data["ticks"],
+    }
+    if t_release is not None:
+        end = t_last_receipt if t_last_receipt is not None else t_end
+        out["worst_in_burst_ms"] = worst(t_release, end + 0.05)
+        out["burst_seconds"] = end - t_release
+    return out
 
 
 # =============================================================================================
@@ -723,10 +852,15 @@ routes:
     prefixes: [""]
     targets: [carrier]
 store:
+{store}
+"""
+SQLITE_STORE = """\
   backend: sqlite
   path: {db}
-  writer: {store_writer}
-"""
+  writer: {store_writer}"""
+POSTGRES_STORE = """\
+  backend: postgres
+  dsn: '{dsn}'"""
 
 
 @dataclass
@@ -738,6 +872,7 @@ class Scenario:
     window: int
     rate: float | None = None
     profile: str = "none"
+    burst: bool = False  # the carrier holds the receipts, then releases them together
 
 
 @dataclass
@@ -808,6 +943,38 @@ def summarise_pyspy(path: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
+def _pg_execute(dsn: str, statement: str) -> None:
+    import asyncpg  # noqa: PLC0415 - only with --store postgres
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close(timeout=10)
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def _pg_states(dsn: str, schema: str) -> dict[str, Any]:
+    """Message states and pending deliveries in the scenario's PostgreSQL schema."""
+    import asyncpg  # noqa: PLC0415 - only with --store postgres
+
+    async def go() -> dict[str, Any]:
+        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": schema})
+        try:
+            rows = await conn.fetch("SELECT state, count(*) FROM messages GROUP BY state")
+            pending = await conn.fetchval("SELECT count(*) FROM deliveries")
+        finally:
+            await conn.close(timeout=10)
+        return {"message_states": {r[0]: r[1] for r in rows}, "deliveries_pending": pending}
+
+    try:
+        return asyncio.run(asyncio.wait_for(go(), 60))
+    except Exception as exc:
+        return {"error": repr(exc)}
+
+
 def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"smsgw-e2e-{scenario.name}-"))
     carrier: Carrier | None = None
@@ -815,13 +982,25 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
     client: subprocess.Popen[bytes] | None = None
     profiler: subprocess.Popen[bytes] | None = None
     gateway_log: IO[bytes] | None = None
-    result: dict[str, Any] = {"scenario": scenario.name}
+    result: dict[str, Any] = {"scenario": scenario.name, "store": args.store}
+    schema: str | None = None
+    lag_path = tmp / "gateway-lag.json"
+    t_release: float | None = None
     try:
         carrier = Carrier()
         port = carrier.port
         if scenario.through_gateway:
             port = _free_port()
             config = tmp / "gateway.yaml"
+            if args.store == "postgres":
+                schema = f"smsgw_e2e_{os.getpid()}_{scenario.name}"
+                _pg_execute(args.dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                _pg_execute(args.dsn, f'CREATE SCHEMA "{schema}"')
+                sep = "&" if "?" in args.dsn else "?"
+                store = POSTGRES_STORE.format(dsn=f"{args.dsn}{sep}search_path={schema}")
+            else:
+                db = tmp / "smsgw.sqlite3"
+                store = SQLITE_STORE.format(db=db, store_writer=args.store_writer)
             config.write_text(
                 GATEWAY_CONFIG.format(
                     port=port,
@@ -830,12 +1009,18 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     carrier_port=carrier.port,
                     upstream_binds=args.upstream_binds,
                     upstream_window=args.upstream_window,
-                    store_writer=args.store_writer,
-                    db=tmp / "smsgw.sqlite3",
+                    store=store,
                 ),
                 encoding="utf-8",
             )
-            command = [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--gateway",
+                str(config),
+                "--lag-out",
+                str(lag_path),
+            ]
             if scenario.profile == "cprofile":
                 out = Path(args.profile_out or tmp / "gateway.pstats")
                 command[1:1] = ["-m", "cProfile", "-o", str(out)]
@@ -852,6 +1037,8 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 time.sleep(0.05)
             result["upstream_binds_at_carrier"] = carrier.command("stats")["binds"]
             carrier.command("reset")
+            if scenario.burst:
+                carrier.command("hold")
         spec = ClientSpec(
             host="127.0.0.1",
             port=port,
@@ -893,6 +1080,16 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 rss = _proc_rss_mb(gw_pid)
                 if rss is not None:
                     samples.rss.append((time.monotonic() - started, rss))
+            if scenario.burst and t_release is None:
+                # Every submit_sm is at the carrier (its receipt held): release them together.
+                stats = carrier.command("stats")
+                if stats["unique_submits"] >= scenario.messages and stats["held"] >= (
+                    scenario.messages
+                ):
+                    t_release = time.monotonic()
+                    result["burst_released"] = carrier.command("release")["released"]
+                time.sleep(0.05)
+                continue
             time.sleep(1.0 if gw_pid else 0.2)
         gw_cpu1 = _proc_cpu(gw_pid, children=True) if gw_pid else None
         carrier_cpu1 = _proc_cpu(carrier.pid)
@@ -923,7 +1120,17 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 result["profile_summary"] = summarise_pyspy(Path(result["profile"]))
         if gateway is not None:
             result["gateway_exit"] = _stop(gateway, 30.0)
-            result["store"] = _db_states(tmp / "smsgw.sqlite3")
+            if schema is not None:
+                result["store_states"] = _pg_states(args.dsn, schema)
+            else:
+                result["store_states"] = _db_states(tmp / "smsgw.sqlite3")
+            result["loop_lag"] = _lag_summary(
+                lag_path,
+                result["t0_abs"],
+                result["t_end_abs"],
+                t_release,
+                result.get("t_last_receipt_abs"),
+            )
         result["ok"] = True
     except Exception as exc:  # reported in the table and the JSON; the run goes on
         result["ok"] = False
@@ -937,6 +1144,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 proc.kill()
                 proc.wait(5)
         _stop(gateway, 10.0)
+        if schema is not None and not args.keep:
+            with contextlib.suppress(Exception):
+                _pg_execute(args.dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         if gateway_log is not None:
             gateway_log.close()
         if carrier is not None:
@@ -1082,6 +1292,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--upstream-binds", type=int, default=4)
     parser.add_argument("--upstream-window", type=int, default=512)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--dsn",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="--store postgres: where (a fresh schema per scenario, dropped afterwards)",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=0, help="N: the burst scenario's messages (receipts held)"
+    )
     parser.add_argument(
         "--store-writer",
         choices=("thread", "process"),
@@ -1098,6 +1317,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--lag-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.messages is None:
         args.messages = 5_000 if args.quick else 100_000
@@ -1114,6 +1335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.client:
         return client_entry(args.client)
+    if args.gateway:
+        return gateway_entry(args.gateway, args.lag_out)
     if args.workload == "corpus" and not args.corpus.exists():
         print(f"error: no corpus at {args.corpus} (--corpus PATH or --workload otp)")
         return 2
@@ -1131,6 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.window,
             rate=args.rate,
         ),
+        "burst": Scenario("burst", True, args.burst or 2000, args.binds, args.window, burst=True),
     }
     unknown = set(wanted) - set(scenarios)
     if unknown:
@@ -1154,11 +1378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "window": args.window,
         "upstream_binds": args.upstream_binds,
         "upstream_window": args.upstream_window,
+        "store": args.store,
     }
     print(
         f"smsgw e2e: commit {meta['commit']}, Python {meta['python']}, {meta['cpus']} CPUs, "
         f"load {meta['load_start']}; workload {args.workload}, M={args.binds} binds x "
-        f"W={args.window}",
+        f"W={args.window}; store {args.store}",
         flush=True,
     )
     results: dict[str, dict[str, Any]] = {}
@@ -1181,6 +1406,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{r['run_seconds']:.1f} s",
                 flush=True,
             )
+            lag = r.get("loop_lag") or {}
+            if "worst_under_load_ms" in lag:
+                print(
+                    f"  gateway loop lag: worst {lag['worst_under_load_ms']:.1f} ms under load "
+                    f"({lag['over_10ms_under_load']} > 10 ms, {lag['over_50ms_under_load']} "
+                    f"> 50 ms)"
+                    + (
+                        f"; worst {lag['worst_in_burst_ms']:.1f} ms during the burst of "
+                        f"{r.get('burst_released', 0):,} receipts ({lag['burst_seconds']:.2f} s)"
+                        if "worst_in_burst_ms" in lag
+                        else ""
+                    ),
+                    flush=True,
+                )
         else:
             print(f"  FAILED: {r['error']}", flush=True)
             if r.get("gateway_log_tail"):

@@ -10,6 +10,8 @@ per line, and answers each with one JSON line on stdout:
 
     stats     counters so far (binds, submits, duplicates, receipts sent, deliver_sm_resp ...)
     reset     zero the counters and forget the submits seen
+    hold      keep receipts from now on instead of sending them (a receipt burst follows)
+    release   send every held receipt at once (one write per connection) and stop holding
 
 End of stdin (the parent went away) stops it, so it never outlives the benchmark.
 
@@ -82,6 +84,7 @@ class Counters:
         self.deliver_sm_resp_errors = 0
         self.other = 0
         self.undecodable = 0
+        self.held = 0
         self.seen: set[int] = set()
 
     def as_dict(self) -> dict[str, int]:
@@ -96,6 +99,7 @@ class Counters:
             "deliver_sm_resp_errors": self.deliver_sm_resp_errors,
             "other_pdus": self.other,
             "undecodable": self.undecodable,
+            "held": self.held,
         }
 
 
@@ -111,10 +115,20 @@ class CarrierProtocol(asyncio.Protocol):
         self.frames = FrameBuffer()
         self.transport: asyncio.Transport | None = None
         self.out_seq = 0
+        self.held: list[bytes] = []  # receipts kept for a burst
+
+    def release(self) -> int:
+        """Send every held receipt in one write; how many."""
+        held, self.held = self.held, []
+        if held and self.transport is not None:
+            self.transport.write(b"".join(held))
+            self.carrier.counters.receipts_sent += len(held)
+        return len(held)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
         self.carrier.counters.connections += 1
+        self.carrier.protocols.add(self)
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
@@ -146,8 +160,13 @@ class CarrierProtocol(asyncio.Protocol):
                     if pdu.registered_delivery & 0x03:
                         if now is None:
                             now = datetime.now()  # one clock read per chunk
-                        out.append(self._receipt(pdu, message_id, now))
-                        counters.receipts_sent += 1
+                        receipt = self._receipt(pdu, message_id, now)
+                        if self.carrier.holding:
+                            self.held.append(receipt)
+                            counters.held += 1
+                        else:
+                            out.append(receipt)
+                            counters.receipts_sent += 1
                 elif command_id == _DELIVER_SM_RESP:
                     counters.deliver_sm_resp += 1
                     if _status:
@@ -206,6 +225,7 @@ class CarrierProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.carrier.protocols.discard(self)
 
 
 class FakeCarrier:
@@ -215,6 +235,12 @@ class FakeCarrier:
         self.counters = Counters()
         self._next = 0
         self.server: asyncio.Server | None = None
+        self.holding = False
+        self.protocols: set[CarrierProtocol] = set()
+
+    def release(self) -> int:
+        self.holding = False
+        return sum(protocol.release() for protocol in list(self.protocols))
 
     def next_id(self) -> str:
         self._next += 1
@@ -240,6 +266,11 @@ async def _serve(host: str, port: int) -> None:
         elif command == "reset":
             carrier.counters.reset()
             print(json.dumps({"reset": True}), flush=True)
+        elif command == "hold":
+            carrier.holding = True
+            print(json.dumps({"holding": True}), flush=True)
+        elif command == "release":
+            print(json.dumps({"released": carrier.release()}), flush=True)
         elif command:
             print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     if carrier.server is not None:
