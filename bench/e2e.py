@@ -1087,6 +1087,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     scenario.messages
                 ):
                     t_release = time.monotonic()
+                    carrier.command("probe")  # enquire_link every 10 ms, timed by the carrier
                     result["burst_released"] = carrier.command("release")["released"]
                 time.sleep(0.05)
                 continue
@@ -1414,7 +1415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"> 50 ms)"
                     + (
                         f"; worst {lag['worst_in_burst_ms']:.1f} ms during the burst of "
-                        f"{r.get('burst_released', 0):,} receipts ({lag['burst_seconds']:.2f} s)"
+                        f"{r.get('burst_released', 0):,} receipts ({lag['burst_seconds']:.2f} s); "
+                        f"the carrier's enquire_link answered within "
+                        f"{r['carrier']['enquire_link_rtt_max_ms']:.1f} ms (p99 "
+                        f"{r['carrier']['enquire_link_rtt_p99_ms']:.1f} ms)"
                         if "worst_in_burst_ms" in lag
                         else ""
                     ),

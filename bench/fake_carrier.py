@@ -12,6 +12,8 @@ per line, and answers each with one JSON line on stdout:
     reset     zero the counters and forget the submits seen
     hold      keep receipts from now on instead of sending them (a receipt burst follows)
     release   send every held receipt at once (one write per connection) and stop holding
+    probe     from now on send an enquire_link on every connection each 10 ms (for at most
+              60 s) and time its answer: how long the gateway's loop takes to read and answer
 
 End of stdin (the parent went away) stops it, so it never outlives the benchmark.
 
@@ -34,6 +36,7 @@ import contextlib
 import json
 import struct
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -85,6 +88,9 @@ class Counters:
         self.other = 0
         self.undecodable = 0
         self.held = 0
+        self.probes = 0
+        self.probe_rtt_max = 0.0
+        self.probe_rtts: list[float] = []
         self.seen: set[int] = set()
 
     def as_dict(self) -> dict[str, int]:
@@ -100,7 +106,17 @@ class Counters:
             "other_pdus": self.other,
             "undecodable": self.undecodable,
             "held": self.held,
+            "enquire_link_probes": self.probes,
+            "enquire_link_rtt_max_ms": self.probe_rtt_max * 1000.0,
+            "enquire_link_rtt_p99_ms": _p99(self.probe_rtts) * 1000.0,
         }
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def _head_only(command_id: int, seq: int, status: int = 0) -> bytes:
@@ -115,7 +131,16 @@ class CarrierProtocol(asyncio.Protocol):
         self.frames = FrameBuffer()
         self.transport: asyncio.Transport | None = None
         self.out_seq = 0
+        self.bound = False
         self.held: list[bytes] = []  # receipts kept for a burst
+        self.probing: dict[int, float] = {}  # enquire_link sequence -> when it was sent
+
+    def probe(self) -> None:
+        if self.transport is None:
+            return
+        self.out_seq = seq = self.out_seq % 0x7FFFFFFF + 1
+        self.probing[seq] = time.monotonic()
+        self.transport.write(_head_only(_ENQUIRE_LINK, seq))
 
     def release(self) -> int:
         """Send every held receipt in one write; how many."""
@@ -173,6 +198,7 @@ class CarrierProtocol(asyncio.Protocol):
                         counters.deliver_sm_resp_errors += 1
                 elif command_id in _BINDS:
                     counters.binds += 1
+                    self.bound = True
                     out.append(_HEAD.pack(16 + 8, command_id | _RESP, 0, seq) + b"carrier\x00")
                 elif command_id == _ENQUIRE_LINK:
                     out.append(_head_only(_ENQUIRE_LINK | _RESP, seq))
@@ -181,6 +207,11 @@ class CarrierProtocol(asyncio.Protocol):
                     transport.write(b"".join(out))
                     transport.close()
                     return
+                elif command_id == _ENQUIRE_LINK | _RESP and seq in self.probing:
+                    rtt = time.monotonic() - self.probing.pop(seq)
+                    counters.probes += 1
+                    counters.probe_rtts.append(rtt)
+                    counters.probe_rtt_max = max(counters.probe_rtt_max, rtt)
                 elif command_id & _RESP:
                     counters.other += 1  # e.g. enquire_link_resp
                 else:
@@ -242,6 +273,15 @@ class FakeCarrier:
         self.holding = False
         return sum(protocol.release() for protocol in list(self.protocols))
 
+    async def probe(self, every: float = 0.01, for_at_most: float = 60.0) -> None:
+        """An enquire_link on every bound connection each `every` seconds (bounded)."""
+        deadline = time.monotonic() + for_at_most
+        while time.monotonic() < deadline:
+            for protocol in list(self.protocols):
+                if protocol.bound:
+                    protocol.probe()
+            await asyncio.sleep(every)
+
     def next_id(self) -> str:
         self._next += 1
         return str(self._next)
@@ -259,6 +299,7 @@ async def _serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    probing: asyncio.Task[None] | None = None
     while line := await reader.readline():
         command = line.decode().strip()
         if command == "stats":
@@ -271,6 +312,11 @@ async def _serve(host: str, port: int) -> None:
             print(json.dumps({"holding": True}), flush=True)
         elif command == "release":
             print(json.dumps({"released": carrier.release()}), flush=True)
+        elif command == "probe":
+            if probing is not None:
+                probing.cancel()
+            probing = asyncio.get_running_loop().create_task(carrier.probe())
+            print(json.dumps({"probing": True}), flush=True)
         elif command:
             print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     if carrier.server is not None:
