@@ -7,14 +7,20 @@ reset (RST) while the gateway still writes, held responses (the window a bind re
 a TLS listener. It records every accepted submit_sm with its esm_class, UDH and TLVs, so tests
 can check how long messages were carried.
 
-Receipts as carriers send them (each switch off by default; found in the field, see the
-jasmin/kannel/smpplib issue trackers): a delay drawn from a range with a long tail; a share of
-failed deliveries (UNDELIV with an err code), decided per destination and text, so a message
-sent twice has one true outcome (`outcome`); for a multipart message, receipts for every part,
-only the last or only the first; an intermediate notification (esm_class 0x20) before the final
-receipt; receipts without the receipt bit (esm_class 0, text only); stat words that are not
-SMPP's (ACKED, UNDELIVERABLE, lowercase, junk); and submit_sm_resp ids in decimal, hex or UUID
-form, spelled in the receipt with other case, zero padding, or in another base.
+Receipts as carriers send them (each switch off by default): a delay drawn from a range with a
+long tail; a share of failed deliveries (UNDELIV with an err code), decided per destination and
+text, so a message sent twice has one true outcome (`outcome_of`); for a multipart message,
+receipts for every part, only the last or only the first; an intermediate notification
+(esm_class 0x20) before the final receipt; receipts without the receipt bit (esm_class 0, text
+only); stat words that are not SMPP's (ACKED, UNDELIVERABLE, lowercase, junk); submit_sm_resp
+ids in decimal, hex or UUID form, spelled in the receipt with other case, zero padding, or in
+another base; a receipt text that disagrees with its TLVs; no receipt at all. Cases from the
+field (public issue trackers): a receipt asked for and sent only on the last part
+(jookies/jasmin#1136), receipts per part of which a client reads only the first
+(php8-smpp#15), ACCEPTD before DELIVRD (jasmin#885, #916), receipts arriving as MO without the
+receipt bit with `stat:FAILED` (jasmin#447, farhadi/node-smpp#140), a UUID id spelled
+`0e999f21-...` in the response and `E999F21-...` in the receipt (jasmin#643), hex in the
+response and decimal in the receipt (jasmin#586), case (jasmin#514).
 
 Receipts and MO go to a receiver-capable session (RX or TRX), round robin; while none is bound
 they wait, as a carrier's queue does. A deliver_sm not answered OK (refused, or its link
