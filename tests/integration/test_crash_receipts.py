@@ -1,6 +1,7 @@
 """The acceptance crash test of issue 8: receipts you can trust across kill -9.
 
-A carrier that behaves like one (tests/fakes/smsc.py): receipts after 0.05-5 s, one in ten
+A carrier that behaves like one (tests/fakes/smsc.py): it answers each submit_sm after 50 ms,
+sends receipts after 0.05-5 s, one in ten
 after 5-10 s; half of the deliveries fail (UNDELIV, err 001); small hexadecimal message ids (1, 2,
 ... A, B ... 1E4), so a receipt for a send the gateway lost in a crash names an id that,
 read in another base, is some other message's. The gateway (`smsgw serve`, a subprocess) is
@@ -118,12 +119,13 @@ class App:
         self.view = view
         self.waiting: dict[int, str] = {}  # sequence -> text, not answered yet
         self.client = smpplib.client.Client(
-            "127.0.0.1", port, timeout=0.2, allow_unknown_opt_params=True
+            "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
         )
         self.client.set_message_sent_handler(self._sent)
         self.client.set_message_received_handler(self._received)
         self.client.connect()
-        self.client.bind_transceiver(system_id="app", password="pw")
+        self.client.bind_transceiver(system_id="app", password="pw")  # may wait for the store
+        self.client._socket.settimeout(0.2)  # then each read returns within 0.2 s
 
     def _sent(self, pdu: Any) -> None:
         text = self.waiting.pop(pdu.sequence, None)
@@ -188,6 +190,7 @@ def test_receipts_across_kill_9(tmp_path: Path, store_config: str) -> None:
     smsc = FakeSmsc(
         Behaviour(
             seed=seed,
+            response_delay=0.05,  # a carrier's latency: sends are in flight when it is killed
             id_start=1,  # small hex ids: 484 read as decimal is 0x1E4
             receipt_delays=(0.05, 5.0),
             tail_share=0.1,
