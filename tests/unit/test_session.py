@@ -481,6 +481,7 @@ def test_framing_error_is_nacked_after_what_was_asked_before_it() -> None:
         0.0,
     )
     (submit,) = drain(smsc)
+    assert submit.pdu.sequence_number == 11  # type: ignore[union-attr]
     smsc.send(SubmitSmResp(message_id="m", sequence_number=11), 0.0)
     (closed,) = drain(smsc)
     assert isinstance(closed, Closed) and closed.reason.startswith("framing error")
@@ -524,7 +525,8 @@ def test_wrapping_sequence_numbers_skip_those_still_in_flight() -> None:
 # -- v3.3 peers get no TLVs (item 10b) -----------------------------------------------------------
 
 
-_RECEIPT_TLVS = make_tlvs(receipted_message_id="m1", message_state=2) + (
+_RECEIPT_TLVS = (
+    *make_tlvs(receipted_message_id="m1", message_state=2),
     (int(Tag.network_error_code), b"\x03\x00\x00"),
 )
 
