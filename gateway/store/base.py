@@ -261,10 +261,17 @@ class Store(Protocol):
         """Forget final messages and expired deliveries older than `before`; how many rows."""
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
         """cancel_sm (no `short_message`) or replace_sm for a message of `account` that no
-        upstream has yet; False otherwise."""
+        upstream has yet; False otherwise. A replace_sm with `times` also sets the message's
+        (schedule_at, expires_at)."""
 
     async def requeue_interrupted(self, now: float) -> int:
         """At start-up: messages this node's dispatcher claimed but never settled (the process

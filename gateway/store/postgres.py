@@ -717,12 +717,18 @@ class PostgresStore:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
         pool = self._open_pool()
         if short_message is None:
             status = await pool.execute(_CANCEL, message_id, account, now)
-        else:
+        elif times is None:
             status = await pool.execute(
                 "UPDATE messages SET short_message = $4, updated_at = $3 "
                 f"WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
@@ -730,6 +736,16 @@ class PostgresStore:
                 account,
                 now,
                 short_message,
+            )
+        else:
+            status = await pool.execute(
+                "UPDATE messages SET short_message = $4, updated_at = $3, schedule_at = $5, "
+                f"expires_at = $6 WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
+                message_id,
+                account,
+                now,
+                short_message,
+                *times,
             )
         return _count(status) == 1
 

@@ -489,9 +489,15 @@ class SqliteStore:
         return await self._call(_requeue, now, self.node)
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
-        return await self._call(_change_pending, message_id, account, now, short_message)
+        return await self._call(_change_pending, message_id, account, now, short_message, times)
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         return await self._call(_count_usage, key, usage_windows(now), count)
@@ -858,10 +864,16 @@ def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
 
 
 def _change_pending(
-    conn: sqlite3.Connection, message_id: str, account: str, now: float, short_message: bytes | None
+    conn: sqlite3.Connection,
+    message_id: str,
+    account: str,
+    now: float,
+    short_message: bytes | None,
+    times: tuple[float | None, float] | None,
 ) -> bool:
-    """Cancel (no `short_message`) or replace the body of a message not yet handed to an
-    upstream; False when it is unknown, another account's, or already on its way."""
+    """Cancel (no `short_message`) or replace the body (and with `times` the schedule and
+    expiry) of a message not yet handed to an upstream; False when it is unknown, another
+    account's, or already on its way."""
     if short_message is None:
         cur = conn.execute(
             "UPDATE messages SET state = ?, updated_at = ? "
@@ -873,11 +885,17 @@ def _change_pending(
                 "INSERT INTO message_history VALUES (?, ?, ?)",
                 (message_id, now, MessageState.CANCELLED.value),
             )
-    else:
+    elif times is None:
         cur = conn.execute(
             "UPDATE messages SET short_message = ?, updated_at = ? "
             "WHERE id = ? AND account = ? AND state = ?",
             (short_message, now, message_id, account, MessageState.ACCEPTED.value),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE messages SET short_message = ?, updated_at = ?, schedule_at = ?, "
+            "expires_at = ? WHERE id = ? AND account = ? AND state = ?",
+            (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
 

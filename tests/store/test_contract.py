@@ -582,6 +582,39 @@ def test_change_pending_cancels_and_replaces_only_what_waits(db: Db) -> None:
     db.run(body)
 
 
+def test_change_pending_replaces_schedule_and_validity(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1, schedule_at=T0 + 3600, expires_at=T0 + 7200))
+        await store.accept(msg(2, schedule_at=T0 + 3600, expires_at=T0 + 7200))
+        # a body alone keeps the times
+        assert await store.change_pending("m0001", "shop", T0 + 5, short_message=b"body")
+        record = await store.get("m0001")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (T0 + 3600, T0 + 7200)
+        assert await store.change_pending(
+            "m0001", "shop", T0 + 6, short_message=b"body", times=(T0 + 60.5, T0 + 900.25)
+        )
+        record = await store.get("m0001")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (T0 + 60.5, T0 + 900.25)
+        # due now (no schedule): the dispatcher claims it at once
+        assert await store.change_pending(
+            "m0002", "shop", T0 + 7, short_message=b"now", times=(None, T0 + 500)
+        )
+        assert [r.message.id for r in await store.claim_due(T0 + 8, limit=10)] == ["m0002"]
+        record = await store.get("m0002")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (None, T0 + 500)
+        assert not await store.change_pending(  # claimed: too late
+            "m0002", "shop", T0 + 9, short_message=b"late", times=(T0 + 60, T0 + 600)
+        )
+        assert not await store.change_pending(
+            "m0001", "thief", T0 + 9, short_message=b"x", times=(None, T0 + 600)
+        )
+
+    db.run(body)
+
+
 # -- purge ----------------------------------------------------------------------------------------
 
 
