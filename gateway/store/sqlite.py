@@ -863,7 +863,7 @@ def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
     conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
 
-def _change_pending(
+def _change_pending(  # noqa: PLR0917 - the writer calls its functions with positional arguments
     conn: sqlite3.Connection,
     message_id: str,
     account: str,
