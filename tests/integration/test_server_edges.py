@@ -5,7 +5,6 @@ no PDU of ours could carry, and the bind refusals and back-pressure that had no 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog.testing
 
 from gateway.smpp import (
     BindReceiver,
@@ -40,13 +38,12 @@ from gateway.smpp import (
     Tag,
     Unbind,
     UnbindResp,
-    decode_pdu,
     encode_pdu,
     make_tlvs,
 )
-from gateway.smpp.framing import FrameBuffer
 from gateway.store import MessageState
 from tests.integration.loop import ServerOnLoop
+from tests.integration.wire import GatewayLog, Raw
 
 CONFIG = """
 numbers: {country_code: "49"}
@@ -66,29 +63,6 @@ S = CommandStatus
 DEST = "4915112345678"
 
 
-class GatewayLog:
-    """What the gateway logged (structlog) and what its loop reported as unhandled."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.unhandled: list[dict[str, Any]] = []
-        loop.set_exception_handler(lambda _loop, context: self.unhandled.append(context))
-        self._capture = structlog.testing.capture_logs()
-        self.records: list[dict[str, Any]] = self._capture.__enter__()
-
-    def close(self) -> None:
-        self._capture.__exit__(None, None, None)
-
-    def errors(self) -> list[object]:
-        """Unhandled exceptions and error-level records (a traceback is one of these)."""
-        bad: list[object] = list(self.unhandled)
-        bad += [
-            r
-            for r in self.records
-            if r.get("log_level") in {"error", "critical", "exception"} or r.get("exc_info")
-        ]
-        return bad
-
-
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[ServerOnLoop]:
     r = ServerOnLoop(CONFIG, tmp_path / "gw.sqlite3")
@@ -102,69 +76,6 @@ def log(running: ServerOnLoop) -> Iterator[GatewayLog]:
     yield captured
     captured.close()
     assert captured.errors() == []
-
-
-class Raw:
-    """A client on a plain socket: our codec, any number of PDUs per write, bounded reads."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.frames = FrameBuffer()
-        self.timeout = timeout
-
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, *items: Any) -> None:
-        """One write of PDUs (encoded here) and raw bytes, in order."""
-        self.sock.sendall(b"".join(i if isinstance(i, bytes) else encode_pdu(i) for i in items))
-
-    def read(self, count: int) -> list[Any]:
-        """The next `count` PDUs; fails if the server closes first or is silent too long."""
-        out: list[Any] = []
-        deadline = time.monotonic() + self.timeout
-        while len(out) < count:
-            raw = self.frames.next_pdu()
-            if raw is not None:
-                out.append(decode_pdu(raw))
-                continue
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(out)} of {count} PDUs came: {out}")
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"closed after {len(out)} of {count} PDUs: {out}")
-            self.frames.feed(data)
-        return out
-
-    def rest(self) -> list[Any]:
-        """Every PDU until the server closes (which it must within the timeout)."""
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            data = self.sock.recv(65536)
-            if not data:
-                return [decode_pdu(raw) for raw in self.frames.pdus()]
-            self.frames.feed(data)
-        raise AssertionError("the server kept the connection open")
-
-    def silent_for(self, seconds: float) -> bool:
-        """Nothing arrives for `seconds` (the connection stays open)."""
-        self.sock.settimeout(seconds)
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(self.timeout)
-        self.frames.feed(data)
-        return False
-
-    def bind(self, pdu: Any) -> Any:
-        self.send(pdu)
-        (resp,) = self.read(1)
-        return resp
 
 
 def submit(seq: int, **fields: Any) -> SubmitSm:
