@@ -305,7 +305,7 @@ class SmppServer:
                         conn.inflight.pop(event.request.sequence_number, None)
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
-                if conn.receiving and session.is_open():
+                if conn.receiving and session.is_open() and not session.closing:
                     await self._push(conn, loop.time())
                 out = session.data_to_send()
                 if out:

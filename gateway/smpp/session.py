@@ -41,8 +41,9 @@ generic_nack goes out and the session closes, so no answer ever follows a closin
 
 Sequence numbers run 1..0x7FFFFFFF (SMPP v3.4 5.1.4) and wrap, skipping any still waiting for
 a response or remembered as timed out. A peer bound with interface_version below 0x34 (v3.3)
-is never sent TLVs (SMPP v3.4 section 2.2.5: they are new in 3.4): they are stripped at send
-time, a message_payload moved into an empty short_message when it fits.
+is never sent TLVs (optional parameters are new in 3.4): they are stripped at send time, by the
+codec (decode, drop, encode: command_length follows), a message_payload moved into an empty
+short_message when it fits.
 """
 
 from __future__ import annotations
@@ -322,8 +323,9 @@ class Session:
             The PDU as sent (with its sequence number).
 
         Raises:
-            LocalSmppError: the state does not allow this request now (ESME_RINVBNDSTS), or a
-                response answers nothing the peer asked.
+            LocalSmppError: the state does not allow this request now, or the session is
+                closing (ESME_RINVBNDSTS); a v3.3 peer cannot take its message_payload
+                (ESME_RINVMSGLEN).
         """
         if self.state is State.CLOSED:
             raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
@@ -356,8 +358,11 @@ class Session:
         not decoded only to be encoded again. Its `Response` / `RequestTimedOut` carry the
         returned `EncodedRequest`.
 
+        To a v3.3 peer it goes without its TLVs (see the module docstring).
+
         Raises:
-            LocalSmppError: as for `send`; ESME_RINVCMDLEN if `data` is not one whole PDU.
+            LocalSmppError: as for `send`; ESME_RINVCMDLEN if `data` is not one whole PDU;
+                ESME_RINVMSGLEN if a v3.3 peer cannot take its message_payload.
         """
         if self.state is State.CLOSED:
             raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
@@ -382,7 +387,8 @@ class Session:
 
         An ESME of version 3.4 or later (interface_version 0x34, or 0x50 from a v5.0 client)
         is told we speak 3.4 (sc_interface_version, SMPP v3.4 5.3.2.25); an older one is not
-        sent TLVs it may not know."""
+        sent TLVs it may not know, in this PDU or any later one. Reading goes on with what came
+        behind the bind, now as bound."""
         resp_cls = response_class(COMMAND_IDS[type(request)])
         assert resp_cls is not None
         modern = getattr(request, "interface_version", 0) >= 0x34
