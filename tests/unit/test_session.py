@@ -549,3 +549,52 @@ def test_a_v3_3_receiver_gets_no_tlvs(version: int) -> None:
     else:
         assert encoded == receipt._replace(sequence_number=1)
         assert built.tlvs == make_tlvs(message_payload=b"long body")  # type: ignore[attr-defined]
+
+
+_ASKED = [
+    SubmitSm(destination_addr="4915", short_message=b"x"),
+    QuerySm(message_id="m"),
+    EnquireLink(),
+    BindTransceiver(system_id="a", password="b"),  # already bound: ESME_RALYBND
+    Unbind(),
+]
+_BAD_LENGTH = bytes.fromhex("00000004")
+
+
+@given(st.lists(st.sampled_from([*_ASKED, _BAD_LENGTH]), min_size=1, max_size=12))
+def test_every_request_before_a_closing_pdu_is_answered_and_none_after(items: list[object]) -> None:
+    """One read of requests, perhaps with an unbind or a bad command_length among them; the
+    application answers each request it is handed. Each request up to the first closing PDU is
+    answered once, the closing PDU's answer comes last, and nothing after it is answered."""
+    smsc = bound_smsc()
+    segment = b"".join(
+        item if isinstance(item, bytes) else encode_pdu(item._replace(sequence_number=i + 2))  # type: ignore[attr-defined]
+        for i, item in enumerate(items)
+    )
+    smsc.receive_data(segment, 1.0)
+    for _ in range(len(items) + 1):  # bounded: every event is answered at once
+        events = drain(smsc)
+        if not events:
+            break
+        for event in events:
+            if isinstance(event, Request):
+                smsc.send(
+                    SubmitSmResp(sequence_number=event.pdu.sequence_number)
+                    if isinstance(event.pdu, SubmitSm)
+                    else QuerySmResp(sequence_number=event.pdu.sequence_number),
+                    1.0,
+                )
+    answers = pdus(smsc.data_to_send())
+    end = next(
+        (i for i, item in enumerate(items) if item is _BAD_LENGTH or isinstance(item, Unbind)),
+        None,
+    )
+    asked = items if end is None else items[:end]
+    answered = sorted(a.sequence_number for a in answers[: len(asked)])  # type: ignore[attr-defined]
+    assert answered == [i + 2 for i in range(len(asked))]
+    if end is None:
+        assert len(answers) == len(asked) and smsc.state is State.BOUND_TRX
+    else:
+        (last,) = answers[len(asked) :]  # the unbind_resp or the generic_nack, and nothing more
+        assert isinstance(last, UnbindResp if isinstance(items[end], Unbind) else GenericNack)
+        assert smsc.state is State.CLOSED
