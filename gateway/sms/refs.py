@@ -4,6 +4,12 @@ A handset reassembles parts by (sender, reference). Two long messages in flight 
 with the same reference get mixed into one, so references rotate per destination, and a reference
 still in flight to that destination is skipped. New destinations start at a spread-out point of
 a shared counter, so a restart (counters lost) is unlikely to reuse a reference still in flight.
+
+Memory stays bounded: at most `max_destinations` idle destinations are remembered (least
+recently used forgotten first). A caller that holds references (`allocate`) must `release`
+each one, or its destinations can never be forgotten; a caller that cannot tell when its
+message is done - the inbound path, whose re-cut parts go to an application's queue - takes
+`rotate` instead, which holds nothing.
 """
 
 from __future__ import annotations
@@ -50,15 +56,7 @@ class ReferenceAllocator:
         Raises:
             ReferencesExhausted: all references to this destination are in flight.
         """
-        dest = self._dests.get(destination)
-        if dest is None:
-            self._evict()  # before adding, so the new destination is never the one dropped
-            # Golden-ratio stride: consecutive new destinations start far apart.
-            self._spread = (self._spread + 0x9E37) % self._modulus
-            dest = _Dest(self._spread)
-            self._dests[destination] = dest
-        else:
-            self._dests.move_to_end(destination)
+        dest = self._dest(destination)
         if len(dest.in_flight) >= self._modulus:
             raise ReferencesExhausted(f"all {self._modulus} references to one destination in use")
         ref = dest.next
@@ -67,6 +65,23 @@ class ReferenceAllocator:
         dest.next = (ref + 1) % self._modulus
         dest.in_flight.add(ref)
         return ref
+
+    def rotate(self, destination: str) -> int:
+        """The next reference for `destination`, not held: the rotation moves on, and the
+        references `allocate` holds are skipped, but nothing stays in flight. Two messages
+        to one destination get the same reference only `2**bits` rotations apart. Never raises
+        `ReferencesExhausted`: with every reference held it returns the next one anyway."""
+        dest = self._dest(destination)
+        ref = dest.next
+        if len(dest.in_flight) < self._modulus:
+            while ref in dest.in_flight:
+                ref = (ref + 1) % self._modulus
+        dest.next = (ref + 1) % self._modulus
+        return ref
+
+    def __len__(self) -> int:
+        """Destinations remembered now."""
+        return len(self._dests)
 
     def release(self, destination: str, ref: int) -> None:
         """The message with `ref` to `destination` is done (sent, failed or expired)."""
@@ -78,13 +93,28 @@ class ReferenceAllocator:
         dest = self._dests.get(destination)
         return frozenset(dest.in_flight) if dest else frozenset()
 
+    def _dest(self, destination: str) -> _Dest:
+        dest = self._dests.get(destination)
+        if dest is None:
+            self._evict()  # before adding, so the new destination is never the one dropped
+            # Golden-ratio stride: consecutive new destinations start far apart.
+            self._spread = (self._spread + 0x9E37) % self._modulus
+            dest = _Dest(self._spread)
+            self._dests[destination] = dest
+        else:
+            self._dests.move_to_end(destination)
+        return dest
+
     def _evict(self) -> None:
         """Make room for one more destination, dropping the least recently used idle ones.
-        Destinations with references in flight are kept even past the limit."""
-        if len(self._dests) < self._max:
-            return
-        for key in list(self._dests):
-            if len(self._dests) < self._max:
-                break
-            if not self._dests[key].in_flight:
-                del self._dests[key]
+        Destinations with references in flight are kept even past the limit: they go to the
+        back (as if just used), so each is stepped over once per pass, not on every call."""
+        dests = self._dests
+        busy = 0  # destinations stepped over in this call: stop once all were seen
+        while len(dests) >= self._max and busy < len(dests):
+            key = next(iter(dests))
+            if dests[key].in_flight:
+                dests.move_to_end(key)
+                busy += 1
+            else:
+                del dests[key]
