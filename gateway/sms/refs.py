@@ -47,7 +47,10 @@ class ReferenceAllocator:
             raise ValueError("bits must be 8 or 16")
         self._modulus = 1 << bits
         self._max = max_destinations
-        self._dests: OrderedDict[str, _Dest] = OrderedDict()
+        self._dests: dict[str, _Dest] = {}
+        # The destinations with nothing in flight, least recently used first: the only ones
+        # eviction may drop, so it never steps over busy ones.
+        self._idle: OrderedDict[str, None] = OrderedDict()
         self._spread = seed % self._modulus
 
     def allocate(self, destination: str) -> int:
@@ -64,6 +67,7 @@ class ReferenceAllocator:
             ref = (ref + 1) % self._modulus
         dest.next = (ref + 1) % self._modulus
         dest.in_flight.add(ref)
+        self._idle.pop(destination, None)
         return ref
 
     def rotate(self, destination: str) -> int:
@@ -88,12 +92,16 @@ class ReferenceAllocator:
         dest = self._dests.get(destination)
         if dest is not None:
             dest.in_flight.discard(ref)
+            if not dest.in_flight:
+                self._idle[destination] = None
+                self._idle.move_to_end(destination)
 
     def in_flight(self, destination: str) -> frozenset[int]:
         dest = self._dests.get(destination)
         return frozenset(dest.in_flight) if dest else frozenset()
 
     def _dest(self, destination: str) -> _Dest:
+        """`destination`'s rotation, remembered (and marked used) from now."""
         dest = self._dests.get(destination)
         if dest is None:
             self._evict()  # before adding, so the new destination is never the one dropped
@@ -101,20 +109,13 @@ class ReferenceAllocator:
             self._spread = (self._spread + 0x9E37) % self._modulus
             dest = _Dest(self._spread)
             self._dests[destination] = dest
-        else:
-            self._dests.move_to_end(destination)
+            self._idle[destination] = None
+        elif destination in self._idle:
+            self._idle.move_to_end(destination)
         return dest
 
     def _evict(self) -> None:
-        """Make room for one more destination, dropping the least recently used idle ones.
-        Destinations with references in flight are kept even past the limit: they go to the
-        back (as if just used), so each is stepped over once per pass, not on every call."""
-        dests = self._dests
-        busy = 0  # destinations stepped over in this call: stop once all were seen
-        while len(dests) >= self._max and busy < len(dests):
-            key = next(iter(dests))
-            if dests[key].in_flight:
-                dests.move_to_end(key)
-                busy += 1
-            else:
-                del dests[key]
+        """Make room for one more destination by forgetting the least recently used idle
+        ones. Destinations with references in flight are kept even past the limit."""
+        while len(self._dests) >= self._max and self._idle:
+            del self._dests[self._idle.popitem(last=False)[0]]
