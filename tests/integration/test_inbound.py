@@ -421,3 +421,26 @@ def test_sar_and_16_bit_text_reach_the_application_as_8_bit_udh(tmp_path: Path) 
             assert all(p.esm_class == 0x40 and p.short_message[:3] == b"\x05\x00\x03" for p in got)
 
     run(body)
+
+
+def test_a_pair_split_across_parts_still_decodes(tmp_path: Path) -> None:
+    # A careless sender cut between the two halves of a surrogate pair (UCS-2) and between
+    # an escape and its character (GSM 7-bit): the bodies are joined before decoding.
+    cases = [
+        (8, "😀".encode("utf-16-be"), 2, "😀"),  # halves of two octets each
+        (0, b"\x1b\x65", 1, "€"),  # the escape, then its character
+    ]
+
+    async def body() -> None:
+        async with mo_path(tmp_path / "gw.sqlite3") as (store, dispatcher):
+            for ref, (data_coding, octets, cut, char) in enumerate(cases):
+                halves = {1: octets[:cut], 2: octets[cut:]}
+                for seq in (2, 1):
+                    udh = bytes((5, 0, 3, ref, 2, seq))
+                    mo = DeliverSm(source_addr="4915199999", destination_addr="4930123",
+                                   esm_class=0x40, data_coding=data_coding,
+                                   short_message=udh + halves[seq])  # fmt: skip
+                    assert not await dispatcher.inbound(mo)
+                assert text_of((await queued(store))[ref:]) == char
+
+    run(body)
