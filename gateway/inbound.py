@@ -13,13 +13,16 @@ raises: that is temporary, and the carrier (or the modem's SIM) keeps the messag
    characters (SMPP v3.4 4.6.1), ASCII. What comes in may not fit: a modem's alphanumeric
    TP-OA is GSM 7-bit and can hold Greek capitals and symbols (``ΔHMOΣ``), a carrier's C-Octet
    String may hold Latin-1, a data_sm address may be 64 characters (5.2.8). Such an address is
-   *transliterated and truncated* (`app_address`): Greek capitals to their Latin look-alikes,
-   the others as ELOT 743 writes them (Δ→D, Σ→S, Ψ→PS; so ``ΔHMOΣ`` becomes ``DHMOS``), accents
-   dropped, anything else ``?``, then the first 20 characters. The address exactly as it came
-   rides along, UTF-8, in a vendor TLV (`TAG_ORIGINAL_SOURCE_ADDR` 0x1520,
-   `TAG_ORIGINAL_DESTINATION_ADDR` 0x1521; SMPP v3.4 5.3.2: 0x1400-0x3FFF are vendor tags) so
-   an application that knows it can answer the real sender. Delivering beats refusing here:
-   the sender's text is intact, and refusing would lose it for a cosmetic reason.
+   *transliterated and truncated*: Greek capitals to their Latin look-alikes, the others as
+   ELOT 743 writes them (Δ→D, Σ→S, Ψ→PS; so ``ΔHMOΣ`` becomes ``DHMOS``), accents dropped,
+   anything else ``?``, then the first 20 characters (`app_address`). The address exactly as
+   it came rides along in the standard source_subaddress (or dest_subaddress) TLV, type
+   0xA0 "user specified" and the UTF-8 octets (SMPP v3.4 5.3.2.15), when it fits its 22
+   octets and the upstream sent none of its own; a longer one is only logged. Not a vendor
+   TLV: smpplib, by default, fails on a TLV it does not know, and an application whose
+   client library fails on a deliver_sm would be offered the same one for ever. Delivering
+   beats refusing here: the sender's text is intact, and a refusal would lose it for a
+   cosmetic reason.
 2. Parts. A part of a concatenated message (UDH 8- or 16-bit reference, or SAR TLVs) is kept
    in the store (`Store.add_inbound_part`) until its message is whole; after `mo_timeout` what
    came is delivered, marked partial in the log. This store path is the one MO reassembly (it
@@ -97,18 +100,10 @@ from gateway.sms.udh import (
 )
 from gateway.store.base import NewDelivery, Store
 
-__all__ = [
-    "MAX_ADDRESS",
-    "TAG_ORIGINAL_DESTINATION_ADDR",
-    "TAG_ORIGINAL_SOURCE_ADDR",
-    "Inbound",
-    "app_address",
-]
+__all__ = ["MAX_ADDRESS", "Inbound", "app_address"]
 
 log = structlog.get_logger("smsgw.inbound")
 
-TAG_ORIGINAL_SOURCE_ADDR = 0x1520  # vendor TLV: the source_addr as it came, UTF-8
-TAG_ORIGINAL_DESTINATION_ADDR = 0x1521  # vendor TLV: the destination_addr as it came, UTF-8
 MAX_ADDRESS = 20  # deliver_sm source_addr / destination_addr: C-Octet String of 21 (4.6.1)
 
 _S = CommandStatus
@@ -117,7 +112,9 @@ _UDHI = 0x40
 _DELIVER_SM = int(CommandId.deliver_sm)
 _TEXT_IEIS = frozenset((IEI_CONCAT_8, IEI_CONCAT_16, IEI_SINGLE_SHIFT, IEI_LOCKING_SHIFT))
 _CONCAT_IEIS = frozenset((IEI_CONCAT_8, IEI_CONCAT_16))
-_OUR_TAGS = frozenset((TAG_ORIGINAL_SOURCE_ADDR, TAG_ORIGINAL_DESTINATION_ADDR))
+# The MO's TLVs the application gets with its text: the subaddresses (ours or the upstream's).
+_PASSED_TAGS = frozenset((int(Tag.source_subaddress), int(Tag.dest_subaddress)))
+_USER_SPECIFIED = b"\xa0"  # subaddress type tag (SMPP v3.4 5.3.2.15)
 _SHORT_MESSAGE_MAX = 254  # sm_length is one octet, 255 is reserved (5.2.21)
 
 # Greek capitals of the GSM 7-bit default alphabet (TS 23.038 6.2.1) and their look-alikes
@@ -248,6 +245,7 @@ class Inbound:
         Raises:
             Exception: only from the store (temporary: the upstream should resend).
         """
+        originals = (getattr(pdu, "source_addr", ""), getattr(pdu, "destination_addr", ""))
         try:
             pdu = _app_addresses(pdu)
             content = message_content(pdu)
@@ -259,7 +257,6 @@ class Inbound:
         if concat is None or concat.total == 1:
             message = _Message(pdu, (content,), (pdu.data_coding,), 1, "")
             return await self._deliver(message)
-        originals = _original_addresses(pdu)
         key = f"{originals[0]}|{originals[1]}|{concat.ref_bits}:{concat.ref}|{concat.total}"
         try:
             raw = encode_pdu(pdu._replace(sequence_number=0, command_status=0))
@@ -410,43 +407,38 @@ def _assemble(raws: Sequence[bytes], total: int, key: str) -> _Message:
 
 def _app_addresses(pdu: Any) -> DeliverSm | DataSm:
     """`pdu` with addresses the application's deliver_sm can carry; the originals of those
-    that changed in vendor TLVs (and any such TLV the upstream itself sent dropped)."""
+    that changed in the subaddress TLVs where they fit (see the module docstring)."""
     if not isinstance(pdu, DeliverSm | DataSm):
         raise _Refused(f"not an MO PDU: {type(pdu).__name__}", _S.ESME_RINVCMDID)
     source, destination = pdu.source_addr, pdu.destination_addr
     app_source, app_destination = app_address(source), app_address(destination)
-    tlvs = pdu.tlvs
-    if any(t.tag in _OUR_TAGS for t in tlvs):
-        tlvs = tuple(t for t in tlvs if t.tag not in _OUR_TAGS)
-    elif app_source == source and app_destination == destination:
+    if app_source == source and app_destination == destination:
         return pdu
+    tags = {t.tag for t in pdu.tlvs}
     added = []
-    if app_source != source:
-        added.append(Tlv(TAG_ORIGINAL_SOURCE_ADDR, source.encode("utf-8", "replace")))
-    if app_destination != destination:
-        added.append(Tlv(TAG_ORIGINAL_DESTINATION_ADDR, destination.encode("utf-8", "replace")))
+    for tag, original, address in (
+        (Tag.source_subaddress, source, app_source),
+        (Tag.dest_subaddress, destination, app_destination),
+    ):
+        if address == original:
+            continue
+        octets = original.encode("utf-8", "replace")
+        if len(octets) <= 22 and tag not in tags:
+            added.append(Tlv(tag, _USER_SPECIFIED + octets))
+        else:
+            log.info("MO address shortened for the application", original=original, to=address)
     return pdu._replace(
-        source_addr=app_source, destination_addr=app_destination, tlvs=(*tlvs, *added)
+        source_addr=app_source, destination_addr=app_destination, tlvs=(*pdu.tlvs, *added)
     )
 
 
-def _original_addresses(pdu: DeliverSm | DataSm) -> tuple[str, str]:
-    source, destination = pdu.source_addr, pdu.destination_addr
-    for tag, value in pdu.tlvs:
-        if tag == TAG_ORIGINAL_SOURCE_ADDR:
-            source = value.decode("utf-8", "replace")
-        elif tag == TAG_ORIGINAL_DESTINATION_ADDR:
-            destination = value.decode("utf-8", "replace")
-    return source, destination
-
-
-def _our_tlvs(pdu: DeliverSm | DataSm) -> tuple[Tlv, ...]:
-    return tuple(t for t in pdu.tlvs if t.tag in _OUR_TAGS)
+def _passed_tlvs(pdu: DeliverSm | DataSm) -> tuple[Tlv, ...]:
+    return tuple(t for t in pdu.tlvs if t.tag in _PASSED_TAGS and 2 <= len(t.value) <= 23)
 
 
 def _text_builder(first: DeliverSm | DataSm) -> SmBuilder:
     """The builder for a text MO's parts: its TON/NPI, and our TLVs when it has any."""
-    extra = _our_tlvs(first)
+    extra = _passed_tlvs(first)
     make = SmBuilder if extra else sm_builder  # per-sender TLVs would only churn the cache
     return make(
         command_id=_DELIVER_SM,
@@ -468,7 +460,7 @@ def _encode(
 ) -> bytes:
     """One deliver_sm in the kept form: the MO's data_coding and protocol_id, `body` (UDH
     included when `udhi`) in short_message or one message_payload."""
-    tlvs = _our_tlvs(first)
+    tlvs = _passed_tlvs(first)
     if payload:
         tlvs = (Tlv(Tag.message_payload, body), *tlvs)
     return encode_pdu(

@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 from drivers.modem.bank import ModemBank
 from gateway.config import ModemConfig
 from gateway.dispatch import Dispatcher
-from gateway.inbound import TAG_ORIGINAL_SOURCE_ADDR
 from gateway.routing import RouteTable
 from gateway.routing.mo import MoRoute, MoRouter
 from gateway.smpp.codec import decode_pdu
@@ -181,33 +180,45 @@ def test_a_greek_alphanumeric_sender_from_a_modem_reaches_the_application(tmp_pa
                 assert not await dispatcher.inbound(_modem_deliver_sm(part))
             first, *rest = await queued(store)
             assert (first.source_addr, first.source_addr_ton) == ("DHMOS", 5)
-            assert tlv_raw(first.tlvs, TAG_ORIGINAL_SOURCE_ADDR) == "ΔHMOΣ".encode()
+            # the sender as it came: source_subaddress, "user specified", UTF-8
+            assert tlv_raw(first.tlvs, Tag.source_subaddress) == b"\xa0" + "ΔHMOΣ".encode()
             assert text_of([first]) == "Your tax refund is ready."
             assert {p.source_addr for p in rest} == {"E-Bank"}
-            assert {tlv_raw(p.tlvs, TAG_ORIGINAL_SOURCE_ADDR) for p in rest} == {"€-Bank".encode()}
+            assert {tlv_raw(p.tlvs, Tag.source_subaddress) for p in rest} == {
+                b"\xa0" + "€-Bank".encode()
+            }
             assert text_of(rest) == long_text
 
     run(body)
 
 
 def test_a_data_sm_with_a_long_source_address_is_delivered_truncated(tmp_path: Path) -> None:
-    source = "alerts@monitoring.example.com"  # 29 characters: data_sm allows 64
+    short = "mail@shop.example"  # 17 characters: fits as it is
+    source = "alerts@monitoring.example.com"  # 29: data_sm allows 64, deliver_sm 20
 
     async def body() -> None:
         async with mo_path(tmp_path / "gw.sqlite3") as (store, dispatcher):
-            mo = DataSm(source_addr=source, destination_addr="4930123",
-                        tlvs=(Tlv(Tag.message_payload, b"disk full on db-3"),))  # fmt: skip
-            assert not await dispatcher.inbound(mo)
-            long = "x" * 64
-            parts = parts_of("A long one from a long address. " * 8, 9, source=long)
-            for part in parts:
-                assert not await dispatcher.inbound(part)
-            first, *rest = await queued(store)
+            with capture_logs() as logs:
+                for address in (short, source):
+                    mo = DataSm(source_addr=address, destination_addr="4930123",
+                                tlvs=(Tlv(Tag.message_payload, b"disk full on db-3"),))  # fmt: skip
+                    assert not await dispatcher.inbound(mo)
+                long = "49" * 30  # a 60-digit "number", cut into parts
+                parts = parts_of("A long one from a long address. " * 8, 9, source=long)
+                for part in parts:
+                    assert not await dispatcher.inbound(part)
+            fits, first, *rest = await queued(store)
+            assert (fits.source_addr, fits.tlvs) == (short, ())
             assert first.source_addr == source[:20]
-            assert tlv_raw(first.tlvs, TAG_ORIGINAL_SOURCE_ADDR) == source.encode()
             assert text_of([first]) == "disk full on db-3"
             assert {p.source_addr for p in rest} == {long[:20]}
             assert text_of(rest) == "A long one from a long address. " * 8
+            # Too long for source_subaddress's 22 octets: the original is in the log.
+            shortened = [
+                e for e in logs if e["event"] == "MO address shortened for the application"
+            ]
+            assert {e["original"] for e in shortened} == {source, long}
+            assert all(tlv_raw(p.tlvs, Tag.source_subaddress) is None for p in [first, *rest])
 
     run(body)
 
