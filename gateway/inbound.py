@@ -44,7 +44,7 @@ raises: that is temporary, and the carrier (or the modem's SIM) keeps the messag
      application unchanged, with esm_class 0x40. Nothing is decoded into text and rebuilt.
      A multipart one is reassembled too - the body octets joined in order - and cut again
      with the other elements (the port) in front of a new 8-bit concatenation element in
-     every part, as a WAP push is sent (WAP-259 WDP 6.5), so the application sees one series
+     every part, as WAP push over SMS is sent (WDP), so the application sees one series
      with our reference whatever concatenation the upstream used, and gets it once.
    - **one message_payload** (SMPP v3.4 5.3.2.32): when cutting again would need more than 255
      parts (a 34,172-octet UCS-2 payload) or the UDH leaves no room, the whole body goes in
@@ -62,8 +62,15 @@ raises: that is temporary, and the carrier (or the modem's SIM) keeps the messag
 4. Refusals, each logged with its reason: a PDU that does not parse as a message (a UDH
    indicator with a UDH that does not parse: ESME_RINVESMCLASS; short_message and
    message_payload both set: ESME_RINVPARLEN), no mo_route for the number it was sent to, a
-   body too big for any deliver_sm (ESME_RX_P_APPN: the carrier stops resending). A refused
-   part of a long message ends its message (nothing is held for it).
+   body too big for any deliver_sm (ESME_RX_P_APPN: the carrier stops resending). A message
+   refused once whole is marked done like a delivered one, so its parts sent again are still
+   recognised; a part refused on its own is not kept, and its message goes out partial at
+   the timeout.
+
+Crash safety: the store marks a message *taken* in the same write that completes it (so a
+copy of its last part arriving meanwhile gets nothing), and *done* in the write that queues
+its deliveries. A message taken but never done - the process died in between, before the
+last part was answered - is delivered by the timeout path, so it is never lost.
 
 Deliberately left out: duplicates of a single-part MO (a repeated ``YES`` is a legitimate
 second message), and cross-node claiming of timed-out partial messages (two nodes sharing a
@@ -117,15 +124,15 @@ _PASSED_TAGS = frozenset((int(Tag.source_subaddress), int(Tag.dest_subaddress)))
 _USER_SPECIFIED = b"\xa0"  # subaddress type tag (SMPP v3.4 5.3.2.15)
 _SHORT_MESSAGE_MAX = 254  # sm_length is one octet, 255 is reserved (5.2.21)
 
-# Greek capitals of the GSM 7-bit default alphabet (TS 23.038 6.2.1) and their look-alikes
-# there are none for: Latin look-alikes first, then ELOT 743 for the rest.
+# Greek capitals: a Latin look-alike where there is one (GSM 7-bit itself writes those as
+# Latin, TS 23.038 6.2.1), ELOT 743 for the ten it has as Greek; then the rest of GSM 7-bit
+# that has no ASCII decomposition.
 _TRANSLITERATION = str.maketrans(
     {
         "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
         "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
         "Γ": "G", "Δ": "D", "Θ": "TH", "Λ": "L", "Ξ": "X", "Π": "P", "Σ": "S", "Φ": "F",
         "Ψ": "PS", "Ω": "O",
-        # The rest of GSM 7-bit that has no ASCII decomposition.
         "Ø": "O", "ø": "o", "Æ": "AE", "æ": "ae", "ß": "ss", "€": "E", "£": "L", "¥": "Y",
         "§": "S", "¤": "?", "¡": "!", "¿": "?",
     }
