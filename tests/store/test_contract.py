@@ -759,6 +759,21 @@ def test_finished_inbound_parts_are_remembered_until_forgotten(db: Db) -> None:
     db.run(body)
 
 
+def test_two_copies_of_the_last_inbound_part_at_once_complete_it_once(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        other = await db.open_store()  # another connection (PostgreSQL) or the same writer
+        for i in range(20):
+            key = f"a|b|8:{i}|2"
+            assert await store.add_inbound_part(key, 1, 2, b"one", T0) is None
+            results = await asyncio.gather(
+                store.add_inbound_part(key, 2, 2, b"two", T0),
+                other.add_inbound_part(key, 2, 2, b"two", T0),
+            )
+            assert sorted(results, key=len) == [[], [b"one", b"two"]], i
+
+    db.run(body)
+
+
 def test_a_message_taken_but_never_finished_goes_stale(db: Db) -> None:
     # The process died between taking the whole message and queueing it: the carrier resends
     # the last part (not answered), which is recognised; the timeout then delivers it.
