@@ -24,11 +24,13 @@ class ReferencesExhausted(RuntimeError):
 
 
 class _Dest:
-    __slots__ = ("in_flight", "next")
+    __slots__ = ("held", "next")
 
     def __init__(self, start: int) -> None:
         self.next = start
-        self.in_flight: set[int] = set()
+        # None until a reference is held: a destination only rotated through (most of them)
+        # costs no empty set (200 octets) each.
+        self.held: set[int] | None = None
 
 
 class ReferenceAllocator:
@@ -60,13 +62,16 @@ class ReferenceAllocator:
             ReferencesExhausted: all references to this destination are in flight.
         """
         dest = self._dest(destination)
-        if len(dest.in_flight) >= self._modulus:
+        held = dest.held
+        if held is None:
+            held = dest.held = set()
+        elif len(held) >= self._modulus:
             raise ReferencesExhausted(f"all {self._modulus} references to one destination in use")
         ref = dest.next
-        while ref in dest.in_flight:
+        while ref in held:
             ref = (ref + 1) % self._modulus
         dest.next = (ref + 1) % self._modulus
-        dest.in_flight.add(ref)
+        held.add(ref)
         self._idle.pop(destination, None)
         return ref
 
@@ -77,8 +82,9 @@ class ReferenceAllocator:
         `ReferencesExhausted`: with every reference held it returns the next one anyway."""
         dest = self._dest(destination)
         ref = dest.next
-        if len(dest.in_flight) < self._modulus:
-            while ref in dest.in_flight:
+        held = dest.held
+        if held and len(held) < self._modulus:
+            while ref in held:
                 ref = (ref + 1) % self._modulus
         dest.next = (ref + 1) % self._modulus
         return ref
@@ -90,15 +96,15 @@ class ReferenceAllocator:
     def release(self, destination: str, ref: int) -> None:
         """The message with `ref` to `destination` is done (sent, failed or expired)."""
         dest = self._dests.get(destination)
-        if dest is not None:
-            dest.in_flight.discard(ref)
-            if not dest.in_flight:
-                self._idle[destination] = None
-                self._idle.move_to_end(destination)
+        if dest is not None and dest.held:
+            dest.held.discard(ref)
+            if not dest.held:
+                dest.held = None
+                self._idle[destination] = None  # evictable again, as the most recent
 
     def in_flight(self, destination: str) -> frozenset[int]:
         dest = self._dests.get(destination)
-        return frozenset(dest.in_flight) if dest else frozenset()
+        return frozenset(dest.held or ()) if dest else frozenset()
 
     def _dest(self, destination: str) -> _Dest:
         """`destination`'s rotation, remembered (and marked used) from now."""
