@@ -264,7 +264,8 @@ class Inbound:
         if concat is None or concat.total == 1:
             message = _Message(pdu, (content,), (pdu.data_coding,), 1, "")
             return await self._deliver(message)
-        key = f"{originals[0]}|{originals[1]}|{concat.ref_bits}:{concat.ref}|{concat.total}"
+        source, destination = (_key_text(a) for a in originals)
+        key = f"{source}|{destination}|{concat.ref_bits}:{concat.ref}|{concat.total}"
         try:
             raw = encode_pdu(pdu._replace(sequence_number=0, command_status=0))
         except SmppError as exc:  # a driver's PDU the codec cannot write (a too-long body)
@@ -433,10 +434,18 @@ def _app_addresses(pdu: Any) -> DeliverSm | DataSm:
         if len(octets) <= 22 and tag not in tags:
             added.append(Tlv(tag, _USER_SPECIFIED + octets))
         else:
-            log.info("MO address shortened for the application", original=original, to=address)
+            log.info(
+                "MO address shortened for the application", original=_key_text(original), to=address
+            )
     return pdu._replace(
         source_addr=app_source, destination_addr=app_destination, tlvs=(*pdu.tlvs, *added)
     )
+
+
+def _key_text(address: str) -> str:
+    """`address` as a store key (and a log line) can hold it: no NUL (PostgreSQL text), no
+    lone surrogate."""
+    return address.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\0")
 
 
 def _passed_tlvs(pdu: DeliverSm | DataSm) -> tuple[Tlv, ...]:
