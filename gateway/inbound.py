@@ -283,12 +283,15 @@ class Inbound:
         past `repeat_window`."""
         for key, raws in await self.store.stale_inbound(now - self.mo_timeout):
             message = _assemble(raws, 0, key)
-            log.info(
-                "inbound message incomplete, delivered as it is",
-                key=key,
-                parts=len(message.parts),
-                total=message.total,
-            )
+            if message.partial:
+                log.info(
+                    "inbound message incomplete, delivered as it is",
+                    key=key,
+                    parts=len(message.parts),
+                    total=message.total,
+                )
+            else:  # whole, but the process stopped before it was queued
+                log.info("inbound message taken but not queued before a stop: queued now", key=key)
             await self._deliver(message)
         await self.store.forget_inbound(now - self.repeat_window)
 

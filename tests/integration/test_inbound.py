@@ -23,7 +23,7 @@ from gateway.config import ModemConfig
 from gateway.dispatch import Dispatcher
 from gateway.routing import RouteTable
 from gateway.routing.mo import MoRoute, MoRouter
-from gateway.smpp.codec import decode_pdu
+from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.message import message_content
 from gateway.smpp.pdu import DataSm, DeliverSm
@@ -453,5 +453,40 @@ def test_a_pair_split_across_parts_still_decodes(tmp_path: Path) -> None:
                                    short_message=udh + halves[seq])  # fmt: skip
                     assert not await dispatcher.inbound(mo)
                 assert text_of((await queued(store))[ref:]) == char
+
+    run(body)
+
+
+def test_a_message_whole_but_not_queued_before_a_crash_is_queued_by_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # The process died after the store had the last part (the message taken) and before the
+    # deliveries were queued: the carrier resends that part (it was never answered), which
+    # is recognised, and the timeout path queues the message - once.
+    text = "Crash test: this long message was whole when the process died, honestly. " * 3
+    parts = parts_of(text, 44)
+
+    async def body() -> None:
+        async with mo_path(tmp_path / "gw.sqlite3") as (store, dispatcher):
+            for part in parts[:-1]:
+                assert not await dispatcher.inbound(part)
+            last = parts[-1]
+            concat = message_content(last).concat
+            assert concat is not None
+            key = f"4915199999|4930123|8:44|{concat.total}"
+            raw = encode_pdu(last._replace(sequence_number=0))
+            assert await store.add_inbound_part(key, concat.seq, concat.total, raw, time.time())
+        async with mo_path(tmp_path / "gw.sqlite3", mo_timeout=0.2) as (store, dispatcher):
+            assert not await dispatcher.inbound(last)  # the carrier's resend
+            assert await queued(store) == []
+            await dispatcher.start()
+            try:
+                deadline = time.monotonic() + 10
+                while not await queued(store):
+                    assert time.monotonic() < deadline, "the message never came"
+                    await asyncio.sleep(0.05)
+            finally:
+                await dispatcher.stop()
+            assert text_of(await queued(store)) == text
 
     run(body)
