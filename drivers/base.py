@@ -57,7 +57,10 @@ class ReceiptSink(Protocol):
 
     async def receipt(self, receipt: UpstreamReceipt) -> None: ...
 
-    async def inbound(self, pdu: Any) -> None: ...
+    async def inbound(self, pdu: Any) -> int | None:
+        """An MO PDU, durable when this returns. Returns the command_status to answer it
+        with (None or 0: taken; otherwise a permanent refusal, already logged); raises only
+        when it could not be kept now (temporary: the upstream should resend)."""
 
     async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         """A submit_sm_resp that came after `send` had given up on it (timeout): if the

@@ -37,17 +37,15 @@ import structlog
 
 from drivers.base import Driver, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
-from gateway.routing import NumberPlan, RouteTable, normalize
+from gateway.inbound import Inbound
+from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
 from gateway.routing.table import order_targets
-from gateway.smpp.codec import decode_pdu, encode_pdu
-from gateway.smpp.constants import CommandId, EsmClass, Tag
-from gateway.smpp.errors import RemoteSmppError
-from gateway.smpp.message import SmBuilder, message_content
-from gateway.smpp.pdu import DataSm, DeliverSm
+from gateway.smpp.codec import encode_pdu
+from gateway.smpp.constants import CommandStatus, EsmClass, Tag
+from gateway.smpp.pdu import DeliverSm
 from gateway.smpp.receipt import ReceiptState, canonical_ids
 from gateway.smpp.tlv import Tlv
-from gateway.sms import ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
 from gateway.store.base import MessageRecord, MessageState, NewDelivery, Store
 
@@ -120,11 +118,16 @@ class Dispatcher:
         self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
         self._pick = 0
-        self.mo_router = mo_router or MoRouter(())
-        self.plan = plan or NumberPlan()
-        self.mo_timeout = mo_timeout
-        self._refs = ReferenceAllocator()
-        self._mo_builder = SmBuilder(command_id=int(CommandId.deliver_sm))
+        self._inbound = Inbound(
+            store,
+            router=mo_router or MoRouter(()),
+            plan=plan or NumberPlan(),
+            notify=notify,
+            clock=clock,
+            delivery_ttl=self.settings.delivery_ttl,
+            mo_timeout=mo_timeout,
+            seed=random.getrandbits(16),
+        )
 
     async def start(self) -> None:
         for driver in self.drivers.values():
@@ -402,52 +405,9 @@ class Dispatcher:
 
     # -- inbound ------------------------------------------------------------------------------
 
-    async def inbound(self, pdu: Any) -> None:
-        """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream.
-        Durable when this returns: the driver acknowledges it (or deletes it from a modem)
-        only then. A part of a concatenated message is kept in the store until the message
-        is whole (or `mo_timeout` has passed: then what came is delivered)."""
-        try:
-            content = message_content(pdu)
-        except RemoteSmppError as exc:
-            log.warning("unreadable MO dropped", error=str(exc))
-            return
-        concat = content.concat
-        if concat is None or concat.total == 1:
-            await self._deliver_mo(pdu, [content], "")
-            return
-        key = (
-            f"{pdu.source_addr}|{pdu.destination_addr}|"
-            f"{concat.ref_bits}:{concat.ref}|{concat.total}"
-        )
-        raws = await self.store.add_inbound_part(
-            key, concat.seq, concat.total, encode_pdu(pdu), self.clock()
-        )
-        if raws is not None:
-            await self._deliver_mo(pdu, [message_content(_sm(raw)) for raw in raws], key)
-
-    async def _deliver_mo(self, pdu: Any, contents: list[Any], key: str) -> None:
-        """Route a whole (or timed-out) inbound message and queue it as deliver_sm."""
-        first = contents[0]
-        body = b"".join(c.body for c in contents)
-        text = decode_text(body, first.encoding, first.alphabet, errors="replace")
-        destination = normalize(pdu.destination_addr, self.plan) or pdu.destination_addr
-        account = self.mo_router.account_for(destination, text)
-        now = self.clock()
-        if account is None:
-            log.warning("MO with no mo_route dropped", destination=destination)
-            if key:
-                await self.store.finish_inbound(key, [], now)
-            return
-        segments = segment(text, ref=self._refs.allocate(pdu.source_addr))
-        parts = self._mo_builder.build(
-            segments, pdu.source_addr, pdu.destination_addr, [0] * segments.total
-        )
-        ttl = self.settings.delivery_ttl
-        await self.store.finish_inbound(
-            key, [NewDelivery(account, "mo", p, ttl) for p in parts], now
-        )
-        self.notify(account)
+    async def inbound(self, pdu: Any) -> CommandStatus:
+        """An MO message from an upstream (see `gateway.inbound`): the status to answer it with."""
+        return await self._inbound.take(pdu)
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -463,20 +423,10 @@ class Dispatcher:
                     gone = await self.store.purge(now - self.retention)
                     if gone:
                         log.info("purged", rows=gone)
-                for key, raws in await self.store.stale_inbound(now - self.mo_timeout):
-                    log.info("inbound message incomplete, delivered as it is", key=key)
-                    contents = [message_content(_sm(raw)) for raw in raws]
-                    await self._deliver_mo(_sm(raws[0]), contents, key)
+                await self._inbound.housekeeping(now)
             except Exception:
                 log.exception("housekeeping failed")
-            await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
-
-
-def _sm(raw: bytes) -> DeliverSm | DataSm:
-    """A stored inbound part, decoded again."""
-    pdu = decode_pdu(raw)
-    assert isinstance(pdu, DeliverSm | DataSm)  # only these are stored as inbound parts
-    return pdu
+            await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
 
 
 class _Tickets:

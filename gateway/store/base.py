@@ -19,6 +19,8 @@ from typing import NamedTuple, Protocol
 
 __all__ = [
     "DELIVERY_LEASE",
+    "INBOUND_DONE",
+    "INBOUND_TAKEN",
     "Delivery",
     "MessageRecord",
     "MessageState",
@@ -32,6 +34,10 @@ __all__ = [
 
 
 DELIVERY_LEASE = 120.0  # seconds a node keeps the deliveries it offered from other nodes
+# An inbound message's marker row (part 0) in the backends' inbound_parts: taken (whole, being
+# handed on) or done (queued for its application). No PDU is this short.
+INBOUND_TAKEN = b"taken"
+INBOUND_DONE = b"done"
 
 
 class MessageState(Enum):
@@ -194,21 +200,34 @@ class Store(Protocol):
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         """The message's receipts in the order they came."""
 
-    # Concatenated inbound (MO) messages, kept part by part until whole:
+    # Concatenated inbound (MO) messages, kept part by part until whole, and remembered for
+    # a while once handed on, so a part sent again is recognised (see `gateway.inbound`):
 
     async def add_inbound_part(
         self, key: str, seq: int, total: int, pdu: bytes, now: float
     ) -> list[bytes] | None:
         """Keep part `seq` (1-based) of the concatenated message `key` (sender, recipient,
-        reference); a repeated part replaces the earlier copy. When this completes the
-        `total` parts, all of them in order (they stay stored until `finish_inbound`)."""
+        reference); a repeated part replaces the earlier copy.
+
+        Returns:
+            None while parts are missing. When this completes the `total` parts: all of
+            them in order, and the message is marked taken in the same write, so a copy of
+            the last part coming at the same time gets []. [] also when the message was
+            taken already and this part is byte for byte one of its parts (a resend). A
+            different part under a taken message's key starts a new message (the sender
+            reused the reference)."""
 
     async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
-        """Queue the message's deliveries and forget its parts, in one write."""
+        """Queue the message's deliveries and mark it done (its parts are kept until
+        `forget_inbound`), in one write. `key` "" queues only (a message that came whole)."""
 
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
-        """Messages still incomplete whose first part came before `before`: their parts in
-        order (the caller delivers what there is, then `finish_inbound`)."""
+        """Messages not done whose first part came before `before`: their parts in order
+        (the caller delivers what there is, then `finish_inbound`). A message taken but
+        never finished (the process died in between) is among them."""
+
+    async def forget_inbound(self, before: float) -> int:
+        """Forget the parts of messages done before `before`; returns rows removed."""
 
     # The hot paths as one write each (what the steps above do, in one transaction):
 

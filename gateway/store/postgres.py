@@ -37,6 +37,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from gateway.store.base import (
     DELIVERY_LEASE,
+    INBOUND_DONE,
+    INBOUND_TAKEN,
     Delivery,
     MessageRecord,
     MessageState,
@@ -283,6 +285,10 @@ _REQUEUE = f"""
     )
     INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
 """
+
+
+_MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
+_SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
 
 def _count(status: str) -> int:
@@ -555,6 +561,10 @@ class PostgresStore:
         self, key: str, seq: int, total: int, pdu: bytes, now: float
     ) -> list[bytes] | None:
         async with self._open_pool().acquire() as conn, conn.transaction():
+            if await conn.fetchval(_MARKED, key) is not None:
+                if await conn.fetchval(_SAME_PART, key, seq, pdu) is not None:
+                    return []  # sent again after its message was taken
+                await conn.execute("DELETE FROM inbound_parts WHERE key = $1", key)
             await conn.execute(
                 "INSERT INTO inbound_parts VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key, seq) "
                 "DO UPDATE SET total = $3, pdu = $4, received_at = $5",
@@ -565,11 +575,23 @@ class PostgresStore:
                 now,
             )
             rows = await conn.fetch(
-                "SELECT pdu FROM inbound_parts WHERE key = $1 AND total = $2 ORDER BY seq",
+                "SELECT pdu FROM inbound_parts WHERE key = $1 AND seq > 0 AND total = $2 "
+                "ORDER BY seq",
                 key,
                 total,
             )
-        return [bytes(row[0]) for row in rows] if len(rows) >= total else None
+            if len(rows) < total:
+                return None
+            # Two copies of the last part in two transactions: the marker's key decides.
+            status = await conn.execute(
+                "INSERT INTO inbound_parts VALUES ($1, 0, $2, $3, $4) "
+                "ON CONFLICT (key, seq) DO NOTHING",
+                key,
+                total,
+                INBOUND_TAKEN,
+                now,
+            )
+        return [bytes(row[0]) for row in rows] if _count(status) == 1 else []
 
     async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
         async with self._open_pool().acquire() as conn, conn.transaction():
@@ -579,15 +601,33 @@ class PostgresStore:
                     "VALUES ($1, $2, $3, $4, $5)",
                     [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
                 )
-            await conn.execute("DELETE FROM inbound_parts WHERE key = $1", key)
+            if key:
+                await conn.execute(
+                    "INSERT INTO inbound_parts VALUES ($1, 0, 0, $2, $3) ON CONFLICT (key, seq) "
+                    "DO UPDATE SET pdu = $2, received_at = $3",
+                    key,
+                    INBOUND_DONE,
+                    now,
+                )
 
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
         rows = await self._open_pool().fetch(
-            "SELECT key, array_agg(pdu ORDER BY seq) FROM inbound_parts GROUP BY key "
-            "HAVING min(received_at) < $1",
+            "SELECT key, array_agg(pdu ORDER BY seq) FILTER (WHERE seq > 0) FROM inbound_parts "
+            "WHERE key NOT IN (SELECT key FROM inbound_parts WHERE seq = 0 AND pdu = $2) "
+            "GROUP BY key HAVING min(received_at) < $1",
             before,
+            INBOUND_DONE,
         )
-        return [(row[0], [bytes(p) for p in row[1]]) for row in rows]
+        return [(row[0], [bytes(p) for p in row[1] or ()]) for row in rows]
+
+    async def forget_inbound(self, before: float) -> int:
+        status = await self._open_pool().execute(
+            "DELETE FROM inbound_parts WHERE key IN (SELECT key FROM inbound_parts "
+            "WHERE received_at < $1 AND seq = 0 AND pdu = $2)",
+            before,
+            INBOUND_DONE,
+        )
+        return _count(status)
 
     async def record_sent(
         self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float

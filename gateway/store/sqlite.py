@@ -34,6 +34,8 @@ from typing import Any, Literal, TypeVar
 
 from gateway.store.base import (
     DELIVERY_LEASE,
+    INBOUND_DONE,
+    INBOUND_TAKEN,
     Delivery,
     MessageRecord,
     MessageState,
@@ -439,6 +441,9 @@ class SqliteStore:
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
         return await self._call(_stale_inbound, before)
 
+    async def forget_inbound(self, before: float) -> int:
+        return await self._call(_forget_inbound, before)
+
     async def record_sent(
         self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
     ) -> bool:
@@ -730,14 +735,21 @@ def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord) -> list[int | None]
 def _add_inbound_part(
     conn: sqlite3.Connection, key: str, part: tuple[int, int, bytes, float]
 ) -> list[bytes] | None:
-    total = part[1]
+    seq, total, pdu, now = part
+    if conn.execute(_MARKED, (key,)).fetchone() is not None:
+        if conn.execute(_SAME_PART, (key, seq, pdu)).fetchone() is not None:
+            return []  # sent again after its message was taken: not a new message
+        conn.execute("DELETE FROM inbound_parts WHERE key = ?", (key,))  # reference reused
     conn.execute("INSERT OR REPLACE INTO inbound_parts VALUES (?, ?, ?, ?, ?)", (key, *part))
     rows = conn.execute(
-        "SELECT seq, pdu FROM inbound_parts WHERE key = ? AND total = ? ORDER BY seq",
+        "SELECT seq, pdu FROM inbound_parts WHERE key = ? AND seq > 0 AND total = ? ORDER BY seq",
         (key, total),
     ).fetchall()
     if len(rows) < total:
         return None
+    conn.execute(
+        "INSERT INTO inbound_parts VALUES (?, 0, ?, ?, ?)", (key, total, INBOUND_TAKEN, now)
+    )
     return [pdu for _seq, pdu in rows]
 
 
@@ -746,14 +758,21 @@ def _finish_inbound(
 ) -> None:
     for d in deliveries:
         _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
-    conn.execute("DELETE FROM inbound_parts WHERE key = ?", (key,))
+    if key:
+        conn.execute(
+            "INSERT OR REPLACE INTO inbound_parts VALUES (?, 0, 0, ?, ?)",
+            (key, INBOUND_DONE, now),
+        )
 
 
 def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, list[bytes]]]:
     keys = [
         row[0]
         for row in conn.execute(
-            "SELECT key FROM inbound_parts GROUP BY key HAVING min(received_at) < ?", (before,)
+            "SELECT key FROM inbound_parts WHERE key NOT IN "
+            "(SELECT key FROM inbound_parts WHERE seq = 0 AND pdu = ?) "
+            "GROUP BY key HAVING min(received_at) < ?",
+            (INBOUND_DONE, before),
         )
     ]
     return [
@@ -762,12 +781,26 @@ def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, l
             [
                 row[0]
                 for row in conn.execute(
-                    "SELECT pdu FROM inbound_parts WHERE key = ? ORDER BY seq", (key,)
+                    "SELECT pdu FROM inbound_parts WHERE key = ? AND seq > 0 ORDER BY seq", (key,)
                 )
             ],
         )
         for key in keys
     ]
+
+
+def _forget_inbound(conn: sqlite3.Connection, before: float) -> int:
+    return int(
+        conn.execute(
+            "DELETE FROM inbound_parts WHERE key IN (SELECT key FROM inbound_parts "
+            "WHERE received_at < ? AND seq = 0 AND pdu = ?)",
+            (before, INBOUND_DONE),
+        ).rowcount
+    )
+
+
+_MARKED = "SELECT 1 FROM inbound_parts WHERE key = ? AND seq = 0"
+_SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = ? AND seq = ? AND pdu = ?"
 
 
 def _record_sent(

@@ -761,13 +761,60 @@ def test_inbound_parts_are_kept_until_whole(db: Db) -> None:
         await store.finish_inbound("a|b|7", [NewDelivery("shop", "mo", b"mo-pdu", 60.0)], T0 + 4)
         (queued,) = await store.pending_deliveries("shop", T0 + 5, 10)
         assert (queued.kind, queued.pdu) == ("mo", b"mo-pdu")
-        # gone once finished: a late duplicate part starts a new message
-        assert await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 6) is None
+        # finished: a part sent again is recognised, not the start of a new message
+        assert await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 6) == []
         stale = await store.stale_inbound(T0 + 1)
         assert stale == [("x|y|1", [b"other"])]
         assert await store.stale_inbound(T0) == []
         await store.finish_inbound("x|y|1", [], T0 + 7)
+        assert await store.stale_inbound(T0 + 100) == []
+        # a different part under a finished key: the sender reused the reference
+        assert await store.add_inbound_part("a|b|7", 1, 3, b"uno", T0 + 8) is None
         assert [key for key, _ in await store.stale_inbound(T0 + 100)] == ["a|b|7"]
+
+    db.run(body)
+
+
+def test_finished_inbound_parts_are_remembered_until_forgotten(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0) is None
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == [b"one", b"two"]
+        # a copy of the last part while the first is being handed on: taken already
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == []
+        await store.finish_inbound("a|b|7", [NewDelivery("shop", "mo", b"mo", 60.0)], T0 + 1)
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0 + 2) == []
+        assert await store.forget_inbound(T0 + 1) == 0  # done at T0 + 1: not before it
+        assert await store.forget_inbound(T0 + 2) == 3  # two parts and the marker
+        # forgotten: the same part now starts a new message
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0 + 3) is None
+        assert len(await store.pending_deliveries("shop", T0 + 3, 10)) == 1
+
+    db.run(body)
+
+
+def test_two_copies_of_the_last_inbound_part_at_once_complete_it_once(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        other = await db.open_store()  # another connection (PostgreSQL) or the same writer
+        for i in range(20):
+            key = f"a|b|8:{i}|2"
+            assert await store.add_inbound_part(key, 1, 2, b"one", T0) is None
+            results = await asyncio.gather(
+                store.add_inbound_part(key, 2, 2, b"two", T0),
+                other.add_inbound_part(key, 2, 2, b"two", T0),
+            )
+            assert sorted(results, key=len) == [[], [b"one", b"two"]], i
+
+    db.run(body)
+
+
+def test_a_message_taken_but_never_finished_goes_stale(db: Db) -> None:
+    # The process died between taking the whole message and queueing it: the carrier resends
+    # the last part (not answered), which is recognised; the timeout then delivers it.
+    async def body(store: AnyStore) -> None:
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0) is None
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == [b"one", b"two"]
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0 + 1) == []
+        assert await store.stale_inbound(T0 + 1) == [("a|b|7", [b"one", b"two"])]
 
     db.run(body)
 
