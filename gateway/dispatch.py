@@ -31,11 +31,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from drivers.base import Driver, SendResult, UpstreamReceipt
+from drivers.base import Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.routing.mo import MoRouter
@@ -45,36 +46,31 @@ from gateway.smpp.constants import CommandId, EsmClass, Tag
 from gateway.smpp.errors import RemoteSmppError
 from gateway.smpp.message import SmBuilder, message_content
 from gateway.smpp.pdu import DataSm, DeliverSm
-from gateway.smpp.receipt import ReceiptState, canonical_ids
+from gateway.smpp.receipt import IdSpelling, ReceiptState
 from gateway.smpp.tlv import Tlv
 from gateway.sms import ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
-from gateway.store.base import MessageRecord, MessageState, NewDelivery, Store
+from gateway.store.base import (
+    IncomingReceipt,
+    MessageRecord,
+    MessageState,
+    NewDelivery,
+    OverdueMessage,
+    Settlement,
+    Store,
+    state_of_smpp,
+)
 
 __all__ = ["Dispatcher"]
 
 log = structlog.get_logger("smsgw.dispatch")
 
-# message_state TLV values (SMPP v3.4 5.2.28) that end a message, and what they end it as.
-_STATES = {
-    2: MessageState.DELIVERED,
-    3: MessageState.EXPIRED,
-    4: MessageState.CANCELLED,
-    5: MessageState.UNDELIVERABLE,
-    8: MessageState.REJECTED,
-}
-_RECEIPT_STAT = {
-    MessageState.DELIVERED: ReceiptState.DELIVRD,
-    MessageState.EXPIRED: ReceiptState.EXPIRED,
-    MessageState.CANCELLED: ReceiptState.DELETED,
-    MessageState.UNDELIVERABLE: ReceiptState.UNDELIV,
-    MessageState.REJECTED: ReceiptState.REJECTD,
-    MessageState.FAILED: ReceiptState.UNDELIV,
-    MessageState.SENT: ReceiptState.ENROUTE,
-}
 _NO_TARGET_WAIT = 0.2  # seconds to wait for a busy target's window before requeueing
 _NO_TARGET_RETRY = 1.0  # seconds before a message no target could take is looked at again
 _EARLY_MAX = 100_000  # receipts held for ids not yet recorded
+_RECEIPT_BATCH = 512  # receipts matched and settled in one store transaction at most
+_OVERDUE_BATCH = 256
+_NO_TARGET_ERROR = 0x08  # ESME_RSYSERR in the receipt of a message no target could take
 
 
 class Dispatcher:
@@ -125,12 +121,23 @@ class Dispatcher:
         self.mo_timeout = mo_timeout
         self._refs = ReferenceAllocator()
         self._mo_builder = SmBuilder(command_id=int(CommandId.deliver_sm))
+        self._by_upstream = {driver.name: driver for driver in self.drivers.values()}
+        self._default_policy = ReceiptPolicy(receipt_timeout=self.settings.receipt_timeout)
+        self._spellings: dict[str, IdSpelling] = {}
+        self._receipts: list[_Waiting] = []  # waiting for the next receipt batch
+        self._receipt_writer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.unknown_receipts = 0  # receipts no message matched (kept raw in the store)
 
     async def start(self) -> None:
         for driver in self.drivers.values():
             await driver.start(self)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._housekeeping())]
+        self._tasks = [
+            loop.create_task(self._run()),
+            loop.create_task(self._housekeeping()),
+            loop.create_task(self._receipt_timeouts()),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -142,6 +149,12 @@ class Dispatcher:
             await asyncio.wait(set(self._sending), timeout=15)
         for driver in self.drivers.values():
             await driver.stop()
+        # receipts the drivers handed over are written before the store may close
+        writer = self._receipt_writer
+        if writer is not None and not writer.done():
+            await asyncio.wait([writer], timeout=15)
+        for task in list(self._background):
+            task.cancel()
 
     def wake(self) -> None:
         """A message was accepted: look for due work now rather than at the next poll."""
@@ -204,6 +217,12 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._capacity.wait(), _NO_TARGET_WAIT)
                 driver = self._target(record)
+        if driver is None and now - message.accepted_at >= self.settings.max_age:
+            # Every target of its route unusable for max_age (a bank whose SIMs all want
+            # another PIN, a carrier that refuses the bind): it ends, and the app hears.
+            log.warning("no target could take it: failed", message_id=message.id)
+            await self._end(record, MessageState.FAILED, _NO_TARGET_ERROR, now)
+            return
         if driver is None:
             retry_at = now + _NO_TARGET_RETRY
             if message.expires_at is not None:
@@ -272,17 +291,19 @@ class Dispatcher:
         self, record: MessageRecord, upstream: str, result: SendResult, now: float
     ) -> None:
         message = record.message
-        part_keys = tuple(canonical_ids(upstream_id) for upstream_id in result.part_ids)
-        await self.store.record_sent(message.id, upstream, part_keys, now)
+        spelling = self._spelling(upstream)
+        part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
+        await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
         if message.registered_delivery & 0x10:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
             for key in keys:
                 early = self._early.pop((upstream, key), None)
                 if early is not None:
-                    for other in canonical_ids(early.upstream_id):
+                    for other in spelling.received(early.upstream_id, widened=True, learn=False):
                         self._early.pop((upstream, other), None)
-                    await self.receipt(early)
+                    # kept already (among the unknown ones): now it finds its message
+                    self._spawn(self.receipt(early))
                     break
 
     async def _end(
@@ -309,62 +330,200 @@ class Dispatcher:
     # -- receipts -----------------------------------------------------------------------------
 
     async def receipt(self, receipt: UpstreamReceipt) -> None:
-        """A driver's receipt (the `ReceiptSink` every driver is started with)."""
-        keys = canonical_ids(receipt.upstream_id)
-        now = self.clock()
-        # The id exactly as written first. Only when that fails may another spelling of the
-        # same number match (hex in the submit_sm_resp, decimal in the receipt text) - and
-        # only after every send that started before this receipt came has been recorded: a
-        # receipt can beat its own submit_sm_resp, and until then a numeric spelling could
-        # match a different message ("0000000A" and "00000010" are both 10).
-        matched = await self._match(receipt, keys[:1], now)
-        if matched is None:
-            await self._tickets.wait_older(self._tickets.issued, self.early_wait)
-            matched = await self._match(receipt, keys, self.clock())
-        if matched is None:
-            # Still unknown: held in memory in case its id is recorded later after all.
-            for key in keys:
-                self._early[(receipt.upstream, key)] = receipt
-            while len(self._early) > _EARLY_MAX:
-                self._early.pop(next(iter(self._early)))
-            log.warning(
-                "receipt for an unknown id", upstream=receipt.upstream, id=receipt.upstream_id
-            )
-            return
-        record, states = matched
-        if record.state.final:
-            return  # a repeated receipt: kept, but the application has had its answer
-        state = _STATES.get(receipt.message_state)
-        if state is None:  # ENROUTE / ACCEPTED / UNKNOWN: not final
-            if record.message.registered_delivery & 0x10:
-                await self._notify_app(
-                    record, MessageState.SENT, receipt.error, now, intermediate=True
-                )
-            return
-        if len(states) > 1:  # carried as several parts: the message ends with its last part
-            if any(s not in _STATES for s in states):
-                return
-            ends = [_STATES[s] for s in states if s is not None]
-            failed = [s for s in ends if s is not MessageState.DELIVERED]
-            state = failed[0] if failed else MessageState.DELIVERED
-        delivery = self._receipt_delivery(record, state, receipt.error, now)
-        await self.store.settle(
-            record.message.id, state, now, error=receipt.error or None, delivery=delivery
-        )
-        if delivery is not None:
-            self.notify(delivery.account)
+        """A driver's receipt (the `ReceiptSink` every driver is started with). Durable when
+        this returns - matched and kept, the message settled, or kept as unknown - so the
+        driver may acknowledge it then.
 
-    async def _match(
-        self, receipt: UpstreamReceipt, keys: tuple[str, ...], now: float
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        return await self.store.match_receipt(
-            receipt.upstream,
-            keys,
-            upstream_id=receipt.upstream_id,
-            message_state=receipt.message_state,
-            error=receipt.error,
-            now=now,
+        Receipts are group-committed as accepts are: whatever came while the last batch was
+        written goes in the next one, matched in one store transaction and settled in
+        another, so a burst of receipts costs a few transactions, not one per receipt."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(receipt, self._tickets.issued, loop.create_future())
+        self._queue_receipt(waiting)
+        await waiting.done
+
+    def _queue_receipt(self, waiting: _Waiting) -> None:
+        self._receipts.append(waiting)
+        if self._receipt_writer is None or self._receipt_writer.done():
+            self._receipt_writer = asyncio.get_running_loop().create_task(self._write_receipts())
+
+    async def _write_receipts(self) -> None:
+        while self._receipts:
+            batch = self._receipts[:_RECEIPT_BATCH]
+            del self._receipts[:_RECEIPT_BATCH]
+            try:
+                await self._take_receipts(batch)
+            except Exception as exc:  # the driver answers a temporary error: sent again
+                for waiting in batch:
+                    if not waiting.done.done():
+                        waiting.done.set_exception(exc)
+
+    async def _take_receipts(self, batch: list[_Waiting]) -> None:
+        now = self.clock()
+        incoming = []
+        for w in batch:
+            r = w.receipt
+            keys = self._spelling(r.upstream).received(
+                r.upstream_id, widened=w.widened, learn=not w.queried
+            )
+            incoming.append(
+                IncomingReceipt(
+                    r.upstream,
+                    keys,
+                    r.upstream_id,
+                    r.message_state,
+                    r.error,
+                    now,
+                    r.raw,
+                    keep_unknown=w.widened,
+                )
+            )
+        matches = await self.store.match_receipts(incoming)
+        settlements: list[Settlement] = []
+        notices: list[NewDelivery] = []
+        ending: set[str] = set()
+        later: list[_Waiting] = []
+        for w, match in zip(batch, matches, strict=True):
+            r = w.receipt
+            if match is None:
+                if not w.widened:
+                    later.append(w)
+                else:
+                    self._unknown(r)
+                continue
+            record = match.record
+            message = record.message
+            final = None if r.intermediate else state_of_smpp(r.message_state)
+            if final is None:  # ENROUTE / ACCEPTD / an intermediate notification
+                if message.registered_delivery & 0x10 and not record.state.final:
+                    notice = self._receipt_delivery(
+                        record, MessageState.SENT, r.error, now, intermediate=True
+                    )
+                    if notice is not None:
+                        notices.append(notice)
+                continue
+            if record.state.final or message.id in ending:
+                continue  # a repeated receipt: kept, but the application has had its answer
+            policy = self._policy(r.upstream)
+            state = _outcome(policy.multipart_receipts, match.states, final)
+            if state is None:
+                continue  # parts still out
+            ending.add(message.id)
+            delivery = self._receipt_delivery(record, state, r.error, now)
+            settlements.append(Settlement(message.id, state, r.error or None, delivery))
+        if settlements or notices:
+            done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
+            accounts = {d.account for d in notices}
+            accounts.update(
+                s.delivery.account
+                for s, ok in zip(settlements, done, strict=True)
+                if ok and s.delivery is not None
+            )
+            for account in sorted(accounts):
+                self.notify(account)
+        for w in batch:
+            if w not in later and not w.done.done():
+                w.done.set_result(None)
+        for w in later:
+            self._spawn(self._widen(w))
+
+    async def _widen(self, waiting: _Waiting) -> None:
+        """An id no key matched: a receipt can beat its own submit_sm_resp, so look again
+        once every send that started before it came has been recorded - only then may
+        another spelling of a number match (a different message may carry it meanwhile)."""
+        await self._tickets.wait_older(waiting.ticket, self.early_wait)
+        waiting.widened = True
+        self._queue_receipt(waiting)
+
+    def _unknown(self, receipt: UpstreamReceipt) -> None:
+        """Still unknown after the look that waits for sends: kept (raw) in the store and
+        counted; held in memory too, in case its id is recorded later after all."""
+        self.unknown_receipts += 1
+        spelling = self._spelling(receipt.upstream)
+        for key in spelling.received(receipt.upstream_id, widened=True, learn=False):
+            self._early[(receipt.upstream, key)] = receipt
+        while len(self._early) > _EARLY_MAX:
+            self._early.pop(next(iter(self._early)))
+        log.warning("receipt for an unknown id", upstream=receipt.upstream, id=receipt.upstream_id)
+
+    def _policy(self, upstream: str) -> ReceiptPolicy:
+        policy = getattr(self._by_upstream.get(upstream), "receipt_policy", None)
+        if isinstance(policy, ReceiptPolicy):
+            return policy
+        return self._default_policy
+
+    def _spelling(self, upstream: str) -> IdSpelling:
+        spelling = self._spellings.get(upstream)
+        if spelling is None:
+            spelling = self._spellings[upstream] = IdSpelling(self._policy(upstream).id_format)
+        return spelling
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- receipts that never come -------------------------------------------------------------
+
+    async def _receipt_timeouts(self) -> None:
+        """Now and then: a message whose receipt did not come within its upstream's
+        `receipt_timeout` is asked for (query_sm) or ends UNKNOWN with a receipt, so every
+        message the application sent gets exactly one final receipt."""
+        while True:
+            try:
+                await self.settle_overdue()
+            except Exception:
+                log.exception("receipt timeouts failed")
+            await asyncio.sleep(min(60.0, max(0.05, self._shortest_timeout() / 4)))
+
+    def _shortest_timeout(self) -> float:
+        policies = [self._policy(name).receipt_timeout for name in self._by_upstream]
+        return min([self.settings.receipt_timeout, *policies])
+
+    async def settle_overdue(self) -> int:
+        """Ask for or settle every message overdue now; how many were looked at."""
+        now = self.clock()
+        seen = 0
+        while True:
+            overdue = await self.store.overdue_sent(now - self._shortest_timeout(), _OVERDUE_BATCH)
+            due = [
+                o
+                for o in overdue
+                if now - o.record.updated_at >= self._policy(o.upstream).receipt_timeout
+            ]
+            for o in due:
+                await self._overdue(o, now)
+            seen += len(due)
+            if len(overdue) < _OVERDUE_BATCH or not due:
+                return seen
+
+    async def _overdue(self, overdue: OverdueMessage, now: float) -> None:
+        driver = self._by_upstream.get(overdue.upstream)
+        record = overdue.record
+        if isinstance(driver, Queryable) and getattr(driver, "can_query", True):
+            for upstream_id, state in zip(overdue.part_ids, overdue.states, strict=False):
+                if state is not None and state_of_smpp(state) is not None:
+                    continue  # this part has its end
+                try:
+                    answer = await driver.query(upstream_id, record)
+                except Exception:
+                    log.exception("query failed", upstream=overdue.upstream, id=upstream_id)
+                    answer = None
+                if answer is not None and state_of_smpp(answer.message_state) is not None:
+                    waiting = _Waiting(answer, 0, asyncio.get_running_loop().create_future())
+                    waiting.queried = True
+                    self._queue_receipt(waiting)
+                    await waiting.done
+        if overdue.part_ids:
+            current = await self.store.get(record.message.id)
+            if current is None or current.state.final:
+                return  # the answers ended it
+        log.warning(
+            "no receipt in time: ends unknown",
+            message_id=record.message.id,
+            upstream=overdue.upstream,
         )
+        await self._end(record, MessageState.UNKNOWN, 0, self.clock())
 
     def _receipt_delivery(
         self,
@@ -472,6 +631,33 @@ class Dispatcher:
             await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A receipt on its way into the store: `ticket` is the last send started before it
+    came; `done` resolves once it is durable."""
+
+    receipt: UpstreamReceipt
+    ticket: int
+    done: asyncio.Future[None]
+    widened: bool = False  # the second look (every older send recorded): the last one
+    queried: bool = False  # our query_sm's answer, not a receipt the carrier sent
+
+
+def _outcome(multipart: str, states: list[int | None], final: MessageState) -> MessageState | None:
+    """What a message ends as, given every part's latest receipt state (after this final
+    one, `final`), under the upstream's `multipart_receipts`; None while it waits."""
+    if len(states) <= 1 or multipart == "any":
+        return final
+    if multipart in ("first", "last"):
+        state = states[0] if multipart == "first" else states[-1]
+        return None if state is None else state_of_smpp(state)
+    ends = [None if s is None else state_of_smpp(s) for s in states]
+    if any(end is None for end in ends):
+        return None
+    failed = [end for end in ends if end is not MessageState.DELIVERED]
+    return failed[0] if failed else MessageState.DELIVERED
+
+
 def _sm(raw: bytes) -> DeliverSm | DataSm:
     """A stored inbound part, decoded again."""
     pdu = decode_pdu(raw)
@@ -530,7 +716,7 @@ def _receipt_pdu(
         else m.short_message
     )
     text = decode_text(body, encoding_of_data_coding(m.data_coding), errors="replace")[:20]
-    stat = _RECEIPT_STAT.get(state, ReceiptState.UNKNOWN)
+    stat = ReceiptState(state.stat)
     delivered = "001" if state is MessageState.DELIVERED else "000"
     err = f"{error:03d}" if error >= 0 else "000"
     short_message = (

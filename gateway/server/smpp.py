@@ -84,6 +84,7 @@ _MESSAGE_STATE = {
     MessageState.UNDELIVERABLE: 5,
     MessageState.FAILED: 5,
     MessageState.REJECTED: 8,
+    MessageState.UNKNOWN: 7,  # until this module reads MessageState.message_state (issue 8)
 }
 
 _FINISHED_MEMORY = 8192  # far more than the deletes done during one pending read
