@@ -128,8 +128,12 @@ class Dispatcher:
         self._receipt_writer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.unknown_receipts = 0  # receipts no message matched (kept raw in the store)
+        self._saved: dict[str, tuple[str | None, str | None]] = {}  # id spellings kept
 
     async def start(self) -> None:
+        for upstream, (sent, received) in (await self.store.id_formats()).items():
+            self._spelling(upstream).restore(sent, received)
+            self._saved[upstream] = self._spelling(upstream).bases
         for driver in self.drivers.values():
             await driver.start(self)
         loop = asyncio.get_running_loop()
@@ -293,6 +297,7 @@ class Dispatcher:
         message = record.message
         spelling = self._spelling(upstream)
         part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
+        self._learnt(upstream)
         await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
         if message.registered_delivery & 0x10:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
@@ -378,6 +383,8 @@ class Dispatcher:
                     keep_unknown=w.widened,
                 )
             )
+        for upstream in {w.receipt.upstream for w in batch}:
+            self._learnt(upstream)
         matches = await self.store.match_receipts(incoming)
         settlements: list[Settlement] = []
         notices: list[NewDelivery] = []
@@ -458,8 +465,16 @@ class Dispatcher:
             spelling = self._spellings[upstream] = IdSpelling(self._policy(upstream).id_format)
         return spelling
 
+    def _learnt(self, upstream: str) -> None:
+        """Keep what was just learnt of an upstream's id spelling (rarely: a few times in the
+        upstream's life), so a restart does not forget it."""
+        bases = self._spelling(upstream).bases
+        if self._saved.get(upstream, (None, None)) != bases:
+            self._saved[upstream] = bases
+            self._spawn(self.store.save_id_format(upstream, *bases))
+
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(_logged(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -629,6 +644,14 @@ class Dispatcher:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
+
+
+async def _logged(coro: Any) -> None:
+    """A background step: its failure is logged, never lost as an unretrieved exception."""
+    try:
+        await coro
+    except Exception:
+        log.exception("background step failed")
 
 
 @dataclass(eq=False)

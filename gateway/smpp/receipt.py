@@ -543,13 +543,13 @@ def format_receipt_bytes(
 _LEADING_ZEROS: Final = re.compile(r"(?<![0-9a-z])0+(?=[0-9a-z])", re.A)
 
 
-def _spelling(lowered: str) -> str:
-    """The id with a ``0x`` prefix and the leading zeros of every alphanumeric run dropped
-    (``0e999f21-00ab`` and ``e999f21-ab`` are one id): the same in any base, so it never
-    makes two different ids meet."""
-    body = lowered[2:] if lowered.startswith("0x") else lowered
-    if body is not lowered and (not body or body.strip(_HEX_DIGITS)):
-        body = lowered  # "0x" followed by something that is not hex: not a prefix
+def _spelling(lowered: str, *, hex_base: bool = False) -> str:
+    """The id without the leading zeros of each alphanumeric run (``0e999f21-00ab`` and
+    ``e999f21-ab`` are one id) - the same in any base, so it never makes two different ids
+    meet - and, in a base known to be hex, without a ``0x`` prefix."""
+    body = lowered
+    if hex_base and lowered.startswith("0x") and len(lowered) > 2:
+        body = lowered[2:]
     return _LEADING_ZEROS.sub("", body) if "0" in body else body
 
 
@@ -575,8 +575,8 @@ def _number(lowered: str, base: Literal["decimal", "hex"] | None) -> str | None:
 def canonical_ids(message_id: str, *, assume_hex: bool = False) -> tuple[str, ...]:
     """The keys under which a message id is indexed, so re-spellings of one id meet.
 
-    ``s:<id stripped of whitespace/NULs, lower-cased, without a 0x prefix or the leading
-    zeros of each alphanumeric run>`` always comes first; then, if the id is a number,
+    ``s:<id stripped of whitespace/NULs, lower-cased, without the leading zeros of each
+    alphanumeric run>`` always comes first; then, if the id is a number,
     ``n:<its value in decimal>``: all decimal digits are read as decimal, hex digits with at
     least one letter (or a ``0x`` prefix) as hexadecimal. Ids with dashes or other letters
     (UUIDs, alphanumerics), non-ASCII ids and ids with more than `MAX_NUMERIC_DIGITS`
@@ -676,6 +676,15 @@ class IdSpelling:
         """(the submit_sm_resp ids' base, the receipts' ids' base); None while not known."""
         return self._sent.base, self._received.base
 
+    def restore(self, sent: str | None, received: str | None) -> None:
+        """Take up what an earlier run learnt (auto only: a configured format stands), so
+        the receipts that come right after a restart are read as the ones before it."""
+        if self.id_format != "auto":
+            return
+        for learner, base in ((self._sent, sent), (self._received, received)):
+            if base in ("decimal", "hex", "text") and learner.base is None:
+                learner.base = base  # type: ignore[assignment]
+
     def sent(self, upstream_id: str) -> tuple[str, ...]:
         """The keys to store an id from a submit_sm_resp under (and learn from it)."""
         lowered = upstream_id.replace("\x00", " ").strip().lower()
@@ -685,7 +694,7 @@ class IdSpelling:
             self._sent.see(lowered)
         base = self._sent.base
         numeric = None if base == "text" else _number(lowered, base)
-        spelled = "s:" + _spelling(lowered)
+        spelled = "s:" + _spelling(lowered, hex_base=base == "hex")
         return (spelled,) if numeric is None else (spelled, numeric)
 
     def received(self, upstream_id: str, *, widened: bool, learn: bool = True) -> tuple[str, ...]:
@@ -698,8 +707,8 @@ class IdSpelling:
             return ()
         if learn and self.id_format == "auto":
             self._received.see(lowered)
-        spelled = "s:" + _spelling(lowered)
         sent, received = self._sent.base, self._received.base
+        spelled = "s:" + _spelling(lowered, hex_base=received == "hex")
         if not widened or received == "text" or (sent is not None and sent == received):
             return (spelled,)  # one base: the spelling key is the whole truth
         numeric = _number(lowered, received)

@@ -365,6 +365,13 @@ class Store(Protocol):
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
         """Receipts no message matched, newest first (message_id "", part -1)."""
 
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        """What was learnt of each upstream's id spelling: (responses' base, receipts' base)
+        (`gateway.smpp.receipt.IdSpelling`), kept across restarts."""
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        """Keep what was learnt of an upstream's id spelling (see `id_formats`)."""
+
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
     ) -> int: ...

@@ -172,6 +172,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX unknown_receipts_age ON unknown_receipts (received_at);
     ALTER TABLE messages ADD COLUMN sent_to text;
     ALTER TABLE messages ADD COLUMN sent_ids text[];
+    CREATE TABLE id_formats (upstream text PRIMARY KEY, sent text, received text);
     """,
 )
 
@@ -850,6 +851,19 @@ class PostgresStore:
             )
             for row in rows
         ]
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        rows = await self._open_pool().fetch("SELECT upstream, sent, received FROM id_formats")
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        await self._open_pool().execute(
+            "INSERT INTO id_formats VALUES ($1, $2, $3) "
+            "ON CONFLICT (upstream) DO UPDATE SET sent = $2, received = $3",
+            upstream,
+            sent,
+            received,
+        )
 
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
         rows = await self._open_pool().fetch(

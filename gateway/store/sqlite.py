@@ -172,6 +172,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN sent_to TEXT;
     ALTER TABLE messages ADD COLUMN sent_ids TEXT;
     CREATE INDEX messages_sent ON messages (updated_at) WHERE state = 'sent';
+    CREATE TABLE id_formats (upstream TEXT PRIMARY KEY, sent TEXT, received TEXT);
     """,
 )
 
@@ -502,6 +503,12 @@ class SqliteStore:
 
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
         return await self._call(_unknown_receipts, limit)
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        return await self._call(_id_formats)
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        await self._call(_save_id_format, upstream, sent, received)
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -920,6 +927,16 @@ def _overdue_sent(conn: sqlite3.Connection, before: float, limit: int) -> list[O
         )
         for row in rows
     ]
+
+
+def _id_formats(conn: sqlite3.Connection) -> dict[str, tuple[str | None, str | None]]:
+    return {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM id_formats")}
+
+
+def _save_id_format(
+    conn: sqlite3.Connection, upstream: str, sent: str | None, received: str | None
+) -> None:
+    conn.execute("INSERT OR REPLACE INTO id_formats VALUES (?, ?, ?)", (upstream, sent, received))
 
 
 def _unknown_receipts(conn: sqlite3.Connection, limit: int) -> list[ReceiptRecord]:
