@@ -840,6 +840,18 @@ def test_overdue_sent_lists_what_waits_for_a_receipt(db: Db) -> None:
     db.run(body)
 
 
+def test_learnt_id_spellings_are_kept(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.id_formats() == {}
+        await store.save_id_format("up", "hex", None)
+        await store.save_id_format("up", "hex", "decimal")
+        await store.save_id_format("other", None, "text")
+        store = await db.reopen()
+        assert await store.id_formats() == {"up": ("hex", "decimal"), "other": (None, "text")}
+
+    db.run(body)
+
+
 def test_pending_deliveries_page_on_after_an_id(db: Db) -> None:
     async def body(store: AnyStore) -> None:
         ids = [await store.enqueue_delivery("shop", "mo", bytes([i]), T0, 60) for i in range(5)]

@@ -569,3 +569,38 @@ def test_canonical_ids_total(message_id: str) -> None:
     assert len(keys) <= 2
     assert all(k.startswith(("s:", "n:")) for k in keys)
     assert ids_match(message_id, message_id) == bool(keys)
+
+
+# --------------------------------------------------------------------------------------------
+# What drivers hand us (issue 8)
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda b: b.decode()])
+def test_looks_like_receipt_on_every_type_it_is_given(wrap: object) -> None:
+    """The codec gives short_message as a memoryview: it must read like bytes."""
+    body = b"id:1A2B sub:001 dlvrd:001 stat:DELIVRD err:000 text:x"
+    assert looks_like_receipt(wrap(body))  # type: ignore[operator]
+    assert not looks_like_receipt(wrap(b"see you at 5: bring the id"))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("stat", "expected"),
+    [
+        ("Xyzzy", ReceiptState.UNKNOWN),  # junk
+        ("DELIVERED_TO_HANDSET", ReceiptState.UNKNOWN),  # a vendor's word
+        ("", ReceiptState.UNKNOWN),  # empty
+        ("undeliverable", ReceiptState.UNDELIV),  # known words still read as themselves
+        ("delivrd", ReceiptState.DELIVRD),
+    ],
+)
+def test_lenient_reading_keeps_a_receipt_whose_stat_we_do_not_know(
+    stat: str, expected: ReceiptState
+) -> None:
+    text = f"id:77 sub:001 dlvrd:000 stat:{stat} err:042 text:hi"
+    receipt = parse_receipt(memoryview(text.encode()), lenient=True)
+    assert (receipt.message_id, receipt.stat, receipt.error_code) == ("77", expected, 42)
+    if expected is ReceiptState.UNKNOWN:
+        with pytest.raises(ReceiptParseError):
+            parse_receipt(text)  # strict reading (and `looks_like_receipt`) as before
+    with pytest.raises(ReceiptParseError):
+        parse_receipt("sub:001 stat:DELIVRD", lenient=True)  # an id is still needed
