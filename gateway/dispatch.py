@@ -126,6 +126,7 @@ class Dispatcher:
         self._spellings: dict[str, IdSpelling] = {}
         self._receipts: list[_Waiting] = []  # waiting for the next receipt batch
         self._receipt_writer: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # batches' settlements being written
         self._background: set[asyncio.Task[None]] = set()
         self.unknown_receipts = 0  # receipts no message matched (kept raw in the store)
         self._saved: dict[str, tuple[str | None, str | None]] = {}  # id spellings kept
@@ -157,6 +158,8 @@ class Dispatcher:
         writer = self._receipt_writer
         if writer is not None and not writer.done():
             await asyncio.wait([writer], timeout=15)
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=15)
         for task in list(self._background):
             task.cancel()
 
@@ -353,17 +356,27 @@ class Dispatcher:
             self._receipt_writer = asyncio.get_running_loop().create_task(self._write_receipts())
 
     async def _write_receipts(self) -> None:
+        """Batch after batch: each is matched (one transaction) once the one before was, so
+        it sees every receipt kept before it (every part of a message); its settlements are
+        then written (a second transaction) while the next batch is matched - with SQLite
+        both share the writer's next commit. Settling is conditional, so two batches never
+        both end a message."""
         while self._receipts:
             batch = self._receipts[:_RECEIPT_BATCH]
             del self._receipts[:_RECEIPT_BATCH]
             try:
-                await self._take_receipts(batch)
+                ending = await self._match_receipts(batch)
             except Exception as exc:  # the driver answers a temporary error: sent again
-                for waiting in batch:
-                    if not waiting.done.done():
-                        waiting.done.set_exception(exc)
+                _fail(batch, exc)
+                continue
+            task = asyncio.get_running_loop().create_task(self._settle_receipts(*ending))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
-    async def _take_receipts(self, batch: list[_Waiting]) -> None:
+    async def _match_receipts(
+        self, batch: list[_Waiting]
+    ) -> tuple[list[_Waiting], list[Settlement], list[NewDelivery], float]:
+        """Match and keep a batch; what it ends, and the notifications it makes."""
         now = self.clock()
         incoming = []
         for w in batch:
@@ -389,15 +402,17 @@ class Dispatcher:
         settlements: list[Settlement] = []
         notices: list[NewDelivery] = []
         ending: set[str] = set()
-        later: list[_Waiting] = []
+        kept: list[_Waiting] = []
         for w, match in zip(batch, matches, strict=True):
             r = w.receipt
             if match is None:
                 if not w.widened:
-                    later.append(w)
-                else:
-                    self._unknown(r)
+                    self._spawn(self._widen(w))  # not durable yet: its caller waits on
+                    continue
+                self._unknown(r)
+                kept.append(w)
                 continue
+            kept.append(w)
             record = match.record
             message = record.message
             final = None if r.intermediate else state_of_smpp(r.message_state)
@@ -418,21 +433,33 @@ class Dispatcher:
             ending.add(message.id)
             delivery = self._receipt_delivery(record, state, r.error, now)
             settlements.append(Settlement(message.id, state, r.error or None, delivery))
-        if settlements or notices:
-            done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
-            accounts = {d.account for d in notices}
-            accounts.update(
-                s.delivery.account
-                for s, ok in zip(settlements, done, strict=True)
-                if ok and s.delivery is not None
-            )
-            for account in sorted(accounts):
-                self.notify(account)
-        for w in batch:
-            if w not in later and not w.done.done():
+        return kept, settlements, notices, now
+
+    async def _settle_receipts(
+        self,
+        kept: list[_Waiting],
+        settlements: list[Settlement],
+        notices: list[NewDelivery],
+        now: float,
+    ) -> None:
+        """End what a matched batch ends (one transaction); then its receipts are durable."""
+        try:
+            if settlements or notices:
+                done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
+                accounts = {d.account for d in notices}
+                accounts.update(
+                    s.delivery.account
+                    for s, ok in zip(settlements, done, strict=True)
+                    if ok and s.delivery is not None
+                )
+                for account in sorted(accounts):
+                    self.notify(account)
+        except Exception as exc:
+            _fail(kept, exc)  # kept, but not settled: the carrier sends them again
+            return
+        for w in kept:
+            if not w.done.done():
                 w.done.set_result(None)
-        for w in later:
-            self._spawn(self._widen(w))
 
     async def _widen(self, waiting: _Waiting) -> None:
         """An id no key matched: a receipt can beat its own submit_sm_resp, so look again
@@ -644,6 +671,12 @@ class Dispatcher:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
+
+
+def _fail(batch: list[_Waiting], exc: Exception) -> None:
+    for waiting in batch:
+        if not waiting.done.done():
+            waiting.done.set_exception(exc)
 
 
 async def _logged(coro: Any) -> None:
