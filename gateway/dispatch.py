@@ -11,14 +11,28 @@ temporarily once `max_attempts` sends were tried or the message is `max_age` old
 target can take now waits without spending an attempt; one whose validity period passes ends
 EXPIRED. Every end the application asked to hear about becomes a receipt.
 
-Receipts come back through `receipt`, from any driver: matched to our message and part through
-the upstream id (held for a while when one arrives before its submit_sm_resp was recorded), kept
-in the store, the message's state updated - from all its parts' receipts when the upstream
-carried it as several - and, when the application asked, a deliver_sm receipt in the Appendix B
-format with our id and the receipted_message_id / message_state / network_error_code TLVs is
-queued durably for the account; the server pushes it to a bound RX/TRX session. Intermediate
-notifications (registered_delivery bit 4) go out when an upstream takes the message and when it
-reports a non-final state.
+Receipts come back through `receipt`, from any driver, and are group-committed as accepts
+are: whatever came while the last batch was written goes in the next, matched in one store
+transaction (`match_receipts`) and settled in one more (`settle_many`), so a burst of receipts
+costs a few transactions, not two per receipt. A receipt is matched to our message and part
+through the upstream id, spelled as that upstream spells ids (`IdSpelling`: case and leading
+zeros never matter; once the upstream's format is known, configured or learnt and kept across
+restarts, an id is never read in another base); one whose id is not known yet is looked up
+again once every send that started before it came has been recorded (carriers send receipts
+before submit_sm_resp), and then kept raw among the unknown receipts and counted - never
+forced onto a message. Every receipt is kept with its raw text. The message ends - as its
+receipt says, UNKNOWN for a stat nobody can read - when its upstream's `multipart_receipts`
+policy says so; "already final?" and "settle" are one conditional step in the store, so a
+message ends once and its application gets exactly one final receipt: a deliver_sm in the
+Appendix B format with our id and the receipted_message_id / message_state /
+network_error_code TLVs, queued durably for the account; the server pushes it to a bound RX/TRX
+session. Intermediate notifications (registered_delivery bit 4) go out when an upstream takes
+the message and when it reports a non-final state (an intermediate notification, esm_class
+0x20, included).
+
+Every message ends: one whose receipt did not come within its upstream's `receipt_timeout` is
+asked for (`Queryable.query`, query_sm) where the upstream can, and otherwise ends UNKNOWN with
+a receipt; one no target could take for `max_age` ends FAILED with a receipt.
 """
 
 from __future__ import annotations

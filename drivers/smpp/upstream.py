@@ -31,8 +31,14 @@ message meanwhile waits for that response (within the window) and returns it rat
 the PDU again. A multipart message resumes after the last accepted part.
 
 Receipts and MO arrive as deliver_sm / data_sm on receiver-capable connections (and on a
-transmitter one, which some carriers do: they are answered and used). A receipt's
-receipted_message_id / message_state TLVs are preferred, its Appendix B text parsed otherwise.
+transmitter one, which some carriers do: they are answered and used). The esm_class message
+type (SMPP v3.4 5.2.12) says what each is: a delivery receipt (0x04), an intermediate
+notification (0x20: a state on the way, never an MO, never an end), an SME acknowledgement
+(ignored) or an MO - unless the upstream says `receipts_without_flag`, and then a deliver_sm
+whose text reads as a receipt is one. A receipt's receipted_message_id / message_state TLVs are
+preferred, its Appendix B text parsed otherwise; a stat nobody can read is UNKNOWN (an end),
+and the raw text goes with it to the store. `query` asks for a receipt that did not come
+(query_sm), admitted like a submit_sm.
 """
 
 from __future__ import annotations
