@@ -537,21 +537,25 @@ class Dispatcher:
         return min([self.settings.receipt_timeout, *policies])
 
     async def settle_overdue(self) -> int:
-        """Ask for or settle every message overdue now; how many were looked at."""
+        """Ask for or settle every message overdue now; how many were looked at. Each
+        upstream by its own timeout (a long one never hides a short one's messages); then
+        whatever is older than every timeout (sent by an upstream no longer configured)."""
         now = self.clock()
+        timeouts = {name: self._policy(name).receipt_timeout for name in self._by_upstream}
+        passes: list[tuple[str | None, float]] = list(timeouts.items())
+        passes.append((None, max([self.settings.receipt_timeout, *timeouts.values()])))
         seen = 0
-        while True:
-            overdue = await self.store.overdue_sent(now - self._shortest_timeout(), _OVERDUE_BATCH)
-            due = [
-                o
-                for o in overdue
-                if now - o.record.updated_at >= self._policy(o.upstream).receipt_timeout
-            ]
-            for o in due:
-                await self._overdue(o, now)
-            seen += len(due)
-            if len(overdue) < _OVERDUE_BATCH or not due:
-                return seen
+        for upstream, timeout in passes:
+            while True:
+                overdue = await self.store.overdue_sent(
+                    now - timeout, _OVERDUE_BATCH, upstream=upstream
+                )
+                for o in overdue:
+                    await self._overdue(o, now)
+                seen += len(overdue)
+                if len(overdue) < _OVERDUE_BATCH:
+                    break
+        return seen
 
     async def _overdue(self, overdue: OverdueMessage, now: float) -> None:
         driver = self._by_upstream.get(overdue.upstream)

@@ -359,8 +359,11 @@ class Store(Protocol):
         """`settle` for each (in order; a second one for the same message finds it final),
         and queue `deliveries` (intermediate notifications), in one transaction."""
 
-    async def overdue_sent(self, before: float, limit: int) -> list[OverdueMessage]:
-        """Messages still SENT whose send was recorded before `before`, oldest first."""
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        """Messages still SENT (to `upstream`, if given) whose send was recorded before
+        `before`, oldest first."""
 
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
         """Receipts no message matched, newest first (message_id "", part -1)."""

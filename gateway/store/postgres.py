@@ -830,14 +830,18 @@ class PostgresStore:
                 )
         return [i in taken for i in range(len(settlements))]
 
-    async def overdue_sent(self, before: float, limit: int) -> list[OverdueMessage]:
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
         async with self._open_pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"SELECT {_RECORD}, sent_to, sent_ids FROM messages "
-                "WHERE state = $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3",
+                "WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4) "
+                "ORDER BY updated_at LIMIT $3",
                 MessageState.SENT.value,
                 before,
                 limit,
+                upstream,
             )
             states: dict[str, list[int | None]] = {}
             if rows:

@@ -498,8 +498,10 @@ class SqliteStore:
     ) -> list[bool]:
         return await self._call(_settle_many, settlements, now, deliveries)
 
-    async def overdue_sent(self, before: float, limit: int) -> list[OverdueMessage]:
-        return await self._call(_overdue_sent, before, limit)
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        return await self._call(_overdue_sent, before, limit, upstream)
 
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
         return await self._call(_unknown_receipts, limit)
@@ -912,11 +914,14 @@ def _settle_many(
     return done
 
 
-def _overdue_sent(conn: sqlite3.Connection, before: float, limit: int) -> list[OverdueMessage]:
+def _overdue_sent(
+    conn: sqlite3.Connection, before: float, limit: int, upstream: str | None
+) -> list[OverdueMessage]:
     rows = conn.execute(
         f"{_RECORD.replace(' FROM messages', ', sent_to, sent_ids FROM messages')} "
-        "WHERE state = 'sent' AND updated_at < ? ORDER BY updated_at LIMIT ?",
-        (before, limit),
+        "WHERE state = 'sent' AND updated_at < ? AND coalesce(? = sent_to, 1) "
+        "ORDER BY updated_at LIMIT ?",
+        (before, upstream, limit),
     ).fetchall()
     return [
         OverdueMessage(

@@ -835,6 +835,9 @@ def test_overdue_sent_lists_what_waits_for_a_receipt(db: Db) -> None:
         ]
         assert overdue[0].record.state is MessageState.SENT
         assert len(await store.overdue_sent(T0 + 20, 1)) == 1
+        by_up2 = await store.overdue_sent(T0 + 20, 10, upstream="up2")
+        assert [o.record.message.id for o in by_up2] == ["m0002"]
+        assert await store.overdue_sent(T0 + 20, 10, upstream="nope") == []
         assert await store.overdue_sent(T0 + 5, 10) == []
 
     db.run(body)
