@@ -378,14 +378,23 @@ class Dispatcher:
         while self._receipts:
             batch = self._receipts[:_RECEIPT_BATCH]
             del self._receipts[:_RECEIPT_BATCH]
-            try:
-                ending = await self._match_receipts(batch)
-            except Exception as exc:  # the driver answers a temporary error: sent again
-                _fail(batch, exc)
-                continue
-            task = asyncio.get_running_loop().create_task(self._settle_receipts(*ending))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            await self._match_and_settle(batch)
+
+    async def _match_and_settle(self, batch: list[_Waiting]) -> None:
+        try:
+            ending = await self._match_receipts(batch)
+        except Exception as exc:
+            if len(batch) > 1:  # one receipt the store refuses must not fail its neighbours
+                half = len(batch) // 2
+                await self._match_and_settle(batch[:half])
+                await self._match_and_settle(batch[half:])
+                return
+            log.exception("receipt not kept; the upstream will send it again")
+            _fail(batch, exc)  # the driver answers a temporary error
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_receipts(*ending))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _match_receipts(
         self, batch: list[_Waiting]

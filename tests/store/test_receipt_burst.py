@@ -150,3 +150,44 @@ def test_answered_deliveries_are_removed_in_batches(db: Db) -> None:
         assert 1 <= statements <= 10, statements
 
     db.run(body)
+
+
+def test_a_receipt_the_store_refuses_fails_alone(db: Db) -> None:
+    """Batched receipts stay isolated: one the store cannot keep (an error code beyond any
+    integer column) is refused to its driver alone - the carrier sends it again - and its
+    neighbours in the batch are kept and settled."""
+
+    async def body(store: AnyStore) -> None:
+        driver = ScriptedDriver()
+        dispatcher = Dispatcher(store, ROUTES, {"carrier": driver})
+        dispatcher.poll_interval = 0.02
+        await dispatcher.start()
+        try:
+            now = time.time()
+            for i in range(20):
+                await store.accept(msg(i, route="all", accepted_at=now))
+            dispatcher.wake()
+            for _ in range(1000):  # bounded
+                last = await store.get(msg(19).id)
+                if last is not None and last.state is MessageState.SENT:
+                    break
+                await asyncio.sleep(0.01)
+            ids = [driver.ids[msg(i).id][0] for i in range(20)]
+            outcomes = await asyncio.gather(
+                *(
+                    driver.report(upstream_id, 2, error=2**70 if n == 7 else 0)
+                    for n, upstream_id in enumerate(ids)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await dispatcher.stop()
+        failed = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
+        assert failed == [7]
+        for i in range(20):
+            record = await store.get(msg(i).id)
+            assert record is not None
+            expected = MessageState.SENT if i == 7 else MessageState.DELIVERED
+            assert record.state is expected
+
+    db.run(body)
