@@ -559,40 +559,57 @@ class Dispatcher:
                 overdue = await self.store.overdue_sent(
                     now - timeout, _OVERDUE_BATCH, upstream=upstream
                 )
-                for o in overdue:
-                    await self._overdue(o, now)
+                await self._overdue(overdue)
                 seen += len(overdue)
                 if len(overdue) < _OVERDUE_BATCH:
                     break
         return seen
 
-    async def _overdue(self, overdue: OverdueMessage, now: float) -> None:
+    async def _overdue(self, overdue: list[OverdueMessage]) -> None:
+        """Ask for the missing parts where the upstream can (all at once: its window paces
+        them); then end UNKNOWN, in one transaction, whatever the answers did not end (the
+        settlement is conditional: one the answers ended stays as they said)."""
+        await asyncio.gather(*(self._ask(o) for o in overdue))
+        now = self.clock()
+        settlements = []
+        for o in overdue:
+            log.info("no receipt in time", message_id=o.record.message.id, upstream=o.upstream)
+            delivery = self._receipt_delivery(o.record, MessageState.UNKNOWN, 0, now)
+            settlements.append(
+                Settlement(o.record.message.id, MessageState.UNKNOWN, None, delivery)
+            )
+        done = await self.store.settle_many(settlements, now)
+        for account in sorted(
+            {
+                s.delivery.account
+                for s, ok in zip(settlements, done, strict=True)
+                if ok and s.delivery
+            }
+        ):
+            self.notify(account)
+
+    async def _ask(self, overdue: OverdueMessage) -> None:
+        """query_sm for each part of an overdue message that has no end yet; every final
+        answer goes the way of a receipt (and may end the message)."""
         driver = self._by_upstream.get(overdue.upstream)
-        record = overdue.record
-        if isinstance(driver, Queryable) and getattr(driver, "can_query", True):
-            for upstream_id, state in zip(overdue.part_ids, overdue.states, strict=False):
-                if state is not None and state_of_smpp(state) is not None:
-                    continue  # this part has its end
+        if not isinstance(driver, Queryable) or not getattr(driver, "can_query", True):
+            return
+        for upstream_id, state in zip(overdue.part_ids, overdue.states, strict=False):
+            if state is not None and state_of_smpp(state) is not None:
+                continue  # this part has its end
+            try:
+                answer = await driver.query(upstream_id, overdue.record)
+            except Exception:
+                log.exception("query failed", upstream=overdue.upstream, id=upstream_id)
+                continue
+            if answer is not None and state_of_smpp(answer.message_state) is not None:
+                waiting = _Waiting(answer, 0, asyncio.get_running_loop().create_future())
+                waiting.queried = True
+                self._queue_receipt(waiting)
                 try:
-                    answer = await driver.query(upstream_id, record)
-                except Exception:
-                    log.exception("query failed", upstream=overdue.upstream, id=upstream_id)
-                    answer = None
-                if answer is not None and state_of_smpp(answer.message_state) is not None:
-                    waiting = _Waiting(answer, 0, asyncio.get_running_loop().create_future())
-                    waiting.queried = True
-                    self._queue_receipt(waiting)
                     await waiting.done
-        if overdue.part_ids:
-            current = await self.store.get(record.message.id)
-            if current is None or current.state.final:
-                return  # the answers ended it
-        log.warning(
-            "no receipt in time: ends unknown",
-            message_id=record.message.id,
-            upstream=overdue.upstream,
-        )
-        await self._end(record, MessageState.UNKNOWN, 0, self.clock())
+                except Exception:
+                    log.exception("query answer not kept", id=upstream_id)
 
     def _receipt_delivery(
         self,
