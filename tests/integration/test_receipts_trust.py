@@ -441,3 +441,21 @@ def test_an_upstream_that_cannot_answer_a_query_ends_unknown(tmp_path: Path) -> 
     finally:
         app.close()
         ladder.close()
+
+
+def test_query_sm_off_for_an_upstream_that_has_none(tmp_path: Path) -> None:
+    ladder = Ladder(
+        tmp_path,
+        Behaviour(send_receipts=False, query_state=2),
+        ", receipt_timeout: 0.5, query_sm: false",
+    )
+    app = App(ladder.port)
+    try:
+        app.submit(1)
+        app.wait(1, 1, timeout=15)
+        (receipt,) = app.receipts
+        assert parse_receipt(receipt.short_message).stat == "UNKNOWN"
+        assert ladder.smsc.queries == []  # never asked
+    finally:
+        app.close()
+        ladder.close()
