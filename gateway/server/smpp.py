@@ -76,23 +76,10 @@ from gateway.smpp.session import (
     Session,
     State,
 )
-from gateway.store.base import MessageState, NewMessage, Store
+from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 
 __all__ = ["SmppServer"]
-
-# Our message states as the message_state values of SMPP v3.4 section 5.2.28.
-_MESSAGE_STATE = {
-    MessageState.ACCEPTED: 1,  # ENROUTE
-    MessageState.DISPATCHING: 1,
-    MessageState.SENT: 1,
-    MessageState.DELIVERED: 2,
-    MessageState.EXPIRED: 3,
-    MessageState.CANCELLED: 4,  # DELETED
-    MessageState.UNDELIVERABLE: 5,
-    MessageState.FAILED: 5,
-    MessageState.REJECTED: 8,
-}
 
 _FINISHED_MEMORY = 8192  # far more than the deletes done during one pending read
 _BOUND_STATES = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
@@ -541,7 +528,7 @@ class SmppServer:
             return QuerySmResp(
                 message_id=pdu.message_id,
                 final_date=final,
-                message_state=_MESSAGE_STATE[record.state],
+                message_state=record.state.message_state,
                 error_code=(record.error or 0) & 0xFF,
                 sequence_number=seq,
             )

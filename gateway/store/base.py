@@ -22,13 +22,18 @@ __all__ = [
     "INBOUND_DONE",
     "INBOUND_TAKEN",
     "Delivery",
+    "IncomingReceipt",
     "MessageRecord",
     "MessageState",
     "NewDelivery",
     "NewMessage",
+    "OverdueMessage",
+    "ReceiptMatch",
     "ReceiptRecord",
+    "Settlement",
     "Store",
     "Usage",
+    "state_of_smpp",
     "usage_windows",
 ]
 
@@ -49,11 +54,65 @@ class MessageState(Enum):
     EXPIRED = "expired"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
-    FAILED = "failed"  # gave up: permanent error, or retries exhausted
+    FAILED = "failed"  # gave up: permanent error, retries exhausted, or no target took it
+    UNKNOWN = "unknown"  # ended with no outcome we can read: a vendor stat, no receipt in time
 
     @property
     def final(self) -> bool:
         return self not in (MessageState.ACCEPTED, MessageState.DISPATCHING, MessageState.SENT)
+
+    @property
+    def message_state(self) -> int:
+        """The message_state TLV value (SMPP v3.4 5.2.28) a query or receipt reports."""
+        return _SMPP_STATE[self]
+
+    @property
+    def stat(self) -> str:
+        """The Appendix B receipt ``stat`` for this state."""
+        return _STAT[_SMPP_STATE[self]]
+
+
+# The one table between our states and SMPP's message_state (5.2.28) / receipt stat (Table
+# B-1); every module that speaks SMPP about a message's state reads it from here.
+_SMPP_STATE: dict[MessageState, int] = {
+    MessageState.ACCEPTED: 1,  # ENROUTE
+    MessageState.DISPATCHING: 1,
+    MessageState.SENT: 1,
+    MessageState.DELIVERED: 2,
+    MessageState.EXPIRED: 3,
+    MessageState.CANCELLED: 4,  # DELETED
+    MessageState.UNDELIVERABLE: 5,
+    MessageState.FAILED: 5,
+    MessageState.UNKNOWN: 7,
+    MessageState.REJECTED: 8,
+}
+_STAT = {
+    1: "ENROUTE",
+    2: "DELIVRD",
+    3: "EXPIRED",
+    4: "DELETED",
+    5: "UNDELIV",
+    7: "UNKNOWN",
+    8: "REJECTD",
+}
+# What an upstream's message_state ends a message as. ENROUTE (1) and ACCEPTED (6: taken by
+# the SMSC, or read by its customer service) leave it waiting; any value SMPP v3.4 does not
+# define reads as UNKNOWN - still an end, so the application hears one.
+_FROM_SMPP = {
+    2: MessageState.DELIVERED,
+    3: MessageState.EXPIRED,
+    4: MessageState.CANCELLED,
+    5: MessageState.UNDELIVERABLE,
+    7: MessageState.UNKNOWN,
+    8: MessageState.REJECTED,
+}
+
+
+def state_of_smpp(message_state: int) -> MessageState | None:
+    """The final state an upstream's message_state ends a message in; None: not final."""
+    if message_state in (1, 6):
+        return None
+    return _FROM_SMPP.get(message_state, MessageState.UNKNOWN)
 
 
 class NewMessage(NamedTuple):
@@ -116,6 +175,51 @@ class ReceiptRecord:
     message_state: int  # SMPP v3.4 5.2.28
     error: int
     received_at: float
+    raw: bytes = b""  # the receipt's text as it came
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReceipt:
+    """A receipt to match (`Store.match_receipts`): its upstream, the id keys to look it up
+    by (in order), and what to keep. `keep_unknown`: when no key matches, keep it among the
+    unknown receipts (else it is only looked up: it will be looked up again)."""
+
+    upstream: str
+    keys: tuple[str, ...]
+    upstream_id: str
+    message_state: int
+    error: int
+    received_at: float
+    raw: bytes = b""
+    keep_unknown: bool = True
+
+
+class ReceiptMatch(NamedTuple):
+    """The message a receipt matched, as it was before the batch, the receipt's part, and
+    every part's latest receipt state once the whole batch was kept (None: none yet)."""
+
+    record: MessageRecord
+    part: int
+    states: list[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A message to end (`Store.settle_many`), and the receipt for its application."""
+
+    message_id: str
+    state: MessageState
+    error: int | None = None
+    delivery: NewDelivery | None = None
+
+
+class OverdueMessage(NamedTuple):
+    """A message sent and still waiting for its receipt (`Store.overdue_sent`)."""
+
+    record: MessageRecord
+    upstream: str
+    part_ids: tuple[str, ...]  # every part's id as the upstream wrote it
+    states: list[int | None]  # every part's latest receipt state
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,24 +336,24 @@ class Store(Protocol):
     # The hot paths as one write each (what the steps above do, in one transaction):
 
     async def record_sent(
-        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+        self,
+        message_id: str,
+        upstream: str,
+        part_keys: tuple[tuple[str, ...], ...],
+        now: float,
+        *,
+        part_ids: tuple[str, ...] = (),
     ) -> bool:
         """The upstream took the message as ``len(part_keys)`` parts whose ids have these
-        keys: `set_parts` (when more than one), `link_upstream_id` for each part and
-        `set_state` SENT. False if the message is unknown."""
+        keys (`part_ids`: the ids as written, for `overdue_sent`): `set_parts` (when more than
+        one), `link_upstream_id` for each part and `set_state` SENT - unless the message
+        already ended (a receipt beat this: its ids are linked all the same). False if the
+        message is unknown."""
 
-    async def match_receipt(
-        self,
-        upstream: str,
-        keys: tuple[str, ...],
-        *,
-        upstream_id: str,
-        message_state: int,
-        error: int,
-        now: float,
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        """`find_part`, then `add_receipt` for it: the message as it was before this receipt
-        and every part's latest receipt state; None (nothing kept) if no id matches."""
+    async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
+        """Match many receipts in one transaction: for each, `find_part` by its keys and keep
+        it (with its raw text) for that part; None for one no key matches, which is kept among
+        the unknown receipts when it says `keep_unknown`."""
 
     async def settle(
         self,
@@ -260,7 +364,35 @@ class Store(Protocol):
         error: int | None = None,
         delivery: NewDelivery | None = None,
     ) -> bool:
-        """`set_state`, and `enqueue_delivery` of `delivery` (if given) with it."""
+        """End a message that has not ended yet, and `enqueue_delivery` of `delivery` (if
+        given) with it, as one conditional step: False (and nothing queued) if it is unknown
+        or already final - so no message ever gets two final receipts."""
+
+    async def settle_many(
+        self,
+        settlements: list[Settlement],
+        now: float,
+        *,
+        deliveries: tuple[NewDelivery, ...] = (),
+    ) -> list[bool]:
+        """`settle` for each (in order; a second one for the same message finds it final),
+        and queue `deliveries` (intermediate notifications), in one transaction."""
+
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        """Messages still SENT (to `upstream`, if given) whose send was recorded before
+        `before`, oldest first."""
+
+    async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
+        """Receipts no message matched, newest first (message_id "", part -1)."""
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        """What was learnt of each upstream's id spelling: (responses' base, receipts' base)
+        (`gateway.smpp.receipt.IdSpelling`), kept across restarts."""
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        """Keep what was learnt of an upstream's id spelling (see `id_formats`)."""
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -277,7 +409,8 @@ class Store(Protocol):
     async def delivery_done(self, delivery_id: int) -> None: ...
 
     async def purge(self, before: float) -> int:
-        """Forget final messages and expired deliveries older than `before`; how many rows."""
+        """Forget final messages, expired deliveries and unknown receipts older than `before`;
+        how many rows."""
 
     async def change_pending(
         self,

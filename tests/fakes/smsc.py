@@ -53,6 +53,8 @@ class Behaviour:
     refuse_binds: int = 0  # refuse this many binds with `refuse_status`
     refuse_status: int = ESME_RINVPASWD
     deliver_on_tx: bool = False  # send receipts on the transmitter session (carriers do)
+    send_receipts: bool = True  # False: a carrier that never reports (the link dropped)
+    query_state: int | None = None  # answer query_sm with this message_state; None: refuse
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class FakeSmsc:
     answered_late: int = 0
     unbinds: int = 0
     malformed_sent: int = 0
+    queries: list[tuple[str, str]] = field(default_factory=list)  # query_sm (id, source_addr)
     port: int = 0
     _server: asyncio.Server | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(0xABC000))
@@ -152,6 +155,8 @@ class FakeSmsc:
                     self._reply(peer, "unbind_resp", pdu.sequence)
                     await writer.drain()
                     break
+                elif pdu.command == "query_sm":
+                    self._query(peer, pdu)
                 elif pdu.command == "submit_sm" and await self._submit(peer, pdu):
                     await writer.drain()
                     break  # the behaviour drops the link here
@@ -245,6 +250,23 @@ class FakeSmsc:
             return True
         return False
 
+    def _query(self, peer: _Peer, pdu: Any) -> None:
+        message_id = pdu.message_id.decode()
+        self.queries.append((message_id, (pdu.source_addr or b"").decode()))
+        state = self.behaviour.query_state
+        if state is None:
+            self._reply(peer, "query_sm_resp", pdu.sequence, status=0x67)  # ESME_RQUERYFAIL
+            return
+        self._reply(
+            peer,
+            "query_sm_resp",
+            pdu.sequence,
+            message_id=message_id,
+            final_date="",
+            message_state=state,
+            error_code=0,
+        )
+
     async def _answer(self, peer: _Peer, sequence: int, upstream_id: str, receipt: Any) -> None:
         self._reply(peer, "submit_sm_resp", sequence, message_id=upstream_id)
         if not self.behaviour.receipt_before_response:
@@ -295,6 +317,8 @@ class FakeSmsc:
         return fields
 
     def _send_receipt(self, submitted_on: _Peer, fields: dict[str, Any]) -> None:
+        if not self.behaviour.send_receipts:
+            return
         delay = self.behaviour.receipt_delay
         if delay and not self.behaviour.receipt_before_response:
             self._later(delay, self._receipt_now(submitted_on, fields))
@@ -321,6 +345,13 @@ class FakeSmsc:
         pdu = smpplib.smpp.make_pdu("deliver_sm", client=peer.seq, **fields)
         peer.unacked[pdu.sequence] = fields
         peer.writer.write(pdu.generate())
+
+    async def send_deliver(self, fields: dict[str, Any]) -> None:
+        """Any deliver_sm a carrier may send (receipts in its own words, notifications)."""
+        self._deliver(fields)
+        for peer in self.receivers():
+            with contextlib.suppress(ConnectionError):
+                await peer.writer.drain()
 
     async def send_mo(self, source: str, destination: str, parts: list[tuple[bytes, int]]) -> None:
         """Deliver an inbound message to the bound gateway: (short_message, esm_class) parts."""
