@@ -32,18 +32,20 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import re
 import selectors
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from drivers.modem.emulator_quirks import VENDOR_PROFILES, Quirks, VendorProfile, vendor
 from gateway.sms import (
     Encoding,
     SmsError,
@@ -70,6 +72,7 @@ from gateway.sms.tpdu import (
 )
 
 __all__ = [
+    "VENDOR_PROFILES",
     "ModemEmulator",
     "NetworkEvent",
     "Quirks",
@@ -77,7 +80,9 @@ __all__ = [
     "SimNetwork",
     "SubmitRejected",
     "SubmittedPart",
+    "VendorProfile",
     "serve_emulators",
+    "vendor",
 ]
 
 # -- result codes -----------------------------------------------------------------------------
@@ -508,84 +513,6 @@ class SimNetwork:
         self._push(_key(to_modem), NetworkEvent("signal", value=rssi), delay)
 
 
-# -- quirks -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Quirks:
-    """What real modems do that trips drivers up. All off by default; read when used.
-
-    Attributes:
-        echo: echo on after start and ATZ (V.250's own default; most drivers send ATE0).
-        urc_mid_answer: write a ^RSSI or +CREG line inside every answer, before its final
-            result code.
-        slow: seconds before each command line is answered.
-        cms_error_every: every Nth AT+CMGS fails with +CMS ERROR `cms_error_code` (0: never).
-        cms_error_code: 500 (unknown error) or 512 (manufacturer specific) are the usual ones.
-        pin: the SIM asks for this PIN (+CPIN: SIM PIN) until AT+CPIN=<pin>; three wrong ones
-            lock it (SIM PUK) until AT+CPIN=<puk>,<new pin>.
-        puk: the PUK for that.
-        sim_busy: the first N AT+CPIN? answer +CME ERROR: 14 (SIM busy).
-        registration_delay: seconds of +CREG stat 2 (searching) before stat 1.
-        storage_full: storing fails (+CMS ERROR: 322) and +CMTI / +CDSI stop; the network keeps
-            the messages and retries once this is switched off.
-        urc_flood_ms: write a Huawei-style ^RSSI / ^MODE / ^BOOT line every this many ms
-            (AT^CURC=0 stops it, as on the real ones).
-        no_smsc: no SMSC address on the SIM: AT+CMGS without one in the PDU gives +CMS ERROR:
-            330 until AT+CSCA sets it.
-        bare_prompt: "> " with no line end before it (some modems send "\\r\\n> ").
-        zero_based_index: storage indices start at 0, as on Huawei and Quectel modems.
-        ussd_packed: USSD strings are GSM 7-bit packed hex both ways, as on Huawei modems.
-    """
-
-    echo: bool = False
-    urc_mid_answer: bool = False
-    slow: float = 0.0
-    cms_error_every: int = 0
-    cms_error_code: int = 500
-    pin: str | None = None
-    puk: str = "12345678"
-    sim_busy: int = 0
-    registration_delay: float = 0.0
-    storage_full: bool = False
-    urc_flood_ms: float = 0.0
-    no_smsc: bool = False
-    bare_prompt: bool = False
-    zero_based_index: bool = False
-    ussd_packed: bool = False
-
-    @classmethod
-    def parse(cls, items: Iterable[str]) -> Quirks:
-        """Quirks from ``name=value`` strings (as `smsgw emulate-modem --quirk` takes them).
-
-        Raises:
-            ValueError: an unknown name or a value of the wrong type.
-        """
-        kinds = {f.name: f.type for f in fields(cls)}
-        quirks = cls()
-        for item in items:
-            name, sep, raw = item.partition("=")
-            name = name.strip().replace("-", "_")
-            if name not in kinds:
-                raise ValueError(f"unknown quirk {name!r}; known: {', '.join(sorted(kinds))}")
-            kind = str(kinds[name])
-            value: object
-            if kind == "bool":
-                if not sep or raw.lower() in ("1", "true", "yes", "on"):
-                    value = True
-                elif raw.lower() in ("0", "false", "no", "off"):
-                    value = False
-                else:
-                    raise ValueError(f"quirk {name}: {raw!r} is not a boolean")
-            else:
-                try:
-                    value = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
-                except ValueError:
-                    raise ValueError(f"quirk {name}: {raw!r} is not a {kind}") from None
-            setattr(quirks, name, value)
-        return quirks
-
-
 # -- the modem --------------------------------------------------------------------------------
 
 
@@ -712,8 +639,10 @@ class ModemEmulator:
         self._csca: tuple[str, int] = ("", TOA_UNKNOWN)
         if not self.quirks.no_smsc:
             self._csca = (network.smsc, TOA_INTERNATIONAL)
+        self._urc_port = ""  # AT+QURCCFG="urcport": kept in the modem's NV, across power-on
         self.pin_attempts = 3
         self.unacked = 0  # +CMT / +CDS the TE never acknowledged
+        self.delivered_direct = 0  # +CMT / +CDS written (a repeat counts again)
         self.commands: list[str] = []  # every command line received, for tests to inspect
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -835,6 +764,10 @@ class ModemEmulator:
         self._cmgs_count = 0
         self._curc = True
         self._last_line = ""
+        # SIM800: SMS commands wait for "SMS Ready", which comes after the SIM is ready.
+        self._sms_ready_at: float | None = None
+        if self.quirks.sms_ready_delay > 0:
+            self._sms_ready_at = now + self.quirks.sms_ready_delay if self._pin_ok else math.inf
 
     def _reset_profile(self) -> None:
         """ATZ / AT&F / power-on: the settings a TE sets, not the SIM's."""
@@ -844,7 +777,7 @@ class ModemEmulator:
         self._cmee = 0
         self._cmgf = 0
         self._cscs = "GSM"
-        self._csms = 0
+        self._csms = 1 if self.quirks.cmt_always else 0
         self._cnmi = [1, 1, 0, 0, 0]  # mode, mt, bm, ds, bfr
         self._cpms = ["SM", "SM", "SM"]
         self._reg_n = {"+CREG": 0, "+CGREG": 0, "+CEREG": 0}
@@ -923,6 +856,8 @@ class ModemEmulator:
             deadlines.append(self._search_since + self.quirks.registration_delay)
         if self.quirks.urc_flood_ms > 0 and self._curc:
             deadlines.append(self._next_flood)
+        if self._sms_ready_at is not None and self._sms_ready_at != math.inf:
+            deadlines.append(self._sms_ready_at)
         if self._held:
             deadlines.append(now + 0.2)  # storage may have been freed by a quirk switched off
         return max(0.0, min(deadlines) - now)
@@ -934,6 +869,10 @@ class ModemEmulator:
             self._held_output = b""
         while self._timers and self._timers[0][0] <= now:
             heapq.heappop(self._timers)[2]()
+        if self._sms_ready_at is not None and now >= self._sms_ready_at:
+            self._sms_ready_at = None
+            self._urc("Call Ready")
+            self._urc("SMS Ready")
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._ack_timed_out()
         for event in self.network.due(self.imei, self.network.now()):
@@ -982,7 +921,16 @@ class ModemEmulator:
         return self._line("\r\n".join(lines))
 
     def _urc(self, line: str) -> None:
+        if self.quirks.urc_port and self.urc_port != "usbat":
+            return  # written to the modem's other USB port: nobody reads it here
+        if self.quirks.sms_urcs_lost and line.startswith(("+CMTI", "+CDS", "+CMT")):
+            return
         self._urcs.append(line)
+
+    @property
+    def urc_port(self) -> str:
+        """Where a Quectel writes its URCs (AT+QURCCFG="urcport"); "usbat" is this port."""
+        return self._urc_port or self.quirks.urc_port or "usbat"
 
     def _flush_urcs(self) -> None:
         if self._urcs and self._prompt is None and not self._busy_until:
@@ -1178,6 +1126,8 @@ class ModemEmulator:
             raise _Fail("error")  # an unknown command: plain ERROR, whatever AT+CMEE says
         if name in _NEEDS_SIM:
             self._need_sim(sms=name in _SMS_COMMANDS)
+        if self._sms_ready_at is not None and name in _SMS_SET_UP:
+            raise _Fail("error")  # SIM800 before "SMS Ready": plain ERROR, whatever AT+CMEE
         return handler(op, _split_args(arg) if op == "set" else [])
 
     def _need_sim(self, sms: bool) -> None:
@@ -1250,6 +1200,7 @@ class ModemEmulator:
             "+CNMA": self._cmd_cnma,
             "+CUSD": self._cmd_cusd,
             "^CURC": self._cmd_curc,
+            "+QURCCFG": self._cmd_qurccfg,
             # Accepted and ignored: flow control, saving settings, indicators a pty has no use for.
             "+IFC": lambda op, a: ["+IFC: 2,2"] if op == "read" else [],
             "+CSAS": lambda op, a: [],
@@ -1320,6 +1271,8 @@ class ModemEmulator:
             self.pin_attempts = 3
         self._pin_ok = True
         self._search_since = time.monotonic()
+        if self.quirks.sms_ready_delay > 0:
+            self._sms_ready_at = self._search_since + self.quirks.sms_ready_delay
         return []
 
     def _reg_urc(self, name: str, stat: int) -> str:
@@ -1406,6 +1359,22 @@ class ModemEmulator:
         return []
 
     # SMS settings (27.005 3.x)
+
+    def _cmd_qurccfg(self, op: str, args: list[str | None]) -> list[str]:
+        # Quectel EC2x/EG25 AT manual, AT+QURCCFG: "urcport" is "usbat", "usbmodem" or "uart1".
+        if not self.quirks.urc_port:
+            raise _Fail("error")  # not a Quectel
+        if op == "test":
+            return ['+QURCCFG: "urcport",("usbat","usbmodem","uart1")']
+        if op != "set" or not args or (args[0] or "").lower() != "urcport":
+            raise _cme(50)
+        if len(args) == 1:
+            return [f'+QURCCFG: "urcport","{self.urc_port}"']
+        port = (args[1] or "").lower()
+        if port not in ("usbat", "usbmodem", "uart1"):
+            raise _cme(50)
+        self._urc_port = port
+        return []
 
     def _cmd_cmgf(self, op: str, args: list[str | None]) -> list[str]:
         if op == "test":
@@ -1499,6 +1468,8 @@ class ModemEmulator:
         for index in range(first, first + self.capacity[mem]):
             if index not in slots:
                 slots[index] = stored
+                if self.quirks.smmemfull and len(slots) >= self.capacity[mem]:
+                    self._urc(f'^SMMEMFULL: "{mem}"')  # Huawei: the memory just filled
                 return index
         return None
 
@@ -1509,6 +1480,8 @@ class ModemEmulator:
         index = self._index(args[0] if args else None, mem)
         stored = self._mem[mem].get(index)
         if stored is None:
+            if self.quirks.empty_slot_321:
+                raise _cms(321)  # SIMCom / Quectel: "invalid memory index"
             return []  # an empty slot: OK with nothing, as most modems answer
         info = self._show(stored, None)
         if stored.stat == 0:
@@ -1717,11 +1690,13 @@ class ModemEmulator:
         pdu = event.pdu
         assert pdu is not None
         mode, mt, _, ds, _ = self._cnmi
-        if not self._pin_ok or self._cfun != 1:
+        if not self._pin_ok or self._cfun != 1 or not self._registered():
             return False  # off the network: nothing arrives
+        if self._sms_ready_at is not None:
+            return False  # SMS not ready: the network keeps trying
         routing = mode in (1, 2)
         if event.kind == "deliver":
-            if routing and mt == 2:
+            if routing and (mt == 2 or self.quirks.cmt_always):
                 self._direct(event, "+CMT")
                 return True
             mem = self._cpms[2]
@@ -1734,17 +1709,21 @@ class ModemEmulator:
         if routing and ds == 1:
             self._direct(event, "+CDS")
             return True
+        if self.quirks.drop_unrouted_reports and not (routing and ds == 2):
+            return True  # 27.005 3.4.1 ds=0: not routed to the TE, and not kept either
         index = self._store("SR", _Stored(0, pdu.pdu, pdu.tpdu_length))
         if index is None:
             return ds != 2  # with ds=0 a report with no room is dropped, as modems do
         if routing and ds == 2:
-            self._urc(f'+CDSI: "SR",{index}')
+            mem = "SM" if self.quirks.cdsi_wrong_mem else "SR"
+            self._urc(f'+CDSI: "{mem}",{index}')
         return True
 
     def _direct(self, event: NetworkEvent, label: str) -> None:
         """+CMT / +CDS: the message itself, its PDU (or text) on the line after the header."""
         pdu = event.pdu
         assert pdu is not None
+        self.delivered_direct += 1
         if self._cmgf == 0:
             head = f"+CMT: ,{pdu.tpdu_length}" if label == "+CMT" else f"+CDS: {pdu.tpdu_length}"
             self._urc(f"{head}\r\n{pdu.hex}")
@@ -1829,6 +1808,7 @@ class ModemEmulator:
 
 _SMS_COMMANDS = frozenset(("+CMGS", "+CMGW", "+CMGR", "+CMGL", "+CMGD", "+CPMS", "+CNMA", "+CSCA"))
 _NEEDS_SIM = _SMS_COMMANDS | {"+CIMI", "+CUSD"}
+_SMS_SET_UP = _SMS_COMMANDS | {"+CMGF", "+CNMI", "+CSMS"}
 
 
 def serve_emulators(

@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -133,6 +133,11 @@ class ModemSettings:
         registration_timeout: how long to wait for network registration before reopening.
         send_tries: attempts per part for transient errors (CMS 500, 512, timeouts...).
         send_backoff: first delay between them, doubling, with jitter.
+        urc_port: the port a Quectel is told to write its URCs to (AT+QURCCFG="urcport"):
+            "usbat" (the AT port), "usbmodem" or "uart1" - the one this driver reads.
+        poll_quiet: when no URC has come for this many seconds, storage is listed anyway (a
+            safety net for URCs that go astray); 0 turns it off.
+        ussd_packed: USSD as packed GSM 7-bit hex both ways; None: on Huawei modems.
     """
 
     name: str
@@ -155,6 +160,9 @@ class ModemSettings:
     registration_timeout: float = 120.0
     send_tries: int = 3
     send_backoff: float = 1.0
+    urc_port: str = "usbat"
+    poll_quiet: float = 120.0
+    ussd_packed: bool | None = None
 
 
 @dataclass
@@ -162,7 +170,8 @@ class ModemInfo:
     """What is known of a modem now (a snapshot: `Modem.info` returns a copy).
 
     `sent` and `failed` count messages (a 3-part message once); `received` SMS-DELIVERs
-    handed to the sink.
+    handed to the sink. `send_blocked` says why a READY modem cannot send (no SMSC address):
+    the bank gives its messages to another modem.
     """
 
     port: str = ""
@@ -182,6 +191,7 @@ class ModemInfo:
     received: int = 0
     last_error: str | None = None
     state: ModemState = ModemState.CLOSED
+    send_blocked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,31 @@ def _sim_busy(error: AtError) -> bool:
     )
 
 
+def _is_report(pdu: bytes) -> bool:
+    """Whether a stored PDU (SMSC part first) is an SMS-STATUS-REPORT (TP-MTI 10, 23.040
+    9.2.3.1)."""
+    return len(pdu) > 1 + pdu[0] and pdu[1 + pdu[0]] & 0x03 == 0x02
+
+
+def _sms_not_ready(error: AtError) -> bool:
+    """An SMS command refused because the modem's SMS side is still starting (SIM800 before
+    "SMS Ready": ERROR; others CMS 302 / 314 / 515, CME 3 / 14)."""
+    return _sim_busy(error) or (error.kind, error.code) in {("CMS", 302), ("CME", 3)}
+
+
+def _first_text(lines: Sequence[str]) -> str:
+    for line in lines:
+        text = line.partition(":")[2].strip() if line.startswith("+") else line.strip()
+        if text:
+            return text.strip('"')
+    raise commands.AnswerError("empty")
+
+
+_NO_SMSC = "no SMSC address on the SIM and none configured (smsc)"
+_MAX_RECENT = 1024  # TPDUs remembered so one delivered twice is handed on once
+_STORAGE_MARGIN = 0.75  # a memory this full is drained at once
+
+
 _REGISTRATION = {
     0: "not registered",
     1: "home",
@@ -314,6 +349,8 @@ _SETTLE = 0.2  # seconds after the ESC written at open for the modem to answer i
 class _Stored:
     mem: str
     index: int
+    report: bool  # announced by +CDSI
+    drains: int  # drains finished when it was announced: a later one may have read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +425,13 @@ class Modem:
         self._stopping = False
         self._registered_evt = asyncio.Event()
         self._serving = False  # READY was reached on this connection (registration may go)
+        self._sms_ready_evt = asyncio.Event()
+        self._memories: tuple[str, ...] = ()  # what AT+CPMS=? offers to read
+        self._drains = 0
+        self._last_urc = clock()
+        self._last_poll = clock()
+        self._recent: OrderedDict[bytes, None] = OrderedDict()  # TPDUs handed on lately
+        self._send_blocked: str | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -397,7 +441,7 @@ class Modem:
 
     @property
     def info(self) -> ModemInfo:
-        return dataclasses.replace(self._info, state=self._state)
+        return dataclasses.replace(self._info, state=self._state, send_blocked=self._send_blocked)
 
     def ready(self) -> bool:
         return self._state is ModemState.READY
@@ -468,6 +512,8 @@ class Modem:
                 await self._serve()
             except _Fatal as exc:
                 self._fail(str(exc))
+                # Not only in `modem list`: the operator must act (PIN, PUK, SIM).
+                self._log.error("modem failed; not retried until restarted", reason=str(exc))
                 self._close()
                 self._set_state(ModemState.FAILED)
                 return
@@ -616,10 +662,14 @@ class Modem:
             if future is not None:
                 future.set_exception(_PortLost(f"{event.command.text}: port lost"))
         elif isinstance(event, NewMessage | StatusReportStored):
-            self._jobs.put_nowait(_Stored(event.mem, event.index))
+            self._heard()
+            report = isinstance(event, StatusReportStored)
+            self._jobs.put_nowait(_Stored(event.mem, event.index, report, self._drains))
         elif isinstance(event, IncomingSms | StatusReport):
+            self._heard()
             self._jobs.put_nowait(_Direct(event.pdu, self._generation))
         elif isinstance(event, Registration):
+            self._heard()
             if event.name == "+CREG":
                 self._registration(event.stat)
         elif isinstance(event, Ussd):
@@ -631,11 +681,16 @@ class Modem:
         elif isinstance(event, StaleAnswer):
             self._stale(event.lines, event.result)
         elif isinstance(event, VendorUrc):
+            self._heard()
             self._vendor_urc(event)
         elif isinstance(event, Ring):
             self._log.debug("ring", kind=event.kind)
         elif isinstance(event, Garbage):
             self._log.debug("garbage from modem", data=event.data[:80])
+
+    def _heard(self) -> None:
+        """A URC came: they reach this port (see `ModemSettings.poll_quiet`)."""
+        self._last_urc = self._clock()
 
     def _stale(self, lines: tuple[str, ...], result: str) -> None:
         late = self._late
@@ -649,7 +704,13 @@ class Modem:
             late.future.set_result(mr)
 
     def _vendor_urc(self, event: VendorUrc) -> None:
-        if event.name == "^RSSI":
+        if event.name == "SMS Ready":  # SIMCom: SMS commands work from now on
+            self._sms_ready_evt.set()
+        elif event.name == "^SMMEMFULL":  # Huawei: a memory is full; read it now
+            self._log.warning("modem storage full", mem=event.value)
+            if self._serving:  # else the drain that starts serving reads it
+                self._jobs.put_nowait(_Drain())
+        elif event.name == "^RSSI":
             with contextlib.suppress(ValueError):
                 rssi = int(event.value)
                 self._info.signal_dbm = -113 + 2 * rssi if 0 <= rssi <= 31 else None
@@ -780,14 +841,20 @@ class Modem:
         await self._wake(s.init_timeout)
         # V1 too: a modem another tool left in numeric mode (ATV0) answers in words again.
         await self._command(Command("ATE0V1", timeout=s.command_timeout))
+        # Numeric codes: vendors word +CMS errors each their own way (AT+CMEE=2), and the
+        # code decides what a failed send means; the tables give the words for logs.
         with contextlib.suppress(_CommandError):
-            await self._command(Command("AT+CMEE=2", timeout=s.command_timeout))
+            await self._command(Command("AT+CMEE=1", timeout=s.command_timeout))
         self._set_state(ModemState.SIM_WAIT)
         await self._unlock_sim()
+        # SMS storage and routing before registration: the network hands over the reports and
+        # messages it held the moment the modem registers, and with AT+CNMI not yet set a
+        # modem may throw reports away (27.005 3.4.1, <ds>=0).
+        self._set_state(ModemState.INITIALISING)
+        await self._sms_setup_when_ready()
         self._set_state(ModemState.REGISTERING)
         await self._register()
         self._set_state(ModemState.INITIALISING)
-        await self._sms_setup()
         await self._identify()
         await self._health()
         self._info.last_error = None
@@ -874,19 +941,49 @@ class Modem:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._registered_evt.wait(), min(1.0, remaining))
 
+    async def _sms_setup_when_ready(self) -> None:
+        """`_sms_setup`, waiting (bounded by `init_timeout`) while the modem says SMS is not
+        ready yet: a SIM800 answers ERROR until its "SMS Ready" URC. Reopening instead would
+        only start the wait again, with the port closed while reports arrive."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.init_timeout
+        while True:
+            self._sms_ready_evt.clear()
+            try:
+                await self._sms_setup()
+                return
+            except _CommandError as exc:
+                remaining = deadline - loop.time()
+                if not _sms_not_ready(exc.error) or remaining <= 0:
+                    raise
+                self._log.info("SMS not ready yet, waiting for it", error=str(exc))
+            # "SMS Ready" wakes us; a modem that never says it is asked again every second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sms_ready_evt.wait(), min(1.0, remaining))
+
     async def _sms_setup(self) -> None:
         s = self.settings
         t = s.command_timeout
         await self._command(Command("AT+CMGF=0", timeout=t))
+        manufacturer = await self._try_read(Command("AT+CGMI", timeout=t), _first_text)
+        self._info.manufacturer = manufacturer or self._info.manufacturer
+        if "quectel" in (manufacturer or "").lower():
+            # Quectel EC2x/EG25 AT manual, AT+QURCCFG: URCs go to one port only, not always
+            # the one we read.
+            with contextlib.suppress(_CommandError, ValueError):
+                await self._command(Command(f'AT+QURCCFG="urcport","{s.urc_port}"', timeout=t))
         mem = s.storage.upper()
         await self._command(commands.cpms(mem, mem, mem))
         self._read_mem = mem
-        cnmi = "AT+CNMI=2,1,0,2,0" if s.status_reports else "AT+CNMI=2,1,0,0,0"
-        try:
-            await self._command(Command(cnmi, timeout=t))
-        except _CommandError:
-            # Mode 2 (buffer URCs while the port is busy) is not everywhere; mode 1 is.
-            await self._command(Command(cnmi.replace("=2,", "=1,", 1), timeout=t))
+        memories = await self._try_read(commands.cpms_test(), commands.parse_cpms_test)
+        wanted = [mem, *(m for m in ("SM", "ME", "SR") if m != mem)]
+        if not s.status_reports:
+            wanted.remove("SR")
+        self._memories = tuple(m for m in wanted if memories is None or m in memories)
+        if memories is None:
+            self._memories = (mem, "SR") if s.status_reports and mem != "SR" else (mem,)
+        await self._set_cnmi()
         self._cnma = False
         try:
             lines = await self._command(Command("AT+CSMS?", timeout=t))
@@ -908,8 +1005,18 @@ class Modem:
             address = s.smsc
             self._log.info("SMSC address set from settings", smsc=s.smsc)
         elif not address:
-            self._log.warning("no SMSC address on the SIM and none configured (smsc)")
+            self._log.error("no SMSC address on the SIM and none configured (smsc)")
         self._info.smsc = address
+        self._send_blocked = None if address else _NO_SMSC
+
+    async def _set_cnmi(self) -> None:
+        t = self.settings.command_timeout
+        cnmi = "AT+CNMI=2,1,0,2,0" if self.settings.status_reports else "AT+CNMI=2,1,0,0,0"
+        try:
+            await self._command(Command(cnmi, timeout=t))
+        except _CommandError:
+            # Mode 2 (buffer URCs while the port is busy) is not everywhere; mode 1 is.
+            await self._command(Command(cnmi.replace("=2,", "=1,", 1), timeout=t))
 
     async def _identify(self) -> None:
         info = self._info
@@ -917,17 +1024,12 @@ class Modem:
         info.imsi = await self._try_read(commands.cimi(), commands.parse_imsi) or info.imsi
         info.iccid = await self._read_iccid() or info.iccid
 
-        def first(lines: Sequence[str]) -> str:
-            for line in lines:
-                text = line.partition(":")[2].strip() if line.startswith("+") else line.strip()
-                if text:
-                    return text.strip('"')
-            raise commands.AnswerError("empty")
-
         ati = await self._try_read(Command("ATI"), tuple)
-        info.manufacturer = await self._try_read(Command("AT+CGMI"), first) or info.manufacturer
-        info.model = await self._try_read(Command("AT+CGMM"), first) or info.model
-        info.revision = await self._try_read(Command("AT+CGMR"), first) or info.revision
+        info.manufacturer = (
+            await self._try_read(Command("AT+CGMI"), _first_text) or info.manufacturer
+        )
+        info.model = await self._try_read(Command("AT+CGMM"), _first_text) or info.model
+        info.revision = await self._try_read(Command("AT+CGMR"), _first_text) or info.revision
         self._log.info(
             "modem identified",
             imei=info.imei,
@@ -962,6 +1064,14 @@ class Modem:
                     raise _Retry(f"no answer to {misses} health checks") from None
             except _CommandError as exc:
                 self._log.warning("health check failed", error=str(exc))
+            quiet = self.settings.poll_quiet
+            now = self._clock()
+            if quiet > 0 and now - max(self._last_urc, self._last_poll) >= quiet:
+                # No URC for a while: they may go to another port (Quectel) or be lost. What
+                # is stored is found anyway.
+                self._log.debug("no URC lately: listing storage")
+                self._last_poll = now
+                self._drain_due = True
             if self._drain_due:
                 self._drain_due = False
                 self._jobs.put_nowait(_Drain())
@@ -976,11 +1086,31 @@ class Modem:
                 self._batch_health = False  # some firmware refuses compound lines
             else:
                 self._read_health(lines, lines, lines)
+                await self._watch_storage()
                 return
         csq = await self._command(commands.csq())
         creg = await self._command(commands.creg_query())
         cops = await self._command(Command("AT+COPS?", timeout=t))
         self._read_health(csq, creg, cops)
+        await self._watch_storage()
+
+    async def _watch_storage(self) -> None:
+        """AT+CPMS?: a memory that is filling is drained before it is full (a full one
+        refuses what the network brings: reports are lost, messages wait at the SMSC)."""
+        try:
+            uses = commands.parse_cpms(await self._command(commands.cpms_query()))
+        except (_CommandError, commands.AnswerError):
+            return
+        for use in uses:
+            if use.total > 0 and use.used >= max(1, use.total * _STORAGE_MARGIN):
+                self._log.warning(
+                    "modem storage filling: draining it",
+                    mem=use.mem,
+                    used=use.used,
+                    total=use.total,
+                )
+                self._drain_due = True
+                return
 
     def _read_health(self, csq: Sequence[str], creg: Sequence[str], cops: Sequence[str]) -> None:
         info = self._info
@@ -1032,16 +1162,29 @@ class Modem:
 
     async def _read_stored(self, job: _Stored) -> None:
         await self._use_mem(job.mem)
-        message = commands.parse_cmgr(await self._command(commands.cmgr(job.index)), job.index)
-        if message is None:
-            return  # an empty slot: already read by a drain
-        await self._hand(message.pdu, job.index)
+        try:
+            lines = await self._command(commands.cmgr(job.index))
+        except _CommandError as exc:
+            if exc.error.kind != "CMS" or exc.error.code != 321:
+                raise
+            lines = ()  # "invalid memory index": how SIMCom and Quectel say the slot is empty
+        message = commands.parse_cmgr(lines, job.index)
+        if message is not None:
+            await self._hand(message.pdu, job.index)
+            if not job.report or _is_report(message.pdu):
+                return
+        elif job.drains != self._drains:
+            return  # an empty slot: a drain since has read it
+        # Not where it was announced (+CDSI: "SM" for a report stored in "SR"): look in every
+        # memory now rather than at the next health round.
+        self._log.info(
+            "announced message not found there: reading every memory", mem=job.mem, index=job.index
+        )
+        await self._drain()
 
     async def _drain(self) -> None:
         """Read, hand on and delete everything received that is stored."""
-        mems = [self.settings.storage.upper()]
-        if self.settings.status_reports and "SR" not in mems:
-            mems.append("SR")
+        mems = list(self._memories) or [self.settings.storage.upper()]
         for mem in mems:
             try:
                 await self._use_mem(mem)
@@ -1058,6 +1201,7 @@ class Modem:
                     except Exception:
                         self._log.exception("stored message not handled", index=message.index)
                         self._drain_due = True
+        self._drains += 1
 
     async def _hand(self, pdu: bytes, index: int) -> None:
         """Give a stored message to the sink; delete it once the sink has it."""
@@ -1068,14 +1212,29 @@ class Modem:
             self._log.error("undecodable stored message deleted", pdu=pdu.hex(), error=str(exc))
             await self._command(commands.cmgd(index))
             return
+        if not isinstance(decoded, SmsDeliver | SmsStatusReport):
+            return  # an SMS-SUBMIT someone stored: not ours to delete
+        await self._to_sink(decoded, pdu)
+        await self._command(commands.cmgd(index))
+
+    async def _to_sink(self, decoded: SmsDeliver | SmsStatusReport, pdu: bytes) -> None:
+        """Hand on once: a message the modem brings again (a +CMT repeated because its
+        AT+CNMA was late, then stored too) is dropped, by its TPDU, SC time stamp included."""
+        key = pdu[1 + pdu[0] :] if pdu else pdu
+        if key in self._recent:
+            self._log.info(
+                "message delivered again by the modem: handed on once",
+                report=isinstance(decoded, SmsStatusReport),
+            )
+            return
         if isinstance(decoded, SmsDeliver):
             await self._sink.incoming(self, decoded, pdu)
             self._info.received += 1
-        elif isinstance(decoded, SmsStatusReport):
-            await self._sink.status_report(self, decoded)
         else:
-            return  # an SMS-SUBMIT someone stored: not ours to delete
-        await self._command(commands.cmgd(index))
+            await self._sink.status_report(self, decoded)
+        self._recent[key] = None
+        while len(self._recent) > _MAX_RECENT:
+            self._recent.popitem(last=False)
 
     async def _direct(self, job: _Direct) -> None:
         """+CMT / +CDS: to the sink, then AT+CNMA when the modem waits for it."""
@@ -1084,13 +1243,19 @@ class Modem:
         except SmsError as exc:
             self._log.error("undecodable direct message", pdu=job.pdu.hex(), error=str(exc))
             decoded = None
-        if isinstance(decoded, SmsDeliver):
-            await self._sink.incoming(self, decoded, job.pdu)
-            self._info.received += 1
-        elif isinstance(decoded, SmsStatusReport):
-            await self._sink.status_report(self, decoded)
+        if isinstance(decoded, SmsDeliver | SmsStatusReport):
+            await self._to_sink(decoded, job.pdu)
         if self._cnma and job.generation == self._generation and self._transport is not None:
-            await self._command(Command("AT+CNMA", timeout=self.settings.command_timeout))
+            try:
+                await self._command(Command("AT+CNMA", timeout=self.settings.command_timeout))
+            except _CommandError as exc:
+                if exc.error.kind != "CMS" or exc.error.code != 340:
+                    raise
+                # 27.005 3.4.4: too late; the modem gave up on direct routing (<mt>, <ds> set
+                # to 0) and the network sends the message again: routing back on, and a drain.
+                self._log.warning("AT+CNMA too late: the message will come again")
+                await self._set_cnmi()
+                self._drain_due = True
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -1136,6 +1301,8 @@ class Modem:
         while True:
             if self._state is not ModemState.READY:
                 return SendOutcome(False, reason=f"modem not ready ({self._state.value})")
+            if self._send_blocked is not None:
+                return SendOutcome(False, reason=self._send_blocked)
             tries += 1
             error: AtError | None = None
             try:
@@ -1165,15 +1332,18 @@ class Modem:
                     await self._drain_now()
                     continue
                 if kind == "no_smsc":
+                    # This SIM cannot send; another modem of the bank can: not permanent.
                     if not s.smsc or smsc_set:
-                        why = "no SMSC address on the SIM and none configured (smsc)"
-                        return SendOutcome(False, error=error, permanent=True, reason=why)
+                        why = _NO_SMSC if not s.smsc else "the SMSC refuses the configured one"
+                        self._block_sending(why)
+                        return SendOutcome(False, error=error, reason=why)
                     smsc_set = True
                     try:
                         await self._command(commands.csca(s.smsc))
                     except ValueError as exc:
                         why = f"the configured SMSC address is not valid: {exc}"
-                        return SendOutcome(False, error=error, permanent=True, reason=why)
+                        self._block_sending(why)
+                        return SendOutcome(False, error=error, reason=why)
                     except (_CommandError, _Timeout, _PortLost) as exc:
                         return SendOutcome(False, error=error, reason=f"AT+CSCA failed: {exc}")
                     self._info.smsc = s.smsc
@@ -1181,6 +1351,16 @@ class Modem:
             if tries >= s.send_tries:
                 return SendOutcome(False, error=error, reason=f"{reason} ({tries} tries)")
             await asyncio.sleep(s.send_backoff * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+
+    def _block_sending(self, why: str) -> None:
+        if self._send_blocked is None:
+            self._log.error("modem cannot send until reconnected", reason=why)
+        self._send_blocked = why
+        self._info.last_error = f"send: {why}"
+        try:
+            self._sink.state_changed(self)  # the bank stops picking it
+        except Exception:
+            self._log.exception("state_changed sink failed")
 
     async def _late_answer(self) -> int | AtError | None:
         """After an AT+CMGS timeout: its late answer, if one comes soon (the TP-MR, the error,
@@ -1211,7 +1391,12 @@ class Modem:
                 the request is not supported.
             ValueError: `code` is not a USSD string.
         """
-        command = commands.cusd(code, timeout=min(timeout, self.settings.command_timeout))
+        packed = self.settings.ussd_packed
+        if packed is None:  # Huawei sticks take and give packed GSM 7-bit hex (DCS 15)
+            packed = "huawei" in (self._info.manufacturer or "").lower()
+        command = commands.cusd(
+            code, packed_hex=packed, timeout=min(timeout, self.settings.command_timeout)
+        )
         if self._state is not ModemState.READY:
             raise UssdError(f"{self.name} is not ready ({self._state.value})")
         async with self._ussd_lock:
@@ -1233,4 +1418,4 @@ class Modem:
         if answer.m in (4, 5) or (answer.m == 2 and not answer.text):
             what = {2: "ended by the network", 4: "not supported", 5: "timed out"}[answer.m]
             raise UssdError(f"{self.name}: USSD {code}: {what}")
-        return commands.decode_ussd(answer.text, answer.dcs)
+        return commands.decode_ussd(answer.text, answer.dcs, packed_hex=packed)
