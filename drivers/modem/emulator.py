@@ -611,8 +611,8 @@ class ModemEmulator:
         iccid: str | None = None,
         operator: str = "SimNet",
         operator_numeric: str = "00101",
-        manufacturer: str = "SMSGW",
-        model: str = "EMU-1",
+        manufacturer: str | None = None,
+        model: str | None = None,
         revision: str = "EMU-1.0.0",
         quirks: Quirks | None = None,
         capacity: Mapping[str, int] | None = None,
@@ -626,10 +626,11 @@ class ModemEmulator:
         self.iccid = iccid or _luhn(f"8900{os.getpid() % 1000:03d}{n:011d}")
         self.operator = operator
         self.operator_numeric = operator_numeric
-        self.manufacturer = manufacturer
-        self.model = model
-        self.revision = revision
         self.quirks = quirks if quirks is not None else Quirks()
+        profile = VENDOR_PROFILES.get(self.quirks.vendor)
+        self.manufacturer = manufacturer or (profile.manufacturer if profile else "SMSGW")
+        self.model = model or (profile.model if profile else "EMU-1")
+        self.revision = revision
         self.link = Path(link) if link is not None else None
         self.ack_timeout = ack_timeout
         self.capacity = {"SM": 30, "ME": 100, "SR": 30}

@@ -56,6 +56,9 @@ class Quirks:
             not an empty OK.
         cmt_always: SMS-DELIVERs come as +CMT whatever AT+CNMI <mt> says, and AT+CSMS
             starts at 1 (phase 2+: each needs AT+CNMA, or the network sends it again).
+        vendor: a name in `VENDOR_PROFILES`: in `parse`, "vendor=sim800" switches on that
+            profile's quirks (items after it may change them), and the modem takes the
+            profile's manufacturer and model unless given its own.
     """
 
     echo: bool = False
@@ -81,6 +84,7 @@ class Quirks:
     smmemfull: bool = False
     empty_slot_321: bool = False
     cmt_always: bool = False
+    vendor: str = ""
 
     @classmethod
     def parse(cls, items: Iterable[str]) -> Quirks:
@@ -96,6 +100,15 @@ class Quirks:
             name = name.strip().replace("-", "_")
             if name not in kinds:
                 raise ValueError(f"unknown quirk {name!r}; known: {', '.join(sorted(kinds))}")
+            if name == "vendor":
+                profile = VENDOR_PROFILES.get(raw.strip().lower())
+                if profile is None:
+                    known = ", ".join(sorted(VENDOR_PROFILES))
+                    raise ValueError(f"quirk vendor: {raw!r} is not one of {known}")
+                for key, switch in profile.quirks.items():
+                    setattr(quirks, key, switch)
+                quirks.vendor = raw.strip().lower()
+                continue
             kind = str(kinds[name])
             value: object
             if kind == "bool":
@@ -167,7 +180,4 @@ def vendor(name: str) -> tuple[VendorProfile, Quirks]:
         KeyError: no such profile.
     """
     profile = VENDOR_PROFILES[name]
-    quirks = Quirks()
-    for key, value in profile.quirks.items():
-        setattr(quirks, key, value)
-    return profile, quirks
+    return profile, Quirks.parse([f"vendor={name}"])
