@@ -189,7 +189,7 @@ class ModemConfig(_Model):
         "usbat", description="the port a Quectel is told to send URCs to (AT+QURCCFG)"
     )
     poll_quiet: float = Field(
-        120.0, ge=0, description="list storage when no URC came for this long (0: never)"
+        120.0, ge=0, description="list storage when no SMS URC came for this long (0: never)"
     )
     ussd_packed: bool | None = Field(
         None, description="USSD as packed GSM 7-bit hex; unset: on Huawei modems"

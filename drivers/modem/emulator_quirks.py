@@ -154,6 +154,7 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
         "EC25",
         {
             "urc_port": "usbmodem",
+            "registration_delay": 2.0,  # seconds: a replug is found well before the network
             "zero_based_index": True,
             "empty_slot_321": True,
             "drop_unrouted_reports": True,
@@ -164,6 +165,7 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
         "E173",
         {
             "ussd_packed": True,
+            "registration_delay": 2.0,
             "smmemfull": True,
             "zero_based_index": True,
             "cdsi_wrong_mem": True,

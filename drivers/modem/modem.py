@@ -135,8 +135,9 @@ class ModemSettings:
         send_backoff: first delay between them, doubling, with jitter.
         urc_port: the port a Quectel is told to write its URCs to (AT+QURCCFG="urcport"):
             "usbat" (the AT port), "usbmodem" or "uart1" - the one this driver reads.
-        poll_quiet: when no URC has come for this many seconds, storage is listed anyway (a
-            safety net for URCs that go astray); 0 turns it off.
+        poll_quiet: when no SMS URC (+CMTI, +CDSI, +CMT, +CDS) has come for this many
+            seconds, storage is listed anyway (a safety net for URCs that go astray, or a
+            report that came while a drain was listing); 0 turns it off.
         ussd_packed: USSD as packed GSM 7-bit hex both ways; None: on Huawei modems.
     """
 
@@ -350,7 +351,7 @@ class _Stored:
     mem: str
     index: int
     report: bool  # announced by +CDSI
-    drains: int  # drains finished when it was announced: a later one may have read it
+    drains: int  # drains started when it was announced: a later one has listed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,7 +670,6 @@ class Modem:
             self._heard()
             self._jobs.put_nowait(_Direct(event.pdu, self._generation))
         elif isinstance(event, Registration):
-            self._heard()
             if event.name == "+CREG":
                 self._registration(event.stat)
         elif isinstance(event, Ussd):
@@ -681,7 +681,6 @@ class Modem:
         elif isinstance(event, StaleAnswer):
             self._stale(event.lines, event.result)
         elif isinstance(event, VendorUrc):
-            self._heard()
             self._vendor_urc(event)
         elif isinstance(event, Ring):
             self._log.debug("ring", kind=event.kind)
@@ -689,7 +688,8 @@ class Modem:
             self._log.debug("garbage from modem", data=event.data[:80])
 
     def _heard(self) -> None:
-        """A URC came: they reach this port (see `ModemSettings.poll_quiet`)."""
+        """An SMS URC came: they reach this port (see `ModemSettings.poll_quiet`). Others
+        (^RSSI, +CREG) may come while the SMS ones go astray, so they do not count."""
         self._last_urc = self._clock()
 
     def _stale(self, lines: tuple[str, ...], result: str) -> None:
@@ -1174,7 +1174,7 @@ class Modem:
             if not job.report or _is_report(message.pdu):
                 return
         elif job.drains != self._drains:
-            return  # an empty slot: a drain since has read it
+            return  # an empty slot: a drain started since has read it
         # Not where it was announced (+CDSI: "SM" for a report stored in "SR"): look in every
         # memory now rather than at the next health round.
         self._log.info(
@@ -1184,6 +1184,7 @@ class Modem:
 
     async def _drain(self) -> None:
         """Read, hand on and delete everything received that is stored."""
+        self._drains += 1
         mems = list(self._memories) or [self.settings.storage.upper()]
         for mem in mems:
             try:
@@ -1201,7 +1202,6 @@ class Modem:
                     except Exception:
                         self._log.exception("stored message not handled", index=message.index)
                         self._drain_due = True
-        self._drains += 1
 
     async def _hand(self, pdu: bytes, index: int) -> None:
         """Give a stored message to the sink; delete it once the sink has it."""
