@@ -9,14 +9,18 @@ jitter that starts over once the modem was ready again:
 
     OPENING       open the port (exclusive); ESC, in case whoever had the port before left
                   the modem at AT+CMGS's prompt; identity check when imei / iccid are configured
-    INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0, AT+CMEE=2
+    INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0V1, AT+CMEE=1
     SIM_WAIT      AT+CPIN?: SIM busy (+CME 14) retried with backoff; SIM PIN -> AT+CPIN=<pin>
                   from settings once; no PIN configured, a refused PIN, PUK -> FAILED
+    INITIALISING  SMS set-up, before registration (the network hands over what it held the
+                  moment the modem registers): AT+CMGF=0, AT+CGMI, AT+QURCCFG (Quectel),
+                  AT+CPMS, AT+CPMS=?, AT+CNMI=2,1,0,2,0, AT+CSMS?, AT+CSCA? (set from settings
+                  when empty); refused while the modem's SMS side starts (SIM800 until "SMS
+                  Ready"): asked again on that URC or every second, up to init_timeout
     REGISTERING   AT+CREG=1, then AT+CREG? (and +CREG URCs) until home / roaming, or timeout
-    INITIALISING  SMS set-up: AT+CMGF=0, AT+CPMS, AT+CNMI=2,1,0,2,0, AT+CSMS?, AT+CSCA?
-                  (set from settings when empty); identity: CGSN, CIMI, ICCID, ATI, CGMI/M/R
+    INITIALISING  identity: CGSN, CIMI, ICCID, ATI, CGMI/M/R
     READY         stored messages drained; +CMTI / +CDSI / +CMT / +CDS handled; health
-                  (AT+CSQ;+CREG?;+COPS? as one line) every `health_interval`
+                  (AT+CSQ;+CREG?;+COPS? as one line, then AT+CPMS?) every `health_interval`
 
 FAILED is final (until `stop` / `start`): it is only reached when retrying could harm the SIM
 (a wrong PIN is never sent twice: SIMs lock after three) or cannot help (PUK needed). Every
@@ -31,13 +35,19 @@ this connection, so the modem is identified) reads, hands to the sink, and only 
 returned deletes (AT+CMGD) or acknowledges (AT+CNMA when AT+CSMS? says phase 2+). A sink that
 raises leaves the message stored; it is tried again at the next health round. Reading status
 reports from "SR" switches the read memory (AT+CPMS="SR"), so everything that reads or deletes
-storage holds one lock.
+storage holds one lock. Nothing is lost to a vendor's ways: an announced slot that does not
+hold what was announced (+CDSI: "SM" for a report in "SR"; CMS 321 for an empty one) makes
+every memory be listed at once; AT+CPMS? in the health round and Huawei's ^SMMEMFULL drain a
+memory before it fills; when no SMS URC came for `poll_quiet` seconds every memory is listed
+anyway; a TPDU handed on lately is not handed on again (a +CMT repeated after a late CNMA).
 
 Sending: one message at a time per modem, its parts in order, one AT+CMGS each. Transient
 errors are retried `send_tries` times with backoff; permanent ones end the message; CMS 322
-drains storage and CMS 330 sets AT+CSCA from settings before one more try. A lost port ends the
-send as a temporary failure (the bank sends it elsewhere). After an AT+CMGS timeout the late
-"+CMGS: <mr>" is waited for briefly, so a part the network took is not sent twice.
+drains storage and CMS 330 sets AT+CSCA from settings before one more try (with none, or still
+refused, the modem is `send_blocked` and the failure temporary: the bank uses another modem).
+A lost port ends the send as a temporary failure (the bank sends it elsewhere). After an
+AT+CMGS timeout the late "+CMGS: <mr>" is waited for briefly, so a part the network took is not
+sent twice.
 """
 
 from __future__ import annotations
