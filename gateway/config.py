@@ -194,6 +194,9 @@ class ModemConfig(_Model):
     ussd_packed: bool | None = Field(
         None, description="USSD as packed GSM 7-bit hex; unset: on Huawei modems"
     )
+    report_routing: Literal["auto", "stored", "direct"] = Field(
+        "auto", description="status reports stored (+CDSI) or direct (+CDS with AT+CNMA)"
+    )
 
 
 class ModemEmulatorConfig(_Model):

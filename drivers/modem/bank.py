@@ -434,6 +434,7 @@ class ModemBank:
             urc_port=modem.urc_port,
             poll_quiet=modem.poll_quiet,
             ussd_packed=modem.ussd_packed,
+            report_routing=modem.report_routing,
         )
 
     async def start(self, sink: ReceiptSink) -> None:

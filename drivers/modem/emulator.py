@@ -1319,12 +1319,13 @@ class ModemEmulator:
             return True
         if self.quirks.drop_unrouted_reports and not (routing and ds == 2):
             return True  # 27.005 3.4.1 ds=0: not routed to the TE, and not kept either
-        index = self._store("SR", _Stored(0, pdu.pdu, pdu.tpdu_length))
+        mem = self._cpms[2] if self.quirks.reports_in_mem3 else "SR"
+        index = self._store(mem, _Stored(0, pdu.pdu, pdu.tpdu_length))
         if index is None:
             return ds != 2  # with ds=0 a report with no room is dropped, as modems do
         if routing and ds == 2:
-            mem = "SM" if self.quirks.cdsi_wrong_mem else "SR"
-            self._urc(f'+CDSI: "{mem}",{index}')
+            said = "SM" if self.quirks.cdsi_wrong_mem else mem
+            self._urc(f'+CDSI: "{said}",{index}')
         return True
 
     def _direct(self, event: NetworkEvent, label: str) -> None:

@@ -54,6 +54,8 @@ class Quirks:
         smmemfull: Huawei's ^SMMEMFULL: "<mem>" when a memory fills.
         empty_slot_321: AT+CMGR of an empty slot answers +CMS ERROR: 321 (SIMCom, Quectel),
             not an empty OK.
+        reports_in_mem3: status reports are stored in AT+CPMS <mem3> with inbound messages,
+            announced by +CDSI: "<mem3>" (some Huawei and Qualcomm firmware), not in "SR".
         cmt_always: SMS-DELIVERs come as +CMT whatever AT+CNMI <mt> says, and AT+CSMS
             starts at 1 (phase 2+: each needs AT+CNMA, or the network sends it again).
         vendor: a name in `VENDOR_PROFILES`: in `parse`, "vendor=sim800" switches on that
@@ -84,6 +86,7 @@ class Quirks:
     smmemfull: bool = False
     empty_slot_321: bool = False
     cmt_always: bool = False
+    reports_in_mem3: bool = False
     vendor: str = ""
 
     @classmethod

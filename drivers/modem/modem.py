@@ -149,6 +149,10 @@ class ModemSettings:
             seconds, storage is listed anyway (a safety net for URCs that go astray, or a
             report that came while a drain was listing); 0 turns it off.
         ussd_packed: USSD as packed GSM 7-bit hex both ways; None: on Huawei modems.
+        report_routing: "stored" (+CDSI, reports kept until read), "direct" (+CDS,
+            acknowledged with AT+CNMA after AT+CSMS=1: no storage slot), or "auto": stored,
+            until a report turns up in the memory inbound messages need (not "SR"): then
+            direct, where the modem takes AT+CSMS=1.
     """
 
     name: str
@@ -174,6 +178,7 @@ class ModemSettings:
     urc_port: str = "usbat"
     poll_quiet: float = 120.0
     ussd_packed: bool | None = None
+    report_routing: str = "auto"
 
 
 @dataclass
@@ -443,6 +448,8 @@ class Modem:
         self._last_poll = clock()
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # TPDUs handed on lately
         self._send_blocked: str | None = None
+        # Status reports as +CDS (AT+CSMS=1, CNMI <ds>=1): chosen, or learned ("auto").
+        self._direct_reports = settings.report_routing == "direct"
 
     # -- state --------------------------------------------------------------------------------
 
@@ -993,6 +1000,12 @@ class Modem:
         self._memories = tuple(m for m in wanted if memories is None or m in memories)
         if memories is None:
             self._memories = (mem, "SR") if s.status_reports and mem != "SR" else (mem,)
+        if self._direct_reports and s.status_reports:
+            try:  # 27.005 3.2.1: phase 2+, so +CDS waits for AT+CNMA and is never lost
+                await self._command(Command("AT+CSMS=1", timeout=t))
+            except _CommandError as exc:
+                self._log.warning("reports stay stored: AT+CSMS=1 refused", error=str(exc))
+                self._direct_reports = False
         await self._set_cnmi()
         self._cnma = False
         try:
@@ -1021,7 +1034,8 @@ class Modem:
 
     async def _set_cnmi(self) -> None:
         t = self.settings.command_timeout
-        cnmi = "AT+CNMI=2,1,0,2,0" if self.settings.status_reports else "AT+CNMI=2,1,0,0,0"
+        ds = (1 if self._direct_reports else 2) if self.settings.status_reports else 0
+        cnmi = f"AT+CNMI=2,1,0,{ds},0"
         try:
             await self._command(Command(cnmi, timeout=t))
         except _CommandError:
@@ -1226,6 +1240,23 @@ class Modem:
             return  # an SMS-SUBMIT someone stored: not ours to delete
         await self._to_sink(decoded, pdu)
         await self._command(commands.cmgd(index))
+        if (
+            isinstance(decoded, SmsStatusReport)
+            and self._read_mem not in (None, "SR")
+            and self.settings.report_routing == "auto"
+            and not self._direct_reports
+        ):
+            # This modem keeps reports with inbound messages (<mem3>): they would take the
+            # slots those need. Route them to us directly where the modem allows it.
+            self._direct_reports = True
+            try:
+                await self._command(Command("AT+CSMS=1", timeout=self.settings.command_timeout))
+            except _CommandError as exc:
+                self._log.info("reports stay stored with inbound messages", error=str(exc))
+                return
+            self._cnma = True
+            await self._set_cnmi()
+            self._log.info("status reports routed directly (+CDS): none stored", mem=self._read_mem)
 
     async def _to_sink(self, decoded: SmsDeliver | SmsStatusReport, pdu: bytes) -> None:
         """Hand on once: a message the modem brings again (a +CMT repeated because its

@@ -86,9 +86,7 @@ class Running(LoopThread):
 
 
 @pytest.mark.parametrize("vendor", ["sim800", "quectel", "huawei"])
-def test_every_receipt_and_mo_reaches_the_app_through_a_replug(
-    tmp_path: Path, vendor: str
-) -> None:
+def test_every_receipt_and_mo_reaches_the_app_through_a_replug(tmp_path: Path, vendor: str) -> None:
     running = Running(tmp_path, vendor)
     app = App(running.port)
     network = running.network

@@ -313,6 +313,33 @@ def test_huawei_smmemfull_drains_storage() -> None:
     run(main)
 
 
+def test_reports_kept_with_inbound_messages_are_routed_directly() -> None:
+    """Firmware that stores status reports in <mem3> with inbound messages (+CDSI: "SM"):
+    they take the slots inbound messages need. After the first such report the driver has
+    them delivered as +CDS (AT+CSMS=1, acknowledged with AT+CNMA), so none takes a slot."""
+
+    async def main() -> None:
+        network = SimNetwork(report_delay=0.1)
+        quirks = Quirks(reports_in_mem3=True)
+        with ModemEmulator(network, quirks=quirks, capacity={"SM": 3}) as emu:
+            async with running(emu) as (modem, sink):
+                assert (await modem.send(submit_tpdus("first", DEST, status_report=True))).ok
+                await sink.until(lambda: len(sink.reports) == 1)
+                await eventually(lambda: "AT+CNMI=2,1,0,1,0" in emu.commands, "direct routing")
+                assert "AT+CSMS=1" in emu.commands
+                for i in range(4):
+                    outcome = await modem.send(submit_tpdus(f"more {i}", DEST, status_report=True))
+                    assert outcome.ok
+                for i in range(3):
+                    network.inject(emu, SENDER, f"inbound {i}")
+                await sink.until(lambda: len(sink.reports) == 5 and len(sink.delivers) == 3)
+                assert emu.delivered_direct == 4  # the four later reports, as +CDS
+                assert emu.unacked == 0
+                await eventually(lambda: emu.stored("SM") == {}, "storage empty")
+
+    run(main)
+
+
 # -- numeric codes, CMS 321 -----------------------------------------------------------------------
 
 
