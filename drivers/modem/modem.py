@@ -874,7 +874,9 @@ class Modem:
         self._set_state(ModemState.INITIALISING)
         await self._identify()
         await self._health()
-        self._info.last_error = None
+        self._info.last_error = (
+            None if self._send_blocked is None else f"send: {self._send_blocked}"
+        )
         self._serving = True
         self._set_state(ModemState.READY)
 

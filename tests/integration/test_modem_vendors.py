@@ -136,6 +136,20 @@ async def send_and_unplug(modem: Modem, emu: ModemEmulator, network: SimNetwork,
     await asyncio.sleep(network.report_delay)  # every one of them due, not only the first
 
 
+def test_vendor_profiles_parse_as_quirks() -> None:
+    quirks = Quirks.parse(["vendor=quectel", "zero_based_index=0"])
+    assert (quirks.vendor, quirks.urc_port, quirks.zero_based_index) == (
+        "quectel",
+        "usbmodem",
+        False,
+    )
+    emu = ModemEmulator(SimNetwork(), quirks=quirks)
+    assert (emu.manufacturer, emu.model) == ("Quectel", "EC25")
+    assert ModemEmulator(SimNetwork(), quirks=quirks, manufacturer="x").manufacturer == "x"
+    with pytest.raises(ValueError, match="sim800"):
+        Quirks.parse(["vendor=nokia"])
+
+
 # -- reports held over a replug -------------------------------------------------------------------
 
 
