@@ -231,6 +231,13 @@ class SimNetwork:
             queue = self._queues.get(imei)
             return queue[0][0] if queue else None
 
+    def last_due(self, imei: str) -> float | None:
+        """When the last event now queued for `imei` falls due, or None (a test waits for
+        what the network holds for a modem that is away)."""
+        with self._lock:
+            queue = self._queues.get(imei)
+            return max(when for when, _, _ in queue) if queue else None
+
     def _push(self, imei: str, event: NetworkEvent, delay: float) -> None:
         with self._lock:
             queue = self._queues.setdefault(imei, [])

@@ -89,7 +89,12 @@ from drivers.modem.at import (
     parse_error,
     split_fields,
 )
-from drivers.modem.serial_transport import PortError, SerialTransport, expand_candidates
+from drivers.modem.serial_transport import (
+    PortError,
+    PortMissing,
+    SerialTransport,
+    expand_candidates,
+)
 from gateway.sms.errors import SmsError
 from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, SubmitTpdu, decode_pdu
 
@@ -272,6 +277,10 @@ class _PortLost(ModemError):
 
 class _Retry(ModemError):
     """This round failed; close, back off and reopen."""
+
+
+class _Missing(_Retry):
+    """The modem's port is not there (unplugged), nor found among the candidates."""
 
 
 class _Fatal(ModemError):
@@ -522,9 +531,11 @@ class Modem:
     async def _keep_connected(self) -> None:
         s = self.settings
         delay = s.reopen_backoff
+        missing = False
         while not self._stopping:
             try:
                 await self._connect()
+                missing = False
                 await self._initialise()
                 delay = s.reopen_backoff  # it was up: start over
                 await self._serve()
@@ -535,6 +546,17 @@ class Modem:
                 self._close()
                 self._set_state(ModemState.FAILED)
                 return
+            except (PortMissing, _Missing) as exc:
+                # Unplugged: looked for every reopen_backoff, not backed off, so a modem that
+                # comes back is set up before it registers (the reports it brings need routing).
+                self._fail(str(exc))
+                if not missing:
+                    self._log.warning("modem port missing, watching for it", error=str(exc))
+                missing = True
+                self._close()
+                self._set_state(ModemState.CLOSED)
+                await asyncio.sleep(s.reopen_backoff * random.uniform(0.5, 1.0))
+                continue
             except (PortError, _Retry, _PortLost, _CommandError, _Timeout) as exc:
                 reason = str(exc) if not isinstance(exc, _Timeout) else f"no answer to {exc}"
                 self._fail(reason)
@@ -800,7 +822,7 @@ class Modem:
             reason = f"modem with {wanted} not found on {s.port} or {where}"
             if first_error is not None:
                 reason += f" ({first_error})"
-            raise _Retry(reason)
+            raise _Missing(reason) if isinstance(first_error, PortMissing) else _Retry(reason)
         raise first_error if first_error is not None else _Retry(f"cannot open {s.port}")
 
     async def _identity_matches(self, *, strict: bool) -> bool:
