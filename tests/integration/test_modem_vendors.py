@@ -19,9 +19,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from drivers.modem.bank import ModemBank
 from drivers.modem.emulator import ModemEmulator, Quirks, SimNetwork, vendor
 from drivers.modem.modem import Modem, ModemSettings, ModemState
+from gateway.config import ModemBankConfig
 from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, submit_tpdus
+from gateway.store.base import MessageRecord, MessageState, NewMessage
+from gateway.store.sqlite import SqliteStore
 
 DEST = "+491701234567"
 SENDER = "+4915112345"
@@ -457,3 +461,92 @@ def test_cmt_repeated_after_a_late_cnma_is_handed_on_once() -> None:
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> None:
     structlog.contextvars.clear_contextvars()
+
+
+# -- a bank whose modems cannot send ------------------------------------------------------------
+
+
+class _Receipts:
+    async def receipt(self, receipt: Any) -> None:
+        pass
+
+    async def inbound(self, pdu: Any) -> None:
+        pass
+
+    async def late_result(self, upstream: str, message_id: str, result: Any) -> None:
+        pass
+
+
+def test_bank_moves_messages_off_a_modem_without_smsc_and_fails_them_when_none_can_send(
+    tmp_path: Path,
+) -> None:
+    """Real drivers on emulated modems: m1 has no SMSC address (CMS 330, none configured),
+    m2 a SIM whose PIN is not the configured one. Messages go by m2 while it is up; once it is
+    FAILED the bank is unusable, says why, and fails a message at once with a receipt."""
+
+    async def main() -> None:
+        network = SimNetwork(report_delay=0.1)
+        no_smsc = ModemEmulator(network, quirks=Quirks(no_smsc=True))
+        locked = ModemEmulator(network, quirks=Quirks(pin="1234"), link=tmp_path / "m2")
+        with no_smsc, locked:
+            cfg = ModemBankConfig.model_validate(
+                {
+                    "modems": [
+                        {"name": "m1", "port": no_smsc.port, "reopen_backoff": 0.05},
+                        {"name": "m2", "port": str(tmp_path / "m2"), "pin": "1234"},
+                    ]
+                }
+            )
+            store = SqliteStore(":memory:")
+            await store.open()
+            bank = ModemBank("b", cfg, store)
+            try:
+                await bank.start(_Receipts())
+                await bank.wait_ready(1, timeout=15)  # m2: m1 is READY but cannot send
+                m1 = bank.modem("m1")
+                assert isinstance(m1, Modem)
+                await m1.wait_state(ModemState.READY, timeout=15)
+                assert m1.info.send_blocked is not None
+                assert bank.usable() and bank.unusable_reason() is None
+                record = MessageRecord(
+                    NewMessage(
+                        id="x1",
+                        account="shop",
+                        source_addr="Shop",
+                        destination_addr="491701234567",
+                        dest_addr_ton=1,
+                        short_message=b"by m2",
+                        registered_delivery=1,
+                    ),
+                    MessageState.DISPATCHING,
+                    0.0,
+                    1,
+                    None,
+                )
+                assert (await bank.send(record)).ok
+                (got,) = await asyncio.to_thread(network.wait_received, 1, 10.0)
+                assert got.modem == locked.imei  # not the modem without an SMSC
+                assert count(no_smsc, "AT+CMGS=") == 0
+
+                # m2 is replugged and its SIM now refuses the configured PIN: FAILED.
+                locked.quirks.pin = "9999"
+                with capture_logs() as logs:
+                    locked.replug()
+                    m2 = bank.modem("m2")
+                    assert isinstance(m2, Modem)
+                    await m2.wait_state(ModemState.FAILED, timeout=15)
+                    assert not bank.usable()
+                    reason = bank.unusable_reason()
+                    assert reason is not None and "PIN" in reason and "SMSC" in reason
+                    async with asyncio.timeout(5):
+                        result = await bank.send(record)
+                assert not result.ok and result.permanent and result.error == 0x45
+                errors = [e for e in logs if e.get("log_level") == "error"]
+                assert any(
+                    e.get("event") == "modem bank cannot send: fix and restart" for e in errors
+                )
+            finally:
+                await bank.stop()
+                await store.close()
+
+    run(main)
