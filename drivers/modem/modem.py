@@ -40,6 +40,10 @@ hold what was announced (+CDSI: "SM" for a report in "SR"; CMS 321 for an empty 
 every memory be listed at once; AT+CPMS? in the health round and Huawei's ^SMMEMFULL drain a
 memory before it fills; when no SMS URC came for `poll_quiet` seconds every memory is listed
 anyway; a TPDU handed on lately is not handed on again (a +CMT repeated after a late CNMA).
+A modem found keeping status reports with inbound messages (a report read from a memory other
+than "SR") gets them directly instead (AT+CSMS=1, CNMI <ds>=1, +CDS and AT+CNMA) where it can
+(`report_routing`). An unplugged modem's port is watched for every `reopen_backoff`, so it is
+set up again before it registers and the reports the network held arrive with routing set.
 
 Sending: one message at a time per modem, its parts in order, one AT+CMGS each. Transient
 errors are retried `send_tries` times with backoff; permanent ones end the message; CMS 322
