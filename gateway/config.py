@@ -222,13 +222,27 @@ class ModemConfig(_Model):
     max_reopen_backoff: float = Field(60.0, gt=0)
     status_reports: bool = True
     storage: str = "SM"
+    urc_port: Literal["usbat", "usbmodem", "uart1"] = Field(
+        "usbat", description="the port a Quectel is told to send URCs to (AT+QURCCFG)"
+    )
+    poll_quiet: float = Field(
+        120.0, ge=0, description="list storage when no SMS URC came for this long (0: never)"
+    )
+    ussd_packed: bool | None = Field(
+        None, description="USSD as packed GSM 7-bit hex; unset: on Huawei modems"
+    )
+    report_routing: Literal["auto", "stored", "direct"] = Field(
+        "auto", description="status reports stored (+CDSI) or direct (+CDS with AT+CNMA)"
+    )
 
 
 class ModemEmulatorConfig(_Model):
     """The simulated network behind `emulate` modems (`drivers.modem.emulator.SimNetwork`)."""
 
     report_delay: float = Field(0.5, ge=0, description="seconds to a status report")
-    quirks: tuple[str, ...] = Field((), description="NAME=VALUE, as smsgw emulate-modem takes")
+    quirks: tuple[str, ...] = Field(
+        (), description="NAME=VALUE, as smsgw emulate-modem takes (vendor=sim800|quectel|huawei)"
+    )
 
 
 class ModemBankConfig(_Model):
