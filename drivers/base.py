@@ -9,11 +9,21 @@ driver, so applications get receipts the same way whatever carried the message).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.store.base import MessageRecord
 
-__all__ = ["Driver", "ReceiptSink", "SendResult", "UpstreamReceipt"]
+__all__ = [
+    "Driver",
+    "MultipartReceipts",
+    "Queryable",
+    "ReceiptPolicy",
+    "ReceiptSink",
+    "SendResult",
+    "UpstreamReceipt",
+]
+
+MultipartReceipts = Literal["all", "last", "first", "any"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,25 @@ class UpstreamReceipt:
     message_state: int  # SMPP v3.4 5.2.28: 2 delivered, 5 undeliverable, ...
     error: int = 0
     done_at: float = 0.0
+    raw: bytes = b""  # the receipt's text as it came (kept in the store)
+    intermediate: bool = False  # an intermediate notification (esm_class 0x20): never final
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptPolicy:
+    """How a driver's upstream reports receipts (a driver may carry one as `receipt_policy`;
+    without it the dispatcher assumes these defaults).
+
+    Attributes:
+        id_format: how its message ids are spelled (`gateway.smpp.receipt.IdSpelling`).
+        multipart_receipts: which parts of a message sent as several report its end.
+        receipt_timeout: seconds after the send a message with no final receipt is queried
+            (`Queryable`) or settled UNKNOWN.
+    """
+
+    id_format: str = "auto"
+    multipart_receipts: MultipartReceipts = "all"
+    receipt_timeout: float = 72 * 3600.0
 
 
 class ReceiptSink(Protocol):
@@ -57,12 +86,25 @@ class ReceiptSink(Protocol):
 
     async def receipt(self, receipt: UpstreamReceipt) -> None: ...
 
-    async def inbound(self, pdu: Any) -> None: ...
+    async def inbound(self, pdu: Any) -> int | None:
+        """An MO PDU, durable when this returns. Returns the command_status to answer it
+        with (None or 0: taken; otherwise a permanent refusal, already logged); raises only
+        when it could not be kept now (temporary: the upstream should resend)."""
 
     async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         """A submit_sm_resp that came after `send` had given up on it (timeout): if the
         upstream accepted the message after all, the dispatcher records that instead of
         sending it again."""
+
+
+@runtime_checkable
+class Queryable(Protocol):
+    """A driver that can ask its upstream where a message stands (SMPP query_sm): an optional
+    capability, used for a message whose receipt did not come within `receipt_timeout`."""
+
+    async def query(self, upstream_id: str, record: MessageRecord) -> UpstreamReceipt | None:
+        """The upstream's answer as a receipt (its message_state), or None when it could
+        not say (unknown id, refused, link down)."""
 
 
 class Driver(Protocol):

@@ -61,6 +61,7 @@ class SimulatedCarrier:
         sink = self._sink
         if sink is not None:
             state = _UNDELIVERABLE if fail else _DELIVERED
+            stat, delivered, err = ("UNDELIV", "000", "001") if fail else ("DELIVRD", "001", "000")
             await sink.receipt(
                 UpstreamReceipt(
                     self.name,
@@ -68,5 +69,7 @@ class SimulatedCarrier:
                     state,
                     error=1 if fail else 0,
                     done_at=asyncio.get_running_loop().time(),
+                    # what a carrier would have written, so the store keeps a text for it too
+                    raw=f"id:{upstream_id} dlvrd:{delivered} stat:{stat} err:{err}".encode(),
                 )
             )

@@ -36,6 +36,7 @@ from gateway.config import GatewayConfig, ModemBankConfig
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.server.smpp import SmppServer
+from gateway.smpp.constants import CommandStatus
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 
@@ -184,10 +185,10 @@ class _CountedDispatcher(Dispatcher):
         finally:
             self._kept()
 
-    async def inbound(self, pdu: Any) -> None:
+    async def inbound(self, pdu: Any) -> CommandStatus:
         self._took()
         try:
-            await super().inbound(pdu)
+            return await super().inbound(pdu)
         finally:
             self._kept()
 

@@ -147,6 +147,43 @@ class UpstreamConfig(_Model):
     tls: bool = False
     tls_verify: bool = True  # check the carrier's certificate and host name
     tls_ca: Path | None = None  # a CA bundle (PEM) to trust instead of the system's
+    id_format: Literal["auto", "decimal", "hex", "uuid", "string", "hex_decimal"] = Field(
+        "auto",
+        description=(
+            "how the carrier spells message ids. Case, a 0x prefix and leading zeros never "
+            "matter. auto learns it from the ids it sees; once known, a receipt's id is never "
+            "read in another base (so an unknown id cannot settle another message). "
+            "hex_decimal: hex in submit_sm_resp, decimal in receipts (Kannel msg-id-type 1)"
+        ),
+    )
+    multipart_receipts: Literal["all", "last", "first", "any"] = Field(
+        "all",
+        description=(
+            "which receipts end a message sent as several parts. all (the default): every "
+            "part is its own submit_sm to the SMSC, and carriers report each one - the "
+            "message is delivered only when every part is, and fails with its first failed "
+            "part. last / first: the carrier reports only that part (some aggregators); "
+            "any: the first final receipt of any part ends it. Whatever the setting, "
+            "receipt_timeout ends a message whose receipts stop coming."
+        ),
+    )
+    receipt_timeout: float = Field(
+        72 * 3600.0,
+        gt=0,
+        description=(
+            "seconds after the send: a message with no final receipt by then is asked for "
+            "with query_sm (if query_sm) and otherwise ends UNKNOWN with a receipt. 72 h: "
+            "the longest validity carriers usually keep a message for"
+        ),
+    )
+    query_sm: bool = Field(True, description="ask with query_sm for a receipt that is late")
+    receipts_without_flag: bool = Field(
+        False,
+        description=(
+            "a deliver_sm without the receipt bit in esm_class whose text reads as a receipt "
+            "(id: ... stat: ...) is a receipt: for carriers that do not set the bit"
+        ),
+    )
 
 
 class SimulatedCarrierConfig(_Model):
@@ -185,13 +222,27 @@ class ModemConfig(_Model):
     max_reopen_backoff: float = Field(60.0, gt=0)
     status_reports: bool = True
     storage: str = "SM"
+    urc_port: Literal["usbat", "usbmodem", "uart1"] = Field(
+        "usbat", description="the port a Quectel is told to send URCs to (AT+QURCCFG)"
+    )
+    poll_quiet: float = Field(
+        120.0, ge=0, description="list storage when no SMS URC came for this long (0: never)"
+    )
+    ussd_packed: bool | None = Field(
+        None, description="USSD as packed GSM 7-bit hex; unset: on Huawei modems"
+    )
+    report_routing: Literal["auto", "stored", "direct"] = Field(
+        "auto", description="status reports stored (+CDSI) or direct (+CDS with AT+CNMA)"
+    )
 
 
 class ModemEmulatorConfig(_Model):
     """The simulated network behind `emulate` modems (`drivers.modem.emulator.SimNetwork`)."""
 
     report_delay: float = Field(0.5, ge=0, description="seconds to a status report")
-    quirks: tuple[str, ...] = Field((), description="NAME=VALUE, as smsgw emulate-modem takes")
+    quirks: tuple[str, ...] = Field(
+        (), description="NAME=VALUE, as smsgw emulate-modem takes (vendor=sim800|quectel|huawei)"
+    )
 
 
 class ModemBankConfig(_Model):
@@ -280,14 +331,37 @@ class DispatchConfig(_Model):
     """How hard the gateway tries, and how long things wait."""
 
     max_attempts: int = Field(5, ge=1, description="sends tried before a message ends failed")
-    max_age: float = Field(3600.0, gt=0, description="seconds after which retries stop")
+    max_age: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "seconds after which retries stop; a message no target could take by then "
+            "(all modems of its bank with a wrong PIN, say) ends FAILED with a receipt"
+        ),
+    )
     retry_backoff: float = Field(2.0, gt=0, description="first retry delay; doubles")
     max_retry_backoff: float = Field(300.0, gt=0)
-    max_inflight: int = Field(4096, ge=1, description="sends outstanding at once")
+    max_inflight: int = Field(
+        256,
+        ge=1,
+        description=(
+            "sends outstanding at once. Also the bound on duplicates after a crash: a kill -9 "
+            "can send again at most the messages in flight then (their submit_sm_resp not yet "
+            "recorded) - this many, plus those in the store writer's last uncommitted batch"
+        ),
+    )
     delivery_ttl: float = Field(
         86_400.0, gt=0, description="how long a receipt or MO waits for its application"
     )
     purge_interval: float = Field(3600.0, gt=0, description="seconds between retention purges")
+    receipt_timeout: float = Field(
+        72 * 3600.0,
+        gt=0,
+        description=(
+            "for targets with no receipt_timeout of their own (modem banks, simulated): "
+            "seconds after the send a message with no final receipt ends UNKNOWN"
+        ),
+    )
 
 
 class StoreConfig(_Model):

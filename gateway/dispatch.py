@@ -11,14 +11,28 @@ temporarily once `max_attempts` sends were tried or the message is `max_age` old
 target can take now waits without spending an attempt; one whose validity period passes ends
 EXPIRED. Every end the application asked to hear about becomes a receipt.
 
-Receipts come back through `receipt`, from any driver: matched to our message and part through
-the upstream id (held for a while when one arrives before its submit_sm_resp was recorded), kept
-in the store, the message's state updated - from all its parts' receipts when the upstream
-carried it as several - and, when the application asked, a deliver_sm receipt in the Appendix B
-format with our id and the receipted_message_id / message_state / network_error_code TLVs is
-queued durably for the account; the server pushes it to a bound RX/TRX session. Intermediate
-notifications (registered_delivery bit 4) go out when an upstream takes the message and when it
-reports a non-final state.
+Receipts come back through `receipt`, from any driver, and are group-committed as accepts
+are: whatever came while the last batch was written goes in the next, matched in one store
+transaction (`match_receipts`) and settled in one more (`settle_many`), so a burst of receipts
+costs a few transactions, not two per receipt. A receipt is matched to our message and part
+through the upstream id, spelled as that upstream spells ids (`IdSpelling`: case and leading
+zeros never matter; once the upstream's format is known, configured or learnt and kept across
+restarts, an id is never read in another base); one whose id is not known yet is looked up
+again once every send that started before it came has been recorded (carriers send receipts
+before submit_sm_resp), and then kept raw among the unknown receipts and counted - never
+forced onto a message. Every receipt is kept with its raw text. The message ends - as its
+receipt says, UNKNOWN for a stat nobody can read - when its upstream's `multipart_receipts`
+policy says so; "already final?" and "settle" are one conditional step in the store, so a
+message ends once and its application gets exactly one final receipt: a deliver_sm in the
+Appendix B format with our id and the receipted_message_id / message_state /
+network_error_code TLVs, queued durably for the account; the server pushes it to a bound RX/TRX
+session. Intermediate notifications (registered_delivery bit 4) go out when an upstream takes
+the message and when it reports a non-final state (an intermediate notification, esm_class
+0x20, included).
+
+Every message ends: one whose receipt did not come within its upstream's `receipt_timeout` is
+asked for (`Queryable.query`, query_sm) where the upstream can, and otherwise ends UNKNOWN with
+a receipt; one no target could take for `max_age` ends FAILED with a receipt.
 """
 
 from __future__ import annotations
@@ -31,50 +45,44 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from drivers.base import Driver, SendResult, UpstreamReceipt
+from drivers.base import Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
-from gateway.routing import NumberPlan, RouteTable, normalize
+from gateway.inbound import Inbound
+from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
 from gateway.routing.table import order_targets
-from gateway.smpp.codec import decode_pdu, encode_pdu
-from gateway.smpp.constants import CommandId, EsmClass, Tag
-from gateway.smpp.errors import RemoteSmppError
-from gateway.smpp.message import SmBuilder, message_content
-from gateway.smpp.pdu import DataSm, DeliverSm
-from gateway.smpp.receipt import ReceiptState, canonical_ids
+from gateway.smpp.codec import encode_pdu
+from gateway.smpp.constants import CommandStatus, EsmClass, Tag
+from gateway.smpp.pdu import DeliverSm
+from gateway.smpp.receipt import IdSpelling, ReceiptState
 from gateway.smpp.tlv import Tlv
-from gateway.sms import ReferenceAllocator, segment
 from gateway.sms.coding import decode_text, encoding_of_data_coding
-from gateway.store.base import MessageRecord, MessageState, NewDelivery, Store
+from gateway.store.base import (
+    IncomingReceipt,
+    MessageRecord,
+    MessageState,
+    NewDelivery,
+    OverdueMessage,
+    Settlement,
+    Store,
+    state_of_smpp,
+)
 
 __all__ = ["Dispatcher"]
 
 log = structlog.get_logger("smsgw.dispatch")
 
-# message_state TLV values (SMPP v3.4 5.2.28) that end a message, and what they end it as.
-_STATES = {
-    2: MessageState.DELIVERED,
-    3: MessageState.EXPIRED,
-    4: MessageState.CANCELLED,
-    5: MessageState.UNDELIVERABLE,
-    8: MessageState.REJECTED,
-}
-_RECEIPT_STAT = {
-    MessageState.DELIVERED: ReceiptState.DELIVRD,
-    MessageState.EXPIRED: ReceiptState.EXPIRED,
-    MessageState.CANCELLED: ReceiptState.DELETED,
-    MessageState.UNDELIVERABLE: ReceiptState.UNDELIV,
-    MessageState.REJECTED: ReceiptState.REJECTD,
-    MessageState.FAILED: ReceiptState.UNDELIV,
-    MessageState.SENT: ReceiptState.ENROUTE,
-}
 _NO_TARGET_WAIT = 0.2  # seconds to wait for a busy target's window before requeueing
 _NO_TARGET_RETRY = 1.0  # seconds before a message no target could take is looked at again
 _EARLY_MAX = 100_000  # receipts held for ids not yet recorded
+_RECEIPT_BATCH = 512  # receipts matched and settled in one store transaction at most
+_OVERDUE_BATCH = 256
+_NO_TARGET_ERROR = 0x08  # ESME_RSYSERR in the receipt of a message no target could take
 
 
 class Dispatcher:
@@ -120,17 +128,38 @@ class Dispatcher:
         self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
         self._pick = 0
-        self.mo_router = mo_router or MoRouter(())
-        self.plan = plan or NumberPlan()
-        self.mo_timeout = mo_timeout
-        self._refs = ReferenceAllocator()
-        self._mo_builder = SmBuilder(command_id=int(CommandId.deliver_sm))
+        self._inbound = Inbound(
+            store,
+            router=mo_router or MoRouter(()),
+            plan=plan or NumberPlan(),
+            notify=notify,
+            clock=clock,
+            delivery_ttl=self.settings.delivery_ttl,
+            mo_timeout=mo_timeout,
+            seed=random.getrandbits(16),
+        )
+        self._by_upstream = {driver.name: driver for driver in self.drivers.values()}
+        self._default_policy = ReceiptPolicy(receipt_timeout=self.settings.receipt_timeout)
+        self._spellings: dict[str, IdSpelling] = {}
+        self._receipts: list[_Waiting] = []  # waiting for the next receipt batch
+        self._receipt_writer: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # batches' settlements being written
+        self._background: set[asyncio.Task[None]] = set()
+        self.unknown_receipts = 0  # receipts no message matched (kept raw in the store)
+        self._saved: dict[str, tuple[str | None, str | None]] = {}  # id spellings kept
 
     async def start(self) -> None:
+        for upstream, (sent, received) in (await self.store.id_formats()).items():
+            self._spelling(upstream).restore(sent, received)
+            self._saved[upstream] = self._spelling(upstream).bases
         for driver in self.drivers.values():
             await driver.start(self)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._housekeeping())]
+        self._tasks = [
+            loop.create_task(self._run()),
+            loop.create_task(self._housekeeping()),
+            loop.create_task(self._receipt_timeouts()),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -142,6 +171,14 @@ class Dispatcher:
             await asyncio.wait(set(self._sending), timeout=15)
         for driver in self.drivers.values():
             await driver.stop()
+        # receipts the drivers handed over are written before the store may close
+        writer = self._receipt_writer
+        if writer is not None and not writer.done():
+            await asyncio.wait([writer], timeout=15)
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=15)
+        for task in list(self._background):
+            task.cancel()
 
     def wake(self) -> None:
         """A message was accepted: look for due work now rather than at the next poll."""
@@ -204,6 +241,12 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._capacity.wait(), _NO_TARGET_WAIT)
                 driver = self._target(record)
+        if driver is None and now - message.accepted_at >= self.settings.max_age:
+            # Every target of its route unusable for max_age (a bank whose SIMs all want
+            # another PIN, a carrier that refuses the bind): it ends, and the app hears.
+            log.warning("no target could take it: failed", message_id=message.id)
+            await self._end(record, MessageState.FAILED, _NO_TARGET_ERROR, now)
+            return
         if driver is None:
             retry_at = now + _NO_TARGET_RETRY
             if message.expires_at is not None:
@@ -272,17 +315,20 @@ class Dispatcher:
         self, record: MessageRecord, upstream: str, result: SendResult, now: float
     ) -> None:
         message = record.message
-        part_keys = tuple(canonical_ids(upstream_id) for upstream_id in result.part_ids)
-        await self.store.record_sent(message.id, upstream, part_keys, now)
+        spelling = self._spelling(upstream)
+        part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
+        self._learnt(upstream)
+        await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
         if message.registered_delivery & 0x10:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
             for key in keys:
                 early = self._early.pop((upstream, key), None)
                 if early is not None:
-                    for other in canonical_ids(early.upstream_id):
+                    for other in spelling.received(early.upstream_id, widened=True, learn=False):
                         self._early.pop((upstream, other), None)
-                    await self.receipt(early)
+                    # kept already (among the unknown ones): now it finds its message
+                    self._spawn(self.receipt(early))
                     break
 
     async def _end(
@@ -309,62 +355,264 @@ class Dispatcher:
     # -- receipts -----------------------------------------------------------------------------
 
     async def receipt(self, receipt: UpstreamReceipt) -> None:
-        """A driver's receipt (the `ReceiptSink` every driver is started with)."""
-        keys = canonical_ids(receipt.upstream_id)
-        now = self.clock()
-        # The id exactly as written first. Only when that fails may another spelling of the
-        # same number match (hex in the submit_sm_resp, decimal in the receipt text) - and
-        # only after every send that started before this receipt came has been recorded: a
-        # receipt can beat its own submit_sm_resp, and until then a numeric spelling could
-        # match a different message ("0000000A" and "00000010" are both 10).
-        matched = await self._match(receipt, keys[:1], now)
-        if matched is None:
-            await self._tickets.wait_older(self._tickets.issued, self.early_wait)
-            matched = await self._match(receipt, keys, self.clock())
-        if matched is None:
-            # Still unknown: held in memory in case its id is recorded later after all.
-            for key in keys:
-                self._early[(receipt.upstream, key)] = receipt
-            while len(self._early) > _EARLY_MAX:
-                self._early.pop(next(iter(self._early)))
-            log.warning(
-                "receipt for an unknown id", upstream=receipt.upstream, id=receipt.upstream_id
-            )
-            return
-        record, states = matched
-        if record.state.final:
-            return  # a repeated receipt: kept, but the application has had its answer
-        state = _STATES.get(receipt.message_state)
-        if state is None:  # ENROUTE / ACCEPTED / UNKNOWN: not final
-            if record.message.registered_delivery & 0x10:
-                await self._notify_app(
-                    record, MessageState.SENT, receipt.error, now, intermediate=True
-                )
-            return
-        if len(states) > 1:  # carried as several parts: the message ends with its last part
-            if any(s not in _STATES for s in states):
-                return
-            ends = [_STATES[s] for s in states if s is not None]
-            failed = [s for s in ends if s is not MessageState.DELIVERED]
-            state = failed[0] if failed else MessageState.DELIVERED
-        delivery = self._receipt_delivery(record, state, receipt.error, now)
-        await self.store.settle(
-            record.message.id, state, now, error=receipt.error or None, delivery=delivery
-        )
-        if delivery is not None:
-            self.notify(delivery.account)
+        """A driver's receipt (the `ReceiptSink` every driver is started with). Durable when
+        this returns - matched and kept, the message settled, or kept as unknown - so the
+        driver may acknowledge it then.
 
-    async def _match(
-        self, receipt: UpstreamReceipt, keys: tuple[str, ...], now: float
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        return await self.store.match_receipt(
-            receipt.upstream,
-            keys,
-            upstream_id=receipt.upstream_id,
-            message_state=receipt.message_state,
-            error=receipt.error,
-            now=now,
-        )
+        Receipts are group-committed as accepts are: whatever came while the last batch was
+        written goes in the next one, matched in one store transaction and settled in
+        another, so a burst of receipts costs a few transactions, not one per receipt."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(receipt, self._tickets.issued, loop.create_future())
+        self._queue_receipt(waiting)
+        await waiting.done
+
+    def _queue_receipt(self, waiting: _Waiting) -> None:
+        self._receipts.append(waiting)
+        if self._receipt_writer is None or self._receipt_writer.done():
+            self._receipt_writer = asyncio.get_running_loop().create_task(self._write_receipts())
+
+    async def _write_receipts(self) -> None:
+        """Batch after batch: each is matched (one transaction) once the one before was, so
+        it sees every receipt kept before it (every part of a message); its settlements are
+        then written (a second transaction) while the next batch is matched - with SQLite
+        both share the writer's next commit. Settling is conditional, so two batches never
+        both end a message."""
+        while self._receipts:
+            batch = self._receipts[:_RECEIPT_BATCH]
+            del self._receipts[:_RECEIPT_BATCH]
+            await self._match_and_settle(batch)
+
+    async def _match_and_settle(self, batch: list[_Waiting]) -> None:
+        try:
+            ending = await self._match_receipts(batch)
+        except Exception as exc:
+            if len(batch) > 1:  # one receipt the store refuses must not fail its neighbours
+                half = len(batch) // 2
+                await self._match_and_settle(batch[:half])
+                await self._match_and_settle(batch[half:])
+                return
+            log.exception("receipt not kept; the upstream will send it again")
+            _fail(batch, exc)  # the driver answers a temporary error
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_receipts(*ending))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _match_receipts(
+        self, batch: list[_Waiting]
+    ) -> tuple[list[_Waiting], list[Settlement], list[NewDelivery], float]:
+        """Match and keep a batch; what it ends, and the notifications it makes."""
+        now = self.clock()
+        incoming = []
+        for w in batch:
+            r = w.receipt
+            keys = self._spelling(r.upstream).received(
+                r.upstream_id, widened=w.widened, learn=not w.queried
+            )
+            incoming.append(
+                IncomingReceipt(
+                    r.upstream,
+                    keys,
+                    r.upstream_id,
+                    r.message_state,
+                    r.error,
+                    now,
+                    r.raw,
+                    keep_unknown=w.widened,
+                )
+            )
+        for upstream in {w.receipt.upstream for w in batch}:
+            self._learnt(upstream)
+        matches = await self.store.match_receipts(incoming)
+        settlements: list[Settlement] = []
+        notices: list[NewDelivery] = []
+        ending: set[str] = set()
+        kept: list[_Waiting] = []
+        for w, match in zip(batch, matches, strict=True):
+            r = w.receipt
+            if match is None:
+                if not w.widened:
+                    self._spawn(self._widen(w))  # not durable yet: its caller waits on
+                    continue
+                self._unknown(r)
+                kept.append(w)
+                continue
+            kept.append(w)
+            record = match.record
+            message = record.message
+            final = None if r.intermediate else state_of_smpp(r.message_state)
+            if final is None:  # ENROUTE / ACCEPTD / an intermediate notification
+                if message.registered_delivery & 0x10 and not record.state.final:
+                    notice = self._receipt_delivery(
+                        record, MessageState.SENT, r.error, now, intermediate=True
+                    )
+                    if notice is not None:
+                        notices.append(notice)
+                continue
+            if record.state.final or message.id in ending:
+                continue  # a repeated receipt: kept, but the application has had its answer
+            policy = self._policy(r.upstream)
+            state = _outcome(policy.multipart_receipts, match.states, final)
+            if state is None:
+                continue  # parts still out
+            ending.add(message.id)
+            delivery = self._receipt_delivery(record, state, r.error, now)
+            settlements.append(Settlement(message.id, state, r.error or None, delivery))
+        return kept, settlements, notices, now
+
+    async def _settle_receipts(
+        self,
+        kept: list[_Waiting],
+        settlements: list[Settlement],
+        notices: list[NewDelivery],
+        now: float,
+    ) -> None:
+        """End what a matched batch ends (one transaction); then its receipts are durable."""
+        try:
+            if settlements or notices:
+                done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
+                accounts = {d.account for d in notices}
+                accounts.update(
+                    s.delivery.account
+                    for s, ok in zip(settlements, done, strict=True)
+                    if ok and s.delivery is not None
+                )
+                for account in sorted(accounts):
+                    self.notify(account)
+        except Exception as exc:
+            _fail(kept, exc)  # kept, but not settled: the carrier sends them again
+            return
+        for w in kept:
+            if not w.done.done():
+                w.done.set_result(None)
+
+    async def _widen(self, waiting: _Waiting) -> None:
+        """An id no key matched: a receipt can beat its own submit_sm_resp, so look again
+        once every send that started before it came has been recorded - only then may
+        another spelling of a number match (a different message may carry it meanwhile)."""
+        await self._tickets.wait_older(waiting.ticket, self.early_wait)
+        waiting.widened = True
+        self._queue_receipt(waiting)
+
+    def _unknown(self, receipt: UpstreamReceipt) -> None:
+        """Still unknown after the look that waits for sends: kept (raw) in the store and
+        counted; held in memory too, in case its id is recorded later after all."""
+        self.unknown_receipts += 1
+        spelling = self._spelling(receipt.upstream)
+        for key in spelling.received(receipt.upstream_id, widened=True, learn=False):
+            self._early[(receipt.upstream, key)] = receipt
+        while len(self._early) > _EARLY_MAX:
+            self._early.pop(next(iter(self._early)))
+        log.warning("receipt for an unknown id", upstream=receipt.upstream, id=receipt.upstream_id)
+
+    def _policy(self, upstream: str) -> ReceiptPolicy:
+        policy = getattr(self._by_upstream.get(upstream), "receipt_policy", None)
+        if isinstance(policy, ReceiptPolicy):
+            return policy
+        return self._default_policy
+
+    def _spelling(self, upstream: str) -> IdSpelling:
+        spelling = self._spellings.get(upstream)
+        if spelling is None:
+            spelling = self._spellings[upstream] = IdSpelling(self._policy(upstream).id_format)
+        return spelling
+
+    def _learnt(self, upstream: str) -> None:
+        """Keep what was just learnt of an upstream's id spelling (rarely: a few times in the
+        upstream's life), so a restart does not forget it."""
+        bases = self._spelling(upstream).bases
+        if self._saved.get(upstream, (None, None)) != bases:
+            self._saved[upstream] = bases
+            self._spawn(self.store.save_id_format(upstream, *bases))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(_logged(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- receipts that never come -------------------------------------------------------------
+
+    async def _receipt_timeouts(self) -> None:
+        """Now and then: a message whose receipt did not come within its upstream's
+        `receipt_timeout` is asked for (query_sm) or ends UNKNOWN with a receipt, so every
+        message the application sent gets exactly one final receipt."""
+        while True:
+            try:
+                await self.settle_overdue()
+            except Exception:
+                log.exception("receipt timeouts failed")
+            await asyncio.sleep(min(60.0, max(0.05, self._shortest_timeout() / 4)))
+
+    def _shortest_timeout(self) -> float:
+        policies = [self._policy(name).receipt_timeout for name in self._by_upstream]
+        return min([self.settings.receipt_timeout, *policies])
+
+    async def settle_overdue(self) -> int:
+        """Ask for or settle every message overdue now; how many were looked at. Each
+        upstream by its own timeout (a long one never hides a short one's messages); then
+        whatever is older than every timeout (sent by an upstream no longer configured)."""
+        now = self.clock()
+        timeouts = {name: self._policy(name).receipt_timeout for name in self._by_upstream}
+        passes: list[tuple[str | None, float]] = list(timeouts.items())
+        passes.append((None, max([self.settings.receipt_timeout, *timeouts.values()])))
+        seen = 0
+        for upstream, timeout in passes:
+            while True:
+                overdue = await self.store.overdue_sent(
+                    now - timeout, _OVERDUE_BATCH, upstream=upstream
+                )
+                await self._overdue(overdue)
+                seen += len(overdue)
+                if len(overdue) < _OVERDUE_BATCH:
+                    break
+        return seen
+
+    async def _overdue(self, overdue: list[OverdueMessage]) -> None:
+        """Ask for the missing parts where the upstream can (all at once: its window paces
+        them); then end UNKNOWN, in one transaction, whatever the answers did not end (the
+        settlement is conditional: one the answers ended stays as they said)."""
+        await asyncio.gather(*(self._ask(o) for o in overdue))
+        now = self.clock()
+        settlements = []
+        for o in overdue:
+            log.info("no receipt in time", message_id=o.record.message.id, upstream=o.upstream)
+            delivery = self._receipt_delivery(o.record, MessageState.UNKNOWN, 0, now)
+            settlements.append(
+                Settlement(o.record.message.id, MessageState.UNKNOWN, None, delivery)
+            )
+        done = await self.store.settle_many(settlements, now)
+        for account in sorted(
+            {
+                s.delivery.account
+                for s, ok in zip(settlements, done, strict=True)
+                if ok and s.delivery
+            }
+        ):
+            self.notify(account)
+
+    async def _ask(self, overdue: OverdueMessage) -> None:
+        """query_sm for each part of an overdue message that has no end yet; every final
+        answer goes the way of a receipt (and may end the message)."""
+        driver = self._by_upstream.get(overdue.upstream)
+        if not isinstance(driver, Queryable) or not getattr(driver, "can_query", True):
+            return
+        for upstream_id, state in zip(overdue.part_ids, overdue.states, strict=False):
+            if state is not None and state_of_smpp(state) is not None:
+                continue  # this part has its end
+            try:
+                answer = await driver.query(upstream_id, overdue.record)
+            except Exception:
+                log.exception("query failed", upstream=overdue.upstream, id=upstream_id)
+                continue
+            if answer is not None and state_of_smpp(answer.message_state) is not None:
+                waiting = _Waiting(answer, 0, asyncio.get_running_loop().create_future())
+                waiting.queried = True
+                self._queue_receipt(waiting)
+                try:
+                    await waiting.done
+                except Exception:
+                    log.exception("query answer not kept", id=upstream_id)
 
     def _receipt_delivery(
         self,
@@ -402,52 +650,9 @@ class Dispatcher:
 
     # -- inbound ------------------------------------------------------------------------------
 
-    async def inbound(self, pdu: Any) -> None:
-        """An MO message (deliver_sm or data_sm without the receipt bit) from an upstream.
-        Durable when this returns: the driver acknowledges it (or deletes it from a modem)
-        only then. A part of a concatenated message is kept in the store until the message
-        is whole (or `mo_timeout` has passed: then what came is delivered)."""
-        try:
-            content = message_content(pdu)
-        except RemoteSmppError as exc:
-            log.warning("unreadable MO dropped", error=str(exc))
-            return
-        concat = content.concat
-        if concat is None or concat.total == 1:
-            await self._deliver_mo(pdu, [content], "")
-            return
-        key = (
-            f"{pdu.source_addr}|{pdu.destination_addr}|"
-            f"{concat.ref_bits}:{concat.ref}|{concat.total}"
-        )
-        raws = await self.store.add_inbound_part(
-            key, concat.seq, concat.total, encode_pdu(pdu), self.clock()
-        )
-        if raws is not None:
-            await self._deliver_mo(pdu, [message_content(_sm(raw)) for raw in raws], key)
-
-    async def _deliver_mo(self, pdu: Any, contents: list[Any], key: str) -> None:
-        """Route a whole (or timed-out) inbound message and queue it as deliver_sm."""
-        first = contents[0]
-        body = b"".join(c.body for c in contents)
-        text = decode_text(body, first.encoding, first.alphabet, errors="replace")
-        destination = normalize(pdu.destination_addr, self.plan) or pdu.destination_addr
-        account = self.mo_router.account_for(destination, text)
-        now = self.clock()
-        if account is None:
-            log.warning("MO with no mo_route dropped", destination=destination)
-            if key:
-                await self.store.finish_inbound(key, [], now)
-            return
-        segments = segment(text, ref=self._refs.allocate(pdu.source_addr))
-        parts = self._mo_builder.build(
-            segments, pdu.source_addr, pdu.destination_addr, [0] * segments.total
-        )
-        ttl = self.settings.delivery_ttl
-        await self.store.finish_inbound(
-            key, [NewDelivery(account, "mo", p, ttl) for p in parts], now
-        )
-        self.notify(account)
+    async def inbound(self, pdu: Any) -> CommandStatus:
+        """An MO message from an upstream (see `gateway.inbound`): the status to answer it with."""
+        return await self._inbound.take(pdu)
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -463,20 +668,51 @@ class Dispatcher:
                     gone = await self.store.purge(now - self.retention)
                     if gone:
                         log.info("purged", rows=gone)
-                for key, raws in await self.store.stale_inbound(now - self.mo_timeout):
-                    log.info("inbound message incomplete, delivered as it is", key=key)
-                    contents = [message_content(_sm(raw)) for raw in raws]
-                    await self._deliver_mo(_sm(raws[0]), contents, key)
+                await self._inbound.housekeeping(now)
             except Exception:
                 log.exception("housekeeping failed")
-            await asyncio.sleep(min(self.settings.purge_interval, self.mo_timeout / 4))
+            await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
 
 
-def _sm(raw: bytes) -> DeliverSm | DataSm:
-    """A stored inbound part, decoded again."""
-    pdu = decode_pdu(raw)
-    assert isinstance(pdu, DeliverSm | DataSm)  # only these are stored as inbound parts
-    return pdu
+def _fail(batch: list[_Waiting], exc: Exception) -> None:
+    for waiting in batch:
+        if not waiting.done.done():
+            waiting.done.set_exception(exc)
+
+
+async def _logged(coro: Any) -> None:
+    """A background step: its failure is logged, never lost as an unretrieved exception."""
+    try:
+        await coro
+    except Exception:
+        log.exception("background step failed")
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A receipt on its way into the store: `ticket` is the last send started before it
+    came; `done` resolves once it is durable."""
+
+    receipt: UpstreamReceipt
+    ticket: int
+    done: asyncio.Future[None]
+    widened: bool = False  # the second look (every older send recorded): the last one
+    queried: bool = False  # our query_sm's answer, not a receipt the carrier sent
+
+
+def _outcome(multipart: str, states: list[int | None], final: MessageState) -> MessageState | None:
+    """What a message ends as, given every part's latest receipt state (after this final
+    one, `final`), under the upstream's `multipart_receipts`; None while it waits."""
+    if len(states) <= 1 or multipart == "any":
+        return final
+    if multipart in ("first", "last"):
+        state = states[0] if multipart == "first" else states[-1]
+        return None if state is None else state_of_smpp(state)
+    ends = [None if s is None else state_of_smpp(s) for s in states]
+    if any(end is None for end in ends):
+        return None
+    failed = [end for end in ends if end is not MessageState.DELIVERED]
+    return failed[0] if failed else MessageState.DELIVERED
 
 
 class _Tickets:
@@ -530,7 +766,7 @@ def _receipt_pdu(
         else m.short_message
     )
     text = decode_text(body, encoding_of_data_coding(m.data_coding), errors="replace")[:20]
-    stat = _RECEIPT_STAT.get(state, ReceiptState.UNKNOWN)
+    stat = ReceiptState(state.stat)
     delivered = "001" if state is MessageState.DELIVERED else "000"
     err = f"{error:03d}" if error >= 0 else "000"
     short_message = (

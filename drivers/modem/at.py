@@ -311,7 +311,8 @@ def parse_error(line: str) -> AtError | None:
     """The `AtError` a final result line means, or None when it is not an error result.
 
     Both forms of +CME / +CMS errors are read: "+CMS ERROR: 500" gets the table's words and
-    "+CME ERROR: SIM busy" the table's number; words not in the table keep code None.
+    "+CME ERROR: SIM busy" the table's number; words not in the table keep code None. A detail
+    that is not ASCII ("+CMS ERROR: ²", a bit flipped on the line) is no result: None.
     """
     upper = line.upper()
     if upper in _SIMPLE_ERRORS:
@@ -321,7 +322,9 @@ def parse_error(line: str) -> AtError | None:
         return None
     kind = "CM" + m[1].upper()
     detail = m[2].strip().strip('"')
-    if detail.isdigit():
+    if not detail.isascii():
+        return None  # "+CMS ERROR: ²": noise on the line, not a code (see `_line`)
+    if _digits(detail):
         code = int(detail)
         return AtError(kind, code, _TABLES[kind].get(code, ""))
     return AtError(kind, _BY_WORDS[kind].get(_words(detail)), detail)
@@ -536,7 +539,16 @@ def split_fields(value: str) -> list[str]:
     return fields
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() and int() also take "²" or "٣" (one flipped bit on the
+    line must not become a number, or a ValueError)."""
+    return text.isascii() and text.isdigit()
+
+
 def _int(field: str, base: int = 10) -> int | None:
+    # int() reads non-ASCII digits and "_" separators too; an AT field has neither.
+    if not field.isascii() or "_" in field:
+        return None
     try:
         return int(field, base) if field else None
     except ValueError:
@@ -817,6 +829,9 @@ class AtEngine:
         if error is not None:
             self._final(text, error)
             return
+        if _EXTENDED_ERROR.fullmatch(text):
+            self._events.append(Garbage(text.encode()))  # a malformed error result
+            return
         late = self._late
         if late is not None and (run is None or (self.echo and not run.echoed)):
             # The timed-out command's answer: its own named lines, or any line when idle.
@@ -952,7 +967,7 @@ class AtEngine:
 def _registration_answer(value: str) -> bool:
     """<n>,<stat>[,...] (the answer to AT+CREG?) or ranges (AT+CREG=?), not <stat>[,"<lac>"...]."""
     raw = value.split(",")
-    return value.startswith("(") or (len(raw) >= 2 and raw[1].strip().isdigit())
+    return value.startswith("(") or (len(raw) >= 2 and _digits(raw[1].strip()))
 
 
 def _ussd(value: str) -> Event:

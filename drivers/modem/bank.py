@@ -19,8 +19,17 @@ many messages before any send has started.
 Receipts. Each part's upstream id is ``<imei>/<TP-MR>/<recipient digits>``. TP-MR wraps at 255,
 so the same id recurs: the store matches a report to the latest send with that id, and the bank
 drops a report whose id was last sent more than `report_window` ago (it remembers send times in
-memory, bounded; after a restart the store alone decides). TP-ST becomes the SMPP message_state:
-delivered 2, failed 5, still trying 1 (ENROUTE, not final).
+memory, bounded; after a restart the store alone decides). A late report for an older message
+with the same id is told apart by its TP-SCTS (when the SMSC took the submit, 23.040 9.2.3.11):
+when the two last sends with the id are known it belongs to the nearer one, else it is older
+when it is well before the latest send by the SMSC's clock as seen in recent reports. It is then
+dropped (logged): it must never settle the newer message. TP-ST becomes the SMPP
+message_state: delivered 2, failed 5, still trying 1 (ENROUTE, not final).
+
+Unusable. A modem that is FAILED (wrong PIN, PUK) or cannot send (no SMSC address) is never
+picked. When every modem of the bank is so, `unusable_reason` says why, `usable` is False, the
+bank logs an error, and `send` fails the message for good (ESME_RSUBMITFAIL) so it ends with a
+receipt rather than wait for a modem that will not come.
 
 Limits. Counters live in the store (`Store.count_usage`), keyed by the SIM (its ICCID once the
 modem has read it, else bank/modem), so they survive restarts and follow a SIM moved to another
@@ -94,6 +103,9 @@ _MAX_SENT_AT = 200_000  # send times remembered for the report window
 _MAX_STICKY = 10_000  # application-cut series remembered for their modem
 _STICKY_TTL = 3600.0
 _WAIT_FOR_MODEM = 30.0  # seconds a send waits for a free modem before failing (temporarily)
+_SUBMITFAIL = int(CommandStatus.ESME_RSUBMITFAIL)
+_SCTS_SLACK = 120.0  # seconds a report's TP-SCTS may be before its send (clocks, queues)
+_MIN_OFFSETS = 3  # SMSC clock offsets seen before a lone send's report may be called older
 
 
 class TpduError(Exception):
@@ -299,6 +311,13 @@ class _Slot:
     windows: tuple[int, int, int] = (0, 0, 0)  # the windows `usage` counts in
     usage_key: str | None = None  # the SIM the usage belongs to, once loaded
     loading: asyncio.Task[None] | None = None
+    # TP-SCTS minus our send time, of recent reports: the SMSC's clock as we see it.
+    offsets: deque[float] = field(default_factory=lambda: deque(maxlen=15))
+
+    def smsc_offset(self) -> float | None:
+        if len(self.offsets) < _MIN_OFFSETS:
+            return None
+        return sorted(self.offsets)[len(self.offsets) // 2]
 
     @property
     def limited(self) -> bool:
@@ -385,7 +404,9 @@ class ModemBank:
         self._sink: ReceiptSink | None = None
         self._rr = itertools.count()
         self._refs = ReferenceAllocator(seed=int(time.time()))
-        self._sent_at: OrderedDict[str, float] = OrderedDict()
+        # upstream id -> (its latest send time, the one before or None)
+        self._sent_at: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
+        self._hopeless: str | None = None
         self._sticky: OrderedDict[tuple[str, str, int, int], tuple[_Slot, float]] = OrderedDict()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -410,6 +431,10 @@ class ModemBank:
             max_reopen_backoff=modem.max_reopen_backoff,
             status_reports=modem.status_reports,
             storage=modem.storage,
+            urc_port=modem.urc_port,
+            poll_quiet=modem.poll_quiet,
+            ussd_packed=modem.ussd_packed,
+            report_routing=modem.report_routing,
         )
 
     async def start(self, sink: ReceiptSink) -> None:
@@ -448,7 +473,11 @@ class ModemBank:
     # -- picking a modem ----------------------------------------------------------------------
 
     def _ready(self, slot: _Slot) -> bool:
-        return slot.modem.ready() and (not slot.limited or slot.usage_key is not None)
+        return (
+            slot.modem.ready()
+            and (not slot.limited or slot.usage_key is not None)
+            and slot.modem.info.send_blocked is None
+        )
 
     def _pickable(self, slot: _Slot, now: float, parts: int = 1, *, full: bool = False) -> bool:
         return (
@@ -460,6 +489,23 @@ class ModemBank:
     def usable(self) -> bool:
         now = self.clock()
         return any(self._pickable(slot, now) for slot in self._slots)
+
+    def unusable_reason(self) -> str | None:
+        """Why no modem of the bank can ever send without an operator (each FAILED: PIN,
+        PUK; or unable to send: no SMSC address), or None while one may still send. The
+        dispatcher should then route elsewhere, or fail the message with a receipt."""
+        if not self._slots:
+            return None
+        reasons = []
+        for slot in self._slots:
+            info = slot.modem.info
+            if info.state is ModemState.FAILED:
+                reasons.append(f"{slot.config.name}: {info.last_error or 'failed'}")
+            elif info.send_blocked is not None:
+                reasons.append(f"{slot.config.name}: {info.send_blocked}")
+            else:
+                return None
+        return "; ".join(reasons)
 
     def _pick(self, now: float, parts: int, exclude: set[_Slot]) -> _Slot | None:
         all_slots = self._slots
@@ -506,6 +552,15 @@ class ModemBank:
 
     async def send(self, record: MessageRecord) -> SendResult:
         message = record.message
+        hopeless = self.unusable_reason()
+        if hopeless is not None:
+            log.error(
+                "no modem of the bank can send: message failed",
+                bank=self.bank,
+                message_id=message.id,
+                reason=hopeless,
+            )
+            return SendResult(False, error=_SUBMITFAIL, permanent=True)
         now = self.clock()
         try:
             tpdus, ref = message_tpdus(message, self._refs, now=now)
@@ -617,12 +672,14 @@ class ModemBank:
         ids = tuple(f"{ident}/{mr}/{recipient}" for mr in outcome.message_refs)
         now = self.clock()
         sent_at = self._sent_at
-        for upstream_id in ids:
-            sent_at[upstream_id] = now
-            sent_at.move_to_end(upstream_id)
         window = self.config.report_window
+        for upstream_id in ids:
+            before = sent_at.get(upstream_id)
+            previous = before[0] if before is not None and now - before[0] <= window else None
+            sent_at[upstream_id] = (now, previous)
+            sent_at.move_to_end(upstream_id)
         while sent_at and (
-            len(sent_at) > _MAX_SENT_AT or now - next(iter(sent_at.values())) > window
+            len(sent_at) > _MAX_SENT_AT or now - next(iter(sent_at.values()))[0] > window
         ):
             sent_at.popitem(last=False)
         if not ids:  # a modem that reports no TP-MR: no receipt can match
@@ -665,6 +722,10 @@ class ModemBank:
         slot = self._by_modem.get(id(modem))
         if slot is None:
             return
+        hopeless = self.unusable_reason()
+        if hopeless is not None and self._hopeless is None:
+            log.error("modem bank cannot send: fix and restart", bank=self.bank, reason=hopeless)
+        self._hopeless = hopeless
         if modem.ready():
             key = _sim_key(self.bank, slot)
             if slot.usage_key != key and (slot.loading is None or slot.loading.done()):
@@ -682,14 +743,45 @@ class ModemBank:
             return
         upstream_id = f"{self._identity(slot)}/{report.message_ref}/{_digits(report.recipient)}"
         now = self.clock()
-        sent = self._sent_at.get(upstream_id)
-        if sent is not None and now - sent > self.config.report_window:
+        sends = self._sent_at.get(upstream_id)
+        if sends is not None and now - sends[0] > self.config.report_window:
             log.warning("status report past its window dropped", id=upstream_id)
+            return
+        if sends is not None and self._for_earlier_send(slot, report, sends):
+            log.warning(
+                "status report for an earlier message with a reused TP-MR dropped",
+                id=upstream_id,
+                scts=report.timestamp.isoformat(),
+                status=report.status,
+            )
             return
         state = _STATE_OF[classify_status(report.status)]
         await sink.receipt(
             UpstreamReceipt(self.name, upstream_id, state, error=report.status, done_at=now)
         )
+
+    @staticmethod
+    def _for_earlier_send(
+        slot: _Slot, report: SmsStatusReport, sends: tuple[float, float | None]
+    ) -> bool:
+        """Whether `report` is for a send before the latest one with its id (see the module
+        docstring); learns the SMSC's clock from the reports that are not."""
+        latest, previous = sends
+        try:
+            scts = report.timestamp.timestamp()
+        except (OverflowError, OSError, ValueError):
+            return False
+        offset = slot.smsc_offset()
+        seen = scts - (offset or 0.0)  # the SMSC's time stamp in our clock
+        if previous is not None:
+            nearer = abs(seen - previous) < abs(seen - latest)
+            # With the SMSC's clock unknown, only when the time stamp is plainly that send's.
+            earlier = nearer and (offset is not None or abs(seen - previous) <= _SCTS_SLACK)
+        else:
+            earlier = offset is not None and seen < latest - _SCTS_SLACK
+        if not earlier:
+            slot.offsets.append(scts - latest)
+        return earlier
 
     async def incoming(self, modem: Modem | _Modem, deliver: SmsDeliver, raw: bytes) -> None:
         slot = self._by_modem.get(id(modem))

@@ -36,6 +36,7 @@ __all__ = [
     "cpin_query",
     "cpms",
     "cpms_query",
+    "cpms_test",
     "creg_query",
     "csca",
     "csca_query",
@@ -48,6 +49,7 @@ __all__ = [
     "parse_cops",
     "parse_cpin",
     "parse_cpms",
+    "parse_cpms_test",
     "parse_creg",
     "parse_csca",
     "parse_csq",
@@ -339,6 +341,22 @@ def parse_cpms(lines: Sequence[str]) -> tuple[StorageUse, ...]:
         raise AnswerError(f"+CPMS: expected <used>,<total> pairs, got {fields!r}")
     numbers = _ints(fields, "+CPMS")
     return tuple(StorageUse(None, numbers[i], numbers[i + 1]) for i in range(0, len(fields), 2))
+
+
+def cpms_test() -> Command:
+    return Command("AT+CPMS=?")
+
+
+def parse_cpms_test(lines: Sequence[str]) -> tuple[str, ...]:
+    """The memories AT+CPMS=? offers for reading and deleting (its first list):
+    +CPMS: ("SM","ME","SR"),("SM","ME"),("SM","ME") -> ("SM", "ME", "SR"). Some modems leave
+    out the brackets when each list has one memory."""
+    value = _value(lines, "+CPMS")
+    first = value[1 : value.index(")")] if value.startswith("(") and ")" in value else value
+    mems = tuple(m.upper() for m in split_fields(first) if m and _opt_int(m) is None)
+    if not mems:
+        raise AnswerError(f"+CPMS: no memories in {value!r}")
+    return mems
 
 
 def csca_query() -> Command:

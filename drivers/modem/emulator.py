@@ -1,5 +1,8 @@
 """A GSM modem on a pseudo-terminal, behind a simulated network: the project's fake modem.
 
+Three files: this one (the modem and its command set), `emulator_network` (the operator) and
+`emulator_quirks` (what real modems do wrong, and vendor profiles); the names are all here.
+
 Theory of operation
 -------------------
 `SimNetwork` plays the operator: the SMSC that checks and records each SMS-SUBMIT, assigns
@@ -32,18 +35,29 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import re
 import selectors
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from drivers.modem.emulator_network import (
+    CME_TEXT,
+    CMS_TEXT,
+    NetworkEvent,
+    ReceivedMessage,
+    SimNetwork,
+    SubmitRejected,
+    SubmittedPart,
+)
+from drivers.modem.emulator_quirks import VENDOR_PROFILES, Quirks, VendorProfile, vendor
 from gateway.sms import (
     Encoding,
     SmsError,
@@ -53,23 +67,19 @@ from gateway.sms import (
     pack_septets,
     unpack_septets,
 )
-from gateway.sms.segment import udh8_headers
 from gateway.sms.tpdu import (
     TOA_INTERNATIONAL,
     TOA_UNKNOWN,
-    EncodedPdu,
     SmsDeliver,
     SmsStatusReport,
     SmsSubmit,
     decode_pdu,
     decode_relative_validity,
-    deliver_tpdus,
-    encode_sms_deliver,
     encode_sms_submit,
-    encode_status_report,
 )
 
 __all__ = [
+    "VENDOR_PROFILES",
     "ModemEmulator",
     "NetworkEvent",
     "Quirks",
@@ -77,48 +87,12 @@ __all__ = [
     "SimNetwork",
     "SubmitRejected",
     "SubmittedPart",
+    "VendorProfile",
     "serve_emulators",
+    "vendor",
 ]
 
 # -- result codes -----------------------------------------------------------------------------
-
-CME_TEXT = {
-    3: "operation not allowed",
-    4: "operation not supported",
-    10: "SIM not inserted",
-    11: "SIM PIN required",
-    12: "SIM PUK required",
-    13: "SIM failure",
-    14: "SIM busy",
-    16: "incorrect password",
-    20: "memory full",
-    21: "invalid index",
-    30: "no network service",
-    50: "incorrect parameters",
-    100: "unknown",
-}
-CMS_TEXT = {  # 27.005 3.2.5; 0-127 are TS 24.011 RP causes passed on from the network
-    1: "Unassigned (unallocated) number",
-    21: "Short message transfer rejected",
-    38: "Network out of order",
-    42: "Congestion",
-    300: "ME failure",
-    302: "operation not allowed",
-    303: "operation not supported",
-    304: "invalid PDU mode parameter",
-    305: "invalid text mode parameter",
-    310: "SIM not inserted",
-    311: "SIM PIN required",
-    314: "SIM busy",
-    316: "SIM PUK required",
-    321: "invalid memory index",
-    322: "memory full",
-    330: "SMSC address unknown",
-    331: "no network service",
-    340: "no +CNMA acknowledgement expected",
-    500: "unknown error",
-    512: "MM establishment failure",  # vendor range; the words SIMCom / Wavecom print
-}
 
 _STAT_TEXT = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT", "ALL")
 _MEMORIES = ("SM", "ME", "SR")
@@ -144,446 +118,6 @@ def _cme(code: int) -> _Fail:
 
 def _cms(code: int) -> _Fail:
     return _Fail("cms", code)
-
-
-class SubmitRejected(Exception):
-    """The network (or the modem in front of it) refused an SMS-SUBMIT with a +CMS ERROR code."""
-
-    def __init__(self, cms: int, reason: str) -> None:
-        super().__init__(f"+CMS ERROR: {cms} ({reason})")
-        self.cms = cms
-        self.reason = reason
-
-
-# -- the network ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SubmittedPart:
-    """One SMS-SUBMIT the network accepted."""
-
-    modem: str  # the sending modem's IMEI
-    message_ref: int  # the TP-MR the modem reported in +CMGS
-    submit: SmsSubmit
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
-    """A whole message as the network received it (all its parts, reassembled).
-
-    Attributes:
-        modem: IMEI of the modem it came from.
-        text: the reassembled text; None for 8-bit data.
-        parts: each part's decoded SMS-SUBMIT, in part order.
-        message_refs: the TP-MR assigned to each part, in part order.
-    """
-
-    modem: str
-    destination: str
-    text: str | None
-    parts: tuple[SmsSubmit, ...]
-    message_refs: tuple[int, ...]
-    encoding: Encoding
-    status_report_request: bool
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkEvent:
-    """Something the network hands one modem.
-
-    kind: "deliver" (an SMS-DELIVER in `pdu`), "status_report" (`pdu`), "urc" (`line` written
-    as is), "registration" (`value` is the new +CREG <stat>, -1 to stop forcing one) or
-    "signal" (`value` is the +CSQ <rssi>).
-    """
-
-    kind: Literal["deliver", "status_report", "urc", "registration", "signal"]
-    pdu: EncodedPdu | None = None
-    line: str = ""
-    value: int = 0
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _key(modem: ModemEmulator | str) -> str:
-    return modem if isinstance(modem, str) else modem.imei
-
-
-class SimNetwork:
-    """The operator behind one or more emulated modems. Safe to call from any thread.
-
-    Args:
-        report_delay: seconds between accepting a submit and sending its status report.
-        smsc: the SMSC address the network puts before the PDUs it sends.
-        clock: monotonic seconds; the deadlines of `due` / `next_due` are in its units.
-        utcnow: the wall clock for timestamps (TP-SCTS, TP-DT), aware.
-        ussd: USSD request -> reply text; requests not listed get "+CUSD: 4" (not supported).
-    """
-
-    def __init__(
-        self,
-        *,
-        report_delay: float = 0.5,
-        smsc: str = "+15550000000",
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = _utcnow,
-        ussd: Mapping[str, str] | None = None,
-    ) -> None:
-        self.report_delay = report_delay
-        self.smsc = smsc
-        self.clock = clock
-        self.utcnow = utcnow
-        self.ussd: dict[str, str] = dict(
-            ussd if ussd is not None else {"*100#": "Your balance is 12.34 EUR"}
-        )
-        self.received: list[ReceivedMessage] = []
-        self.submitted: list[SubmittedPart] = []
-        self.undelivered: list[tuple[str, EncodedPdu]] = []  # refused with AT+CNMA=2
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._queues: dict[str, list[tuple[float, int, NetworkEvent]]] = {}
-        self._wakers: dict[str, Callable[[], None]] = {}
-        self._seq = itertools.count()
-        self._next_mr: dict[str, int] = {}
-        self._statuses: dict[str, tuple[int, ...]] = {}
-        self._rejects: dict[str, int] = {}
-        self._partial: dict[tuple[str, str, int, int, int], dict[int, tuple[int, SmsSubmit]]] = {}
-        self._concat_ref = itertools.count(1)
-
-    # configuration
-
-    def set_report_status(self, destination: str, *statuses: int) -> None:
-        """Reports for `destination`: one per TP-ST given, `report_delay` apart (e.g. 0x30 then
-        0x00: pending, then delivered; 0x41 alone: failed). None given: no report at all."""
-        with self._lock:
-            self._statuses[destination] = tuple(statuses)
-
-    def reject(self, destination: str, cms: int = 21) -> None:
-        """Refuse every submit to `destination` with +CMS ERROR `cms` (an RP cause, 0-127)."""
-        with self._lock:
-            self._rejects[destination] = cms
-
-    def set_next_mr(self, modem: ModemEmulator | str, message_ref: int) -> None:
-        """The TP-MR the modem's next accepted submit gets (0-255)."""
-        with self._lock:
-            self._next_mr[_key(modem)] = message_ref & 0xFF
-
-    # modems
-
-    def attach(self, imei: str, wake: Callable[[], None]) -> None:
-        """Called by a modem: `wake` is called (from any thread) when something is queued."""
-        with self._lock:
-            self._queues.setdefault(imei, [])
-            self._wakers[imei] = wake
-
-    def detach(self, imei: str) -> None:
-        """Called by a modem that stops; what is queued for it waits for its return."""
-        with self._lock:
-            self._wakers.pop(imei, None)
-
-    def now(self) -> float:
-        return self.clock()
-
-    def due(self, imei: str, now: float) -> list[NetworkEvent]:
-        """Events for `imei` whose time has come, oldest first; they are removed."""
-        out = []
-        with self._lock:
-            queue = self._queues.get(imei)
-            while queue and queue[0][0] <= now:
-                out.append(heapq.heappop(queue)[2])
-        return out
-
-    def next_due(self, imei: str) -> float | None:
-        """When `due` will next have something for `imei`, or None."""
-        with self._lock:
-            queue = self._queues.get(imei)
-            return queue[0][0] if queue else None
-
-    def _push(self, imei: str, event: NetworkEvent, delay: float) -> None:
-        with self._lock:
-            queue = self._queues.setdefault(imei, [])
-            heapq.heappush(queue, (self.clock() + delay, next(self._seq), event))
-            wake = self._wakers.get(imei)
-        if wake is not None:
-            wake()
-
-    # the SMSC
-
-    def submit(
-        self, imei: str, pdu: bytes, *, length: int | None = None, text_mode: bool = False
-    ) -> int:
-        """Check and accept one SMS-SUBMIT as the SMSC would.
-
-        Args:
-            imei: the sending modem.
-            pdu: the SMSC address part and the TPDU, as AT+CMGS takes them.
-            length: the <length> given in AT+CMGS (TPDU octets), None in text mode.
-            text_mode: errors are 305 (text mode parameter) instead of 304.
-
-        Returns:
-            The TP-MR assigned (the modem reports it in +CMGS).
-
-        Raises:
-            SubmitRejected: with the +CMS ERROR code a real modem would give.
-        """
-        bad = 305 if text_mode else 304
-        if not pdu or pdu[0] > 11 or 1 + pdu[0] >= len(pdu):
-            raise SubmitRejected(bad, "no TPDU after the SMSC address")
-        tpdu_octets = len(pdu) - 1 - pdu[0]
-        if length is not None and tpdu_octets != length:
-            raise SubmitRejected(bad, f"AT+CMGS={length} but the TPDU has {tpdu_octets} octets")
-        try:
-            decoded = decode_pdu(pdu, direction="mo")
-        except SmsError as exc:
-            raise SubmitRejected(bad, str(exc)) from None
-        if not isinstance(decoded, SmsSubmit):  # pragma: no cover - direction="mo" ensures it
-            raise SubmitRejected(bad, "not an SMS-SUBMIT")
-        digits = decoded.destination.removeprefix("+")
-        if (decoded.destination_toa & 0x70) == 0x50 or not digits.isdigit():
-            raise SubmitRejected(bad, f"bad destination {decoded.destination!r}")
-        if decoded.encoding not in (Encoding.GSM7, Encoding.UCS2, Encoding.BINARY):
-            raise SubmitRejected(bad, "unsupported data coding")
-        now = self.utcnow()
-        with self._lock:
-            cms = self._rejects.get(decoded.destination)
-            if cms is not None:
-                raise SubmitRejected(cms, CMS_TEXT.get(cms, "rejected by the network"))
-            mr = self._next_mr.get(imei, 0)
-            self._next_mr[imei] = (mr + 1) & 0xFF
-            self.submitted.append(SubmittedPart(imei, mr, decoded, now))
-            self._reassemble(imei, mr, decoded, now)
-            statuses = self._statuses.get(decoded.destination, (0,))
-            self._changed.notify_all()
-        if decoded.status_report_request:
-            for i, status in enumerate(statuses):
-                delay = self.report_delay * (i + 1)
-                report = encode_status_report(
-                    message_ref=mr,
-                    recipient=decoded.destination,
-                    recipient_toa=decoded.destination_toa,
-                    timestamp=now,
-                    discharge_time=now + timedelta(seconds=round(delay)),
-                    status=status,
-                    smsc=self.smsc,
-                )
-                self._push(imei, NetworkEvent("status_report", pdu=report), delay)
-        return mr
-
-    def _reassemble(self, imei: str, mr: int, part: SmsSubmit, now: datetime) -> None:
-        concat = part.concat
-        if concat is None or concat.total == 1:
-            self._record(imei, [(mr, part)], now)
-            return
-        key = (imei, part.destination, concat.ref_bits, concat.ref, concat.total)
-        got = self._partial.setdefault(key, {})
-        got.setdefault(concat.seq, (mr, part))  # a repeated part: the first copy counts
-        if len(got) == concat.total:
-            del self._partial[key]
-            self._record(imei, [got[i] for i in sorted(got)], now)
-
-    def _record(self, imei: str, parts: list[tuple[int, SmsSubmit]], now: datetime) -> None:
-        first = parts[0][1]
-        body = b"".join(p.user_data for _, p in parts)
-        text: str | None = None
-        if first.encoding is not Encoding.BINARY:
-            text = decode_text(body, first.encoding, first.alphabet, errors="replace")
-        self.received.append(
-            ReceivedMessage(
-                modem=imei,
-                destination=first.destination,
-                text=text,
-                parts=tuple(p for _, p in parts),
-                message_refs=tuple(mr for mr, _ in parts),
-                encoding=first.encoding,
-                status_report_request=any(p.status_report_request for _, p in parts),
-                received_at=now,
-            )
-        )
-
-    def refused(self, imei: str, pdu: EncodedPdu) -> None:
-        """A modem's TE refused a message (AT+CNMA=2): kept in `undelivered`."""
-        with self._lock:
-            self.undelivered.append((imei, pdu))
-
-    def wait_received(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
-        """Block until `received` holds at least `count` messages; a copy of it.
-
-        Raises:
-            TimeoutError: fewer arrived within `timeout` seconds.
-        """
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
-                raise TimeoutError(f"{len(self.received)} of {count} messages received")
-            return list(self.received)
-
-    # what a test sends the modem
-
-    def inject(
-        self,
-        to_modem: ModemEmulator | str,
-        sender: str,
-        text: str,
-        *,
-        parts: int | None = None,
-        ucs2: bool = False,
-        delay: float = 0.0,
-    ) -> list[EncodedPdu]:
-        """Send `text` from `sender` to a modem, as SMS-DELIVERs (concatenated when long).
-
-        Args:
-            parts: cut the text into this many parts (concatenation UDH) even when it would
-                fit in fewer; None lets the segmenter decide.
-            ucs2: encode as UCS-2 even when GSM 7-bit would do.
-            delay: seconds before the first part arrives.
-
-        Returns:
-            The PDUs sent, in order.
-        """
-        encoding = Encoding.UCS2 if ucs2 else None
-        timestamp = self.utcnow()
-        ref = next(self._concat_ref) & 0xFF
-        if parts is None or parts <= 1:
-            pdus = deliver_tpdus(
-                text, sender, timestamp=timestamp, ref=ref, smsc=self.smsc, encoding=encoding
-            )
-        else:
-            pdus = self._deliver_cut(text, sender, timestamp, ref=ref, parts=parts, ucs2=ucs2)
-        for pdu in pdus:
-            self._push(_key(to_modem), NetworkEvent("deliver", pdu=pdu), delay)
-        return pdus
-
-    def _deliver_cut(
-        self, text: str, sender: str, timestamp: datetime, *, ref: int, parts: int, ucs2: bool
-    ) -> list[EncodedPdu]:
-        # Cut by characters, so an escape pair or a surrogate pair is never split.
-        chars = list(text)
-        per = -(-len(chars) // parts)
-        chunks = ["".join(chars[i * per : (i + 1) * per]) for i in range(parts)]
-        encoding = Encoding.UCS2 if ucs2 else Encoding.GSM7
-        if not ucs2:
-            try:
-                encode_gsm7(text)
-            except SmsError:
-                encoding = Encoding.UCS2
-        udhs = udh8_headers(ref, parts)
-        return [
-            encode_sms_deliver(
-                originator=sender,
-                body=encode_text(chunk, encoding),
-                encoding=encoding,
-                timestamp=timestamp,
-                udh=udhs[i],
-                more_messages=i < parts - 1,
-                smsc=self.smsc,
-            )
-            for i, chunk in enumerate(chunks)
-        ]
-
-    def inject_pdu(
-        self, to_modem: ModemEmulator | str, pdu: EncodedPdu | str, *, delay: float = 0.0
-    ) -> None:
-        """Deliver a ready-made PDU (hex with the SMSC part, or an EncodedPdu) as is."""
-        if isinstance(pdu, str):
-            raw = bytes.fromhex(pdu)
-            pdu = EncodedPdu(raw, len(raw) - 1 - raw[0], raw.hex().upper())
-        self._push(_key(to_modem), NetworkEvent("deliver", pdu=pdu), delay)
-
-    def inject_urc(self, to_modem: ModemEmulator | str, line: str, *, delay: float = 0.0) -> None:
-        """Have the modem write `line` as an unsolicited result code."""
-        self._push(_key(to_modem), NetworkEvent("urc", line=line), delay)
-
-    def set_registration(
-        self, to_modem: ModemEmulator | str, stat: int | None, *, delay: float = 0.0
-    ) -> None:
-        """Force the modem's +CREG <stat> (0 none, 1 home, 2 searching, 3 denied, 5 roaming);
-        None returns it to its own course."""
-        value = -1 if stat is None else stat
-        self._push(_key(to_modem), NetworkEvent("registration", value=value), delay)
-
-    def set_signal(self, to_modem: ModemEmulator | str, rssi: int, *, delay: float = 0.0) -> None:
-        """The modem's +CSQ <rssi> (0-31, 99 unknown)."""
-        self._push(_key(to_modem), NetworkEvent("signal", value=rssi), delay)
-
-
-# -- quirks -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Quirks:
-    """What real modems do that trips drivers up. All off by default; read when used.
-
-    Attributes:
-        echo: echo on after start and ATZ (V.250's own default; most drivers send ATE0).
-        urc_mid_answer: write a ^RSSI or +CREG line inside every answer, before its final
-            result code.
-        slow: seconds before each command line is answered.
-        cms_error_every: every Nth AT+CMGS fails with +CMS ERROR `cms_error_code` (0: never).
-        cms_error_code: 500 (unknown error) or 512 (manufacturer specific) are the usual ones.
-        pin: the SIM asks for this PIN (+CPIN: SIM PIN) until AT+CPIN=<pin>; three wrong ones
-            lock it (SIM PUK) until AT+CPIN=<puk>,<new pin>.
-        puk: the PUK for that.
-        sim_busy: the first N AT+CPIN? answer +CME ERROR: 14 (SIM busy).
-        registration_delay: seconds of +CREG stat 2 (searching) before stat 1.
-        storage_full: storing fails (+CMS ERROR: 322) and +CMTI / +CDSI stop; the network keeps
-            the messages and retries once this is switched off.
-        urc_flood_ms: write a Huawei-style ^RSSI / ^MODE / ^BOOT line every this many ms
-            (AT^CURC=0 stops it, as on the real ones).
-        no_smsc: no SMSC address on the SIM: AT+CMGS without one in the PDU gives +CMS ERROR:
-            330 until AT+CSCA sets it.
-        bare_prompt: "> " with no line end before it (some modems send "\\r\\n> ").
-        zero_based_index: storage indices start at 0, as on Huawei and Quectel modems.
-        ussd_packed: USSD strings are GSM 7-bit packed hex both ways, as on Huawei modems.
-    """
-
-    echo: bool = False
-    urc_mid_answer: bool = False
-    slow: float = 0.0
-    cms_error_every: int = 0
-    cms_error_code: int = 500
-    pin: str | None = None
-    puk: str = "12345678"
-    sim_busy: int = 0
-    registration_delay: float = 0.0
-    storage_full: bool = False
-    urc_flood_ms: float = 0.0
-    no_smsc: bool = False
-    bare_prompt: bool = False
-    zero_based_index: bool = False
-    ussd_packed: bool = False
-
-    @classmethod
-    def parse(cls, items: Iterable[str]) -> Quirks:
-        """Quirks from ``name=value`` strings (as `smsgw emulate-modem --quirk` takes them).
-
-        Raises:
-            ValueError: an unknown name or a value of the wrong type.
-        """
-        kinds = {f.name: f.type for f in fields(cls)}
-        quirks = cls()
-        for item in items:
-            name, sep, raw = item.partition("=")
-            name = name.strip().replace("-", "_")
-            if name not in kinds:
-                raise ValueError(f"unknown quirk {name!r}; known: {', '.join(sorted(kinds))}")
-            kind = str(kinds[name])
-            value: object
-            if kind == "bool":
-                if not sep or raw.lower() in ("1", "true", "yes", "on"):
-                    value = True
-                elif raw.lower() in ("0", "false", "no", "off"):
-                    value = False
-                else:
-                    raise ValueError(f"quirk {name}: {raw!r} is not a boolean")
-            else:
-                try:
-                    value = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
-                except ValueError:
-                    raise ValueError(f"quirk {name}: {raw!r} is not a {kind}") from None
-            setattr(quirks, name, value)
-        return quirks
 
 
 # -- the modem --------------------------------------------------------------------------------
@@ -684,8 +218,8 @@ class ModemEmulator:
         iccid: str | None = None,
         operator: str = "SimNet",
         operator_numeric: str = "00101",
-        manufacturer: str = "SMSGW",
-        model: str = "EMU-1",
+        manufacturer: str | None = None,
+        model: str | None = None,
         revision: str = "EMU-1.0.0",
         quirks: Quirks | None = None,
         capacity: Mapping[str, int] | None = None,
@@ -699,10 +233,11 @@ class ModemEmulator:
         self.iccid = iccid or _luhn(f"8900{os.getpid() % 1000:03d}{n:011d}")
         self.operator = operator
         self.operator_numeric = operator_numeric
-        self.manufacturer = manufacturer
-        self.model = model
-        self.revision = revision
         self.quirks = quirks if quirks is not None else Quirks()
+        profile = VENDOR_PROFILES.get(self.quirks.vendor)
+        self.manufacturer = manufacturer or (profile.manufacturer if profile else "SMSGW")
+        self.model = model or (profile.model if profile else "EMU-1")
+        self.revision = revision
         self.link = Path(link) if link is not None else None
         self.ack_timeout = ack_timeout
         self.capacity = {"SM": 30, "ME": 100, "SR": 30}
@@ -712,8 +247,10 @@ class ModemEmulator:
         self._csca: tuple[str, int] = ("", TOA_UNKNOWN)
         if not self.quirks.no_smsc:
             self._csca = (network.smsc, TOA_INTERNATIONAL)
+        self._urc_port = ""  # AT+QURCCFG="urcport": kept in the modem's NV, across power-on
         self.pin_attempts = 3
         self.unacked = 0  # +CMT / +CDS the TE never acknowledged
+        self.delivered_direct = 0  # +CMT / +CDS written (a repeat counts again)
         self.commands: list[str] = []  # every command line received, for tests to inspect
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -835,6 +372,10 @@ class ModemEmulator:
         self._cmgs_count = 0
         self._curc = True
         self._last_line = ""
+        # SIM800: SMS commands wait for "SMS Ready", which comes after the SIM is ready.
+        self._sms_ready_at: float | None = None
+        if self.quirks.sms_ready_delay > 0:
+            self._sms_ready_at = now + self.quirks.sms_ready_delay if self._pin_ok else math.inf
 
     def _reset_profile(self) -> None:
         """ATZ / AT&F / power-on: the settings a TE sets, not the SIM's."""
@@ -844,7 +385,7 @@ class ModemEmulator:
         self._cmee = 0
         self._cmgf = 0
         self._cscs = "GSM"
-        self._csms = 0
+        self._csms = 1 if self.quirks.cmt_always else 0
         self._cnmi = [1, 1, 0, 0, 0]  # mode, mt, bm, ds, bfr
         self._cpms = ["SM", "SM", "SM"]
         self._reg_n = {"+CREG": 0, "+CGREG": 0, "+CEREG": 0}
@@ -923,6 +464,8 @@ class ModemEmulator:
             deadlines.append(self._search_since + self.quirks.registration_delay)
         if self.quirks.urc_flood_ms > 0 and self._curc:
             deadlines.append(self._next_flood)
+        if self._sms_ready_at is not None and self._sms_ready_at != math.inf:
+            deadlines.append(self._sms_ready_at)
         if self._held:
             deadlines.append(now + 0.2)  # storage may have been freed by a quirk switched off
         return max(0.0, min(deadlines) - now)
@@ -934,6 +477,10 @@ class ModemEmulator:
             self._held_output = b""
         while self._timers and self._timers[0][0] <= now:
             heapq.heappop(self._timers)[2]()
+        if self._sms_ready_at is not None and now >= self._sms_ready_at:
+            self._sms_ready_at = None
+            self._urc("Call Ready")
+            self._urc("SMS Ready")
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._ack_timed_out()
         for event in self.network.due(self.imei, self.network.now()):
@@ -982,7 +529,16 @@ class ModemEmulator:
         return self._line("\r\n".join(lines))
 
     def _urc(self, line: str) -> None:
+        if self.quirks.urc_port and self.urc_port != "usbat":
+            return  # written to the modem's other USB port: nobody reads it here
+        if self.quirks.sms_urcs_lost and line.startswith(("+CMTI", "+CDS", "+CMT")):
+            return
         self._urcs.append(line)
+
+    @property
+    def urc_port(self) -> str:
+        """Where a Quectel writes its URCs (AT+QURCCFG="urcport"); "usbat" is this port."""
+        return self._urc_port or self.quirks.urc_port or "usbat"
 
     def _flush_urcs(self) -> None:
         if self._urcs and self._prompt is None and not self._busy_until:
@@ -1178,6 +734,8 @@ class ModemEmulator:
             raise _Fail("error")  # an unknown command: plain ERROR, whatever AT+CMEE says
         if name in _NEEDS_SIM:
             self._need_sim(sms=name in _SMS_COMMANDS)
+        if self._sms_ready_at is not None and name in _SMS_SET_UP:
+            raise _Fail("error")  # SIM800 before "SMS Ready": plain ERROR, whatever AT+CMEE
         return handler(op, _split_args(arg) if op == "set" else [])
 
     def _need_sim(self, sms: bool) -> None:
@@ -1250,6 +808,7 @@ class ModemEmulator:
             "+CNMA": self._cmd_cnma,
             "+CUSD": self._cmd_cusd,
             "^CURC": self._cmd_curc,
+            "+QURCCFG": self._cmd_qurccfg,
             # Accepted and ignored: flow control, saving settings, indicators a pty has no use for.
             "+IFC": lambda op, a: ["+IFC: 2,2"] if op == "read" else [],
             "+CSAS": lambda op, a: [],
@@ -1320,6 +879,8 @@ class ModemEmulator:
             self.pin_attempts = 3
         self._pin_ok = True
         self._search_since = time.monotonic()
+        if self.quirks.sms_ready_delay > 0:
+            self._sms_ready_at = self._search_since + self.quirks.sms_ready_delay
         return []
 
     def _reg_urc(self, name: str, stat: int) -> str:
@@ -1406,6 +967,22 @@ class ModemEmulator:
         return []
 
     # SMS settings (27.005 3.x)
+
+    def _cmd_qurccfg(self, op: str, args: list[str | None]) -> list[str]:
+        # Quectel EC2x/EG25 AT manual, AT+QURCCFG: "urcport" is "usbat", "usbmodem" or "uart1".
+        if not self.quirks.urc_port:
+            raise _Fail("error")  # not a Quectel
+        if op == "test":
+            return ['+QURCCFG: "urcport",("usbat","usbmodem","uart1")']
+        if op != "set" or not args or (args[0] or "").lower() != "urcport":
+            raise _cme(50)
+        if len(args) == 1:
+            return [f'+QURCCFG: "urcport","{self.urc_port}"']
+        port = (args[1] or "").lower()
+        if port not in ("usbat", "usbmodem", "uart1"):
+            raise _cme(50)
+        self._urc_port = port
+        return []
 
     def _cmd_cmgf(self, op: str, args: list[str | None]) -> list[str]:
         if op == "test":
@@ -1499,6 +1076,8 @@ class ModemEmulator:
         for index in range(first, first + self.capacity[mem]):
             if index not in slots:
                 slots[index] = stored
+                if self.quirks.smmemfull and len(slots) >= self.capacity[mem]:
+                    self._urc(f'^SMMEMFULL: "{mem}"')  # Huawei: the memory just filled
                 return index
         return None
 
@@ -1509,6 +1088,8 @@ class ModemEmulator:
         index = self._index(args[0] if args else None, mem)
         stored = self._mem[mem].get(index)
         if stored is None:
+            if self.quirks.empty_slot_321:
+                raise _cms(321)  # SIMCom / Quectel: "invalid memory index"
             return []  # an empty slot: OK with nothing, as most modems answer
         info = self._show(stored, None)
         if stored.stat == 0:
@@ -1717,11 +1298,13 @@ class ModemEmulator:
         pdu = event.pdu
         assert pdu is not None
         mode, mt, _, ds, _ = self._cnmi
-        if not self._pin_ok or self._cfun != 1:
+        if not self._pin_ok or self._cfun != 1 or not self._registered():
             return False  # off the network: nothing arrives
+        if self._sms_ready_at is not None:
+            return False  # SMS not ready: the network keeps trying
         routing = mode in (1, 2)
         if event.kind == "deliver":
-            if routing and mt == 2:
+            if routing and (mt == 2 or self.quirks.cmt_always):
                 self._direct(event, "+CMT")
                 return True
             mem = self._cpms[2]
@@ -1734,17 +1317,22 @@ class ModemEmulator:
         if routing and ds == 1:
             self._direct(event, "+CDS")
             return True
-        index = self._store("SR", _Stored(0, pdu.pdu, pdu.tpdu_length))
+        if self.quirks.drop_unrouted_reports and not (routing and ds == 2):
+            return True  # 27.005 3.4.1 ds=0: not routed to the TE, and not kept either
+        mem = self._cpms[2] if self.quirks.reports_in_mem3 else "SR"
+        index = self._store(mem, _Stored(0, pdu.pdu, pdu.tpdu_length))
         if index is None:
             return ds != 2  # with ds=0 a report with no room is dropped, as modems do
         if routing and ds == 2:
-            self._urc(f'+CDSI: "SR",{index}')
+            said = "SM" if self.quirks.cdsi_wrong_mem else mem
+            self._urc(f'+CDSI: "{said}",{index}')
         return True
 
     def _direct(self, event: NetworkEvent, label: str) -> None:
         """+CMT / +CDS: the message itself, its PDU (or text) on the line after the header."""
         pdu = event.pdu
         assert pdu is not None
+        self.delivered_direct += 1
         if self._cmgf == 0:
             head = f"+CMT: ,{pdu.tpdu_length}" if label == "+CMT" else f"+CDS: {pdu.tpdu_length}"
             self._urc(f"{head}\r\n{pdu.hex}")
@@ -1829,6 +1417,7 @@ class ModemEmulator:
 
 _SMS_COMMANDS = frozenset(("+CMGS", "+CMGW", "+CMGR", "+CMGL", "+CMGD", "+CPMS", "+CNMA", "+CSCA"))
 _NEEDS_SIM = _SMS_COMMANDS | {"+CIMI", "+CUSD"}
+_SMS_SET_UP = _SMS_COMMANDS | {"+CMGF", "+CNMI", "+CSMS"}
 
 
 def serve_emulators(

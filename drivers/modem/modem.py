@@ -9,14 +9,18 @@ jitter that starts over once the modem was ready again:
 
     OPENING       open the port (exclusive); ESC, in case whoever had the port before left
                   the modem at AT+CMGS's prompt; identity check when imei / iccid are configured
-    INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0, AT+CMEE=2
+    INITIALISING  AT until OK (a modem takes seconds after plug-in), ATE0V1, AT+CMEE=1
     SIM_WAIT      AT+CPIN?: SIM busy (+CME 14) retried with backoff; SIM PIN -> AT+CPIN=<pin>
                   from settings once; no PIN configured, a refused PIN, PUK -> FAILED
+    INITIALISING  SMS set-up, before registration (the network hands over what it held the
+                  moment the modem registers): AT+CMGF=0, AT+CGMI, AT+QURCCFG (Quectel),
+                  AT+CPMS, AT+CPMS=?, AT+CNMI=2,1,0,2,0, AT+CSMS?, AT+CSCA? (set from settings
+                  when empty); refused while the modem's SMS side starts (SIM800 until "SMS
+                  Ready"): asked again on that URC or every second, up to init_timeout
     REGISTERING   AT+CREG=1, then AT+CREG? (and +CREG URCs) until home / roaming, or timeout
-    INITIALISING  SMS set-up: AT+CMGF=0, AT+CPMS, AT+CNMI=2,1,0,2,0, AT+CSMS?, AT+CSCA?
-                  (set from settings when empty); identity: CGSN, CIMI, ICCID, ATI, CGMI/M/R
+    INITIALISING  identity: CGSN, CIMI, ICCID, ATI, CGMI/M/R
     READY         stored messages drained; +CMTI / +CDSI / +CMT / +CDS handled; health
-                  (AT+CSQ;+CREG?;+COPS? as one line) every `health_interval`
+                  (AT+CSQ;+CREG?;+COPS? as one line, then AT+CPMS?) every `health_interval`
 
 FAILED is final (until `stop` / `start`): it is only reached when retrying could harm the SIM
 (a wrong PIN is never sent twice: SIMs lock after three) or cannot help (PUK needed). Every
@@ -31,13 +35,23 @@ this connection, so the modem is identified) reads, hands to the sink, and only 
 returned deletes (AT+CMGD) or acknowledges (AT+CNMA when AT+CSMS? says phase 2+). A sink that
 raises leaves the message stored; it is tried again at the next health round. Reading status
 reports from "SR" switches the read memory (AT+CPMS="SR"), so everything that reads or deletes
-storage holds one lock.
+storage holds one lock. Nothing is lost to a vendor's ways: an announced slot that does not
+hold what was announced (+CDSI: "SM" for a report in "SR"; CMS 321 for an empty one) makes
+every memory be listed at once; AT+CPMS? in the health round and Huawei's ^SMMEMFULL drain a
+memory before it fills; when no SMS URC came for `poll_quiet` seconds every memory is listed
+anyway; a TPDU handed on lately is not handed on again (a +CMT repeated after a late CNMA).
+A modem found keeping status reports with inbound messages (a report read from a memory other
+than "SR") gets them directly instead (AT+CSMS=1, CNMI <ds>=1, +CDS and AT+CNMA) where it can
+(`report_routing`). An unplugged modem's port is watched for every `reopen_backoff`, so it is
+set up again before it registers and the reports the network held arrive with routing set.
 
 Sending: one message at a time per modem, its parts in order, one AT+CMGS each. Transient
 errors are retried `send_tries` times with backoff; permanent ones end the message; CMS 322
-drains storage and CMS 330 sets AT+CSCA from settings before one more try. A lost port ends the
-send as a temporary failure (the bank sends it elsewhere). After an AT+CMGS timeout the late
-"+CMGS: <mr>" is waited for briefly, so a part the network took is not sent twice.
+drains storage and CMS 330 sets AT+CSCA from settings before one more try (with none, or still
+refused, the modem is `send_blocked` and the failure temporary: the bank uses another modem).
+A lost port ends the send as a temporary failure (the bank sends it elsewhere). After an
+AT+CMGS timeout the late "+CMGS: <mr>" is waited for briefly, so a part the network took is not
+sent twice.
 """
 
 from __future__ import annotations
@@ -47,7 +61,7 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -79,7 +93,12 @@ from drivers.modem.at import (
     parse_error,
     split_fields,
 )
-from drivers.modem.serial_transport import PortError, SerialTransport, expand_candidates
+from drivers.modem.serial_transport import (
+    PortError,
+    PortMissing,
+    SerialTransport,
+    expand_candidates,
+)
 from gateway.sms.errors import SmsError
 from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, SubmitTpdu, decode_pdu
 
@@ -133,6 +152,16 @@ class ModemSettings:
         registration_timeout: how long to wait for network registration before reopening.
         send_tries: attempts per part for transient errors (CMS 500, 512, timeouts...).
         send_backoff: first delay between them, doubling, with jitter.
+        urc_port: the port a Quectel is told to write its URCs to (AT+QURCCFG="urcport"):
+            "usbat" (the AT port), "usbmodem" or "uart1" - the one this driver reads.
+        poll_quiet: when no SMS URC (+CMTI, +CDSI, +CMT, +CDS) has come for this many
+            seconds, storage is listed anyway (a safety net for URCs that go astray, or a
+            report that came while a drain was listing); 0 turns it off.
+        ussd_packed: USSD as packed GSM 7-bit hex both ways; None: on Huawei modems.
+        report_routing: "stored" (+CDSI, reports kept until read), "direct" (+CDS,
+            acknowledged with AT+CNMA after AT+CSMS=1: no storage slot), or "auto": stored,
+            until a report turns up in the memory inbound messages need (not "SR"): then
+            direct, where the modem takes AT+CSMS=1.
     """
 
     name: str
@@ -155,6 +184,10 @@ class ModemSettings:
     registration_timeout: float = 120.0
     send_tries: int = 3
     send_backoff: float = 1.0
+    urc_port: str = "usbat"
+    poll_quiet: float = 120.0
+    ussd_packed: bool | None = None
+    report_routing: str = "auto"
 
 
 @dataclass
@@ -162,7 +195,8 @@ class ModemInfo:
     """What is known of a modem now (a snapshot: `Modem.info` returns a copy).
 
     `sent` and `failed` count messages (a 3-part message once); `received` SMS-DELIVERs
-    handed to the sink.
+    handed to the sink. `send_blocked` says why a READY modem cannot send (no SMSC address):
+    the bank gives its messages to another modem.
     """
 
     port: str = ""
@@ -182,6 +216,7 @@ class ModemInfo:
     received: int = 0
     last_error: str | None = None
     state: ModemState = ModemState.CLOSED
+    send_blocked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +283,10 @@ class _Retry(ModemError):
     """This round failed; close, back off and reopen."""
 
 
+class _Missing(_Retry):
+    """The modem's port is not there (unplugged), nor found among the candidates."""
+
+
 class _Fatal(ModemError):
     """Retrying could harm the SIM or cannot help: FAILED."""
 
@@ -290,6 +329,31 @@ def _sim_busy(error: AtError) -> bool:
     )
 
 
+def _is_report(pdu: bytes) -> bool:
+    """Whether a stored PDU (SMSC part first) is an SMS-STATUS-REPORT (TP-MTI 10, 23.040
+    9.2.3.1)."""
+    return len(pdu) > 1 + pdu[0] and pdu[1 + pdu[0]] & 0x03 == 0x02
+
+
+def _sms_not_ready(error: AtError) -> bool:
+    """An SMS command refused because the modem's SMS side is still starting (SIM800 before
+    "SMS Ready": ERROR; others CMS 302 / 314 / 515, CME 3 / 14)."""
+    return _sim_busy(error) or (error.kind, error.code) in {("CMS", 302), ("CME", 3)}
+
+
+def _first_text(lines: Sequence[str]) -> str:
+    for line in lines:
+        text = line.partition(":")[2].strip() if line.startswith("+") else line.strip()
+        if text:
+            return text.strip('"')
+    raise commands.AnswerError("empty")
+
+
+_NO_SMSC = "no SMSC address on the SIM and none configured (smsc)"
+_MAX_RECENT = 1024  # TPDUs remembered so one delivered twice is handed on once
+_STORAGE_MARGIN = 0.75  # a memory this full is drained at once
+
+
 _REGISTRATION = {
     0: "not registered",
     1: "home",
@@ -314,6 +378,8 @@ _SETTLE = 0.2  # seconds after the ESC written at open for the modem to answer i
 class _Stored:
     mem: str
     index: int
+    report: bool  # announced by +CDSI
+    drains: int  # drains started when it was announced: a later one has listed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +454,15 @@ class Modem:
         self._stopping = False
         self._registered_evt = asyncio.Event()
         self._serving = False  # READY was reached on this connection (registration may go)
+        self._sms_ready_evt = asyncio.Event()
+        self._memories: tuple[str, ...] = ()  # what AT+CPMS=? offers to read
+        self._drains = 0
+        self._last_urc = clock()
+        self._last_poll = clock()
+        self._recent: OrderedDict[bytes, None] = OrderedDict()  # TPDUs handed on lately
+        self._send_blocked: str | None = None
+        # Status reports as +CDS (AT+CSMS=1, CNMI <ds>=1): chosen, or learned ("auto").
+        self._direct_reports = settings.report_routing == "direct"
 
     # -- state --------------------------------------------------------------------------------
 
@@ -397,7 +472,7 @@ class Modem:
 
     @property
     def info(self) -> ModemInfo:
-        return dataclasses.replace(self._info, state=self._state)
+        return dataclasses.replace(self._info, state=self._state, send_blocked=self._send_blocked)
 
     def ready(self) -> bool:
         return self._state is ModemState.READY
@@ -460,17 +535,32 @@ class Modem:
     async def _keep_connected(self) -> None:
         s = self.settings
         delay = s.reopen_backoff
+        missing = False
         while not self._stopping:
             try:
                 await self._connect()
+                missing = False
                 await self._initialise()
                 delay = s.reopen_backoff  # it was up: start over
                 await self._serve()
             except _Fatal as exc:
                 self._fail(str(exc))
+                # Not only in `modem list`: the operator must act (PIN, PUK, SIM).
+                self._log.error("modem failed; not retried until restarted", reason=str(exc))
                 self._close()
                 self._set_state(ModemState.FAILED)
                 return
+            except (PortMissing, _Missing) as exc:
+                # Unplugged: looked for every reopen_backoff, not backed off, so a modem that
+                # comes back is set up before it registers (the reports it brings need routing).
+                self._fail(str(exc))
+                if not missing:
+                    self._log.warning("modem port missing, watching for it", error=str(exc))
+                missing = True
+                self._close()
+                self._set_state(ModemState.CLOSED)
+                await asyncio.sleep(s.reopen_backoff * random.uniform(0.5, 1.0))
+                continue
             except (PortError, _Retry, _PortLost, _CommandError, _Timeout) as exc:
                 reason = str(exc) if not isinstance(exc, _Timeout) else f"no answer to {exc}"
                 self._fail(reason)
@@ -616,8 +706,11 @@ class Modem:
             if future is not None:
                 future.set_exception(_PortLost(f"{event.command.text}: port lost"))
         elif isinstance(event, NewMessage | StatusReportStored):
-            self._jobs.put_nowait(_Stored(event.mem, event.index))
+            self._heard()
+            report = isinstance(event, StatusReportStored)
+            self._jobs.put_nowait(_Stored(event.mem, event.index, report, self._drains))
         elif isinstance(event, IncomingSms | StatusReport):
+            self._heard()
             self._jobs.put_nowait(_Direct(event.pdu, self._generation))
         elif isinstance(event, Registration):
             if event.name == "+CREG":
@@ -637,6 +730,11 @@ class Modem:
         elif isinstance(event, Garbage):
             self._log.debug("garbage from modem", data=event.data[:80])
 
+    def _heard(self) -> None:
+        """An SMS URC came: they reach this port (see `ModemSettings.poll_quiet`). Others
+        (^RSSI, +CREG) may come while the SMS ones go astray, so they do not count."""
+        self._last_urc = self._clock()
+
     def _stale(self, lines: tuple[str, ...], result: str) -> None:
         late = self._late
         mr: int | AtError | None = None
@@ -649,7 +747,13 @@ class Modem:
             late.future.set_result(mr)
 
     def _vendor_urc(self, event: VendorUrc) -> None:
-        if event.name == "^RSSI":
+        if event.name == "SMS Ready":  # SIMCom: SMS commands work from now on
+            self._sms_ready_evt.set()
+        elif event.name == "^SMMEMFULL":  # Huawei: a memory is full; read it now
+            self._log.warning("modem storage full", mem=event.value)
+            if self._serving:  # else the drain that starts serving reads it
+                self._jobs.put_nowait(_Drain())
+        elif event.name == "^RSSI":
             with contextlib.suppress(ValueError):
                 rssi = int(event.value)
                 self._info.signal_dbm = -113 + 2 * rssi if 0 <= rssi <= 31 else None
@@ -722,7 +826,7 @@ class Modem:
             reason = f"modem with {wanted} not found on {s.port} or {where}"
             if first_error is not None:
                 reason += f" ({first_error})"
-            raise _Retry(reason)
+            raise _Missing(reason) if isinstance(first_error, PortMissing) else _Retry(reason)
         raise first_error if first_error is not None else _Retry(f"cannot open {s.port}")
 
     async def _identity_matches(self, *, strict: bool) -> bool:
@@ -780,17 +884,25 @@ class Modem:
         await self._wake(s.init_timeout)
         # V1 too: a modem another tool left in numeric mode (ATV0) answers in words again.
         await self._command(Command("ATE0V1", timeout=s.command_timeout))
+        # Numeric codes: vendors word +CMS errors each their own way (AT+CMEE=2), and the
+        # code decides what a failed send means; the tables give the words for logs.
         with contextlib.suppress(_CommandError):
-            await self._command(Command("AT+CMEE=2", timeout=s.command_timeout))
+            await self._command(Command("AT+CMEE=1", timeout=s.command_timeout))
         self._set_state(ModemState.SIM_WAIT)
         await self._unlock_sim()
+        # SMS storage and routing before registration: the network hands over the reports and
+        # messages it held the moment the modem registers, and with AT+CNMI not yet set a
+        # modem may throw reports away (27.005 3.4.1, <ds>=0).
+        self._set_state(ModemState.INITIALISING)
+        await self._sms_setup_when_ready()
         self._set_state(ModemState.REGISTERING)
         await self._register()
         self._set_state(ModemState.INITIALISING)
-        await self._sms_setup()
         await self._identify()
         await self._health()
-        self._info.last_error = None
+        self._info.last_error = (
+            None if self._send_blocked is None else f"send: {self._send_blocked}"
+        )
         self._serving = True
         self._set_state(ModemState.READY)
 
@@ -874,19 +986,55 @@ class Modem:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._registered_evt.wait(), min(1.0, remaining))
 
+    async def _sms_setup_when_ready(self) -> None:
+        """`_sms_setup`, waiting (bounded by `init_timeout`) while the modem says SMS is not
+        ready yet: a SIM800 answers ERROR until its "SMS Ready" URC. Reopening instead would
+        only start the wait again, with the port closed while reports arrive."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.init_timeout
+        while True:
+            self._sms_ready_evt.clear()
+            try:
+                await self._sms_setup()
+                return
+            except _CommandError as exc:
+                remaining = deadline - loop.time()
+                if not _sms_not_ready(exc.error) or remaining <= 0:
+                    raise
+                self._log.info("SMS not ready yet, waiting for it", error=str(exc))
+            # "SMS Ready" wakes us; a modem that never says it is asked again every second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sms_ready_evt.wait(), min(1.0, remaining))
+
     async def _sms_setup(self) -> None:
         s = self.settings
         t = s.command_timeout
         await self._command(Command("AT+CMGF=0", timeout=t))
+        manufacturer = await self._try_read(Command("AT+CGMI", timeout=t), _first_text)
+        self._info.manufacturer = manufacturer or self._info.manufacturer
+        if "quectel" in (manufacturer or "").lower():
+            # Quectel EC2x/EG25 AT manual, AT+QURCCFG: URCs go to one port only, not always
+            # the one we read.
+            with contextlib.suppress(_CommandError, ValueError):
+                await self._command(Command(f'AT+QURCCFG="urcport","{s.urc_port}"', timeout=t))
         mem = s.storage.upper()
         await self._command(commands.cpms(mem, mem, mem))
         self._read_mem = mem
-        cnmi = "AT+CNMI=2,1,0,2,0" if s.status_reports else "AT+CNMI=2,1,0,0,0"
-        try:
-            await self._command(Command(cnmi, timeout=t))
-        except _CommandError:
-            # Mode 2 (buffer URCs while the port is busy) is not everywhere; mode 1 is.
-            await self._command(Command(cnmi.replace("=2,", "=1,", 1), timeout=t))
+        memories = await self._try_read(commands.cpms_test(), commands.parse_cpms_test)
+        wanted = [mem, *(m for m in ("SM", "ME", "SR") if m != mem)]
+        if not s.status_reports:
+            wanted.remove("SR")
+        self._memories = tuple(m for m in wanted if memories is None or m in memories)
+        if memories is None:
+            self._memories = (mem, "SR") if s.status_reports and mem != "SR" else (mem,)
+        if self._direct_reports and s.status_reports:
+            try:  # 27.005 3.2.1: phase 2+, so +CDS waits for AT+CNMA and is never lost
+                await self._command(Command("AT+CSMS=1", timeout=t))
+            except _CommandError as exc:
+                self._log.warning("reports stay stored: AT+CSMS=1 refused", error=str(exc))
+                self._direct_reports = False
+        await self._set_cnmi()
         self._cnma = False
         try:
             lines = await self._command(Command("AT+CSMS?", timeout=t))
@@ -908,8 +1056,19 @@ class Modem:
             address = s.smsc
             self._log.info("SMSC address set from settings", smsc=s.smsc)
         elif not address:
-            self._log.warning("no SMSC address on the SIM and none configured (smsc)")
+            self._log.error("no SMSC address on the SIM and none configured (smsc)")
         self._info.smsc = address
+        self._send_blocked = None if address else _NO_SMSC
+
+    async def _set_cnmi(self) -> None:
+        t = self.settings.command_timeout
+        ds = (1 if self._direct_reports else 2) if self.settings.status_reports else 0
+        cnmi = f"AT+CNMI=2,1,0,{ds},0"
+        try:
+            await self._command(Command(cnmi, timeout=t))
+        except _CommandError:
+            # Mode 2 (buffer URCs while the port is busy) is not everywhere; mode 1 is.
+            await self._command(Command(cnmi.replace("=2,", "=1,", 1), timeout=t))
 
     async def _identify(self) -> None:
         info = self._info
@@ -917,17 +1076,12 @@ class Modem:
         info.imsi = await self._try_read(commands.cimi(), commands.parse_imsi) or info.imsi
         info.iccid = await self._read_iccid() or info.iccid
 
-        def first(lines: Sequence[str]) -> str:
-            for line in lines:
-                text = line.partition(":")[2].strip() if line.startswith("+") else line.strip()
-                if text:
-                    return text.strip('"')
-            raise commands.AnswerError("empty")
-
         ati = await self._try_read(Command("ATI"), tuple)
-        info.manufacturer = await self._try_read(Command("AT+CGMI"), first) or info.manufacturer
-        info.model = await self._try_read(Command("AT+CGMM"), first) or info.model
-        info.revision = await self._try_read(Command("AT+CGMR"), first) or info.revision
+        info.manufacturer = (
+            await self._try_read(Command("AT+CGMI"), _first_text) or info.manufacturer
+        )
+        info.model = await self._try_read(Command("AT+CGMM"), _first_text) or info.model
+        info.revision = await self._try_read(Command("AT+CGMR"), _first_text) or info.revision
         self._log.info(
             "modem identified",
             imei=info.imei,
@@ -962,6 +1116,14 @@ class Modem:
                     raise _Retry(f"no answer to {misses} health checks") from None
             except _CommandError as exc:
                 self._log.warning("health check failed", error=str(exc))
+            quiet = self.settings.poll_quiet
+            now = self._clock()
+            if quiet > 0 and now - max(self._last_urc, self._last_poll) >= quiet:
+                # No URC for a while: they may go to another port (Quectel) or be lost. What
+                # is stored is found anyway.
+                self._log.debug("no URC lately: listing storage")
+                self._last_poll = now
+                self._drain_due = True
             if self._drain_due:
                 self._drain_due = False
                 self._jobs.put_nowait(_Drain())
@@ -976,11 +1138,31 @@ class Modem:
                 self._batch_health = False  # some firmware refuses compound lines
             else:
                 self._read_health(lines, lines, lines)
+                await self._watch_storage()
                 return
         csq = await self._command(commands.csq())
         creg = await self._command(commands.creg_query())
         cops = await self._command(Command("AT+COPS?", timeout=t))
         self._read_health(csq, creg, cops)
+        await self._watch_storage()
+
+    async def _watch_storage(self) -> None:
+        """AT+CPMS?: a memory that is filling is drained before it is full (a full one
+        refuses what the network brings: reports are lost, messages wait at the SMSC)."""
+        try:
+            uses = commands.parse_cpms(await self._command(commands.cpms_query()))
+        except (_CommandError, commands.AnswerError):
+            return
+        for use in uses:
+            if use.total > 0 and use.used >= max(1, use.total * _STORAGE_MARGIN):
+                self._log.warning(
+                    "modem storage filling: draining it",
+                    mem=use.mem,
+                    used=use.used,
+                    total=use.total,
+                )
+                self._drain_due = True
+                return
 
     def _read_health(self, csq: Sequence[str], creg: Sequence[str], cops: Sequence[str]) -> None:
         info = self._info
@@ -1032,16 +1214,30 @@ class Modem:
 
     async def _read_stored(self, job: _Stored) -> None:
         await self._use_mem(job.mem)
-        message = commands.parse_cmgr(await self._command(commands.cmgr(job.index)), job.index)
-        if message is None:
-            return  # an empty slot: already read by a drain
-        await self._hand(message.pdu, job.index)
+        try:
+            lines = await self._command(commands.cmgr(job.index))
+        except _CommandError as exc:
+            if exc.error.kind != "CMS" or exc.error.code != 321:
+                raise
+            lines = ()  # "invalid memory index": how SIMCom and Quectel say the slot is empty
+        message = commands.parse_cmgr(lines, job.index)
+        if message is not None:
+            await self._hand(message.pdu, job.index)
+            if not job.report or _is_report(message.pdu):
+                return
+        elif job.drains != self._drains:
+            return  # an empty slot: a drain started since has read it
+        # Not where it was announced (+CDSI: "SM" for a report stored in "SR"): look in every
+        # memory now rather than at the next health round.
+        self._log.info(
+            "announced message not found there: reading every memory", mem=job.mem, index=job.index
+        )
+        await self._drain()
 
     async def _drain(self) -> None:
         """Read, hand on and delete everything received that is stored."""
-        mems = [self.settings.storage.upper()]
-        if self.settings.status_reports and "SR" not in mems:
-            mems.append("SR")
+        self._drains += 1
+        mems = list(self._memories) or [self.settings.storage.upper()]
         for mem in mems:
             try:
                 await self._use_mem(mem)
@@ -1068,14 +1264,46 @@ class Modem:
             self._log.error("undecodable stored message deleted", pdu=pdu.hex(), error=str(exc))
             await self._command(commands.cmgd(index))
             return
+        if not isinstance(decoded, SmsDeliver | SmsStatusReport):
+            return  # an SMS-SUBMIT someone stored: not ours to delete
+        await self._to_sink(decoded, pdu)
+        await self._command(commands.cmgd(index))
+        if (
+            isinstance(decoded, SmsStatusReport)
+            and self._read_mem not in (None, "SR")
+            and self.settings.report_routing == "auto"
+            and not self._direct_reports
+        ):
+            # This modem keeps reports with inbound messages (<mem3>): they would take the
+            # slots those need. Route them to us directly where the modem allows it.
+            self._direct_reports = True
+            try:
+                await self._command(Command("AT+CSMS=1", timeout=self.settings.command_timeout))
+            except _CommandError as exc:
+                self._log.info("reports stay stored with inbound messages", error=str(exc))
+                return
+            self._cnma = True
+            await self._set_cnmi()
+            self._log.info("status reports routed directly (+CDS): none stored", mem=self._read_mem)
+
+    async def _to_sink(self, decoded: SmsDeliver | SmsStatusReport, pdu: bytes) -> None:
+        """Hand on once: a message the modem brings again (a +CMT repeated because its
+        AT+CNMA was late, then stored too) is dropped, by its TPDU, SC time stamp included."""
+        key = pdu[1 + pdu[0] :] if pdu else pdu
+        if key in self._recent:
+            self._log.info(
+                "message delivered again by the modem: handed on once",
+                report=isinstance(decoded, SmsStatusReport),
+            )
+            return
         if isinstance(decoded, SmsDeliver):
             await self._sink.incoming(self, decoded, pdu)
             self._info.received += 1
-        elif isinstance(decoded, SmsStatusReport):
-            await self._sink.status_report(self, decoded)
         else:
-            return  # an SMS-SUBMIT someone stored: not ours to delete
-        await self._command(commands.cmgd(index))
+            await self._sink.status_report(self, decoded)
+        self._recent[key] = None
+        while len(self._recent) > _MAX_RECENT:
+            self._recent.popitem(last=False)
 
     async def _direct(self, job: _Direct) -> None:
         """+CMT / +CDS: to the sink, then AT+CNMA when the modem waits for it."""
@@ -1084,13 +1312,19 @@ class Modem:
         except SmsError as exc:
             self._log.error("undecodable direct message", pdu=job.pdu.hex(), error=str(exc))
             decoded = None
-        if isinstance(decoded, SmsDeliver):
-            await self._sink.incoming(self, decoded, job.pdu)
-            self._info.received += 1
-        elif isinstance(decoded, SmsStatusReport):
-            await self._sink.status_report(self, decoded)
+        if isinstance(decoded, SmsDeliver | SmsStatusReport):
+            await self._to_sink(decoded, job.pdu)
         if self._cnma and job.generation == self._generation and self._transport is not None:
-            await self._command(Command("AT+CNMA", timeout=self.settings.command_timeout))
+            try:
+                await self._command(Command("AT+CNMA", timeout=self.settings.command_timeout))
+            except _CommandError as exc:
+                if exc.error.kind != "CMS" or exc.error.code != 340:
+                    raise
+                # 27.005 3.4.4: too late; the modem gave up on direct routing (<mt>, <ds> set
+                # to 0) and the network sends the message again: routing back on, and a drain.
+                self._log.warning("AT+CNMA too late: the message will come again")
+                await self._set_cnmi()
+                self._drain_due = True
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -1136,6 +1370,8 @@ class Modem:
         while True:
             if self._state is not ModemState.READY:
                 return SendOutcome(False, reason=f"modem not ready ({self._state.value})")
+            if self._send_blocked is not None:
+                return SendOutcome(False, reason=self._send_blocked)
             tries += 1
             error: AtError | None = None
             try:
@@ -1165,15 +1401,18 @@ class Modem:
                     await self._drain_now()
                     continue
                 if kind == "no_smsc":
+                    # This SIM cannot send; another modem of the bank can: not permanent.
                     if not s.smsc or smsc_set:
-                        why = "no SMSC address on the SIM and none configured (smsc)"
-                        return SendOutcome(False, error=error, permanent=True, reason=why)
+                        why = _NO_SMSC if not s.smsc else "the SMSC refuses the configured one"
+                        self._block_sending(why)
+                        return SendOutcome(False, error=error, reason=why)
                     smsc_set = True
                     try:
                         await self._command(commands.csca(s.smsc))
                     except ValueError as exc:
                         why = f"the configured SMSC address is not valid: {exc}"
-                        return SendOutcome(False, error=error, permanent=True, reason=why)
+                        self._block_sending(why)
+                        return SendOutcome(False, error=error, reason=why)
                     except (_CommandError, _Timeout, _PortLost) as exc:
                         return SendOutcome(False, error=error, reason=f"AT+CSCA failed: {exc}")
                     self._info.smsc = s.smsc
@@ -1181,6 +1420,16 @@ class Modem:
             if tries >= s.send_tries:
                 return SendOutcome(False, error=error, reason=f"{reason} ({tries} tries)")
             await asyncio.sleep(s.send_backoff * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+
+    def _block_sending(self, why: str) -> None:
+        if self._send_blocked is None:
+            self._log.error("modem cannot send until reconnected", reason=why)
+        self._send_blocked = why
+        self._info.last_error = f"send: {why}"
+        try:
+            self._sink.state_changed(self)  # the bank stops picking it
+        except Exception:
+            self._log.exception("state_changed sink failed")
 
     async def _late_answer(self) -> int | AtError | None:
         """After an AT+CMGS timeout: its late answer, if one comes soon (the TP-MR, the error,
@@ -1211,7 +1460,12 @@ class Modem:
                 the request is not supported.
             ValueError: `code` is not a USSD string.
         """
-        command = commands.cusd(code, timeout=min(timeout, self.settings.command_timeout))
+        packed = self.settings.ussd_packed
+        if packed is None:  # Huawei sticks take and give packed GSM 7-bit hex (DCS 15)
+            packed = "huawei" in (self._info.manufacturer or "").lower()
+        command = commands.cusd(
+            code, packed_hex=packed, timeout=min(timeout, self.settings.command_timeout)
+        )
         if self._state is not ModemState.READY:
             raise UssdError(f"{self.name} is not ready ({self._state.value})")
         async with self._ussd_lock:
@@ -1233,4 +1487,4 @@ class Modem:
         if answer.m in (4, 5) or (answer.m == 2 and not answer.text):
             what = {2: "ended by the network", 4: "not supported", 5: "timed out"}[answer.m]
             raise UssdError(f"{self.name}: USSD {code}: {what}")
-        return commands.decode_ussd(answer.text, answer.dcs)
+        return commands.decode_ussd(answer.text, answer.dcs, packed_hex=packed)

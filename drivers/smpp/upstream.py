@@ -31,8 +31,14 @@ message meanwhile waits for that response (within the window) and returns it rat
 the PDU again. A multipart message resumes after the last accepted part.
 
 Receipts and MO arrive as deliver_sm / data_sm on receiver-capable connections (and on a
-transmitter one, which some carriers do: they are answered and used). A receipt's
-receipted_message_id / message_state TLVs are preferred, its Appendix B text parsed otherwise.
+transmitter one, which some carriers do: they are answered and used). The esm_class message
+type (SMPP v3.4 5.2.12) says what each is: a delivery receipt (0x04), an intermediate
+notification (0x20: a state on the way, never an MO, never an end), an SME acknowledgement
+(ignored) or an MO - unless the upstream says `receipts_without_flag`, and then a deliver_sm
+whose text reads as a receipt is one. A receipt's receipted_message_id / message_state TLVs are
+preferred, its Appendix B text parsed otherwise; a stat nobody can read is UNKNOWN (an end),
+and the raw text goes with it to the store. `query` asks for a receipt that did not come
+(query_sm), admitted like a submit_sm.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from typing import Any, Literal
 
 import structlog
 
-from drivers.base import ReceiptSink, SendResult, UpstreamReceipt
+from drivers.base import ReceiptPolicy, ReceiptSink, SendResult, UpstreamReceipt
 from drivers.smpp.outbound import allocated_reference, inbound_pdu, submit_pdus
 from gateway.config import UpstreamConfig
 from gateway.server.limits import TokenBucket
@@ -63,9 +69,15 @@ from gateway.smpp.pdu import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    QuerySm,
     SubmitSm,
 )
-from gateway.smpp.receipt import ReceiptParseError, parse_receipt
+from gateway.smpp.receipt import (
+    ReceiptParseError,
+    ReceiptState,
+    looks_like_receipt,
+    parse_receipt,
+)
 from gateway.smpp.session import (
     Closed,
     LateResponse,
@@ -240,6 +252,12 @@ class SmppUpstream:
         self._refs = ReferenceAllocator(
             16 if config.long_messages == "sar" else 8, seed=random.getrandbits(16)
         )
+        self.receipt_policy = ReceiptPolicy(
+            id_format=config.id_format,
+            multipart_receipts=config.multipart_receipts,
+            receipt_timeout=config.receipt_timeout,
+        )
+        self.can_query = config.query_sm  # `Queryable.query` used only when the carrier has it
 
     # -- the Driver protocol ----------------------------------------------------------------
 
@@ -324,6 +342,40 @@ class SmppUpstream:
                 if ref is not None:  # sent or not, this message no longer holds it
                     self._refs.release(attempt.pdus[0].destination_addr, ref)
         return self._accepted(attempt)
+
+    async def query(self, upstream_id: str, record: MessageRecord) -> UpstreamReceipt | None:
+        """Ask the carrier where a message stands (query_sm, SMPP v3.4 4.8): its
+        message_state as a receipt (the raw text says it came from query_sm), or None when
+        it did not answer, refused (ESME_RQUERYFAIL, an unknown id) or no link was up.
+        Admitted like a submit_sm: window and throughput apply."""
+        m = record.message
+        pdu = QuerySm(
+            message_id=upstream_id,
+            source_addr_ton=m.source_addr_ton,
+            source_addr_npi=m.source_addr_npi,
+            source_addr=m.source_addr,  # "used for verification" (4.8.1): as it was sent
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await self._admit(next(self._tickets), loop.time() + self.queue_timeout)
+        except _Failed:
+            return None
+        try:
+            resp, _seq = await self._roundtrip(conn, pdu)
+        finally:
+            conn.busy -= 1
+            self._pump()
+        if resp is None or resp.command_status != 0:
+            status = None if resp is None else _status_name(resp.command_status)
+            self._log.info("query_sm not answered", id=upstream_id, status=status)
+            return None
+        raw = (
+            f"query_sm id:{upstream_id} message_state:{resp.message_state} "
+            f"error_code:{resp.error_code} final_date:{resp.final_date}"
+        ).encode()
+        return UpstreamReceipt(
+            self.name, upstream_id, resp.message_state, error=resp.error_code, raw=raw
+        )
 
     @staticmethod
     def _accepted(attempt: _Attempt) -> SendResult:
@@ -469,14 +521,28 @@ class SmppUpstream:
 
     async def _exchange(self, conn: _Connection, attempt: _Attempt, index: int) -> Any:
         """Send PDU `index` of `attempt` on `conn`; its response, or `_Failed`."""
+        session = conn.session
+        resp, seq = await self._roundtrip(conn, attempt.pdus[index])
+        if not seq:
+            raise _Failed(_LOST, "link not bound" if session is not None else "link lost")
+        if resp is None:
+            if conn.session is session and session is not None and session.is_open():
+                self._remember_late(conn, seq, attempt)
+                raise _Failed(_LOST, "response timeout")
+            raise _Failed(_LOST, "link lost")
+        return resp
+
+    async def _roundtrip(self, conn: _Connection, request: Any) -> tuple[Any, int]:
+        """Send `request` on `conn`: (its response or None - timed out, link lost -, the
+        sequence number it went with; 0 when it could not be sent)."""
         session, writer = conn.session, conn.writer
         if session is None or writer is None:
-            raise _Failed(_LOST, "link lost")
+            return None, 0
         loop = asyncio.get_running_loop()
         try:
-            pdu = session.send(attempt.pdus[index], loop.time())
+            pdu = session.send(request, loop.time())
         except LocalSmppError:
-            raise _Failed(_LOST, "link not bound") from None
+            return None, 0
         waiter: asyncio.Future[Any] = loop.create_future()
         seq = pdu.sequence_number
         conn.waiting[seq] = waiter
@@ -490,12 +556,7 @@ class SmppUpstream:
             resp = None
         finally:
             conn.waiting.pop(seq, None)
-        if resp is None:
-            if conn.session is session and session.is_open():
-                self._remember_late(conn, seq, attempt)
-                raise _Failed(_LOST, "response timeout")
-            raise _Failed(_LOST, "link lost")
-        return resp
+        return resp, seq
 
     # -- late responses ---------------------------------------------------------------------
 
@@ -752,23 +813,38 @@ class SmppUpstream:
 
     async def _take(self, conn: _Connection, session: Session, pdu: DeliverSm | DataSm) -> None:
         """Hand a receipt or MO to the sink, then answer it: OK once it is durable, a
-        temporary error (the carrier delivers it again later) when it could not be kept."""
+        temporary error (the carrier delivers it again later) when it could not be kept, a
+        permanent one for an MO that can never be handed on."""
         if conn.mode == "tx":
             self._log.info("deliver_sm on a transmitter bind", connection=conn.name)
         status = CommandStatus.ESME_ROK
         sink = self._sink
         try:
-            if sink is not None:
-                receipt = _receipt_of(self.name, pdu)
+            kind = _kind(pdu, receipts_without_flag=self.config.receipts_without_flag)
+            if sink is None:
+                pass
+            elif kind in ("receipt", "intermediate"):
+                receipt = _receipt_of(self.name, pdu, intermediate=kind == "intermediate")
                 if receipt is not None:
                     await sink.receipt(receipt)
-                elif not pdu.esm_class & 0x04:
-                    try:
-                        normalised = inbound_pdu(pdu, self.config)
-                    except (SmppError, SmsError) as exc:
-                        self._log.warning("unreadable MO", error=str(exc))
-                    else:
-                        await sink.inbound(normalised)
+                else:  # no id anywhere: nothing to match it with, but never an MO
+                    self._log.warning("receipt without an id dropped", raw=_text(pdu)[:200])
+            elif kind == "mo":
+                try:
+                    normalised = inbound_pdu(pdu, self.config)
+                except (SmppError, SmsError) as exc:
+                    # Refused for good: OK would lose it silently, a temporary error would
+                    # bring it back for ever.
+                    self._log.warning("unreadable MO refused", error=str(exc))
+                    status = (
+                        exc.status if isinstance(exc, SmppError) else CommandStatus.ESME_RX_P_APPN
+                    )
+                else:
+                    answer = await sink.inbound(normalised)
+                    if answer:  # a permanent refusal, logged by the sink
+                        status = CommandStatus(answer)
+            else:  # an SME acknowledgement (esm_class 0x08 / 0x10): we never ask for them
+                self._log.info("SME acknowledgement ignored", esm_class=pdu.esm_class)
         except Exception:
             self._log.exception("could not keep a deliver_sm; the carrier will resend it")
             status = CommandStatus.ESME_RX_T_APPN
@@ -781,20 +857,65 @@ class SmppUpstream:
             self._flush_soon(conn)
 
 
-def _receipt_of(upstream: str, pdu: Any) -> UpstreamReceipt | None:
-    """The receipt a deliver_sm/data_sm carries: TLVs first, the Appendix B text otherwise."""
-    if not pdu.esm_class & 0x04:
-        return None
+# esm_class message type (SMPP v3.4 5.2.12, bits 5-2) of a deliver_sm / data_sm from an SMSC.
+_MESSAGE_TYPE = 0x3C
+_RECEIPT = 0x04  # SMSC delivery receipt
+_INTERMEDIATE = 0x20  # intermediate delivery notification
+
+
+def _text(pdu: Any) -> bytes:
+    """The PDU's text: short_message, or message_payload when that is empty."""
+    text = getattr(pdu, "short_message", b"") or b""
+    if not text and pdu.tlvs:
+        payload = tlv_value(pdu.tlvs, Tag.message_payload)
+        if isinstance(payload, bytes | bytearray | memoryview):
+            text = bytes(payload)
+    return bytes(text)
+
+
+def _kind(pdu: Any, *, receipts_without_flag: bool) -> str:
+    """What a deliver_sm / data_sm from the carrier is: "receipt", "intermediate" (a
+    notification of a state on the way: never an MO, never final), "mo", or "ack" (an SME
+    acknowledgement). A carrier that does not set the receipt bit has its receipts
+    recognised by their text when its upstream says `receipts_without_flag`."""
+    message_type = pdu.esm_class & _MESSAGE_TYPE
+    if message_type & _RECEIPT:
+        return "receipt"
+    if message_type & _INTERMEDIATE:
+        return "intermediate"
+    if message_type:
+        return "ack"
+    if receipts_without_flag and (
+        (pdu.tlvs and tlv_value(pdu.tlvs, Tag.receipted_message_id) is not None)
+        or looks_like_receipt(_text(pdu))
+    ):
+        return "receipt"
+    return "mo"
+
+
+def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> UpstreamReceipt | None:
+    """The receipt a deliver_sm/data_sm carries: TLVs first, the Appendix B text otherwise.
+    A stat we cannot read (a vendor's word, junk) is UNKNOWN - still an end - and the raw
+    text is kept with it; None only when there is no id at all."""
     tlvs = pdu.tlvs
     upstream_id = tlv_value(tlvs, Tag.receipted_message_id) if tlvs else None
     state = tlv_value(tlvs, Tag.message_state) if tlvs else None
+    raw = _text(pdu)
     error = 0
+    parsed = None
     if not isinstance(upstream_id, str) or not isinstance(state, int):
-        try:
-            parsed = parse_receipt(getattr(pdu, "short_message", b""))
-        except ReceiptParseError:
-            return None
-        upstream_id = upstream_id if isinstance(upstream_id, str) else parsed.message_id
-        state = state if isinstance(state, int) else parsed.message_state
+        with contextlib.suppress(ReceiptParseError):
+            parsed = parse_receipt(raw, lenient=True)
+    if parsed is not None:
         error = parsed.error_code or 0
-    return UpstreamReceipt(upstream, upstream_id, state, error=error)
+        if not isinstance(upstream_id, str) or not upstream_id.strip("\x00 "):
+            upstream_id = parsed.message_id
+        if not isinstance(state, int):
+            state = parsed.message_state
+    if not isinstance(upstream_id, str) or not upstream_id.strip("\x00 "):
+        return None
+    if not isinstance(state, int):
+        state = ReceiptState.UNKNOWN.message_state
+    return UpstreamReceipt(
+        upstream, upstream_id, state, error=error, raw=raw, intermediate=intermediate
+    )

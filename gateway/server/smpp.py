@@ -11,8 +11,16 @@ our message id. submit_multi stores one message per SME destination, each with i
 all durable before the answer; its message_id is the first accepted one's, and unsuccess_smes
 lists the destinations that failed (distribution lists, which we do not have, among them).
 query_sm is answered from the store; cancel_sm and replace_sm succeed while no upstream has
-the message yet. Anything else an application may send is answered ESME_RSYSERR rather than
-left hanging.
+the message yet, and replace_sm sets a new schedule and validity as well as the text. All three
+check source_addr against the message ("used for verification", SMPP v3.4 4.8.1-4.10.1): a
+message is found only by the account that sent it and with the source_addr it was submitted
+with - an empty source_addr only finds a message submitted with an empty one (the SMSC's
+default address), since the spec gives no wildcard for it (cancel_sm's destination_addr, which
+may be NULL when message_id is given, is checked only when present). Anything else an
+application may send is answered ESME_RSYSERR rather than left hanging.
+
+One read may end a session (an unbind, a framing error): `Session` then answers what came
+before and nothing after, so a request event is never answered on a closed session.
 
 With `listen.tls_port` set, a second listener speaks the same protocol over TLS
 (`listen.tls_cert` / `listen.tls_key`) to the same accounts and pipeline.
@@ -35,7 +43,7 @@ from gateway.config import AccountConfig, GatewayConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
 from gateway.server.limits import TokenBucket
-from gateway.server.validate import Rejected, check_submit
+from gateway.server.validate import ADDRESS_MAX, Rejected, check_replace, check_submit
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.errors import LocalSmppError
 from gateway.smpp.pdu import (
@@ -68,23 +76,10 @@ from gateway.smpp.session import (
     Session,
     State,
 )
-from gateway.store.base import MessageState, NewMessage, Store
+from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 
 __all__ = ["SmppServer"]
-
-# Our message states as the message_state values of SMPP v3.4 section 5.2.28.
-_MESSAGE_STATE = {
-    MessageState.ACCEPTED: 1,  # ENROUTE
-    MessageState.DISPATCHING: 1,
-    MessageState.SENT: 1,
-    MessageState.DELIVERED: 2,
-    MessageState.EXPIRED: 3,
-    MessageState.CANCELLED: 4,  # DELETED
-    MessageState.UNDELIVERABLE: 5,
-    MessageState.FAILED: 5,
-    MessageState.REJECTED: 8,
-}
 
 _FINISHED_MEMORY = 8192  # far more than the deletes done during one pending read
 _BOUND_STATES = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
@@ -97,6 +92,8 @@ def _flush(conn: _Connection, writer: asyncio.StreamWriter) -> None:
     out = conn.session.data_to_send()
     if out and not writer.is_closing():
         writer.write(out)
+    if not conn.session.is_open():
+        conn.wake.set()  # that answer was the last one owed before an unbind: end the loop
 
 
 class _Connection:
@@ -283,6 +280,8 @@ class SmppServer:
                     session.handle_timer(loop.time())
                 conn.wake.clear()
                 while (event := session.next_event()) is not None:
+                    if not session.is_open() and isinstance(event, BindRequested | Request):
+                        continue  # never answer on a closed session
                     if isinstance(event, BindRequested):
                         conn.account = await self._bind(conn, event.pdu, peer[0], writer)
                     elif isinstance(event, Request):
@@ -293,7 +292,7 @@ class SmppServer:
                         conn.inflight.pop(event.request.sequence_number, None)
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
-                if conn.receiving and session.is_open():
+                if conn.receiving and session.is_open() and not session.closing:
                     await self._push(conn, loop.time())
                 out = session.data_to_send()
                 if out:
@@ -330,7 +329,9 @@ class SmppServer:
         if conn.accepting:
             await asyncio.wait(set(conn.accepting), timeout=_UNBIND_WAIT)
         session = conn.session
-        if session.state in _BOUND_STATES:
+        if session.closing:
+            pass  # the client unbound already: its unbind_resp follows its last answer
+        elif session.state in _BOUND_STATES:
             session.send(Unbind(), loop.time())
         else:
             session.receive_data(b"", loop.time())  # not bound: just close
@@ -368,9 +369,10 @@ class SmppServer:
             try:
                 sent = conn.session.send_encoded(delivery.pdu, now)
             except LocalSmppError as exc:
-                if exc.status != CommandStatus.ESME_RINVCMDLEN:
+                if exc.status == CommandStatus.ESME_RINVBNDSTS:
                     break  # the session cannot send now (unbinding): it stays queued
-                log.error("queued delivery is not a PDU; dropped", id=delivery.id)
+                # Not a PDU, or one this bind cannot take (a long message_payload for v3.3).
+                log.error("queued delivery cannot be sent; dropped", id=delivery.id, error=str(exc))
                 await self.store.delivery_done(delivery.id)
                 continue
             conn.inflight[sent.sequence_number] = delivery.id
@@ -507,9 +509,14 @@ class SmppServer:
         """query_sm from the store; cancel_sm / replace_sm while the message is still ours."""
         seq = pdu.sequence_number
         now = self.clock()
+        record = await self.store.get(pdu.message_id)
+        found = (
+            record is not None
+            and record.message.account == account.system_id
+            and record.message.source_addr == pdu.source_addr  # see the module docstring
+        )
         if isinstance(pdu, QuerySm):
-            record = await self.store.get(pdu.message_id)
-            if record is None or record.message.account != account.system_id:
+            if not found or record is None:
                 return QuerySmResp(
                     sequence_number=seq, command_status=CommandStatus.ESME_RQUERYFAIL
                 )
@@ -521,17 +528,39 @@ class SmppServer:
             return QuerySmResp(
                 message_id=pdu.message_id,
                 final_date=final,
-                message_state=_MESSAGE_STATE[record.state],
+                message_state=record.state.message_state,
                 error_code=(record.error or 0) & 0xFF,
                 sequence_number=seq,
             )
         if isinstance(pdu, CancelSm):
-            ok = await self.store.change_pending(pdu.message_id, account.system_id, now)
+            if record is not None and pdu.destination_addr:
+                found = found and normalize(pdu.destination_addr, self.plan) == (
+                    record.message.destination_addr
+                )
+            ok = found and await self.store.change_pending(pdu.message_id, account.system_id, now)
             status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RCANCELFAIL
             return CancelSmResp(sequence_number=seq, command_status=status)
+        if not found or record is None:
+            return ReplaceSmResp(
+                sequence_number=seq, command_status=CommandStatus.ESME_RREPLACEFAIL
+            )
+        m = record.message
+        try:
+            times = check_replace(
+                pdu,
+                now,
+                self.config.messages,
+                schedule_at=m.schedule_at,
+                expires_at=m.expires_at,
+                accepted_at=m.accepted_at,
+            )
+        except Rejected as exc:
+            return ReplaceSmResp(sequence_number=seq, command_status=exc.status)
         ok = await self.store.change_pending(
-            pdu.message_id, account.system_id, now, short_message=pdu.short_message
+            pdu.message_id, account.system_id, now, short_message=pdu.short_message, times=times
         )
+        if ok and times is not None:
+            self.on_accept()  # due sooner, perhaps: wake the dispatcher
         status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RREPLACEFAIL
         return ReplaceSmResp(sequence_number=seq, command_status=status)
 
@@ -604,7 +633,8 @@ class SmppServer:
         """The message to store for one destination, or why that destination is refused."""
         ton, npi, address = dest
         destination = normalize(address, self.plan)
-        if destination is None:
+        if destination is None or len(destination) > ADDRESS_MAX:
+            # Longer, and no upstream submit_sm nor our receipt's source_addr could carry it.
             return CommandStatus.ESME_RINVDSTADR
         route = self.routes.lookup(
             destination, account.system_id, pdu.source_addr, pdu.service_type

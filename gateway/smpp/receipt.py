@@ -82,7 +82,10 @@ from enum import StrEnum
 from typing import Final, Literal
 
 __all__ = [
+    "ID_FORMATS",
     "MAX_NUMERIC_DIGITS",
+    "IdFormat",
+    "IdSpelling",
     "Receipt",
     "ReceiptParseError",
     "ReceiptState",
@@ -349,7 +352,7 @@ def _parse_date(value: str | None) -> datetime | None:
     return result
 
 
-def parse_receipt(text: str | bytes | bytearray | memoryview) -> Receipt:
+def parse_receipt(text: str | bytes | bytearray | memoryview, *, lenient: bool = False) -> Receipt:
     """Parse the text of a delivery receipt, tolerating what carriers really send.
 
     Args:
@@ -360,9 +363,13 @@ def parse_receipt(text: str | bytes | bytearray | memoryview) -> Receipt:
         The `Receipt`. Fields that are missing or unreadable are ``None``; dates are naive
         datetimes in the carrier's local time.
 
+        lenient: Read a missing or unrecognised ``stat`` (vendor states, junk) as UNKNOWN
+            instead of raising: for a PDU that says it is a receipt, whose outcome must be
+            recorded even when we cannot read it.
+
     Raises:
-        ReceiptParseError: There is no (non-empty) ``id`` field, or no ``stat`` field with a
-            state we recognise (see `parse_state`).
+        ReceiptParseError: There is no (non-empty) ``id`` field, or (unless `lenient`) no
+            ``stat`` field with a state we recognise (see `parse_state`).
     """
     if not isinstance(text, str):
         text = _decode(text)
@@ -373,6 +380,8 @@ def parse_receipt(text: str | bytes | bytearray | memoryview) -> Receipt:
         raise ReceiptParseError(f"no message id in receipt {body[:80]!r}")
     stat_token = _first_token(fields.get("stat"))
     stat = parse_state(stat_token) if stat_token is not None else None
+    if stat is None and lenient:
+        stat = ReceiptState.UNKNOWN
     if stat is None:
         raise ReceiptParseError(f"no recognisable stat in receipt {body[:80]!r}")
     return Receipt(
@@ -403,8 +412,10 @@ def looks_like_receipt(text: str | bytes | bytearray | memoryview) -> bool:
     if isinstance(text, str):
         if ":" not in text:
             return False
-    elif b":" not in text:
-        return False
+    else:
+        text = bytes(text)  # `b":" in memoryview` compares ints with bytes: always False
+        if b":" not in text:
+            return False
     try:
         parse_receipt(text)
     except ReceiptParseError:
@@ -529,7 +540,22 @@ def format_receipt_bytes(
 # Message ids
 
 
-def _numeric_key(lowered: str, assume_hex: bool) -> str | None:
+_LEADING_ZEROS: Final = re.compile(r"(?<![0-9a-z])0+(?=[0-9a-z])", re.A)
+
+
+def _spelling(lowered: str, *, hex_base: bool = False) -> str:
+    """The id without the leading zeros of each alphanumeric run (``0e999f21-00ab`` and
+    ``e999f21-ab`` are one id) - the same in any base, so it never makes two different ids
+    meet - and, in a base known to be hex, without a ``0x`` prefix."""
+    body = lowered
+    if hex_base and lowered.startswith("0x") and len(lowered) > 2:
+        body = lowered[2:]
+    return _LEADING_ZEROS.sub("", body) if "0" in body else body
+
+
+def _number(lowered: str, base: Literal["decimal", "hex"] | None) -> str | None:
+    """``n:`` + the id's value in decimal when it reads as a number in `base` (None: the
+    letterless-is-decimal heuristic of `canonical_ids`)."""
     body = lowered[2:] if lowered.startswith("0x") else lowered
     explicit_hex = len(body) != len(lowered)
     if not body or not body.isascii() or not body.isalnum():
@@ -537,8 +563,10 @@ def _numeric_key(lowered: str, assume_hex: bool) -> str | None:
     significant = body.lstrip("0") or "0"
     if len(significant) > MAX_NUMERIC_DIGITS:
         return None
-    if body.isdigit() and not (explicit_hex or assume_hex):
-        return "n:" + significant  # the decimal value, already canonical
+    if base is None:
+        base = "decimal" if body.isdigit() and not explicit_hex else "hex"
+    if base == "decimal":
+        return "n:" + significant if body.isdigit() and not explicit_hex else None
     if not body.strip(_HEX_DIGITS):
         return "n:" + str(int(significant, 16))
     return None
@@ -547,12 +575,14 @@ def _numeric_key(lowered: str, assume_hex: bool) -> str | None:
 def canonical_ids(message_id: str, *, assume_hex: bool = False) -> tuple[str, ...]:
     """The keys under which a message id is indexed, so re-spellings of one id meet.
 
-    ``s:<id stripped of whitespace/NULs, lower-cased>`` always comes first; then, if the id is
-    a number, ``n:<its value in decimal>``: all decimal digits are read as decimal, hex digits
-    with at least one letter (or a ``0x`` prefix) as hexadecimal. Ids with dashes or other
-    letters (UUIDs, alphanumerics), non-ASCII ids and ids with more than `MAX_NUMERIC_DIGITS`
+    ``s:<id stripped of whitespace/NULs, lower-cased, without the leading zeros of each
+    alphanumeric run>`` always comes first; then, if the id is a number,
+    ``n:<its value in decimal>``: all decimal digits are read as decimal, hex digits with at
+    least one letter (or a ``0x`` prefix) as hexadecimal. Ids with dashes or other letters
+    (UUIDs, alphanumerics), non-ASCII ids and ids with more than `MAX_NUMERIC_DIGITS`
     significant digits only get the ``s:`` key. See the module docstring for the trade-offs;
-    match on ``(upstream, key)`` and prefer earlier keys.
+    match on ``(upstream, key)`` and prefer earlier keys. Once an upstream's format is known,
+    use `IdSpelling`, which reads an id in no other base.
 
     Args:
         message_id: The id as received (submit_sm_resp message_id, receipt ``id``,
@@ -566,10 +596,123 @@ def canonical_ids(message_id: str, *, assume_hex: bool = False) -> tuple[str, ..
     lowered = message_id.replace("\x00", " ").strip().lower()
     if not lowered:
         return ()
-    numeric = _numeric_key(lowered, assume_hex)
-    if numeric is None:
-        return ("s:" + lowered,)
-    return ("s:" + lowered, numeric)
+    numeric = _number(lowered, "hex" if assume_hex else None)
+    spelled = "s:" + _spelling(lowered)
+    return (spelled,) if numeric is None else (spelled, numeric)
+
+
+IdFormat = Literal["auto", "decimal", "hex", "uuid", "string", "hex_decimal"]
+ID_FORMATS: Final[tuple[str, ...]] = ("auto", "decimal", "hex", "uuid", "string", "hex_decimal")
+_Base = Literal["decimal", "hex", "text"]
+_LEARN_DECIMAL: Final = 32  # letterless ids in a row before a base is taken to be decimal
+_CONFIGURED: Final[dict[str, tuple[_Base, _Base]]] = {
+    "decimal": ("decimal", "decimal"),
+    "hex": ("hex", "hex"),
+    "uuid": ("text", "text"),
+    "string": ("text", "text"),
+    "hex_decimal": ("hex", "decimal"),  # Kannel's msg-id-type 1: hex responses, decimal texts
+}
+
+
+class _BaseLearner:
+    """The base one stream of ids is written in, learnt from the ids themselves: hex at the
+    first id with a letter a-f (and only hex digits), text at the first id that is no number,
+    decimal after `_LEARN_DECIMAL` letterless ids (sequential hex ids cannot run that long
+    without a letter, random 8-digit ones hardly: 0.625^8 each)."""
+
+    __slots__ = ("_letterless", "base")
+
+    def __init__(self, base: _Base | None) -> None:
+        self.base = base
+        self._letterless = 0
+
+    def see(self, lowered: str) -> None:
+        if self.base == "text" or not lowered:
+            return
+        body = lowered[2:] if lowered.startswith("0x") else lowered
+        if not (body.isascii() and body.isalnum()) or body.strip(_HEX_DIGITS):
+            self.base = "text"
+        elif not body.isdigit() or len(body) != len(lowered):
+            self.base = "hex"
+        elif self.base is None:
+            self._letterless += 1
+            if self._letterless >= _LEARN_DECIMAL:
+                self.base = "decimal"
+
+
+class IdSpelling:
+    """How one upstream spells its message ids, configured (`id_format`) or learnt.
+
+    Every id is kept under its spelling key (`canonical_ids`'s ``s:`` key: case, a ``0x``
+    prefix and leading zeros ignored, whatever the format) and, when it is a number, under
+    ``n:`` + its value. A receipt's id is looked up by its spelling key first; by value only
+    when the receipts are written in another base than the responses (``hex_decimal``, or
+    learnt so) or while the bases are not known yet. Once both are known and equal, an id is
+    never read in another base: the unknown hex id ``484`` never meets the message the
+    carrier numbered ``1E4`` (decimal 484).
+
+    `auto` learns the base of the submit_sm_resp ids (`sent`) and of the receipts' ids
+    (`received`) separately: hex at the first id with a letter a-f, text (uuid, string) at the
+    first id that is no number, decimal after 32 letterless ids.
+    """
+
+    __slots__ = ("_received", "_sent", "id_format")
+
+    def __init__(self, id_format: str = "auto") -> None:
+        if id_format not in ID_FORMATS:
+            raise ValueError(f"id_format must be one of {', '.join(ID_FORMATS)}")
+        self.id_format = id_format
+        sent, received = _CONFIGURED.get(id_format, (None, None))
+        self._sent = _BaseLearner(sent)
+        self._received = _BaseLearner(received)
+
+    @property
+    def known(self) -> bool:
+        """Both bases are known (configured, or learnt)."""
+        return self._sent.base is not None and self._received.base is not None
+
+    @property
+    def bases(self) -> tuple[str | None, str | None]:
+        """(the submit_sm_resp ids' base, the receipts' ids' base); None while not known."""
+        return self._sent.base, self._received.base
+
+    def restore(self, sent: str | None, received: str | None) -> None:
+        """Take up what an earlier run learnt (auto only: a configured format stands), so
+        the receipts that come right after a restart are read as the ones before it."""
+        if self.id_format != "auto":
+            return
+        for learner, base in ((self._sent, sent), (self._received, received)):
+            if base in ("decimal", "hex", "text") and learner.base is None:
+                learner.base = base  # type: ignore[assignment]
+
+    def sent(self, upstream_id: str) -> tuple[str, ...]:
+        """The keys to store an id from a submit_sm_resp under (and learn from it)."""
+        lowered = upstream_id.replace("\x00", " ").strip().lower()
+        if not lowered:
+            return ()
+        if self.id_format == "auto":
+            self._sent.see(lowered)
+        base = self._sent.base
+        numeric = None if base == "text" else _number(lowered, base)
+        spelled = "s:" + _spelling(lowered, hex_base=base == "hex")
+        return (spelled,) if numeric is None else (spelled, numeric)
+
+    def received(self, upstream_id: str, *, widened: bool, learn: bool = True) -> tuple[str, ...]:
+        """The keys to look a receipt's id up by (and, with `learn`, learn from it).
+        `widened`: the second look, once every send that started before the receipt came
+        has been recorded - only then may the value in the receipts' base match, and only
+        where that is needed."""
+        lowered = upstream_id.replace("\x00", " ").strip().lower()
+        if not lowered:
+            return ()
+        if learn and self.id_format == "auto":
+            self._received.see(lowered)
+        sent, received = self._sent.base, self._received.base
+        spelled = "s:" + _spelling(lowered, hex_base=received == "hex")
+        if not widened or received == "text" or (sent is not None and sent == received):
+            return (spelled,)  # one base: the spelling key is the whole truth
+        numeric = _number(lowered, received)
+        return (spelled,) if numeric is None else (spelled, numeric)
 
 
 def ids_match(a: str, b: str) -> bool:

@@ -30,6 +30,20 @@ receipt they carry is not lost.
 
 Left to the application: authentication (a `BindRequested` event, answered with `accept_bind`
 or `reject_bind`), and answering every other request the peer sends (`Request` events).
+
+One read may carry several PDUs; they are taken in order, and the session stops reading where
+their order matters. After a `BindRequested` nothing more is read until the bind is answered,
+so requests right behind a bind in the same segment are taken as bound (`accept_bind` goes on
+with them); after `reject_bind` nothing more is read at all (the shell closes). After a peer's
+unbind or a framing error nothing more is read or answered: in the SMSC role the requests
+already handed on are answered first (at most `response_timeout`), then the unbind_resp or the
+generic_nack goes out and the session closes, so no answer ever follows a closing PDU.
+
+Sequence numbers run 1..0x7FFFFFFF (SMPP v3.4 5.1.4) and wrap, skipping any still waiting for
+a response or remembered as timed out. A peer bound with interface_version below 0x34 (v3.3)
+is never sent TLVs (optional parameters are new in 3.4): they are stripped at send time, by the
+codec (decode, drop, encode: command_length follows), a message_payload moved into an empty
+short_message when it fits.
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from gateway.smpp.codec import decode_pdu, encode_pdu
-from gateway.smpp.constants import CommandId, CommandStatus
+from gateway.smpp.constants import CommandId, CommandStatus, Tag
 from gateway.smpp.errors import LocalSmppError, RemoteSmppError
 from gateway.smpp.framing import DEFAULT_MAX_LENGTH, FrameBuffer
 from gateway.smpp.pdu import (
@@ -52,7 +66,7 @@ from gateway.smpp.pdu import (
     UnbindResp,
     response_class,
 )
-from gateway.smpp.tlv import make_tlvs
+from gateway.smpp.tlv import make_tlvs, tlv_raw
 
 __all__ = [
     "ALLOWED",
@@ -71,6 +85,9 @@ __all__ = [
 ]
 
 _SC_VERSION_34 = make_tlvs(sc_interface_version=0x34)
+_PAYLOAD = int(Tag.message_payload)
+_SM_MAX = 254  # octets of short_message (SMPP v3.4 5.2.22)
+_SEQ_MAX = 0x7FFFFFFF
 
 C = CommandId
 
@@ -236,6 +253,14 @@ class Session:
         )
         # seq -> (forget at, request), oldest first: timed-out requests a response may still meet
         self._timed_out: OrderedDict[int, tuple[float, Any]] = OrderedDict()
+        self._fed_at = now  # when the bytes still waiting in `_frames` were read
+        self._held = False  # a bind is being decided: read no further until it is answered
+        # Sequence numbers of the peer's requests handed on as events and not yet answered.
+        self._owed: set[int] = set()
+        # After a peer's unbind or a framing error, while `_owed` is answered first (SMSC
+        # role): (the closing PDU, the reason, when to give up waiting).
+        self._closing: tuple[bytes, str, float] | None = None
+        self._no_tlvs = False  # the peer bound as v3.3 or older
         self._allowed_from_peer = dict(ALLOWED)
         if accept_deliver_on_tx and role is Role.ESME:
             self._allowed_from_peer[(Role.SMSC, State.BOUND_TX)] = (
@@ -244,6 +269,12 @@ class Session:
 
     def is_open(self) -> bool:
         return self.state is not State.CLOSED
+
+    @property
+    def closing(self) -> bool:
+        """The peer unbound or broke the framing; only answers to what it asked before go out
+        now, then the session closes."""
+        return self._closing is not None
 
     # -- input ------------------------------------------------------------------------------
 
@@ -254,13 +285,19 @@ class Session:
         if not data:
             self._close("connection closed by peer")
             return
+        if self._closing is not None:
+            return  # nothing after an unbind or a framing error is read
         self._frames.feed(data)
-        while self.is_open():  # a PDU below may close the session
+        self._fed_at = now
+        self._parse(now)
+
+    def _parse(self, now: float) -> None:
+        # A PDU below may close the session, start closing it, or hold it for a bind.
+        while self._closing is None and not self._held and self.state is not State.CLOSED:
             try:
                 raw = self._frames.next_pdu()
             except RemoteSmppError as exc:
-                self._nack(exc)
-                self._close(f"framing error: {exc}")
+                self._end(self._nack(exc), f"framing error: {exc}", now)
                 return
             if raw is None:
                 return
@@ -286,21 +323,23 @@ class Session:
             The PDU as sent (with its sequence number).
 
         Raises:
-            LocalSmppError: the state does not allow this request now (ESME_RINVBNDSTS), or a
-                response answers nothing the peer asked.
+            LocalSmppError: the state does not allow this request now, or the session is
+                closing (ESME_RINVBNDSTS); a v3.3 peer cannot take its message_payload
+                (ESME_RINVMSGLEN).
         """
         if self.state is State.CLOSED:
             raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
         command_id = COMMAND_IDS[type(pdu)]
+        if self._no_tlvs:
+            pdu = _without_tlvs(pdu)
         if command_id & 0x80000000:
             self._out += encode_pdu(pdu)
+            self._owed.discard(pdu.sequence_number)
             self._after_response(command_id, pdu.command_status)
+            if self._closing is not None and not self._owed:
+                self._finish_closing()
             return pdu
-        if command_id not in ALLOWED.get((self.role, self.state), frozenset()):
-            raise LocalSmppError(
-                f"{command_id.name} not allowed in {self.state.value}",
-                CommandStatus.ESME_RINVBNDSTS,
-            )
+        self._check_may_send(command_id)
         if pdu.sequence_number == 0:
             pdu = pdu._replace(sequence_number=self._allocate_seq())
         self._out += encode_pdu(pdu)
@@ -319,19 +358,20 @@ class Session:
         not decoded only to be encoded again. Its `Response` / `RequestTimedOut` carry the
         returned `EncodedRequest`.
 
+        To a v3.3 peer it goes without its TLVs (see the module docstring).
+
         Raises:
-            LocalSmppError: as for `send`; ESME_RINVCMDLEN if `data` is not one whole PDU.
+            LocalSmppError: as for `send`; ESME_RINVCMDLEN if `data` is not one whole PDU;
+                ESME_RINVMSGLEN if a v3.3 peer cannot take its message_payload.
         """
         if self.state is State.CLOSED:
             raise LocalSmppError("session is closed", CommandStatus.ESME_RINVBNDSTS)
         if len(data) < 16 or int.from_bytes(data[:4], "big") != len(data):
             raise LocalSmppError("not one encoded PDU", CommandStatus.ESME_RINVCMDLEN)
         command_id = CommandId(int.from_bytes(data[4:8], "big"))
-        if command_id not in ALLOWED.get((self.role, self.state), frozenset()):
-            raise LocalSmppError(
-                f"{command_id.name} not allowed in {self.state.value}",
-                CommandStatus.ESME_RINVBNDSTS,
-            )
+        self._check_may_send(command_id)
+        if self._no_tlvs:
+            data = _encoded_without_tlvs(data)
         seq = self._allocate_seq()
         self._out += data[:12] + seq.to_bytes(4, "big") + data[16:]
         request = EncodedRequest(command_id, seq, data)
@@ -347,17 +387,26 @@ class Session:
 
         An ESME of version 3.4 or later (interface_version 0x34, or 0x50 from a v5.0 client)
         is told we speak 3.4 (sc_interface_version, SMPP v3.4 5.3.2.25); an older one is not
-        sent TLVs it may not know."""
+        sent TLVs it may not know, in this PDU or any later one. Reading goes on with what came
+        behind the bind, now as bound."""
         resp_cls = response_class(COMMAND_IDS[type(request)])
         assert resp_cls is not None
-        tlvs = _SC_VERSION_34 if getattr(request, "interface_version", 0) >= 0x34 else ()
+        modern = getattr(request, "interface_version", 0) >= 0x34
         self.send(
-            resp_cls(system_id=system_id, sequence_number=request.sequence_number, tlvs=tlvs),
+            resp_cls(
+                system_id=system_id,
+                sequence_number=request.sequence_number,
+                tlvs=_SC_VERSION_34 if modern else (),
+            ),
             0.0,
         )
+        self._no_tlvs = not modern
+        self._held = False
+        self._parse(self._fed_at)  # what came behind the bind, now as bound
 
     def reject_bind(self, request: Any, status: CommandStatus) -> None:
-        """Answer a `BindRequested` with an error status; the shell closes after a short delay."""
+        """Answer a `BindRequested` with an error status. The session reads nothing more (the
+        shell closes it after a short delay); what came behind the bind is never answered."""
         resp_cls = response_class(COMMAND_IDS[type(request)])
         assert resp_cls is not None
         self.send(resp_cls(sequence_number=request.sequence_number, command_status=status), 0.0)
@@ -369,7 +418,9 @@ class Session:
         if self.state is State.CLOSED:
             return None
         candidates = [self._last_received + self.inactivity_timeout]
-        if self.state in _BOUND and self._probe is None:
+        if self._closing is not None:
+            candidates.append(self._closing[2])
+        elif self.state in _BOUND and self._probe is None:
             candidates.append(self._last_received + self.enquire_link_interval)
         if self.bind_deadline is not None and self.state is State.OPEN:
             candidates.append(self.bind_deadline)
@@ -383,6 +434,9 @@ class Session:
     def handle_timer(self, now: float) -> None:
         """Do what is due at `now`: time out requests, probe or close an idle link."""
         if self.state is State.CLOSED:
+            return
+        if self._closing is not None and now >= self._closing[2]:
+            self._finish_closing()  # the application never answered: close anyway
             return
         for seq, (deadline, request) in list(self._pending.items()):
             if deadline > now and self._ordered:
@@ -405,6 +459,7 @@ class Session:
         elif (
             self.state in _BOUND
             and self._probe is None
+            and self._closing is None
             and now >= self._last_received + self.enquire_link_interval
         ):
             self._probe = self.send(EnquireLink(), now).sequence_number
@@ -412,17 +467,50 @@ class Session:
     # -- internals --------------------------------------------------------------------------
 
     def _allocate_seq(self) -> int:
+        # SMPP v3.4 5.1.4: 1..0x7FFFFFFF. After a wrap, a number still waiting for its response
+        # (or remembered as timed out) is skipped: its response would settle the wrong request.
         seq = self._next_seq
-        self._next_seq = seq + 1 if seq < 0x7FFFFFFF else 1  # SMPP v3.4 5.1.4: 1..0x7FFFFFFF
+        while seq in self._pending or seq in self._timed_out:
+            seq = seq + 1 if seq < _SEQ_MAX else 1
+        self._next_seq = seq + 1 if seq < _SEQ_MAX else 1
         return seq
+
+    def _check_may_send(self, command_id: CommandId) -> None:
+        if self._closing is not None:
+            raise LocalSmppError(
+                f"{command_id.name} not allowed: the session is closing",
+                CommandStatus.ESME_RINVBNDSTS,
+            )
+        if command_id not in ALLOWED.get((self.role, self.state), frozenset()):
+            raise LocalSmppError(
+                f"{command_id.name} not allowed in {self.state.value}",
+                CommandStatus.ESME_RINVBNDSTS,
+            )
+
+    def _end(self, last: bytes, reason: str, now: float) -> None:
+        """The peer unbound or broke the framing: read nothing more, send `last` (unbind_resp or
+        generic_nack) and close - in the SMSC role only once what the peer asked before is
+        answered, so no answer follows `last` and none is lost."""
+        if self._owed and self.role is Role.SMSC:
+            self._closing = (last, reason, now + self.response_timeout)
+            return
+        self._out += last
+        self._close(reason)
+
+    def _finish_closing(self) -> None:
+        assert self._closing is not None
+        last, reason, _ = self._closing
+        self._out += last
+        self._close(reason)
 
     def _receive_pdu(self, raw: bytes, now: float) -> None:
         try:
             pdu: Any = decode_pdu(raw)
         except RemoteSmppError as exc:
-            self._nack(exc)
             if exc.fatal:
-                self._close(f"malformed PDU: {exc}")
+                self._end(self._nack(exc), f"malformed PDU: {exc}", now)
+            else:
+                self._out += self._nack(exc)
             return
         command_id = COMMAND_IDS[type(pdu)]
         if command_id & 0x80000000:
@@ -437,11 +525,16 @@ class Session:
             self._answer_error(pdu, command_id, status)
             return
         if command_id is C.unbind:
-            self._out += encode_pdu(UnbindResp(sequence_number=pdu.sequence_number))
-            self._close("unbound by peer")
+            self._end(
+                encode_pdu(UnbindResp(sequence_number=pdu.sequence_number)), "unbound by peer", now
+            )
         elif command_id in _BINDS:
+            self._owed.add(pdu.sequence_number)
+            self._held = True  # what follows is read as bound or not once this is answered
             self._events.append(BindRequested(pdu))
         else:
+            if response_class(command_id) is not None:
+                self._owed.add(pdu.sequence_number)
             self._events.append(Request(pdu))
 
     def _receive_response(self, command_id: CommandId, pdu: Any, now: float) -> None:
@@ -485,14 +578,15 @@ class Session:
         else:
             self._out += encode_pdu(resp_cls(sequence_number=seq, command_status=status))
 
-    def _nack(self, exc: RemoteSmppError) -> None:
+    @staticmethod
+    def _nack(exc: RemoteSmppError) -> bytes:
         seq = exc.sequence_number or 0
         resp_cls = None if exc.command_id is None else response_class(exc.command_id)
         if resp_cls is not None and not exc.fatal:
             reply = resp_cls(sequence_number=seq, command_status=exc.status)
         else:
             reply = GenericNack(sequence_number=seq, command_status=exc.status)
-        self._out += encode_pdu(reply)
+        return encode_pdu(reply)
 
     def _close(self, reason: str) -> None:
         if self.state is not State.CLOSED:
@@ -502,3 +596,39 @@ class Session:
     def unbind(self, now: float) -> None:
         """Start an orderly unbind (the shell does this on shutdown)."""
         self.send(Unbind(), now)
+
+
+def _without_tlvs(pdu: Any) -> Any:
+    """`pdu` as a v3.3 peer may get it: no TLVs; a message_payload goes into an empty
+    short_message when it fits.
+
+    Raises:
+        LocalSmppError: ESME_RINVMSGLEN, the payload does not fit in short_message.
+    """
+    tlvs = getattr(pdu, "tlvs", None)
+    if not tlvs:
+        return pdu
+    payload = tlv_raw(tlvs, _PAYLOAD)
+    if payload is not None and "short_message" in pdu._fields and not pdu.short_message:
+        if len(payload) > _SM_MAX:
+            raise LocalSmppError(
+                f"message_payload of {len(payload)} octets for a v3.3 peer",
+                CommandStatus.ESME_RINVMSGLEN,
+            )
+        return pdu._replace(tlvs=(), short_message=payload)
+    return pdu._replace(tlvs=())
+
+
+def _encoded_without_tlvs(data: bytes) -> bytes:
+    """`_without_tlvs` for an encoded PDU (the codec re-encodes it, command_length included).
+
+    Raises:
+        LocalSmppError: ESME_RINVCMDLEN, `data` does not decode; as `_without_tlvs`.
+    """
+    try:
+        pdu = decode_pdu(data)
+    except RemoteSmppError as exc:
+        raise LocalSmppError(f"not one encoded PDU: {exc}", CommandStatus.ESME_RINVCMDLEN) from None
+    if not getattr(pdu, "tlvs", None):
+        return data
+    return encode_pdu(_without_tlvs(pdu))

@@ -1,5 +1,6 @@
-"""Text <-> GSM 7-bit / UCS-2 / Latin-1, user data headers, segmentation, reassembly and
-GSM 03.40 TPDUs. Pure: no I/O, no clock (time is passed in)."""
+"""Text <-> GSM 7-bit / UCS-2 / Latin-1, user data headers, segmentation and GSM 03.40 TPDUs.
+Pure: no I/O, no clock (time is passed in). MO reassembly is durable, so it lives with the
+store: `gateway.inbound`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from gateway.sms.gsm7 import (
     try_encode_gsm7,
     unpack_septets,
 )
-from gateway.sms.reassembly import Reassembled, Reassembler
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
 from gateway.sms.segment import (
     ConcatMethod,
@@ -44,8 +44,6 @@ __all__ = [
     "Encoding",
     "InformationElement",
     "MessageTooLong",
-    "Reassembled",
-    "Reassembler",
     "ReferenceAllocator",
     "ReferencesExhausted",
     "Segments",

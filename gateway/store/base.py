@@ -19,19 +19,30 @@ from typing import NamedTuple, Protocol
 
 __all__ = [
     "DELIVERY_LEASE",
+    "INBOUND_DONE",
+    "INBOUND_TAKEN",
     "Delivery",
+    "IncomingReceipt",
     "MessageRecord",
     "MessageState",
     "NewDelivery",
     "NewMessage",
+    "OverdueMessage",
+    "ReceiptMatch",
     "ReceiptRecord",
+    "Settlement",
     "Store",
     "Usage",
+    "state_of_smpp",
     "usage_windows",
 ]
 
 
 DELIVERY_LEASE = 120.0  # seconds a node keeps the deliveries it offered from other nodes
+# An inbound message's marker row (part 0) in the backends' inbound_parts: taken (whole, being
+# handed on) or done (queued for its application). No PDU is this short.
+INBOUND_TAKEN = b"taken"
+INBOUND_DONE = b"done"
 
 
 class MessageState(Enum):
@@ -43,11 +54,65 @@ class MessageState(Enum):
     EXPIRED = "expired"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
-    FAILED = "failed"  # gave up: permanent error, or retries exhausted
+    FAILED = "failed"  # gave up: permanent error, retries exhausted, or no target took it
+    UNKNOWN = "unknown"  # ended with no outcome we can read: a vendor stat, no receipt in time
 
     @property
     def final(self) -> bool:
         return self not in (MessageState.ACCEPTED, MessageState.DISPATCHING, MessageState.SENT)
+
+    @property
+    def message_state(self) -> int:
+        """The message_state TLV value (SMPP v3.4 5.2.28) a query or receipt reports."""
+        return _SMPP_STATE[self]
+
+    @property
+    def stat(self) -> str:
+        """The Appendix B receipt ``stat`` for this state."""
+        return _STAT[_SMPP_STATE[self]]
+
+
+# The one table between our states and SMPP's message_state (5.2.28) / receipt stat (Table
+# B-1); every module that speaks SMPP about a message's state reads it from here.
+_SMPP_STATE: dict[MessageState, int] = {
+    MessageState.ACCEPTED: 1,  # ENROUTE
+    MessageState.DISPATCHING: 1,
+    MessageState.SENT: 1,
+    MessageState.DELIVERED: 2,
+    MessageState.EXPIRED: 3,
+    MessageState.CANCELLED: 4,  # DELETED
+    MessageState.UNDELIVERABLE: 5,
+    MessageState.FAILED: 5,
+    MessageState.UNKNOWN: 7,
+    MessageState.REJECTED: 8,
+}
+_STAT = {
+    1: "ENROUTE",
+    2: "DELIVRD",
+    3: "EXPIRED",
+    4: "DELETED",
+    5: "UNDELIV",
+    7: "UNKNOWN",
+    8: "REJECTD",
+}
+# What an upstream's message_state ends a message as. ENROUTE (1) and ACCEPTED (6: taken by
+# the SMSC, or read by its customer service) leave it waiting; any value SMPP v3.4 does not
+# define reads as UNKNOWN - still an end, so the application hears one.
+_FROM_SMPP = {
+    2: MessageState.DELIVERED,
+    3: MessageState.EXPIRED,
+    4: MessageState.CANCELLED,
+    5: MessageState.UNDELIVERABLE,
+    7: MessageState.UNKNOWN,
+    8: MessageState.REJECTED,
+}
+
+
+def state_of_smpp(message_state: int) -> MessageState | None:
+    """The final state an upstream's message_state ends a message in; None: not final."""
+    if message_state in (1, 6):
+        return None
+    return _FROM_SMPP.get(message_state, MessageState.UNKNOWN)
 
 
 class NewMessage(NamedTuple):
@@ -110,6 +175,51 @@ class ReceiptRecord:
     message_state: int  # SMPP v3.4 5.2.28
     error: int
     received_at: float
+    raw: bytes = b""  # the receipt's text as it came
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReceipt:
+    """A receipt to match (`Store.match_receipts`): its upstream, the id keys to look it up
+    by (in order), and what to keep. `keep_unknown`: when no key matches, keep it among the
+    unknown receipts (else it is only looked up: it will be looked up again)."""
+
+    upstream: str
+    keys: tuple[str, ...]
+    upstream_id: str
+    message_state: int
+    error: int
+    received_at: float
+    raw: bytes = b""
+    keep_unknown: bool = True
+
+
+class ReceiptMatch(NamedTuple):
+    """The message a receipt matched, as it was before the batch, the receipt's part, and
+    every part's latest receipt state once the whole batch was kept (None: none yet)."""
+
+    record: MessageRecord
+    part: int
+    states: list[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A message to end (`Store.settle_many`), and the receipt for its application."""
+
+    message_id: str
+    state: MessageState
+    error: int | None = None
+    delivery: NewDelivery | None = None
+
+
+class OverdueMessage(NamedTuple):
+    """A message sent and still waiting for its receipt (`Store.overdue_sent`)."""
+
+    record: MessageRecord
+    upstream: str
+    part_ids: tuple[str, ...]  # every part's id as the upstream wrote it
+    states: list[int | None]  # every part's latest receipt state
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,43 +304,56 @@ class Store(Protocol):
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         """The message's receipts in the order they came."""
 
-    # Concatenated inbound (MO) messages, kept part by part until whole:
+    # Concatenated inbound (MO) messages, kept part by part until whole, and remembered for
+    # a while once handed on, so a part sent again is recognised (see `gateway.inbound`):
 
     async def add_inbound_part(
         self, key: str, seq: int, total: int, pdu: bytes, now: float
     ) -> list[bytes] | None:
         """Keep part `seq` (1-based) of the concatenated message `key` (sender, recipient,
-        reference); a repeated part replaces the earlier copy. When this completes the
-        `total` parts, all of them in order (they stay stored until `finish_inbound`)."""
+        reference); a repeated part replaces the earlier copy.
+
+        Returns:
+            None while parts are missing. When this completes the `total` parts: all of
+            them in order, and the message is marked taken in the same write, so a copy of
+            the last part coming at the same time gets []. [] also when the message was
+            taken already and this part is byte for byte one of its parts (a resend). A
+            different part under a taken message's key starts a new message (the sender
+            reused the reference)."""
 
     async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
-        """Queue the message's deliveries and forget its parts, in one write."""
+        """Queue the message's deliveries and mark it done (its parts are kept until
+        `forget_inbound`), in one write. `key` "" queues only (a message that came whole)."""
 
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
-        """Messages still incomplete whose first part came before `before`: their parts in
-        order (the caller delivers what there is, then `finish_inbound`)."""
+        """Messages not done whose first part came before `before`: their parts in order
+        (the caller delivers what there is, then `finish_inbound`). A message taken but
+        never finished (the process died in between) is among them."""
+
+    async def forget_inbound(self, before: float) -> int:
+        """Forget the parts of messages done before `before`; returns rows removed."""
 
     # The hot paths as one write each (what the steps above do, in one transaction):
 
     async def record_sent(
-        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+        self,
+        message_id: str,
+        upstream: str,
+        part_keys: tuple[tuple[str, ...], ...],
+        now: float,
+        *,
+        part_ids: tuple[str, ...] = (),
     ) -> bool:
         """The upstream took the message as ``len(part_keys)`` parts whose ids have these
-        keys: `set_parts` (when more than one), `link_upstream_id` for each part and
-        `set_state` SENT. False if the message is unknown."""
+        keys (`part_ids`: the ids as written, for `overdue_sent`): `set_parts` (when more than
+        one), `link_upstream_id` for each part and `set_state` SENT - unless the message
+        already ended (a receipt beat this: its ids are linked all the same). False if the
+        message is unknown."""
 
-    async def match_receipt(
-        self,
-        upstream: str,
-        keys: tuple[str, ...],
-        *,
-        upstream_id: str,
-        message_state: int,
-        error: int,
-        now: float,
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        """`find_part`, then `add_receipt` for it: the message as it was before this receipt
-        and every part's latest receipt state; None (nothing kept) if no id matches."""
+    async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
+        """Match many receipts in one transaction: for each, `find_part` by its keys and keep
+        it (with its raw text) for that part; None for one no key matches, which is kept among
+        the unknown receipts when it says `keep_unknown`."""
 
     async def settle(
         self,
@@ -241,7 +364,35 @@ class Store(Protocol):
         error: int | None = None,
         delivery: NewDelivery | None = None,
     ) -> bool:
-        """`set_state`, and `enqueue_delivery` of `delivery` (if given) with it."""
+        """End a message that has not ended yet, and `enqueue_delivery` of `delivery` (if
+        given) with it, as one conditional step: False (and nothing queued) if it is unknown
+        or already final - so no message ever gets two final receipts."""
+
+    async def settle_many(
+        self,
+        settlements: list[Settlement],
+        now: float,
+        *,
+        deliveries: tuple[NewDelivery, ...] = (),
+    ) -> list[bool]:
+        """`settle` for each (in order; a second one for the same message finds it final),
+        and queue `deliveries` (intermediate notifications), in one transaction."""
+
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        """Messages still SENT (to `upstream`, if given) whose send was recorded before
+        `before`, oldest first."""
+
+    async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
+        """Receipts no message matched, newest first (message_id "", part -1)."""
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        """What was learnt of each upstream's id spelling: (responses' base, receipts' base)
+        (`gateway.smpp.receipt.IdSpelling`), kept across restarts."""
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        """Keep what was learnt of an upstream's id spelling (see `id_formats`)."""
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -258,13 +409,21 @@ class Store(Protocol):
     async def delivery_done(self, delivery_id: int) -> None: ...
 
     async def purge(self, before: float) -> int:
-        """Forget final messages and expired deliveries older than `before`; how many rows."""
+        """Forget final messages, expired deliveries and unknown receipts older than `before`;
+        how many rows."""
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
         """cancel_sm (no `short_message`) or replace_sm for a message of `account` that no
-        upstream has yet; False otherwise."""
+        upstream has yet; False otherwise. A replace_sm with `times` also sets the message's
+        (schedule_at, expires_at)."""
 
     async def requeue_interrupted(self, now: float) -> int:
         """At start-up: messages this node's dispatcher claimed but never settled (the process

@@ -37,12 +37,18 @@ from asyncpg.pool import PoolConnectionProxy
 
 from gateway.store.base import (
     DELIVERY_LEASE,
+    INBOUND_DONE,
+    INBOUND_TAKEN,
     Delivery,
+    IncomingReceipt,
     MessageRecord,
     MessageState,
     NewDelivery,
     NewMessage,
+    OverdueMessage,
+    ReceiptMatch,
     ReceiptRecord,
+    Settlement,
     Store,
     Usage,
     usage_windows,
@@ -152,6 +158,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN leased_by integer;
     ALTER TABLE deliveries ADD COLUMN lease_until double precision NOT NULL DEFAULT 0;
     """,
+    # 5: every receipt's raw text, the receipts no message matched, and where a message went
+    # (its upstream and part ids as written) so one whose receipt never comes can be asked for.
+    """
+    ALTER TABLE receipts ADD COLUMN raw bytea NOT NULL DEFAULT '';
+    CREATE TABLE unknown_receipts (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        upstream text NOT NULL,
+        upstream_id text NOT NULL,
+        message_state integer NOT NULL,
+        error bigint NOT NULL,
+        received_at double precision NOT NULL,
+        raw bytea NOT NULL
+    );
+    CREATE INDEX unknown_receipts_age ON unknown_receipts (received_at);
+    ALTER TABLE messages ADD COLUMN sent_to text;
+    ALTER TABLE messages ADD COLUMN sent_ids text[];
+    CREATE TABLE id_formats (upstream text PRIMARY KEY, sent text, received text);
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -243,6 +267,62 @@ _FIND = """
     LIMIT 1
 """
 
+# Many receipts at once: each one's (index) first matching key, its latest link.
+_FIND_MANY = """
+    SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
+    FROM unnest($1::int[], $2::int[], $3::text[], $4::text[]) AS k (i, n, upstream, key)
+    JOIN upstream_ids AS u ON u.upstream = k.upstream AND u.key = k.key
+    ORDER BY k.i, k.n, u.seq DESC
+"""
+
+_PARTS_STATES = """
+    SELECT m.id, m.parts, r.part, r.message_state
+    FROM messages AS m
+    LEFT JOIN LATERAL (
+        SELECT DISTINCT ON (part) part, message_state FROM receipts
+        WHERE message_id = m.id ORDER BY part, seq DESC
+    ) AS r ON true
+    WHERE m.id = ANY($1::text[])
+"""
+
+_INSERT_RECEIPTS = """
+    INSERT INTO receipts
+        (message_id, part, upstream, upstream_id, message_state, error, received_at, raw)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+        $7::double precision[], $8::bytea[])
+"""
+
+_INSERT_UNKNOWN = """
+    INSERT INTO unknown_receipts (upstream, upstream_id, message_state, error, received_at, raw)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[],
+        $5::double precision[], $6::bytea[])
+"""
+
+# "Already final?" and "settle" as one statement: the update takes only messages not final
+# (row locks serialize two nodes or two batches), and only what it took gets its history row
+# and its receipt for the application.
+_SETTLE_MANY = """
+    WITH t AS (
+        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+            $6::text[], $7::bytea[], $8::double precision[])
+            AS t (i, id, state, error, account, kind, pdu, ttl)
+    ), u AS (
+        UPDATE messages AS m
+        SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
+        FROM t WHERE m.id = t.id AND NOT (m.state = ANY($10::text[]))
+        RETURNING m.id
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state)
+        SELECT t.id, $9, t.state FROM t JOIN u ON u.id = t.id
+    ), d AS (
+        INSERT INTO deliveries (account, kind, pdu, created_at, expires_at)
+        SELECT t.account, t.kind, t.pdu, $9, $9 + t.ttl FROM t JOIN u ON u.id = t.id
+        WHERE t.pdu IS NOT NULL
+        ORDER BY t.i
+    )
+    SELECT t.i FROM t JOIN u ON u.id = t.id
+"""
+
 _PART_STATES = """
     SELECT m.parts, r.part, r.message_state
     FROM messages AS m
@@ -283,6 +363,10 @@ _REQUEUE = f"""
     )
     INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
 """
+
+
+_MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
+_SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
 
 def _count(status: str) -> int:
@@ -348,6 +432,8 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # accept transactions committed: tests and metrics see the batching
+        self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
+        self._done_writer: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -392,6 +478,9 @@ class PostgresStore:
             self._accepts.put_nowait(None)
             await writer
             self._writer = None
+        if self._done_writer is not None:
+            await asyncio.wait([self._done_writer])  # answered deliveries are removed first
+            self._done_writer = None
         self._pool = None
         try:
             await asyncio.wait_for(pool.close(), timeout=30)
@@ -527,7 +616,7 @@ class PostgresStore:
         async with self._open_pool().acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
-                "error, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "error, received_at, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 r.message_id,
                 r.part,
                 r.upstream,
@@ -535,6 +624,7 @@ class PostgresStore:
                 r.message_state,
                 r.error,
                 r.received_at,
+                r.raw,
             )
             rows = await conn.fetch(_PART_STATES, r.message_id)
         states: list[int | None] = [None] * (rows[0][0] if rows else 1)
@@ -545,8 +635,8 @@ class PostgresStore:
 
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         rows = await self._open_pool().fetch(
-            "SELECT message_id, part, upstream, upstream_id, message_state, error, received_at "
-            "FROM receipts WHERE message_id = $1 ORDER BY seq",
+            "SELECT message_id, part, upstream, upstream_id, message_state, error, received_at, "
+            "raw FROM receipts WHERE message_id = $1 ORDER BY seq",
             message_id,
         )
         return [ReceiptRecord(*row) for row in rows]
@@ -555,6 +645,10 @@ class PostgresStore:
         self, key: str, seq: int, total: int, pdu: bytes, now: float
     ) -> list[bytes] | None:
         async with self._open_pool().acquire() as conn, conn.transaction():
+            if await conn.fetchval(_MARKED, key) is not None:
+                if await conn.fetchval(_SAME_PART, key, seq, pdu) is not None:
+                    return []  # sent again after its message was taken
+                await conn.execute("DELETE FROM inbound_parts WHERE key = $1", key)
             await conn.execute(
                 "INSERT INTO inbound_parts VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key, seq) "
                 "DO UPDATE SET total = $3, pdu = $4, received_at = $5",
@@ -565,11 +659,23 @@ class PostgresStore:
                 now,
             )
             rows = await conn.fetch(
-                "SELECT pdu FROM inbound_parts WHERE key = $1 AND total = $2 ORDER BY seq",
+                "SELECT pdu FROM inbound_parts WHERE key = $1 AND seq > 0 AND total = $2 "
+                "ORDER BY seq",
                 key,
                 total,
             )
-        return [bytes(row[0]) for row in rows] if len(rows) >= total else None
+            if len(rows) < total:
+                return None
+            # Two copies of the last part in two transactions: the marker's key decides.
+            status = await conn.execute(
+                "INSERT INTO inbound_parts VALUES ($1, 0, $2, $3, $4) "
+                "ON CONFLICT (key, seq) DO NOTHING",
+                key,
+                total,
+                INBOUND_TAKEN,
+                now,
+            )
+        return [bytes(row[0]) for row in rows] if _count(status) == 1 else []
 
     async def finish_inbound(self, key: str, deliveries: list[NewDelivery], now: float) -> None:
         async with self._open_pool().acquire() as conn, conn.transaction():
@@ -579,30 +685,62 @@ class PostgresStore:
                     "VALUES ($1, $2, $3, $4, $5)",
                     [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
                 )
-            await conn.execute("DELETE FROM inbound_parts WHERE key = $1", key)
+            if key:
+                await conn.execute(
+                    "INSERT INTO inbound_parts VALUES ($1, 0, 0, $2, $3) ON CONFLICT (key, seq) "
+                    "DO UPDATE SET pdu = $2, received_at = $3",
+                    key,
+                    INBOUND_DONE,
+                    now,
+                )
 
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
         rows = await self._open_pool().fetch(
-            "SELECT key, array_agg(pdu ORDER BY seq) FROM inbound_parts GROUP BY key "
-            "HAVING min(received_at) < $1",
+            "SELECT key, array_agg(pdu ORDER BY seq) FILTER (WHERE seq > 0) FROM inbound_parts "
+            "WHERE key NOT IN (SELECT key FROM inbound_parts WHERE seq = 0 AND pdu = $2) "
+            "GROUP BY key HAVING min(received_at) < $1",
             before,
+            INBOUND_DONE,
         )
-        return [(row[0], [bytes(p) for p in row[1]]) for row in rows]
+        return [(row[0], [bytes(p) for p in row[1] or ()]) for row in rows]
+
+    async def forget_inbound(self, before: float) -> int:
+        status = await self._open_pool().execute(
+            "DELETE FROM inbound_parts WHERE key IN (SELECT key FROM inbound_parts "
+            "WHERE received_at < $1 AND seq = 0 AND pdu = $2)",
+            before,
+            INBOUND_DONE,
+        )
+        return _count(status)
 
     async def record_sent(
-        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
+        self,
+        message_id: str,
+        upstream: str,
+        part_keys: tuple[tuple[str, ...], ...],
+        now: float,
+        *,
+        part_ids: tuple[str, ...] = (),
     ) -> bool:
         rows = [(part, key) for part, keys in enumerate(part_keys) for key in keys]
         async with self._open_pool().acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                _SET_STATE, message_id, MessageState.SENT.value, now, None, 0, None
+            sent = await conn.fetchval(
+                "WITH u AS (UPDATE messages SET state = $2, updated_at = $3, parts = $4, "
+                "sent_to = $5, sent_ids = $6 WHERE id = $1 AND NOT (state = ANY($7::text[])) "
+                "RETURNING id), h AS (INSERT INTO message_history (message_id, at, state) "
+                "SELECT id, $3, $2 FROM u) "
+                "SELECT count(*) + (SELECT count(*) FROM messages WHERE id = $1) FROM u",
+                message_id,
+                MessageState.SENT.value,
+                now,
+                max(1, len(part_keys)),
+                upstream,
+                list(part_ids),
+                _FINAL,
             )
-            if _count(status) != 1:
+            if not sent:
                 return False
-            if len(part_keys) > 1:
-                await conn.execute(
-                    "UPDATE messages SET parts = $2 WHERE id = $1", message_id, len(part_keys)
-                )
+            # linked even when the message already ended: its later receipts are known
             await conn.execute(
                 "INSERT INTO upstream_ids (upstream, key, message_id, part) "
                 "SELECT $1, t.key, $3, t.part FROM unnest($2::text[], $4::int[]) AS t (key, part) "
@@ -614,40 +752,73 @@ class PostgresStore:
             )
         return True
 
-    async def match_receipt(
-        self,
-        upstream: str,
-        keys: tuple[str, ...],
-        *,
-        upstream_id: str,
-        message_state: int,
-        error: int,
-        now: float,
-    ) -> tuple[MessageRecord, list[int | None]] | None:
+    async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
+        if not receipts:
+            return []
+        flat = [
+            (i, n, r.upstream, key) for i, r in enumerate(receipts) for n, key in enumerate(r.keys)
+        ]
         async with self._open_pool().acquire() as conn, conn.transaction():
-            found = await conn.fetchrow(_FIND, upstream, list(keys))
-            if found is None:
-                return None
-            row = await conn.fetchrow(f"SELECT {_RECORD} FROM messages WHERE id = $1", found[0])
-            if row is None:
-                return None
-            await conn.execute(
-                "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
-                "error, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                found[0],
-                found[1],
-                upstream,
-                upstream_id,
-                message_state,
-                error,
-                now,
+            found = (
+                {
+                    row[0]: (str(row[1]), int(row[2]))
+                    for row in await conn.fetch(
+                        _FIND_MANY, *(list(column) for column in zip(*flat, strict=True))
+                    )
+                }
+                if flat
+                else {}
             )
-            parts = await conn.fetch(_PART_STATES, found[0])
-        states: list[int | None] = [None] * (parts[0][0] if parts else 1)
-        for _parts, part, state in parts:
-            if part is not None and 0 <= part < len(states):
-                states[part] = state
-        return _record(row), states
+            ids = sorted({message_id for message_id, _part in found.values()})
+            records = (
+                {
+                    row[0]: _record(row)
+                    for row in await conn.fetch(
+                        f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])", ids
+                    )
+                }
+                if ids
+                else {}
+            )
+            kept = [(i, r) for i, r in enumerate(receipts) if i in found and found[i][0] in records]
+            unknown = [
+                r
+                for i, r in enumerate(receipts)
+                if not (i in found and found[i][0] in records) and r.keep_unknown
+            ]
+            if kept:
+                await conn.execute(
+                    _INSERT_RECEIPTS,
+                    [found[i][0] for i, _r in kept],
+                    [found[i][1] for i, _r in kept],
+                    [r.upstream for _i, r in kept],
+                    [r.upstream_id for _i, r in kept],
+                    [r.message_state for _i, r in kept],
+                    [r.error for _i, r in kept],
+                    [r.received_at for _i, r in kept],
+                    [r.raw for _i, r in kept],
+                )
+            if unknown:
+                await conn.execute(
+                    _INSERT_UNKNOWN,
+                    [r.upstream for r in unknown],
+                    [r.upstream_id for r in unknown],
+                    [r.message_state for r in unknown],
+                    [r.error for r in unknown],
+                    [r.received_at for r in unknown],
+                    [r.raw for r in unknown],
+                )
+            states: dict[str, list[int | None]] = {}
+            if kept:
+                for row in await conn.fetch(_PARTS_STATES, sorted(records)):
+                    parts = states.setdefault(row[0], [None] * row[1])
+                    if row[2] is not None and 0 <= row[2] < len(parts):
+                        parts[row[2]] = row[3]
+        out: list[ReceiptMatch | None] = [None] * len(receipts)
+        for i, _r in kept:
+            message_id, part = found[i]
+            out[i] = ReceiptMatch(records[message_id], part, states[message_id])
+        return out
 
     async def settle(
         self,
@@ -658,21 +829,93 @@ class PostgresStore:
         error: int | None = None,
         delivery: NewDelivery | None = None,
     ) -> bool:
+        return (await self.settle_many([Settlement(message_id, state, error, delivery)], now))[0]
+
+    async def settle_many(
+        self,
+        settlements: list[Settlement],
+        now: float,
+        *,
+        deliveries: tuple[NewDelivery, ...] = (),
+    ) -> list[bool]:
+        # One row per message: a second settlement in the same batch finds it final.
+        first: dict[str, int] = {}
+        for i, s in enumerate(settlements):
+            first.setdefault(s.message_id, i)
+        rows = [(i, settlements[i]) for i in first.values()]
         async with self._open_pool().acquire() as conn, conn.transaction():
-            status = await conn.execute(_SET_STATE, message_id, state.value, now, error, 0, None)
-            if _count(status) != 1:
-                return False
-            if delivery is not None:
-                await conn.execute(
+            taken: set[int] = set()
+            if rows:
+                taken = {
+                    row[0]
+                    for row in await conn.fetch(
+                        _SETTLE_MANY,
+                        [i for i, _s in rows],
+                        [s.message_id for _i, s in rows],
+                        [s.state.value for _i, s in rows],
+                        [s.error for _i, s in rows],
+                        [s.delivery.account if s.delivery else None for _i, s in rows],
+                        [s.delivery.kind if s.delivery else None for _i, s in rows],
+                        [s.delivery.pdu if s.delivery else None for _i, s in rows],
+                        [s.delivery.ttl if s.delivery else None for _i, s in rows],
+                        now,
+                        _FINAL,
+                    )
+                }
+            if deliveries:
+                await conn.executemany(
                     "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
                     "VALUES ($1, $2, $3, $4, $5)",
-                    delivery.account,
-                    delivery.kind,
-                    delivery.pdu,
-                    now,
-                    now + delivery.ttl,
+                    [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
                 )
-        return True
+        return [i in taken for i in range(len(settlements))]
+
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {_RECORD}, sent_to, sent_ids FROM messages "
+                "WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4) "
+                "ORDER BY updated_at LIMIT $3",
+                MessageState.SENT.value,
+                before,
+                limit,
+                upstream,
+            )
+            states: dict[str, list[int | None]] = {}
+            if rows:
+                for row in await conn.fetch(_PARTS_STATES, [row[0] for row in rows]):
+                    parts = states.setdefault(row[0], [None] * row[1])
+                    if row[2] is not None and 0 <= row[2] < len(parts):
+                        parts[row[2]] = row[3]
+        return [
+            OverdueMessage(
+                _record(row), row[24] or "", tuple(row[25] or ()), states.get(row[0], [None])
+            )
+            for row in rows
+        ]
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        rows = await self._open_pool().fetch("SELECT upstream, sent, received FROM id_formats")
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        await self._open_pool().execute(
+            "INSERT INTO id_formats VALUES ($1, $2, $3) "
+            "ON CONFLICT (upstream) DO UPDATE SET sent = $2, received = $3",
+            upstream,
+            sent,
+            received,
+        )
+
+    async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
+        rows = await self._open_pool().fetch(
+            "SELECT upstream, upstream_id, message_state, error, received_at, raw "
+            "FROM unknown_receipts ORDER BY seq DESC LIMIT $1",
+            limit,
+        )
+        return [ReceiptRecord("", -1, *row) for row in rows]
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -697,7 +940,34 @@ class PostgresStore:
         return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
     async def delivery_done(self, delivery_id: int) -> None:
-        await self._open_pool().execute("DELETE FROM deliveries WHERE id = $1", delivery_id)
+        # Group commit, as for accept: the answers that came while the last delete ran go in
+        # the next one. One statement per batch instead of one pool round trip per answer
+        # keeps the lag of a removal (after which a restart no longer offers it) at about one
+        # statement, even under a receipt burst.
+        self._open_pool()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done.append((delivery_id, fut))
+        if self._done_writer is None or self._done_writer.done():
+            self._done_writer = asyncio.get_running_loop().create_task(self._write_done())
+        await fut
+
+    async def _write_done(self) -> None:
+        while self._done:
+            batch, self._done = self._done[: self.max_batch], self._done[self.max_batch :]
+            pool = self._pool
+            try:
+                assert pool is not None  # close() waits for this task before it drops the pool
+                await pool.execute(
+                    "DELETE FROM deliveries WHERE id = ANY($1::bigint[])", [i for i, _f in batch]
+                )
+            except BaseException as exc:
+                for _i, fut in batch:
+                    _settle(fut, exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _i, fut in batch:
+                    _settle(fut, None)
 
     async def purge(self, before: float) -> int:
         async with self._open_pool().acquire() as conn, conn.transaction():
@@ -711,18 +981,27 @@ class PostgresStore:
             gone += _count(
                 await conn.execute("DELETE FROM deliveries WHERE expires_at < $1", before)
             )
+            gone += _count(
+                await conn.execute("DELETE FROM unknown_receipts WHERE received_at < $1", before)
+            )
         return gone
 
     async def requeue_interrupted(self, now: float) -> int:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
         pool = self._open_pool()
         if short_message is None:
             status = await pool.execute(_CANCEL, message_id, account, now)
-        else:
+        elif times is None:
             status = await pool.execute(
                 "UPDATE messages SET short_message = $4, updated_at = $3 "
                 f"WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
@@ -730,6 +1009,16 @@ class PostgresStore:
                 account,
                 now,
                 short_message,
+            )
+        else:
+            status = await pool.execute(
+                "UPDATE messages SET short_message = $4, updated_at = $3, schedule_at = $5, "
+                f"expires_at = $6 WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
+                message_id,
+                account,
+                now,
+                short_message,
+                *times,
             )
         return _count(status) == 1
 

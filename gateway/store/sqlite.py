@@ -34,12 +34,18 @@ from typing import Any, Literal, TypeVar
 
 from gateway.store.base import (
     DELIVERY_LEASE,
+    INBOUND_DONE,
+    INBOUND_TAKEN,
     Delivery,
+    IncomingReceipt,
     MessageRecord,
     MessageState,
     NewDelivery,
     NewMessage,
+    OverdueMessage,
+    ReceiptMatch,
     ReceiptRecord,
+    Settlement,
     Usage,
     usage_windows,
 )
@@ -152,6 +158,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN leased_by INTEGER;
     ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     """,
+    # 7: every receipt's raw text, the receipts no message matched, and where a message went
+    # (its upstream and part ids as written) so one whose receipt never comes can be asked for.
+    """
+    ALTER TABLE receipts ADD COLUMN raw BLOB NOT NULL DEFAULT x'';
+    CREATE TABLE unknown_receipts (
+        upstream TEXT NOT NULL,
+        upstream_id TEXT NOT NULL,
+        message_state INTEGER NOT NULL,
+        error INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        raw BLOB NOT NULL
+    );
+    CREATE INDEX unknown_receipts_age ON unknown_receipts (received_at);
+    ALTER TABLE messages ADD COLUMN sent_to TEXT;
+    ALTER TABLE messages ADD COLUMN sent_ids TEXT;
+    CREATE INDEX messages_sent ON messages (updated_at) WHERE state = 'sent';
+    CREATE TABLE id_formats (upstream TEXT PRIMARY KEY, sent TEXT, received TEXT);
+    """,
 )
 
 _COLUMNS = (
@@ -161,6 +185,8 @@ _COLUMNS = (
 )
 _RECORD = f"SELECT {_COLUMNS}, state, updated_at, attempts, error FROM messages"
 _FINAL = tuple(s.value for s in MessageState if s.final)
+_NOT_FINAL = "state NOT IN (" + ", ".join(f"'{state}'" for state in _FINAL) + ")"
+_SEP = "\x1f"  # between the part ids of `sent_ids` (ids are C-strings: never this)
 
 
 def _record(row: tuple[Any, ...]) -> MessageRecord:
@@ -439,24 +465,22 @@ class SqliteStore:
     async def stale_inbound(self, before: float) -> list[tuple[str, list[bytes]]]:
         return await self._call(_stale_inbound, before)
 
-    async def record_sent(
-        self, message_id: str, upstream: str, part_keys: tuple[tuple[str, ...], ...], now: float
-    ) -> bool:
-        return await self._call(_record_sent, message_id, upstream, part_keys, now)
+    async def forget_inbound(self, before: float) -> int:
+        return await self._call(_forget_inbound, before)
 
-    async def match_receipt(
+    async def record_sent(
         self,
+        message_id: str,
         upstream: str,
-        keys: tuple[str, ...],
-        *,
-        upstream_id: str,
-        message_state: int,
-        error: int,
+        part_keys: tuple[tuple[str, ...], ...],
         now: float,
-    ) -> tuple[MessageRecord, list[int | None]] | None:
-        return await self._call(
-            _match_receipt, upstream, keys, (upstream_id, message_state, error, now)
-        )
+        *,
+        part_ids: tuple[str, ...] = (),
+    ) -> bool:
+        return await self._call(_record_sent, message_id, upstream, (part_keys, part_ids), now)
+
+    async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
+        return await self._call(_match_receipts, receipts)
 
     async def settle(
         self,
@@ -467,7 +491,31 @@ class SqliteStore:
         error: int | None = None,
         delivery: NewDelivery | None = None,
     ) -> bool:
-        return await self._call(_settle_message, message_id, state, now, (error, delivery))
+        settlement = Settlement(message_id, state, error, delivery)
+        return (await self._call(_settle_many, [settlement], now, ()))[0]
+
+    async def settle_many(
+        self,
+        settlements: list[Settlement],
+        now: float,
+        *,
+        deliveries: tuple[NewDelivery, ...] = (),
+    ) -> list[bool]:
+        return await self._call(_settle_many, settlements, now, deliveries)
+
+    async def overdue_sent(
+        self, before: float, limit: int, *, upstream: str | None = None
+    ) -> list[OverdueMessage]:
+        return await self._call(_overdue_sent, before, limit, upstream)
+
+    async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
+        return await self._call(_unknown_receipts, limit)
+
+    async def id_formats(self) -> dict[str, tuple[str | None, str | None]]:
+        return await self._call(_id_formats)
+
+    async def save_id_format(self, upstream: str, sent: str | None, received: str | None) -> None:
+        await self._call(_save_id_format, upstream, sent, received)
 
     async def enqueue_delivery(
         self, account: str, kind: str, pdu: bytes, now: float, ttl: float
@@ -489,9 +537,15 @@ class SqliteStore:
         return await self._call(_requeue, now, self.node)
 
     async def change_pending(
-        self, message_id: str, account: str, now: float, *, short_message: bytes | None = None
+        self,
+        message_id: str,
+        account: str,
+        now: float,
+        *,
+        short_message: bytes | None = None,
+        times: tuple[float | None, float] | None = None,
     ) -> bool:
-        return await self._call(_change_pending, message_id, account, now, short_message)
+        return await self._call(_change_pending, message_id, account, now, short_message, times)
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         return await self._call(_count_usage, key, usage_windows(now), count)
@@ -707,31 +761,39 @@ def _set_parts(conn: sqlite3.Connection, message_id: str, parts: int) -> None:
 
 def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord) -> list[int | None]:
     conn.execute(
-        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (r.message_id, r.part, r.upstream, r.upstream_id, r.message_state, r.error, r.received_at),
+        "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            r.message_id,
+            r.part,
+            r.upstream,
+            r.upstream_id,
+            r.message_state,
+            r.error,
+            r.received_at,
+            r.raw,
+        ),
     )
-    found = conn.execute("SELECT parts FROM messages WHERE id = ?", (r.message_id,)).fetchone()
-    states: list[int | None] = [None] * (found[0] if found else 1)
-    for part, state in conn.execute(
-        "SELECT part, message_state FROM receipts WHERE message_id = ? ORDER BY rowid",
-        (r.message_id,),
-    ):
-        if 0 <= part < len(states):
-            states[part] = state
-    return states
+    return _part_states(conn, r.message_id)
 
 
 def _add_inbound_part(
     conn: sqlite3.Connection, key: str, part: tuple[int, int, bytes, float]
 ) -> list[bytes] | None:
-    total = part[1]
+    seq, total, pdu, now = part
+    if conn.execute(_MARKED, (key,)).fetchone() is not None:
+        if conn.execute(_SAME_PART, (key, seq, pdu)).fetchone() is not None:
+            return []  # sent again after its message was taken: not a new message
+        conn.execute("DELETE FROM inbound_parts WHERE key = ?", (key,))  # reference reused
     conn.execute("INSERT OR REPLACE INTO inbound_parts VALUES (?, ?, ?, ?, ?)", (key, *part))
     rows = conn.execute(
-        "SELECT seq, pdu FROM inbound_parts WHERE key = ? AND total = ? ORDER BY seq",
+        "SELECT seq, pdu FROM inbound_parts WHERE key = ? AND seq > 0 AND total = ? ORDER BY seq",
         (key, total),
     ).fetchall()
     if len(rows) < total:
         return None
+    conn.execute(
+        "INSERT INTO inbound_parts VALUES (?, 0, ?, ?, ?)", (key, total, INBOUND_TAKEN, now)
+    )
     return [pdu for _seq, pdu in rows]
 
 
@@ -740,14 +802,21 @@ def _finish_inbound(
 ) -> None:
     for d in deliveries:
         _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
-    conn.execute("DELETE FROM inbound_parts WHERE key = ?", (key,))
+    if key:
+        conn.execute(
+            "INSERT OR REPLACE INTO inbound_parts VALUES (?, 0, 0, ?, ?)",
+            (key, INBOUND_DONE, now),
+        )
 
 
 def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, list[bytes]]]:
     keys = [
         row[0]
         for row in conn.execute(
-            "SELECT key FROM inbound_parts GROUP BY key HAVING min(received_at) < ?", (before,)
+            "SELECT key FROM inbound_parts WHERE key NOT IN "
+            "(SELECT key FROM inbound_parts WHERE seq = 0 AND pdu = ?) "
+            "GROUP BY key HAVING min(received_at) < ?",
+            (INBOUND_DONE, before),
         )
     ]
     return [
@@ -756,7 +825,7 @@ def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, l
             [
                 row[0]
                 for row in conn.execute(
-                    "SELECT pdu FROM inbound_parts WHERE key = ? ORDER BY seq", (key,)
+                    "SELECT pdu FROM inbound_parts WHERE key = ? AND seq > 0 ORDER BY seq", (key,)
                 )
             ],
         )
@@ -764,57 +833,163 @@ def _stale_inbound(conn: sqlite3.Connection, before: float) -> list[tuple[str, l
     ]
 
 
+def _forget_inbound(conn: sqlite3.Connection, before: float) -> int:
+    return int(
+        conn.execute(
+            "DELETE FROM inbound_parts WHERE key IN (SELECT key FROM inbound_parts "
+            "WHERE received_at < ? AND seq = 0 AND pdu = ?)",
+            (before, INBOUND_DONE),
+        ).rowcount
+    )
+
+
+_MARKED = "SELECT 1 FROM inbound_parts WHERE key = ? AND seq = 0"
+_SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = ? AND seq = ? AND pdu = ?"
+
+
 def _record_sent(
     conn: sqlite3.Connection,
     message_id: str,
     upstream: str,
-    part_keys: tuple[tuple[str, ...], ...],
+    parts: tuple[tuple[tuple[str, ...], ...], tuple[str, ...]],
     now: float,
 ) -> bool:
-    if not _set_state(conn, message_id, MessageState.SENT, now):
+    part_keys, part_ids = parts
+    sent = MessageState.SENT.value
+    cur = conn.execute(
+        f"UPDATE messages SET state = ?, updated_at = ?, parts = ?, sent_to = ?, sent_ids = ? "
+        f"WHERE id = ? AND {_NOT_FINAL}",
+        (sent, now, max(1, len(part_keys)), upstream, _SEP.join(part_ids), message_id),
+    )
+    if cur.rowcount:
+        conn.execute("INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, sent))
+    elif conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
         return False
-    if len(part_keys) > 1:
-        _set_parts(conn, message_id, len(part_keys))
+    # linked even when the message already ended: its later receipts are then known, not lost
     conn.executemany(
         "INSERT OR IGNORE INTO upstream_ids (upstream, key, message_id, part) VALUES (?, ?, ?, ?)",
         [(upstream, key, message_id, part) for part, keys in enumerate(part_keys) for key in keys],
     )
-    return _set_state(conn, message_id, MessageState.SENT, now)
-
-
-def _match_receipt(
-    conn: sqlite3.Connection,
-    upstream: str,
-    keys: tuple[str, ...],
-    what: tuple[str, int, int, float],
-) -> tuple[MessageRecord, list[int | None]] | None:
-    found = _find(conn, upstream, keys)
-    if found is None:
-        return None
-    record = _get(conn, found[0])
-    if record is None:
-        return None
-    upstream_id, message_state, error, now = what
-    states = _add_receipt(
-        conn,
-        ReceiptRecord(found[0], found[1], upstream, upstream_id, message_state, error, now),
-    )
-    return record, states
-
-
-def _settle_message(
-    conn: sqlite3.Connection,
-    message_id: str,
-    state: MessageState,
-    now: float,
-    extra: tuple[int | None, NewDelivery | None],
-) -> bool:
-    error, delivery = extra
-    if not _set_state(conn, message_id, state, now, (error, None, True)):
-        return False
-    if delivery is not None:
-        _enqueue(conn, (delivery.account, delivery.kind, delivery.pdu, now, now + delivery.ttl))
     return True
+
+
+def _part_states(conn: sqlite3.Connection, message_id: str) -> list[int | None]:
+    found = conn.execute("SELECT parts FROM messages WHERE id = ?", (message_id,)).fetchone()
+    states: list[int | None] = [None] * (found[0] if found else 1)
+    for part, state in conn.execute(
+        "SELECT part, message_state FROM receipts WHERE message_id = ? ORDER BY rowid",
+        (message_id,),
+    ):
+        if 0 <= part < len(states):
+            states[part] = state
+    return states
+
+
+def _match_receipts(
+    conn: sqlite3.Connection, receipts: list[IncomingReceipt]
+) -> list[ReceiptMatch | None]:
+    found: list[tuple[MessageRecord, int] | None] = []
+    records: dict[str, MessageRecord | None] = {}
+    for r in receipts:
+        part = _find(conn, r.upstream, r.keys)
+        if part is not None and part[0] not in records:
+            records[part[0]] = _get(conn, part[0])  # as it was before this batch
+        record = None if part is None else records[part[0]]
+        if part is None or record is None:
+            found.append(None)
+            if r.keep_unknown:
+                conn.execute(
+                    "INSERT INTO unknown_receipts VALUES (?, ?, ?, ?, ?, ?)",
+                    (r.upstream, r.upstream_id, r.message_state, r.error, r.received_at, r.raw),
+                )
+            continue
+        conn.execute(
+            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                part[0],
+                part[1],
+                r.upstream,
+                r.upstream_id,
+                r.message_state,
+                r.error,
+                r.received_at,
+                r.raw,
+            ),
+        )
+        found.append((record, part[1]))
+    states = {message_id: _part_states(conn, message_id) for message_id in records}
+    return [
+        None if hit is None else ReceiptMatch(hit[0], hit[1], states[hit[0].message.id])
+        for hit in found
+    ]
+
+
+def _settle_many(
+    conn: sqlite3.Connection,
+    settlements: list[Settlement],
+    now: float,
+    deliveries: tuple[NewDelivery, ...],
+) -> list[bool]:
+    done: list[bool] = []
+    for s in settlements:
+        # "already final?" and "settle" in one statement: only one settlement ever wins
+        cur = conn.execute(
+            "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error) "
+            f"WHERE id = ? AND {_NOT_FINAL}",
+            (s.state.value, now, s.error, s.message_id),
+        )
+        if not cur.rowcount:
+            done.append(False)
+            continue
+        conn.execute(
+            "INSERT INTO message_history VALUES (?, ?, ?)", (s.message_id, now, s.state.value)
+        )
+        if s.delivery is not None:
+            d = s.delivery
+            _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+        done.append(True)
+    for d in deliveries:
+        _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+    return done
+
+
+def _overdue_sent(
+    conn: sqlite3.Connection, before: float, limit: int, upstream: str | None
+) -> list[OverdueMessage]:
+    rows = conn.execute(
+        f"{_RECORD.replace(' FROM messages', ', sent_to, sent_ids FROM messages')} "
+        "WHERE state = 'sent' AND updated_at < ? AND coalesce(? = sent_to, 1) "
+        "ORDER BY updated_at LIMIT ?",
+        (before, upstream, limit),
+    ).fetchall()
+    return [
+        OverdueMessage(
+            _record(row[:24]),
+            row[24] or "",
+            tuple(row[25].split(_SEP)) if row[25] else (),
+            _part_states(conn, row[0]),
+        )
+        for row in rows
+    ]
+
+
+def _id_formats(conn: sqlite3.Connection) -> dict[str, tuple[str | None, str | None]]:
+    return {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM id_formats")}
+
+
+def _save_id_format(
+    conn: sqlite3.Connection, upstream: str, sent: str | None, received: str | None
+) -> None:
+    conn.execute("INSERT OR REPLACE INTO id_formats VALUES (?, ?, ?)", (upstream, sent, received))
+
+
+def _unknown_receipts(conn: sqlite3.Connection, limit: int) -> list[ReceiptRecord]:
+    rows = conn.execute(
+        "SELECT upstream, upstream_id, message_state, error, received_at, raw "
+        "FROM unknown_receipts ORDER BY rowid DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [ReceiptRecord("", -1, *row) for row in rows]
 
 
 def _receipts(conn: sqlite3.Connection, message_id: str) -> list[ReceiptRecord]:
@@ -857,11 +1032,17 @@ def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
     conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
 
-def _change_pending(
-    conn: sqlite3.Connection, message_id: str, account: str, now: float, short_message: bytes | None
+def _change_pending(  # noqa: PLR0917 - the writer calls its functions with positional arguments
+    conn: sqlite3.Connection,
+    message_id: str,
+    account: str,
+    now: float,
+    short_message: bytes | None,
+    times: tuple[float | None, float] | None,
 ) -> bool:
-    """Cancel (no `short_message`) or replace the body of a message not yet handed to an
-    upstream; False when it is unknown, another account's, or already on its way."""
+    """Cancel (no `short_message`) or replace the body (and with `times` the schedule and
+    expiry) of a message not yet handed to an upstream; False when it is unknown, another
+    account's, or already on its way."""
     if short_message is None:
         cur = conn.execute(
             "UPDATE messages SET state = ?, updated_at = ? "
@@ -873,11 +1054,17 @@ def _change_pending(
                 "INSERT INTO message_history VALUES (?, ?, ?)",
                 (message_id, now, MessageState.CANCELLED.value),
             )
-    else:
+    elif times is None:
         cur = conn.execute(
             "UPDATE messages SET short_message = ?, updated_at = ? "
             "WHERE id = ? AND account = ? AND state = ?",
             (short_message, now, message_id, account, MessageState.ACCEPTED.value),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE messages SET short_message = ?, updated_at = ?, schedule_at = ?, "
+            "expires_at = ? WHERE id = ? AND account = ? AND state = ?",
+            (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
 
@@ -901,6 +1088,7 @@ def _purge(conn: sqlite3.Connection, before: float) -> int:
         f"DELETE FROM messages WHERE updated_at < ? AND state IN ({marks})", (before, *_FINAL)
     ).rowcount
     gone += conn.execute("DELETE FROM deliveries WHERE expires_at < ?", (before,)).rowcount
+    gone += conn.execute("DELETE FROM unknown_receipts WHERE received_at < ?", (before,)).rowcount
     return int(gone)
 
 

@@ -164,24 +164,25 @@ def test_ready_sequence_and_info(network: SimNetwork) -> None:
             order = [
                 "AT",
                 "ATE0V1",
-                "AT+CMEE=2",
+                "AT+CMEE=1",
                 "AT+CPIN?",
-                "AT+CREG=1",
-                "AT+CREG?",
                 "AT+CMGF=0",
                 'AT+CPMS="SM","SM","SM"',
                 "AT+CNMI=2,1,0,2,0",
                 "AT+CSMS?",
                 "AT+CSCA?",
+                "AT+CREG=1",  # SMS routing is set before registration (issue 8 item 13)
+                "AT+CREG?",
                 "AT+CGSN",
                 "AT+CIMI",
             ]
             positions = [emu.commands.index(c) for c in order]
             assert positions == sorted(positions), emu.commands
-            assert sink.states[:5] == [
+            assert sink.states[:6] == [
                 ModemState.OPENING,
                 ModemState.INITIALISING,
                 ModemState.SIM_WAIT,
+                ModemState.INITIALISING,
                 ModemState.REGISTERING,
                 ModemState.INITIALISING,
             ]
@@ -360,12 +361,15 @@ def test_missing_smsc(network: SimNetwork) -> None:
             assert modem.info.smsc == "+15550000000"
             assert 'AT+CSCA="+15550000000",145' in emu.commands
             assert (await modem.send(submit_tpdus("via configured smsc", DEST))).ok
-        # Not configured: a send is refused for good, with a reason that says what to do.
+        # Not configured: this modem cannot send, another one of the bank can (issue 8 item
+        # 13): not permanent, and the modem says so before any send.
         async with running(network, quirks=Quirks(no_smsc=True)) as (modem, emu, _):
             assert modem.info.smsc is None
+            assert modem.info.send_blocked is not None and "smsc" in modem.info.send_blocked
             outcome = await modem.send(submit_tpdus("nowhere", DEST))
-            assert outcome.permanent and outcome.error is not None and outcome.error.code == 330
+            assert not outcome.ok and not outcome.permanent
             assert "smsc" in outcome.reason
+            assert count(emu, "AT+CMGS=") == 0
 
     run(main)
 

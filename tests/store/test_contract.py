@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from gateway.smpp.receipt import canonical_ids
 from gateway.store.base import (
     DELIVERY_LEASE,
+    IncomingReceipt,
     MessageState,
     NewDelivery,
     NewMessage,
     ReceiptRecord,
+    Settlement,
     Usage,
     usage_windows,
 )
@@ -582,6 +584,39 @@ def test_change_pending_cancels_and_replaces_only_what_waits(db: Db) -> None:
     db.run(body)
 
 
+def test_change_pending_replaces_schedule_and_validity(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1, schedule_at=T0 + 3600, expires_at=T0 + 7200))
+        await store.accept(msg(2, schedule_at=T0 + 3600, expires_at=T0 + 7200))
+        # a body alone keeps the times
+        assert await store.change_pending("m0001", "shop", T0 + 5, short_message=b"body")
+        record = await store.get("m0001")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (T0 + 3600, T0 + 7200)
+        assert await store.change_pending(
+            "m0001", "shop", T0 + 6, short_message=b"body", times=(T0 + 60.5, T0 + 900.25)
+        )
+        record = await store.get("m0001")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (T0 + 60.5, T0 + 900.25)
+        # due now (no schedule): the dispatcher claims it at once
+        assert await store.change_pending(
+            "m0002", "shop", T0 + 7, short_message=b"now", times=(None, T0 + 500)
+        )
+        assert [r.message.id for r in await store.claim_due(T0 + 8, limit=10)] == ["m0002"]
+        record = await store.get("m0002")
+        assert record is not None
+        assert (record.message.schedule_at, record.message.expires_at) == (None, T0 + 500)
+        assert not await store.change_pending(  # claimed: too late
+            "m0002", "shop", T0 + 9, short_message=b"late", times=(T0 + 60, T0 + 600)
+        )
+        assert not await store.change_pending(
+            "m0001", "thief", T0 + 9, short_message=b"x", times=(None, T0 + 600)
+        )
+
+    db.run(body)
+
+
 # -- purge ----------------------------------------------------------------------------------------
 
 
@@ -650,36 +685,74 @@ def test_record_sent_links_every_part_and_marks_sent(db: Db) -> None:
         assert record is not None and record.state is MessageState.SENT
         assert (await store.history("m0001"))[-1] == (T0 + 5, MessageState.SENT)
         # the part count came with it: a receipt reports three parts
-        matched = await store.match_receipt(
-            "up", canonical_ids("0A"), upstream_id="0A", message_state=2, error=0, now=T0 + 7
-        )
+        (matched,) = await store.match_receipts([incoming("0A", 2, T0 + 7)])
         assert matched is not None
-        assert matched[1] == [2, None, None]
+        assert matched.states == [2, None, None]
 
     db.run(body)
 
 
-def test_match_receipt_keeps_it_and_returns_the_message_before(db: Db) -> None:
+def incoming(upstream_id: str, state: int, at: float, **kw: object) -> IncomingReceipt:
+    fields: dict[str, object] = {
+        "upstream": "up",
+        "keys": canonical_ids(upstream_id),
+        "upstream_id": upstream_id,
+        "message_state": state,
+        "error": 0,
+        "received_at": at,
+        "raw": f"id:{upstream_id} stat:{state}".encode(),
+    }
+    fields.update(kw)
+    return IncomingReceipt(**fields)  # type: ignore[arg-type]
+
+
+def test_match_receipts_keeps_them_and_returns_the_message_before(db: Db) -> None:
     async def body(store: AnyStore) -> None:
         await store.accept(msg(1))
         assert await store.record_sent("m0001", "up", (canonical_ids("1F"),), T0 + 2)
-        assert (
-            await store.match_receipt(
-                "other", canonical_ids("1F"), upstream_id="1F", message_state=2, error=0, now=T0
-            )
-            is None
-        )
-        matched = await store.match_receipt(
-            "up", canonical_ids("31"), upstream_id="31", message_state=5, error=9, now=T0 + 3
-        )
+        assert await store.match_receipts([incoming("1F", 2, T0, upstream="other")]) == [None]
+        (matched,) = await store.match_receipts([incoming("31", 5, T0 + 3, error=9)])
         assert matched is not None
-        record, states = matched
-        assert record.message == msg(1)
-        assert record.state is MessageState.SENT
-        assert states == [5]
+        assert matched.record.message == msg(1)
+        assert matched.record.state is MessageState.SENT
+        assert (matched.part, matched.states) == (0, [5])
         assert await store.receipts("m0001") == [
-            ReceiptRecord("m0001", 0, "up", "31", 5, 9, T0 + 3)
+            ReceiptRecord("m0001", 0, "up", "31", 5, 9, T0 + 3, b"id:31 stat:5")
         ]
+        assert await store.match_receipts([]) == []
+
+    db.run(body)
+
+
+def test_match_receipts_in_one_batch(db: Db) -> None:
+    """Many receipts, one call: each matched (or not) on its own, the states of every part
+    as they stand after the whole batch, raw texts kept, unknown ones kept and listed."""
+
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        await store.accept(msg(2))
+        parts = (canonical_ids("A1"), canonical_ids("A2"))
+        assert await store.record_sent("m0001", "up", parts, T0 + 2, part_ids=("A1", "A2"))
+        assert await store.record_sent("m0002", "up", (canonical_ids("B1"),), T0 + 2)
+        batch = [
+            incoming("a1", 2, T0 + 3),
+            incoming("dead", 5, T0 + 3, raw=b"id:dead stat:junk"),
+            incoming("0B1", 8, T0 + 3),
+            incoming("A2", 5, T0 + 4),
+            incoming("beef", 2, T0 + 4, keep_unknown=False),
+        ]
+        one, unknown, two, one_again, looked_up = await store.match_receipts(batch)
+        assert unknown is None and looked_up is None
+        assert one is not None and one_again is not None and two is not None
+        assert (one.record.message.id, one.part, one.states) == ("m0001", 0, [2, 5])
+        assert (one_again.part, one_again.states) == (1, [2, 5])
+        assert (two.record.message.id, two.states) == ("m0002", [8])
+        assert [r.raw for r in await store.receipts("m0001")] == [b"id:a1 stat:2", b"id:A2 stat:5"]
+        assert await store.unknown_receipts() == [
+            ReceiptRecord("", -1, "up", "dead", 5, 0, T0 + 3, b"id:dead stat:junk")
+        ]
+        assert await store.purge(T0 + 10) == 1  # the unknown receipt is old
+        assert await store.unknown_receipts() == []
 
     db.run(body)
 
@@ -687,6 +760,7 @@ def test_match_receipt_keeps_it_and_returns_the_message_before(db: Db) -> None:
 def test_settle_sets_state_and_queues_the_delivery_together(db: Db) -> None:
     async def body(store: AnyStore) -> None:
         await store.accept(msg(1))
+        await store.accept(msg(2))
         delivery = NewDelivery("shop", "receipt", b"\x00\x01pdu", 60.0)
         assert await store.settle(
             "m0001", MessageState.UNDELIVERABLE, T0 + 4, error=7, delivery=delivery
@@ -699,8 +773,117 @@ def test_settle_sets_state_and_queues_the_delivery_together(db: Db) -> None:
         # an unknown message queues nothing
         assert not await store.settle("nope", MessageState.DELIVERED, T0, delivery=delivery)
         assert len(await store.pending_deliveries("shop", T0 + 5, 10)) == 1
-        assert await store.settle("m0001", MessageState.DELIVERED, T0 + 6)  # no delivery
+        assert await store.settle("m0002", MessageState.DELIVERED, T0 + 6)  # no delivery
         assert len(await store.pending_deliveries("shop", T0 + 5, 10)) == 1
+
+    db.run(body)
+
+
+def test_settle_never_ends_a_message_twice(db: Db) -> None:
+    """'Already final?' and 'settle' are one step: of many settlements racing for one
+    message - in one batch, in concurrent calls, from two nodes - exactly one wins, and only
+    its receipt is queued."""
+
+    async def body(store: AnyStore) -> None:
+        other = await db.open_store(node=1)
+        for i in range(1, 4):
+            await store.accept(msg(i))
+        await store.set_state("m0001", MessageState.SENT, T0 + 2)
+
+        def receipt(stat: bytes) -> NewDelivery:
+            return NewDelivery("shop", "receipt", stat, 60.0)
+
+        states = [MessageState.UNDELIVERABLE, MessageState.DELIVERED] * 10
+        won = await asyncio.gather(
+            *(
+                (store if i % 2 else other).settle(
+                    "m0001", state, T0 + 3, delivery=receipt(state.value.encode())
+                )
+                for i, state in enumerate(states)
+            )
+        )
+        assert sum(won) == 1
+        record = await store.get("m0001")
+        assert record is not None
+        winner = states[won.index(True)]
+        assert record.state is winner
+        queued = await store.pending_deliveries("shop", T0 + 4, 100)
+        assert [d.pdu for d in queued] == [winner.value.encode()]
+        assert [s for _at, s in await store.history("m0001")].count(winner) == 1
+        # in one batch: the first settlement of a message wins, the rest find it final
+        notice = NewDelivery("shop", "receipt", b"intermediate", 60.0)
+        done = await store.settle_many(
+            [
+                Settlement("m0002", MessageState.DELIVERED, None, receipt(b"2-first")),
+                Settlement("m0002", MessageState.REJECTED, 3, receipt(b"2-second")),
+                Settlement("m0003", MessageState.UNKNOWN, None, receipt(b"3")),
+                Settlement("m0001", MessageState.DELIVERED, None, receipt(b"1-late")),
+                Settlement("nope", MessageState.DELIVERED, None, receipt(b"none")),
+            ],
+            T0 + 5,
+            deliveries=(notice,),
+        )
+        assert done == [True, False, True, False, False]
+        queued = await store.pending_deliveries("shop", T0 + 6, 100, after=queued[-1].id)
+        assert sorted(d.pdu for d in queued) == [b"2-first", b"3", b"intermediate"]
+        two = await store.get("m0002")
+        assert two is not None and (two.state, two.error) == (MessageState.DELIVERED, None)
+        three = await store.get("m0003")
+        assert three is not None and three.state is MessageState.UNKNOWN
+
+    db.run(body)
+
+
+def test_record_sent_never_reopens_a_message_that_ended(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        await store.settle("m0001", MessageState.FAILED, T0 + 2)
+        assert await store.record_sent("m0001", "up", (canonical_ids("77"),), T0 + 3)
+        record = await store.get("m0001")
+        assert record is not None and record.state is MessageState.FAILED
+        assert await store.find_part("up", canonical_ids("77")) == ("m0001", 0)  # still linked
+        assert [s for _at, s in await store.history("m0001")] == [
+            MessageState.ACCEPTED,
+            MessageState.FAILED,
+        ]
+
+    db.run(body)
+
+
+def test_overdue_sent_lists_what_waits_for_a_receipt(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        for i in range(1, 5):
+            await store.accept(msg(i))
+        parts = (canonical_ids("C1"), canonical_ids("C2"))
+        await store.record_sent("m0001", "up", parts, T0 + 10, part_ids=("C1", "C2"))
+        await store.record_sent("m0002", "up2", (canonical_ids("D1"),), T0 + 5, part_ids=("D1",))
+        await store.record_sent("m0003", "up", (canonical_ids("E1"),), T0 + 50, part_ids=("E1",))
+        await store.record_sent("m0004", "up", (canonical_ids("F1"),), T0 + 6, part_ids=("F1",))
+        await store.settle("m0004", MessageState.DELIVERED, T0 + 7)
+        await store.match_receipts([incoming("C2", 2, T0 + 11)])
+        overdue = await store.overdue_sent(T0 + 20, 10)
+        assert [(o.record.message.id, o.upstream, o.part_ids, o.states) for o in overdue] == [
+            ("m0002", "up2", ("D1",), [None]),
+            ("m0001", "up", ("C1", "C2"), [None, 2]),
+        ]
+        assert overdue[0].record.state is MessageState.SENT
+        assert len(await store.overdue_sent(T0 + 20, 1)) == 1
+        by_up2 = await store.overdue_sent(T0 + 20, 10, upstream="up2")
+        assert [o.record.message.id for o in by_up2] == ["m0002"]
+        assert await store.overdue_sent(T0 + 20, 10, upstream="nope") == []
+        assert await store.overdue_sent(T0 + 5, 10) == []
+
+    db.run(body)
+
+
+def test_learnt_id_spellings_are_kept(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.id_formats() == {}
+        await store.save_id_format("up", "hex", None)
+        await store.save_id_format("up", "hex", "decimal")
+        await store.save_id_format("other", None, "text")
+        store = await db.reopen()
+        assert await store.id_formats() == {"up": ("hex", "decimal"), "other": (None, "text")}
 
     db.run(body)
 
@@ -728,13 +911,60 @@ def test_inbound_parts_are_kept_until_whole(db: Db) -> None:
         await store.finish_inbound("a|b|7", [NewDelivery("shop", "mo", b"mo-pdu", 60.0)], T0 + 4)
         (queued,) = await store.pending_deliveries("shop", T0 + 5, 10)
         assert (queued.kind, queued.pdu) == ("mo", b"mo-pdu")
-        # gone once finished: a late duplicate part starts a new message
-        assert await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 6) is None
+        # finished: a part sent again is recognised, not the start of a new message
+        assert await store.add_inbound_part("a|b|7", 1, 3, b"one", T0 + 6) == []
         stale = await store.stale_inbound(T0 + 1)
         assert stale == [("x|y|1", [b"other"])]
         assert await store.stale_inbound(T0) == []
         await store.finish_inbound("x|y|1", [], T0 + 7)
+        assert await store.stale_inbound(T0 + 100) == []
+        # a different part under a finished key: the sender reused the reference
+        assert await store.add_inbound_part("a|b|7", 1, 3, b"uno", T0 + 8) is None
         assert [key for key, _ in await store.stale_inbound(T0 + 100)] == ["a|b|7"]
+
+    db.run(body)
+
+
+def test_finished_inbound_parts_are_remembered_until_forgotten(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0) is None
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == [b"one", b"two"]
+        # a copy of the last part while the first is being handed on: taken already
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == []
+        await store.finish_inbound("a|b|7", [NewDelivery("shop", "mo", b"mo", 60.0)], T0 + 1)
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0 + 2) == []
+        assert await store.forget_inbound(T0 + 1) == 0  # done at T0 + 1: not before it
+        assert await store.forget_inbound(T0 + 2) == 3  # two parts and the marker
+        # forgotten: the same part now starts a new message
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0 + 3) is None
+        assert len(await store.pending_deliveries("shop", T0 + 3, 10)) == 1
+
+    db.run(body)
+
+
+def test_two_copies_of_the_last_inbound_part_at_once_complete_it_once(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        other = await db.open_store()  # another connection (PostgreSQL) or the same writer
+        for i in range(20):
+            key = f"a|b|8:{i}|2"
+            assert await store.add_inbound_part(key, 1, 2, b"one", T0) is None
+            results = await asyncio.gather(
+                store.add_inbound_part(key, 2, 2, b"two", T0),
+                other.add_inbound_part(key, 2, 2, b"two", T0),
+            )
+            assert sorted(results, key=len) == [[], [b"one", b"two"]], i
+
+    db.run(body)
+
+
+def test_a_message_taken_but_never_finished_goes_stale(db: Db) -> None:
+    # The process died between taking the whole message and queueing it: the carrier resends
+    # the last part (not answered), which is recognised; the timeout then delivers it.
+    async def body(store: AnyStore) -> None:
+        assert await store.add_inbound_part("a|b|7", 1, 2, b"one", T0) is None
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0) == [b"one", b"two"]
+        assert await store.add_inbound_part("a|b|7", 2, 2, b"two", T0 + 1) == []
+        assert await store.stale_inbound(T0 + 1) == [("a|b|7", [b"one", b"two"])]
 
     db.run(body)
 

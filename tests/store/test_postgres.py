@@ -59,6 +59,8 @@ def test_nodes_starting_together_migrate_once(postgres_dsn: str, schema: str) ->
                 "deliveries",
                 "inbound_parts",
                 "sim_usage",
+                "unknown_receipts",
+                "id_formats",
             }
         finally:
             await asyncio.gather(*(s.close() for s in stores))

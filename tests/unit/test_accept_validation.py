@@ -16,8 +16,8 @@ import smpplib.consts
 import smpplib.smpp
 
 from gateway.config import MessagesConfig
-from gateway.server.validate import Rejected, check_submit, source_status
-from gateway.smpp import CommandStatus, DataSm, SubmitSm, make_tlvs
+from gateway.server.validate import Rejected, check_replace, check_submit, source_status
+from gateway.smpp import CommandStatus, DataSm, ReplaceSm, SubmitSm, make_tlvs
 from gateway.smpp.times import format_smpp_time, relative_smpp_time
 from gateway.store import MessageState
 from tests.integration.loop import ServerOnLoop
@@ -236,7 +236,41 @@ def test_check_submit_statuses() -> None:
         (0, "+491511234", None),
         (0, "", None),
         (8, "1", S.ESME_RINVSRCTON),
+        # Over 20 characters no receipt (its destination_addr) nor upstream submit_sm can carry.
+        (0, "1" * 20, None),
+        (0, "1" * 21, S.ESME_RINVSRCADR),
+        (2, "0" * 30, S.ESME_RINVSRCADR),
+        (3, "n" * 21, S.ESME_RINVSRCADR),
     ],
 )
 def test_source_status(ton: int, addr: str, status: CommandStatus | None) -> None:
     assert source_status(ton, addr) == status
+
+
+def test_check_replace_times() -> None:
+    """replace_sm: an empty time keeps the message's; a kept validity moves with the schedule."""
+    stored = {"schedule_at": NOW + 3600, "expires_at": NOW + 7200, "accepted_at": NOW - 10}
+    assert check_replace(ReplaceSm(short_message=b"x"), NOW, LIMITS, **stored) is None
+    in_2h = relative_smpp_time(7200)
+    assert check_replace(ReplaceSm(schedule_delivery_time=in_2h), NOW, LIMITS, **stored) == (
+        NOW + 7200,
+        NOW + 10800,  # one hour after it is due, as before
+    )
+    in_3h = relative_smpp_time(3 * 3600)
+    assert check_replace(ReplaceSm(validity_period=in_3h), NOW, LIMITS, **stored) == (
+        NOW + 3600,  # the schedule kept
+        NOW + 3 * 3600,
+    )
+    past = format_smpp_time(NOW - 60)
+    assert check_replace(ReplaceSm(schedule_delivery_time=past), NOW, LIMITS, **stored) == (
+        None,  # due now
+        NOW + 3600,  # the hour of validity from now
+    )
+    for bad, status in (
+        (ReplaceSm(validity_period=relative_smpp_time(60)), S.ESME_RINVEXPIRY),  # before due
+        (ReplaceSm(validity_period="bad"), S.ESME_RINVEXPIRY),
+        (ReplaceSm(schedule_delivery_time="bad"), S.ESME_RINVSCHED),
+    ):
+        with pytest.raises(Rejected) as err:
+            check_replace(bad, NOW, LIMITS, **stored)
+        assert err.value.status is status

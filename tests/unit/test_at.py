@@ -435,7 +435,8 @@ TOKENS = [
     b"OK", b"ERROR", b"+CMS ERROR: 500", b"\r", b"\n", b"\r\n", b"> ", b">", b" ", b"\x1a",
     b"\x1b", b"\x00", b"\xff", b"AT+CSQ", b"AT+CMGS=5", b"AT+CMGS", b"+CSQ: 1,2", b"+CMT: ,5",
     b"+CDS: 5", b"0011", b"ABCD", b'+CUSD: 0,"a', b'"', b",15", b"+CREG: 1", b"+CREG: 0,1",
-    b"^RSSI:3", b"RING", b"\xc3\xa9", b"x" * 20,
+    b"^RSSI:3", b"RING", b"\xc3\xa9", b"x" * 20, "+CMS ERROR: ²".encode(),
+    "+CME ERROR: ٣".encode(), "+CMTI: \"SM\",²".encode(), "+CREG: 0,¹".encode(),
 ]  # fmt: skip
 
 
@@ -640,6 +641,33 @@ def test_cms_numeric_and_verbose(code: int) -> None:
 )
 def test_parse_error(line: str, error: AtError | None) -> None:
     assert parse_error(line) == error
+
+
+# str.isdigit() is True for all of these, and int() reads the last two: none is an AT code.
+NON_ASCII_DIGITS = ["²", "٣", "５", "1²", "³00", "1_0"]
+
+
+@pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
+def test_non_ascii_digits_in_an_error_are_a_malformed_line(digits: str) -> None:
+    """Issue 8 item 12: one flipped bit on a serial line must not raise ValueError."""
+    e = Engine()
+    c = Command("AT+CMGR=1")
+    e.send(c)
+    events, _ = e.feed(f"\r\n+CMS ERROR: {digits}\r\n".encode())
+    if digits == "1_0":
+        assert events == [CommandFailed(c, AtError("CMS", None, "1_0"), ())]
+        return
+    assert events == [Garbage(f"+CMS ERROR: {digits}".encode())]
+    assert e.engine.running == c  # still waiting for its real final result
+    assert e.feed(b"\r\nOK\r\n")[0] == [CommandDone(c, ())]
+
+
+@pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
+def test_non_ascii_digits_in_urc_fields_are_not_numbers(digits: str) -> None:
+    e = Engine()
+    events, _ = e.feed(f'\r\n+CMTI: "SM",{digits}\r\n+CREG: {digits}\r\n'.encode())
+    assert not any(isinstance(ev, NewMessage | Registration) for ev in events)
+    assert len(events) == 2
 
 
 @pytest.mark.parametrize("final", [b"NO CARRIER", b"BUSY", b"COMMAND NOT SUPPORT", b"ABORTED"])

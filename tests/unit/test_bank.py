@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.base import SendResult, UpstreamReceipt
 from drivers.modem.at import AtError
@@ -141,12 +142,19 @@ class FakeModem:
         self.outcomes: list[SendOutcome] = []
         self.sent: list[Sequence[Any]] = []
         self.mr = 0
+        self.blocked: str | None = None  # ModemInfo.send_blocked
+        self.last_error: str | None = None
 
     @property
     def info(self) -> ModemInfo:
-        return ModemInfo(
+        info = ModemInfo(
             port=self.settings.port, imei=self.imei, iccid=f"89{self.imei}", state=self._state
         )
+        info.last_error = self.last_error
+        if self.blocked is not None:
+            # Set only when used, so the other tests run against a ModemInfo without it.
+            info.send_blocked = self.blocked
+        return info
 
     @property
     def state(self) -> ModemState:
@@ -337,6 +345,116 @@ def test_least_loaded_takes_the_modem_with_less_waiting_then_less_sent_today() -
         a.set(ModemState.REGISTERING)  # not ready: skipped
         assert (await bank.send(record(9))).ok
         assert (len(a.sent), len(b.sent)) == (2, 3)
+        await done(bank)
+
+    asyncio.run(body())
+
+
+# -- issue 8 item 13: reused TP-MR, no SMSC, a bank that cannot send ----------------------------
+
+
+def report_at(mr: int, scts: float, status: int = 0) -> SmsStatusReport:
+    when = datetime.fromtimestamp(scts, UTC).replace(microsecond=0)
+    report = decode_pdu(
+        encode_status_report(
+            message_ref=mr,
+            recipient="+4915112345678",
+            timestamp=when,
+            discharge_time=when,
+            status=status,
+        ).pdu
+    )
+    assert isinstance(report, SmsStatusReport)
+    return report
+
+
+def test_late_report_for_a_reused_tp_mr_never_settles_the_newer_message() -> None:
+    """TP-MR wraps at 255: the old message's report, late, names the newer one's id. Its
+    TP-SCTS (when the SMSC took the submit) tells them apart."""
+
+    async def body() -> None:
+        store = SqliteStore(":memory:")
+        await store.open()
+        now = [NOW]
+        cfg = config(modems=[{"name": "a", "port": "/x/a"}])
+        bank = ModemBank("t", cfg, store, modem_factory=FakeModem, clock=lambda: now[0])
+        sink = Sink()
+        await bank.start(sink)
+        await bank.wait_ready(timeout=5)
+        a = modems_of(bank)["a"]
+        old = await bank.send(record(0))
+        now[0] += 600  # 256 sends later (only the wrap matters here): TP-MR 0 again
+        a.mr = 0
+        new = await bank.send(record(1))
+        assert old.upstream_id == new.upstream_id
+        # The old message's report (SC time stamp by its send, 3 s after): not the new one's.
+        await bank.status_report(a, report_at(0, NOW + 3, status=0x41))
+        assert sink.receipts == []
+        await bank.status_report(a, report_at(0, now[0] + 2))
+        assert [(r.upstream_id, r.message_state) for r in sink.receipts] == [(new.upstream_id, 2)]
+
+        # After a restart only the latest send is known: once the SMSC's clock is learned
+        # (here it runs 40 s ahead), a time stamp well before that send is an older message's.
+        for i in range(3):
+            now[0] += 60
+            a.mr = 10 + i
+            sent = await bank.send(record(2 + i))
+            await bank.status_report(a, report_at(10 + i, now[0] + 40))
+            assert sink.receipts[-1].upstream_id == sent.upstream_id
+        count = len(sink.receipts)
+        bank._sent_at.clear()  # the restart: send times are in memory only
+        now[0] += 60
+        a.mr = 20
+        await bank.send(record(9))
+        await bank.status_report(a, report_at(20, now[0] - 900 + 40))
+        assert len(sink.receipts) == count
+        await bank.status_report(a, report_at(20, now[0] + 41))
+        assert len(sink.receipts) == count + 1
+        await bank.stop()
+        await store.close()
+
+    asyncio.run(body())
+
+
+def modems_of(bank: ModemBank) -> dict[str, FakeModem]:
+    return {row["name"]: bank.modem(row["name"]) for row in bank.state()}  # type: ignore[misc]
+
+
+def test_modem_without_smsc_is_not_picked_its_messages_go_to_another() -> None:
+    async def body() -> None:
+        bank, _sink = await bank_of(config())
+        a, b = modems(bank).values()
+        a.blocked = "no SMSC address on the SIM and none configured (smsc)"
+        results = [await bank.send(record(i)) for i in range(4)]
+        assert all(r.ok for r in results)
+        assert (len(a.sent), len(b.sent)) == (0, 4)
+        assert bank.usable() and bank.unusable_reason() is None
+        await done(bank)
+
+    asyncio.run(body())
+
+
+def test_bank_whose_modems_cannot_send_is_unusable_and_fails_with_a_receipt() -> None:
+    """A wrong PIN (FAILED) on one modem, no SMSC on the other: the bank says why, and a
+    message is failed at once (ESME_RSUBMITFAIL, permanent) instead of waiting for ever."""
+
+    async def body() -> None:
+        bank, _sink = await bank_of(config())
+        a, b = modems(bank).values()
+        a.last_error = "the SIM refused the configured PIN (+CME ERROR 16 (incorrect password))"
+        with capture_logs() as logs:
+            a.set(ModemState.FAILED)
+            assert bank.unusable_reason() is None  # b can still send
+            b.blocked = "no SMSC address on the SIM and none configured (smsc)"
+            b.set(ModemState.READY)
+            assert not bank.usable()
+            reason = bank.unusable_reason()
+            assert reason is not None and "PIN" in reason and "SMSC" in reason
+            async with asyncio.timeout(2):
+                result = await bank.send(record(0))
+        assert not result.ok and result.permanent and result.error == 0x45
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert any("PIN" in str(e.get("reason")) for e in errors), logs
         await done(bank)
 
     asyncio.run(body())

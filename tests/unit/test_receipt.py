@@ -493,9 +493,9 @@ def test_ids_do_not_match(a: str, b: str) -> None:
 @pytest.mark.parametrize(
     ("message_id", "keys"),
     [
-        ("0A1B2C", ("s:0a1b2c", "n:662316")),
-        ("000123", ("s:000123", "n:123")),
-        ("0x1F", ("s:0x1f", "n:31")),
+        ("0A1B2C", ("s:a1b2c", "n:662316")),  # leading zeros never matter
+        ("000123", ("s:123", "n:123")),
+        ("0x1F", ("s:x1f", "n:31")),
         ("abc123", ("s:abc123", "n:11256099")),
         ("ABCXYZ", ("s:abcxyz",)),
         ("550e8400-e29b-41d4-a716-446655440000", ("s:550e8400-e29b-41d4-a716-446655440000",)),
@@ -504,7 +504,7 @@ def test_ids_do_not_match(a: str, b: str) -> None:
             ("s:" + "1" * MAX_NUMERIC_DIGITS, "n:" + "1" * MAX_NUMERIC_DIGITS),
         ),
         ("1" * (MAX_NUMERIC_DIGITS + 1), ("s:" + "1" * (MAX_NUMERIC_DIGITS + 1),)),
-        ("0x", ("s:0x",)),
+        ("0x", ("s:x",)),
         (" \x00 ", ()),
     ],
 )
@@ -552,7 +552,12 @@ def test_case_and_padding_never_matter(message_id: str) -> None:
     assert ids_match(message_id, f" {message_id.upper()}\x00")
     assert ids_match(message_id.lower(), message_id)
     keys = canonical_ids(message_id)
-    assert keys[0] == "s:" + message_id.lower()
+    # leading zeros of every run of letters and digits do not matter either
+    assert keys[0] == "s:" + "-".join(
+        run.lstrip("0") or ("0" if run else "") for run in message_id.lower().split("-")
+    )
+    padded = "-".join("00" + run if run else run for run in message_id.split("-"))
+    assert ids_match(message_id, padded)
     body = message_id.lower().removeprefix("0x")
     if "-" in body or not all(c in string.hexdigits for c in body):
         assert len(keys) == 1  # UUIDs and alphanumerics beyond hex are never numbers
@@ -564,3 +569,38 @@ def test_canonical_ids_total(message_id: str) -> None:
     assert len(keys) <= 2
     assert all(k.startswith(("s:", "n:")) for k in keys)
     assert ids_match(message_id, message_id) == bool(keys)
+
+
+# --------------------------------------------------------------------------------------------
+# What drivers hand us (issue 8)
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda b: b.decode()])
+def test_looks_like_receipt_on_every_type_it_is_given(wrap: object) -> None:
+    """The codec gives short_message as a memoryview: it must read like bytes."""
+    body = b"id:1A2B sub:001 dlvrd:001 stat:DELIVRD err:000 text:x"
+    assert looks_like_receipt(wrap(body))  # type: ignore[operator]
+    assert not looks_like_receipt(wrap(b"see you at 5: bring the id"))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("stat", "expected"),
+    [
+        ("Xyzzy", ReceiptState.UNKNOWN),  # junk
+        ("DELIVERED_TO_HANDSET", ReceiptState.UNKNOWN),  # a vendor's word
+        ("", ReceiptState.UNKNOWN),  # empty
+        ("undeliverable", ReceiptState.UNDELIV),  # known words still read as themselves
+        ("delivrd", ReceiptState.DELIVRD),
+    ],
+)
+def test_lenient_reading_keeps_a_receipt_whose_stat_we_do_not_know(
+    stat: str, expected: ReceiptState
+) -> None:
+    text = f"id:77 sub:001 dlvrd:000 stat:{stat} err:042 text:hi"
+    receipt = parse_receipt(memoryview(text.encode()), lenient=True)
+    assert (receipt.message_id, receipt.stat, receipt.error_code) == ("77", expected, 42)
+    if expected is ReceiptState.UNKNOWN:
+        with pytest.raises(ReceiptParseError):
+            parse_receipt(text)  # strict reading (and `looks_like_receipt`) as before
+    with pytest.raises(ReceiptParseError):
+        parse_receipt("sub:001 stat:DELIVRD", lenient=True)  # an id is still needed

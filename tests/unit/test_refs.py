@@ -149,3 +149,43 @@ def test_allocations_never_collide_with_references_in_flight(
             a.release(dest, ref)
             held.discard(ref)
         assert a.in_flight(dest) == frozenset(held)
+
+
+def test_rotate_moves_on_and_holds_nothing() -> None:
+    a = ReferenceAllocator(seed=0)
+    refs = [a.rotate("A") for _ in range(1000)]  # never exhausted, however many
+    assert all((y - x) % 256 == 1 for x, y in itertools.pairwise(refs))
+    assert a.in_flight("A") == frozenset()
+
+
+def test_rotate_skips_references_allocate_holds() -> None:
+    a = ReferenceAllocator(seed=0)
+    held = a.allocate("A")
+    assert all(a.rotate("A") != held for _ in range(600))
+    assert a.in_flight("A") == frozenset({held})
+
+
+def test_rotate_with_every_reference_held_still_answers() -> None:
+    a = ReferenceAllocator()
+    for _ in range(256):
+        a.allocate("A")
+    assert 0 <= a.rotate("A") <= 255
+
+
+def test_memory_is_bounded_by_max_destinations_over_200000_destinations() -> None:
+    a = ReferenceAllocator(max_destinations=1000)
+    for i in range(200_000):
+        a.rotate(f"4915{i:09d}")
+    assert len(a) == 1000
+
+
+def test_a_stream_of_new_destinations_keeps_the_busy_ones() -> None:
+    # 1,000 destinations with a reference in flight and a stream of new ones: each new one
+    # evicts an idle destination; the busy ones are kept (past the limit if need be).
+    a = ReferenceAllocator(max_destinations=1000)
+    busy = [f"busy{i}" for i in range(1000)]
+    held = {name: a.allocate(name) for name in busy}
+    for i in range(20_000):
+        a.release(f"new{i}", a.allocate(f"new{i}"))
+    assert len(a) <= 1001
+    assert all(a.in_flight(name) == frozenset({held[name]}) for name in busy)

@@ -19,11 +19,16 @@ from gateway.smpp import (
     EnquireLinkResp,
     GenericNack,
     LocalSmppError,
+    QuerySm,
+    QuerySmResp,
     SubmitSm,
     SubmitSmResp,
+    Tag,
     Unbind,
+    UnbindResp,
     decode_pdu,
     encode_pdu,
+    make_tlvs,
 )
 from gateway.smpp.framing import FrameBuffer
 from gateway.smpp.session import (
@@ -382,3 +387,214 @@ def test_send_encoded_numbers_the_pdu_and_matches_its_response() -> None:
     assert isinstance(timed_out, RequestTimedOut) and timed_out.request == second
     with pytest.raises(LocalSmppError):
         smsc.send_encoded(raw[:-1], 10.0)
+
+
+# -- one read carrying several PDUs (issue 8, item 9) --------------------------------------------
+
+
+def bound_smsc(*, response_timeout: float = 10.0) -> Session:
+    smsc = Session(Role.SMSC, now=0.0, response_timeout=response_timeout)
+    smsc.receive_data(
+        encode_pdu(BindTransceiver(system_id="a", password="b", sequence_number=1)), 0.0
+    )
+    (bind,) = drain(smsc)
+    assert isinstance(bind, BindRequested)
+    smsc.accept_bind(bind.pdu)
+    smsc.data_to_send()
+    return smsc
+
+
+def test_requests_behind_a_bind_are_taken_as_bound_after_it() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    segment = b"".join(
+        encode_pdu(p)
+        for p in (
+            BindTransceiver(system_id="a", password="b", sequence_number=1),
+            SubmitSm(destination_addr="4915", short_message=b"hi", sequence_number=2),
+            EnquireLink(sequence_number=3),
+        )
+    )
+    smsc.receive_data(segment, 0.0)
+    (bind,) = drain(smsc)  # nothing behind the bind is read before it is answered
+    assert isinstance(bind, BindRequested)
+    assert smsc.data_to_send() == b""
+    smsc.accept_bind(bind.pdu)
+    (submit,) = drain(smsc)
+    assert isinstance(submit, Request) and submit.pdu.sequence_number == 2
+    resp, link = pdus(smsc.data_to_send())
+    assert isinstance(resp, BindTransceiverResp) and resp.command_status == 0
+    assert link == EnquireLinkResp(sequence_number=3)
+
+
+def test_nothing_behind_a_refused_bind_is_read() -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(
+        encode_pdu(BindTransceiver(system_id="a", password="x", sequence_number=1))
+        + encode_pdu(SubmitSm(destination_addr="4915", sequence_number=2))
+        + encode_pdu(EnquireLink(sequence_number=3)),
+        0.0,
+    )
+    (bind,) = drain(smsc)
+    smsc.reject_bind(bind.pdu, CommandStatus.ESME_RINVPASWD)
+    smsc.receive_data(encode_pdu(EnquireLink(sequence_number=4)), 0.0)
+    assert drain(smsc) == []
+    (resp,) = pdus(smsc.data_to_send())
+    assert resp == BindTransceiverResp(
+        sequence_number=1, command_status=CommandStatus.ESME_RINVPASWD
+    )
+
+
+def test_unbind_is_answered_after_what_was_asked_before_it_and_nothing_after() -> None:
+    smsc = bound_smsc()
+    smsc.receive_data(
+        encode_pdu(SubmitSm(destination_addr="4915", sequence_number=5))
+        + encode_pdu(QuerySm(message_id="m1", sequence_number=6))
+        + encode_pdu(Unbind(sequence_number=7))
+        + encode_pdu(SubmitSm(destination_addr="4915", sequence_number=8))
+        + encode_pdu(EnquireLink(sequence_number=9)),
+        0.0,
+    )
+    submit, query = drain(smsc)
+    assert (submit.pdu.sequence_number, query.pdu.sequence_number) == (5, 6)
+    assert smsc.data_to_send() == b"" and smsc.is_open() and smsc.closing
+    with pytest.raises(LocalSmppError):  # no new request (a deliver_sm) while closing
+        smsc.send_encoded(encode_pdu(DeliverSm(short_message=b"x")), 0.0)
+    smsc.receive_data(encode_pdu(EnquireLink(sequence_number=10)), 0.0)  # not read either
+    smsc.send(QuerySmResp(message_id="m1", sequence_number=6), 0.0)
+    assert drain(smsc) == [] and smsc.is_open()
+    smsc.send(SubmitSmResp(message_id="m2", sequence_number=5), 0.0)
+    assert drain(smsc) == [Closed("unbound by peer")]
+    assert pdus(smsc.data_to_send()) == [
+        QuerySmResp(message_id="m1", sequence_number=6),
+        SubmitSmResp(message_id="m2", sequence_number=5),
+        UnbindResp(sequence_number=7),
+    ]
+
+
+def test_framing_error_is_nacked_after_what_was_asked_before_it() -> None:
+    smsc = bound_smsc()
+    bad_length = bytes.fromhex("0000000800000004000000000000000c")
+    smsc.receive_data(
+        encode_pdu(SubmitSm(destination_addr="4915", sequence_number=11))
+        + bad_length
+        + encode_pdu(EnquireLink(sequence_number=13)),
+        0.0,
+    )
+    (submit,) = drain(smsc)
+    assert submit.pdu.sequence_number == 11  # type: ignore[union-attr]
+    smsc.send(SubmitSmResp(message_id="m", sequence_number=11), 0.0)
+    (closed,) = drain(smsc)
+    assert isinstance(closed, Closed) and closed.reason.startswith("framing error")
+    resp, nack = pdus(smsc.data_to_send())
+    assert resp == SubmitSmResp(message_id="m", sequence_number=11)
+    assert nack == GenericNack(sequence_number=12, command_status=CommandStatus.ESME_RINVCMDLEN)
+
+
+def test_closing_gives_up_on_answers_after_the_response_timeout() -> None:
+    smsc = bound_smsc(response_timeout=5.0)
+    smsc.receive_data(
+        encode_pdu(SubmitSm(destination_addr="4915", sequence_number=5))
+        + encode_pdu(Unbind(sequence_number=6)),
+        1.0,
+    )
+    drain(smsc)
+    assert smsc.next_deadline() == 6.0
+    smsc.handle_timer(6.0)
+    assert drain(smsc) == [Closed("unbound by peer")]
+    assert pdus(smsc.data_to_send()) == [UnbindResp(sequence_number=6)]
+    with pytest.raises(LocalSmppError):  # too late: the session is closed
+        smsc.send(SubmitSmResp(sequence_number=5), 7.0)
+
+
+# -- sequence numbers (item 10) -------------------------------------------------------------------
+
+
+def test_wrapping_sequence_numbers_skip_those_still_in_flight() -> None:
+    esme = Session(Role.ESME, now=0.0, late_response_memory=10, response_timeout=5.0)
+    esme._next_seq = 2
+    assert esme.send(EnquireLink(), 0.0).sequence_number == 2
+    esme.handle_timer(5.0)  # 2 times out and is remembered for a late response
+    assert [type(e) for e in drain(esme)] == [RequestTimedOut]
+    esme._next_seq = 1
+    assert esme.send(BindTransceiver(system_id="a", password="b"), 5.0).sequence_number == 1
+    esme._next_seq = 0x7FFFFFFF
+    numbers = [esme.send(EnquireLink(), 5.0).sequence_number for _ in range(2)]
+    assert numbers == [0x7FFFFFFF, 3]  # 1 waits for its bind_resp, 2 for a late response
+
+
+# -- v3.3 peers get no TLVs (item 10b) -----------------------------------------------------------
+
+
+_RECEIPT_TLVS = (
+    *make_tlvs(receipted_message_id="m1", message_state=2),
+    (int(Tag.network_error_code), b"\x03\x00\x00"),
+)
+
+
+@pytest.mark.parametrize("version", [0x33, 0x34])
+def test_a_v3_3_receiver_gets_no_tlvs(version: int) -> None:
+    smsc = Session(Role.SMSC, now=0.0)
+    smsc.receive_data(
+        encode_pdu(BindTransceiver(interface_version=version, sequence_number=1)), 0.0
+    )
+    smsc.accept_bind(drain(smsc)[0].pdu)  # type: ignore[union-attr]
+    smsc.data_to_send()
+    receipt = DeliverSm(esm_class=0x04, short_message=b"id:m1 stat:DELIVRD", tlvs=_RECEIPT_TLVS)
+    smsc.send_encoded(encode_pdu(receipt), 0.0)
+    smsc.send(DeliverSm(tlvs=make_tlvs(message_payload=b"long body")), 0.0)
+    encoded, built = pdus(smsc.data_to_send())  # decoding checks each command_length
+    if version == 0x33:
+        assert encoded == receipt._replace(tlvs=(), sequence_number=1)
+        assert built == DeliverSm(short_message=b"long body", sequence_number=2)
+    else:
+        assert encoded == receipt._replace(sequence_number=1)
+        assert built.tlvs == make_tlvs(message_payload=b"long body")  # type: ignore[attr-defined]
+
+
+_ASKED = [
+    SubmitSm(destination_addr="4915", short_message=b"x"),
+    QuerySm(message_id="m"),
+    EnquireLink(),
+    BindTransceiver(system_id="a", password="b"),  # already bound: ESME_RALYBND
+    Unbind(),
+]
+_BAD_LENGTH = bytes.fromhex("00000004")
+
+
+@given(st.lists(st.sampled_from([*_ASKED, _BAD_LENGTH]), min_size=1, max_size=12))
+def test_every_request_before_a_closing_pdu_is_answered_and_none_after(items: list[object]) -> None:
+    """One read of requests, perhaps with an unbind or a bad command_length among them; the
+    application answers each request it is handed. Each request up to the first closing PDU is
+    answered once, the closing PDU's answer comes last, and nothing after it is answered."""
+    smsc = bound_smsc()
+    segment = b"".join(
+        item if isinstance(item, bytes) else encode_pdu(item._replace(sequence_number=i + 2))  # type: ignore[attr-defined]
+        for i, item in enumerate(items)
+    )
+    smsc.receive_data(segment, 1.0)
+    for _ in range(len(items) + 1):  # bounded: every event is answered at once
+        events = drain(smsc)
+        if not events:
+            break
+        for event in events:
+            if isinstance(event, Request):
+                smsc.send(
+                    SubmitSmResp(sequence_number=event.pdu.sequence_number)
+                    if isinstance(event.pdu, SubmitSm)
+                    else QuerySmResp(sequence_number=event.pdu.sequence_number),
+                    1.0,
+                )
+    answers = pdus(smsc.data_to_send())
+    end = next(
+        (i for i, item in enumerate(items) if item is _BAD_LENGTH or isinstance(item, Unbind)),
+        None,
+    )
+    asked = items if end is None else items[:end]
+    answered = sorted(a.sequence_number for a in answers[: len(asked)])  # type: ignore[attr-defined]
+    assert answered == [i + 2 for i in range(len(asked))]
+    if end is None:
+        assert len(answers) == len(asked) and smsc.state is State.BOUND_TRX
+    else:
+        (last,) = answers[len(asked) :]  # the unbind_resp or the generic_nack, and nothing more
+        assert isinstance(last, UnbindResp if isinstance(items[end], Unbind) else GenericNack)
+        assert smsc.state is State.CLOSED
