@@ -162,6 +162,7 @@ accounts: [{system_id: shop, password: secret, window: 500}]
 upstreams:
   carrier: {host: 127.0.0.1, port: %d, system_id: gw, password: pw, window: 200}
 routes: [{name: all, targets: [carrier]}]
+mo_routes: [{account: shop, prefixes: [""]}]
 dispatch: {retry_backoff: 0.1, max_retry_backoff: 0.5}
 store: {path: "%s"}
 """
@@ -171,9 +172,13 @@ class SlowStore(SqliteStore):
     """SQLite whose receipt matching takes as long as PostgreSQL's under a receipt burst
     (issue 8, item 11: 300-500 ms), so receipts are still in hand when the gateway stops."""
 
-    async def match_receipt(self, *args: Any, **kwargs: Any) -> Any:
+    async def match_receipts(self, *args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.3)
-        return await super().match_receipt(*args, **kwargs)
+        return await super().match_receipts(*args, **kwargs)
+
+    async def finish_inbound(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)  # an MO is kept as slowly
+        return await super().finish_inbound(*args, **kwargs)
 
 
 class Carrier(LoopThread):
@@ -217,21 +222,30 @@ def carrier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Carr
     c.stop_loop()
 
 
+@pytest.mark.parametrize(
+    ("count", "mos"), [(200, 0), (0, 50), (200, 20)], ids=["receipts", "mo", "both"]
+)
 def test_receipts_arriving_while_the_gateway_stops(
-    carrier: Carrier, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    carrier: Carrier,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    count: int,
+    mos: int,
 ) -> None:
-    """200 receipts come together just as the gateway stops: each is made durable and answered,
-    or not answered OK (the carrier keeps it and delivers it again); none raises. After a
-    restart the carrier's resends settle every message."""
+    """Receipts and MO come together just as the gateway stops: each is made durable and
+    answered, or not answered OK (the carrier keeps it and delivers it again); none raises.
+    After a restart the carrier's resends settle every message and every MO is taken."""
     caplog.set_level(logging.DEBUG)
-    count = 200
     ids = _submit(carrier.port, count)
     assert len(ids) == count
     _until(lambda: len(carrier.smsc.receipts_sent) == count, 20)  # every send recorded
 
     async def burst_then_stop() -> list[str]:
         await carrier.smsc.release_receipts()
-        await asyncio.sleep(0.1)  # the gateway has read them: receipts in hand
+        for i in range(mos):
+            text = f"stop {i}".encode("utf-16-be")
+            await carrier.smsc.send_mo(f"4917{i:08d}", "4915100", [(text, 0)])
+        await asyncio.sleep(0.1)  # the gateway has read them: receipts and MO in hand
         await carrier.gateway.stop()
         # Nothing the upstream took is still being kept once the store is closed.
         return [
@@ -246,11 +260,13 @@ def test_receipts_arriving_while_the_gateway_stops(
     assert not carrier.errors
 
     # Every receipt the carrier had answered OK is durable; the others it still holds.
-    carrier.gateway = carrier.start_gateway()  # same database; the carrier delivers again
     answered_ok = carrier.smsc.delivered_ok
+    carrier.gateway = carrier.start_gateway()  # same database; the carrier delivers again
     settled_at_stop = sum(s is MessageState.DELIVERED for s in carrier.states(ids))
-    assert settled_at_stop >= answered_ok
+    assert settled_at_stop + mos >= answered_ok  # what it was told OK about was kept
     _until(lambda: all(s is MessageState.DELIVERED for s in carrier.states(ids)), 20)
+    _until(lambda: carrier.smsc.pending() == 0, 20)  # every receipt and MO answered OK at last
+    assert carrier.smsc.delivered_ok >= count + mos
     carrier.call(carrier.gateway.stop())
     output = capsys.readouterr().out + caplog.text
     assert not [bad for bad in BAD if bad in output], output[-3000:]
