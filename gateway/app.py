@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from drivers.base import Driver, SendResult, UpstreamReceipt
+from drivers.base import Driver
 from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
@@ -36,7 +36,6 @@ from gateway.config import GatewayConfig, ModemBankConfig
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.server.smpp import SmppServer
-from gateway.smpp.constants import CommandStatus
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 
@@ -83,7 +82,7 @@ class Gateway:
         self.control: ControlServer | None = None
         self.drivers = drivers
         self.server = SmppServer(config, self.store, clock=clock)
-        self.dispatcher = _CountedDispatcher(
+        self.dispatcher = Dispatcher(
             self.store,
             config.route_table(),
             drivers,
@@ -133,10 +132,8 @@ class Gateway:
             await self.control.stop()
             self.control = None
         await self.server.stop()
-        await self.dispatcher.stop()  # the drivers are stopped: nothing new comes in
-        in_hand = await self.dispatcher.drained(self.dispatcher.early_wait + 5.0)
-        if in_hand:
-            log.warning("closing the store with receipts or MO still in hand", count=in_hand)
+        # Drivers stop (nothing new comes in), then what they handed over is kept.
+        await self.dispatcher.stop()
         await self.store.close()
         for emulated in self.emulated.values():
             await asyncio.to_thread(_stop_emulated, emulated)
@@ -157,53 +154,6 @@ class Gateway:
             return await bank.ussd(modem, code, float(request.get("wait", 30.0)))
         except KeyError:
             raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
-
-
-class _CountedDispatcher(Dispatcher):
-    """The dispatcher as the drivers' `ReceiptSink`, counting the receipts and MO in hand so
-    that `Gateway.stop` closes the store only after each one the drivers took is kept."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._in_hand = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def _took(self) -> None:
-        self._in_hand += 1
-        self._idle.clear()
-
-    def _kept(self) -> None:
-        self._in_hand -= 1
-        if not self._in_hand:
-            self._idle.set()
-
-    async def receipt(self, receipt: UpstreamReceipt) -> None:
-        self._took()
-        try:
-            await super().receipt(receipt)
-        finally:
-            self._kept()
-
-    async def inbound(self, pdu: Any) -> CommandStatus:
-        self._took()
-        try:
-            return await super().inbound(pdu)
-        finally:
-            self._kept()
-
-    async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
-        self._took()
-        try:
-            await super().late_result(upstream, message_id, result)
-        finally:
-            self._kept()
-
-    async def drained(self, timeout: float) -> int:
-        """Wait (at most `timeout` s) until nothing is in hand; how many still are."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        return self._in_hand
 
 
 def _port(emulator: ModemEmulator) -> str:

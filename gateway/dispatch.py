@@ -44,7 +44,7 @@ import heapq
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,9 @@ class Dispatcher:
         self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
         self._pick = 0
+        self._in_hand = 0  # receipts, MO and late results the drivers handed over, not yet kept
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._inbound = Inbound(
             store,
             router=mo_router or MoRouter(()),
@@ -171,7 +174,11 @@ class Dispatcher:
             await asyncio.wait(set(self._sending), timeout=15)
         for driver in self.drivers.values():
             await driver.stop()
-        # receipts the drivers handed over are written before the store may close
+        # What the drivers handed over is kept before the store may close.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.early_wait + 5.0)
+        if self._in_hand:
+            log.warning("stopping with receipts or MO still in hand", count=self._in_hand)
         writer = self._receipt_writer
         if writer is not None and not writer.done():
             await asyncio.wait([writer], timeout=15)
@@ -344,6 +351,10 @@ class Dispatcher:
 
     async def late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         """See `ReceiptSink.late_result`."""
+        with self._holding():
+            await self._late_result(upstream, message_id, result)
+
+    async def _late_result(self, upstream: str, message_id: str, result: SendResult) -> None:
         if not result.ok:
             return
         record = await self.store.get(message_id)
@@ -363,9 +374,23 @@ class Dispatcher:
         written goes in the next one, matched in one store transaction and settled in
         another, so a burst of receipts costs a few transactions, not one per receipt."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(receipt, self._tickets.issued, loop.create_future())
-        self._queue_receipt(waiting)
-        await waiting.done
+        with self._holding():
+            waiting = _Waiting(receipt, self._tickets.issued, loop.create_future())
+            self._queue_receipt(waiting)
+            await waiting.done
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Count what a driver handed over until it is kept: `stop` waits for none to be left
+        before the store may close (a receipt in hand must not meet a closed store)."""
+        self._in_hand += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_hand -= 1
+            if not self._in_hand:
+                self._idle.set()
 
     def _queue_receipt(self, waiting: _Waiting) -> None:
         self._receipts.append(waiting)
@@ -652,7 +677,8 @@ class Dispatcher:
 
     async def inbound(self, pdu: Any) -> CommandStatus:
         """An MO message from an upstream (see `gateway.inbound`): the status to answer it with."""
-        return await self._inbound.take(pdu)
+        with self._holding():
+            return await self._inbound.take(pdu)
 
     # -- housekeeping -------------------------------------------------------------------------
 
