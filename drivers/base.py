@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from gateway.store.base import MessageRecord
 
 __all__ = [
+    "Diagnosable",
     "Driver",
     "MultipartReceipts",
     "Queryable",
@@ -105,6 +106,17 @@ class Queryable(Protocol):
     async def query(self, upstream_id: str, record: MessageRecord) -> UpstreamReceipt | None:
         """The upstream's answer as a receipt (its message_state), or None when it could
         not say (unknown id, refused, link down)."""
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """A driver that can tell when it will never be usable without an operator (a modem
+    bank whose SIMs all want another PIN or have no SMSC address): an optional capability.
+    The dispatcher then fails a message whose every target says so at once, with a receipt,
+    instead of retrying it until `max_age`."""
+
+    def unusable_reason(self) -> str | None:
+        """Why it can never send as it is, or None while it may (down for now included)."""
 
 
 class Driver(Protocol):

@@ -9,7 +9,10 @@ A send's outcome is recorded: sent (with every part's upstream id, indexed under
 spelling), retried later with exponential backoff and jitter, or failed - permanently at once,
 temporarily once `max_attempts` sends were tried or the message is `max_age` old. A message no
 target can take now waits without spending an attempt; one whose validity period passes ends
-EXPIRED. Every end the application asked to hear about becomes a receipt.
+EXPIRED. One whose every target says it can never send as it is (`Diagnosable`: a modem bank
+whose SIMs all want another PIN or lack an SMSC address) ends FAILED at once
+(ESME_RSUBMITFAIL), logged once per route rather than per message. Every end the application
+asked to hear about becomes a receipt.
 
 Receipts come back through `receipt`, from any driver, and are group-committed as accepts
 are: whatever came while the last batch was written goes in the next, matched in one store
@@ -50,7 +53,7 @@ from typing import Any
 
 import structlog
 
-from drivers.base import Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
+from drivers.base import Diagnosable, Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
 from gateway.inbound import Inbound
 from gateway.routing import NumberPlan, RouteTable
@@ -83,6 +86,8 @@ _EARLY_MAX = 100_000  # receipts held for ids not yet recorded
 _RECEIPT_BATCH = 512  # receipts matched and settled in one store transaction at most
 _OVERDUE_BATCH = 256
 _NO_TARGET_ERROR = 0x08  # ESME_RSYSERR in the receipt of a message no target could take
+_HOPELESS_ERROR = int(CommandStatus.ESME_RSUBMITFAIL)  # every target unusable for good
+_HOPELESS_LOG_EVERY = 60.0  # seconds between "route cannot send" logs of one route
 
 
 class Dispatcher:
@@ -131,6 +136,8 @@ class Dispatcher:
         self._in_hand = 0  # receipts, MO and late results the drivers handed over, not yet kept
         self._idle = asyncio.Event()
         self._idle.set()
+        self._diagnosable = {n: d for n, d in self.drivers.items() if isinstance(d, Diagnosable)}
+        self._hopeless_logged: dict[str, tuple[float, str, int]] = {}  # route: at, reason, failed
         self._inbound = Inbound(
             store,
             router=mo_router or MoRouter(()),
@@ -232,6 +239,37 @@ class Dispatcher:
         targets = order_targets(route, self._usable, self._pick)
         return self.drivers[targets[0].name] if targets else None
 
+    def _hopeless(self, route_name: str) -> str | None:
+        """Why no target of the route can ever send without an operator, when every one
+        says so (`Diagnosable`); None while one may still send, now or later."""
+        route = self.routes.get(route_name)
+        if route is None:
+            return None
+        reasons = []
+        for target in route.targets:
+            driver = self._diagnosable.get(target.name)
+            reason = driver.unusable_reason() if driver is not None else None
+            if reason is None or driver is None or driver.usable():
+                return None
+            reasons.append(f"{target.name}: {reason}")
+        return "; ".join(reasons)
+
+    def _log_hopeless(self, route: str, reason: str) -> None:
+        """Once per route (again when the reason changes, or every minute with a count):
+        a bank with a wrong PIN fails every message of its route, not one log line each."""
+        now = time.monotonic()
+        at, logged, failed = self._hopeless_logged.get(route, (0.0, "", 0))
+        if reason == logged and now - at < _HOPELESS_LOG_EVERY:
+            self._hopeless_logged[route] = (at, logged, failed + 1)
+            return
+        log.error(
+            "no target of the route can send: its messages fail at once",
+            route=route,
+            reason=reason,
+            failed_since_last=failed,
+        )
+        self._hopeless_logged[route] = (now, reason, 0)
+
     async def _start(self, record: MessageRecord) -> None:
         """Hand one claimed message to a driver (or settle it without one)."""
         message = record.message
@@ -240,6 +278,11 @@ class Dispatcher:
             await self._end(record, MessageState.EXPIRED, 0, now)
             return
         driver = self._target(record)
+        if driver is None and (reason := self._hopeless(message.route)) is not None:
+            # No target of its route can ever send as it is: end it now, with a receipt.
+            self._log_hopeless(message.route, reason)
+            await self._end(record, MessageState.FAILED, _HOPELESS_ERROR, now)
+            return
         if driver is None and message.route in self.routes:
             # Windows full: wait a moment for a send to finish rather than requeue at once.
             deadline = asyncio.get_running_loop().time() + _NO_TARGET_WAIT

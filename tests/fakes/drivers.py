@@ -57,3 +57,14 @@ class ScriptedDriver:
         """Deliver a receipt as the upstream would."""
         assert self.sink is not None
         await self.sink.receipt(UpstreamReceipt(self.name, upstream_id, state, error=error))
+
+
+@dataclass
+class DiagnosableDriver(ScriptedDriver):
+    """A scripted driver that can say why it will never send as it is
+    (`drivers.base.Diagnosable`), as a modem bank whose SIMs all want another PIN does."""
+
+    reason: str | None = None
+
+    def unusable_reason(self) -> str | None:
+        return self.reason

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.base import ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
 from gateway.dispatch import Dispatcher
+from gateway.routing import Route, RouteTable, Target
 from gateway.smpp.receipt import parse_receipt
 from gateway.store.base import MessageRecord, MessageState
 from gateway.store.sqlite import SqliteStore
-from tests.fakes.drivers import ScriptedDriver
+from tests.fakes.drivers import DiagnosableDriver, ScriptedDriver
 from tests.fakes.smsc import Behaviour
 from tests.integration.test_dispatch import (
     FAST,
@@ -459,3 +461,61 @@ def test_query_sm_off_for_an_upstream_that_has_none(tmp_path: Path) -> None:
     finally:
         app.close()
         ladder.close()
+
+
+# -- a target that can never send: its messages end at once ----------------------------------
+
+
+def test_messages_whose_targets_can_never_send_fail_at_once_logged_once(tmp_path: Path) -> None:
+    """A bank whose modems all want another PIN says why (`unusable_reason`): its route's
+    messages end FAILED at once with a receipt (ESME_RSUBMITFAIL), not after max_age, and the
+    reason is logged once for the route, not per message. A route with another target that
+    can send still fails over to it; one whose other target is merely down still waits."""
+    bank = DiagnosableDriver(name="bank:b", is_usable=False, reason="m1: the SIM refused the PIN")
+    carrier = ScriptedDriver(name="carrier")
+    down = ScriptedDriver(name="down", is_usable=False)  # no reason: may come back
+    routes = RouteTable(
+        [
+            Route("modems", ("491",), (Target("bank:b"),)),
+            Route("both", ("492",), (Target("bank:b"), Target("carrier"))),
+            Route("mixed", ("493",), (Target("bank:b"), Target("down"))),
+        ]
+    )
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "gw.sqlite3")
+        await store.open()
+        drivers = {"bank:b": bank, "carrier": carrier, "down": down}
+        dispatcher = Dispatcher(store, routes, drivers, settings=FAST)
+        dispatcher.poll_interval = 0.02
+        await dispatcher.start()
+        try:
+            with capture_logs() as logs:
+                for i in range(5):
+                    await store.accept(message(i, route="modems"))
+                await store.accept(message(5, route="both"))
+                await store.accept(message(6, route="mixed"))
+                dispatcher.wake()
+
+                async def ended() -> bool:
+                    states = [await state_of(store, f"m{i:04d}") for i in range(6)]
+                    return states == [MessageState.FAILED] * 5 + [MessageState.SENT]
+
+                await until(ended, timeout=5)
+                for i in range(5):
+                    record = await store.get(f"m{i:04d}")
+                    assert record is not None and record.error == 0x45
+                finals = final_receipts(await receipts_for(store))
+                assert sorted(finals) == [(f"m{i:04d}", "UNDELIV") for i in range(5)]
+                assert bank.sent == [] and [r.message.id for r in carrier.sent] == ["m0005"]
+                mixed = await store.get("m0006")
+                assert mixed is not None and not mixed.state.final  # waits for "down"
+                assert down.sent == []
+            told = [e for e in logs if e["log_level"] == "error"]
+            assert len(told) == 1, told
+            assert told[0]["route"] == "modems" and "PIN" in told[0]["reason"]
+        finally:
+            await dispatcher.stop()
+            await store.close()
+
+    asyncio.run(main())
