@@ -419,6 +419,9 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         with self._holding():
             waiting = _Waiting(receipt, self._tickets.issued, loop.create_future())
+            # No id (a carrier's receipt with none anywhere): no send can make it known, so
+            # it is kept among the unknown receipts at once.
+            waiting.widened = not receipt.upstream_id.strip("\x00 ")
             self._queue_receipt(waiting)
             await waiting.done
 

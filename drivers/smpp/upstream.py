@@ -825,10 +825,9 @@ class SmppUpstream:
                 pass
             elif kind in ("receipt", "intermediate"):
                 receipt = _receipt_of(self.name, pdu, intermediate=kind == "intermediate")
-                if receipt is not None:
-                    await sink.receipt(receipt)
-                else:  # no id anywhere: nothing to match it with, but never an MO
-                    self._log.warning("receipt without an id dropped", raw=_text(pdu)[:200])
+                if not receipt.upstream_id:  # nothing to match it with, but never an MO
+                    self._log.warning("receipt without an id: kept among the unknown ones")
+                await sink.receipt(receipt)
             elif kind == "mo":
                 try:
                     normalised = inbound_pdu(pdu, self.config)
@@ -893,10 +892,11 @@ def _kind(pdu: Any, *, receipts_without_flag: bool) -> str:
     return "mo"
 
 
-def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> UpstreamReceipt | None:
+def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> UpstreamReceipt:
     """The receipt a deliver_sm/data_sm carries: TLVs first, the Appendix B text otherwise.
     A stat we cannot read (a vendor's word, junk) is UNKNOWN - still an end - and the raw
-    text is kept with it; None only when there is no id at all."""
+    text is kept with it. With no id at all its upstream_id is empty: the dispatcher keeps it
+    (raw) among the unknown receipts and counts it, as any receipt no message matches."""
     tlvs = pdu.tlvs
     upstream_id = tlv_value(tlvs, Tag.receipted_message_id) if tlvs else None
     state = tlv_value(tlvs, Tag.message_state) if tlvs else None
@@ -913,7 +913,7 @@ def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> Upstr
         if not isinstance(state, int):
             state = parsed.message_state
     if not isinstance(upstream_id, str) or not upstream_id.strip("\x00 "):
-        return None
+        upstream_id = ""
     if not isinstance(state, int):
         state = ReceiptState.UNKNOWN.message_state
     return UpstreamReceipt(

@@ -519,3 +519,23 @@ def test_messages_whose_targets_can_never_send_fail_at_once_logged_once(tmp_path
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_receipt_without_any_id_is_kept_raw_and_counted(tmp_path: Path) -> None:
+    """A carrier's receipt (esm_class 0x04) with no receipted_message_id and no id: in its
+    text cannot be matched, but it is not dropped: kept raw among the unknown receipts,
+    counted, and acknowledged (the carrier stops offering it)."""
+    ladder = Ladder(tmp_path, Behaviour(send_receipts=False))
+    try:
+        text = "sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000"
+        ladder.call(ladder.smsc.send_deliver(_receipt_fields(text)))
+        for _ in range(500):  # bounded
+            if ladder.smsc.delivered_ok:
+                break
+            ladder.call(asyncio.sleep(0.02))
+        assert ladder.smsc.delivered_ok == 1
+        (kept,) = ladder.call(ladder.gateway.store.unknown_receipts())
+        assert (kept.upstream, kept.upstream_id, kept.raw) == ("carrier", "", text.encode())
+        assert ladder.gateway.dispatcher.unknown_receipts == 1
+    finally:
+        ladder.close()
