@@ -23,20 +23,27 @@ memory, bounded; after a restart the store alone decides). A late report for an 
 with the same id is told apart by its TP-SCTS (when the SMSC took the submit, 23.040 9.2.3.11):
 when the two last sends with the id are known it belongs to the nearer one, else it is older
 when it is well before the latest send by the SMSC's clock as seen in recent reports. It is then
-dropped (logged): it must never settle the newer message. TP-ST becomes the SMPP
-message_state: delivered 2, failed 5, still trying 1 (ENROUTE, not final).
+dropped (logged): it must never settle the newer message. TP-ST becomes our state
+(`STATE_OF_REPORT`: delivered, undeliverable, or still trying - ENROUTE, not final), and that
+its SMPP message_state through the one table in `gateway.store.base`. The receipt's raw text,
+kept in the store as a carrier's is, is the report's fields as read and its PDU in hex
+(`report_text`).
 
 Unusable. A modem that is FAILED (wrong PIN, PUK) or cannot send (no SMSC address) is never
-picked. When every modem of the bank is so, `unusable_reason` says why, `usable` is False, the
-bank logs an error, and `send` fails the message for good (ESME_RSUBMITFAIL) so it ends with a
-receipt rather than wait for a modem that will not come.
+picked. When every modem of the bank is so, `unusable_reason` says why (`Diagnosable`), `usable`
+is False and the bank logs an error; the dispatcher then fails the messages of a route with no
+target that can at once (ESME_RSUBMITFAIL) so they end with a receipt rather than wait for a modem
+that will not come, and `send`, called all the same, fails them so too.
 
 Limits. Counters live in the store (`Store.count_usage`), keyed by the SIM (its ICCID once the
 modem has read it, else bank/modem), so they survive restarts and follow a SIM moved to another
 slot. They are read when a modem becomes ready; a modem with limits is not used until then.
 
-Inbound. An SMS-DELIVER becomes a deliver_sm (UDH kept, data_coding from its DCS) for the
-dispatcher, which routes it by mo_routes and joins the parts of a long message.
+Inbound. An SMS-DELIVER becomes a deliver_sm (UDH kept, data_coding from its DCS: 8-bit data
+keeps the TP-DCS itself where SMPP reads it the same, message class included - `mo_data_coding`)
+for the dispatcher, which routes it by mo_routes and joins the parts of a long message. One the
+dispatcher refuses for good is logged here too and deleted from the modem: it can never be
+handed on, and kept it would fill the SIM.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from gateway.smpp.constants import CommandStatus
 from gateway.smpp.errors import LocalSmppError
 from gateway.smpp.message import MessageContent
 from gateway.smpp.pdu import DeliverSm
-from gateway.sms.coding import Encoding
+from gateway.sms.coding import Encoding, data_coding_of, encoding_of_data_coding
 from gateway.sms.errors import SmsError
 from gateway.sms.gsm7 import encode_gsm7
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
@@ -82,17 +89,32 @@ from gateway.sms.udh import (
     build_udh,
     concat_ie,
 )
-from gateway.store.base import MessageRecord, NewMessage, Store, Usage, usage_windows
+from gateway.store.base import (
+    MessageRecord,
+    MessageState,
+    NewMessage,
+    Store,
+    Usage,
+    usage_windows,
+)
 
-__all__ = ["ModemBank", "TpduError", "message_tpdus"]
+__all__ = [
+    "STATE_OF_REPORT",
+    "ModemBank",
+    "TpduError",
+    "message_tpdus",
+    "mo_data_coding",
+    "report_text",
+]
 
 log = structlog.get_logger("smsgw.modem.bank")
 
-_ENROUTE, _DELIVERED, _UNDELIVERABLE = 1, 2, 5
-_STATE_OF = {
-    DeliveryOutcome.DELIVERED: _DELIVERED,
-    DeliveryOutcome.FAILED: _UNDELIVERABLE,
-    DeliveryOutcome.PENDING: _ENROUTE,
+# What a TP-ST's outcome (23.040 9.2.3.15) makes of the message; its SMPP message_state and
+# receipt stat come from the one table in gateway.store.base.
+STATE_OF_REPORT = {
+    DeliveryOutcome.DELIVERED: MessageState.DELIVERED,
+    DeliveryOutcome.FAILED: MessageState.UNDELIVERABLE,
+    DeliveryOutcome.PENDING: MessageState.SENT,  # the SC still tries: ENROUTE, not final
 }
 _GSM7, _UCS2, _BINARY = Encoding.GSM7, Encoding.UCS2, Encoding.BINARY
 _AIR = (_GSM7, _UCS2, _BINARY)
@@ -736,7 +758,9 @@ class ModemBank:
                 task.add_done_callback(self._tasks.discard)
         self._wake_all()
 
-    async def status_report(self, modem: Modem | _Modem, report: SmsStatusReport) -> None:
+    async def status_report(
+        self, modem: Modem | _Modem, report: SmsStatusReport, raw: bytes
+    ) -> None:
         slot = self._by_modem.get(id(modem))
         sink = self._sink
         if slot is None or sink is None:
@@ -755,9 +779,16 @@ class ModemBank:
                 status=report.status,
             )
             return
-        state = _STATE_OF[classify_status(report.status)]
+        state = STATE_OF_REPORT[classify_status(report.status)]
         await sink.receipt(
-            UpstreamReceipt(self.name, upstream_id, state, error=report.status, done_at=now)
+            UpstreamReceipt(
+                self.name,
+                upstream_id,
+                state.message_state,
+                error=report.status,
+                done_at=now,
+                raw=report_text(upstream_id, report, state, raw),
+            )
         )
 
     @staticmethod
@@ -788,7 +819,16 @@ class ModemBank:
         sink = self._sink
         if slot is None or sink is None:
             raise RuntimeError("bank stopped")  # the modem keeps the SMS for later
-        await sink.inbound(self.deliver_sm(slot.config, deliver))
+        refused = await sink.inbound(self.deliver_sm(slot.config, deliver))
+        if refused:
+            # For good (the MO path logged why): it can never be handed on, so the modem
+            # deletes it from the SIM rather than keep it there and fill the storage.
+            log.warning(
+                "inbound SMS refused: deleted from the modem",
+                modem=slot.config.name,
+                status=f"0x{refused:08X}",
+                pdu=raw.hex(),
+            )
 
     def deliver_sm(self, modem: ModemConfig, deliver: SmsDeliver) -> DeliverSm:
         """An SMS-DELIVER as the deliver_sm the dispatcher routes (MO)."""
@@ -798,7 +838,6 @@ class ModemBank:
         own = modem.number or self.bank
         destination, dest_ton, dest_npi = _address(own)
         udh = build_udh(deliver.udh) if deliver.udh else b""
-        data_coding = {_GSM7: 0, _UCS2: 8}.get(deliver.encoding, 4)
         return DeliverSm(
             source_addr_ton=source_ton,
             source_addr_npi=source_npi,
@@ -808,7 +847,7 @@ class ModemBank:
             destination_addr=destination,
             esm_class=0x40 if udh else 0,
             protocol_id=deliver.pid,
-            data_coding=data_coding,
+            data_coding=mo_data_coding(deliver.dcs, deliver.encoding),
             short_message=udh + deliver.user_data,
         )
 
@@ -862,3 +901,26 @@ class ModemBank:
     async def ussd(self, modem: str, code: str, timeout: float = 30.0) -> str:
         """Send a USSD code through one modem and return the network's answer."""
         return await self.modem(modem).ussd(code, timeout)
+
+
+def mo_data_coding(dcs: int, encoding: Encoding) -> int:
+    """The data_coding of an SMS-DELIVER's deliver_sm. 8-bit data keeps its TP-DCS where SMPP
+    reads it the same (0x04, 0x15, 0xF5...: the message class - SIM data-download, class 2 -
+    and the like reach the application); below 0x10 SMPP gives the same octets other
+    meanings (0x05 is JIS, 0x06 Cyrillic), so there only the alphabet passes. Text is
+    joined and cut again for the application anyway: its alphabet alone matters."""
+    if encoding is _BINARY and encoding_of_data_coding(dcs) is _BINARY:
+        return dcs
+    return data_coding_of(encoding)
+
+
+def report_text(
+    upstream_id: str, report: SmsStatusReport, state: MessageState, raw: bytes
+) -> bytes:
+    """A status report as the store keeps it (a receipt's raw text): its fields as read,
+    with the PDU as it came, so an operator can read and check it."""
+    return (
+        f"sms-status-report id:{upstream_id} mr:{report.message_ref} st:0x{report.status:02X}"
+        f" scts:{report.timestamp.isoformat()} dt:{report.discharge_time.isoformat()}"
+        f" stat:{state.stat} pdu:{raw.hex().upper()}"
+    ).encode()

@@ -243,8 +243,9 @@ class ModemSink(Protocol):
         """An SMS-DELIVER (`raw`: SMSC part and TPDU). Durable when it returns: only then is
         it deleted from the modem (or acknowledged)."""
 
-    async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
-        """Durable when it returns; then deleted / acknowledged."""
+    async def status_report(self, modem: Modem, report: SmsStatusReport, raw: bytes) -> None:
+        """An SMS-STATUS-REPORT (`raw`: SMSC part and TPDU). Durable when it returns; then
+        deleted / acknowledged."""
 
     def state_changed(self, modem: Modem) -> None: ...
 
@@ -1300,7 +1301,7 @@ class Modem:
             await self._sink.incoming(self, decoded, pdu)
             self._info.received += 1
         else:
-            await self._sink.status_report(self, decoded)
+            await self._sink.status_report(self, decoded, pdu)
         self._recent[key] = None
         while len(self._recent) > _MAX_RECENT:
             self._recent.popitem(last=False)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.app import Emulated, Gateway
 from gateway.config import load_config
 from gateway.smpp.receipt import parse_receipt
 from gateway.sms import Encoding, decode_text
+from gateway.sms.tpdu import SmsStatusReport, decode_pdu, encode_sms_deliver
 from tests.integration.loop import LoopThread
 
 IMEIS = ("356938035643809", "356938035643817")
@@ -227,6 +229,48 @@ def test_modem_list_and_ussd_commands(running: Running) -> None:
     unknown = smsgw("ussd", "b/m9", "*100#")
     assert unknown.returncode == 1
     assert "no modem 'm9'" in unknown.stderr
+
+
+def test_a_status_report_is_kept_raw_in_the_store(running: Running) -> None:
+    """A modem's receipt is kept with its raw form, as a carrier's: the report's fields as
+    read and the PDU the modem gave, which decodes to the same report."""
+    app = App(running.port)
+    try:
+        app.submit("4915112345678", "order 7 shipped")
+        app.pump(lambda: len(app.receipts) == 1, 30, "receipt")
+        (message_id,) = app.ids
+        kept = running.call(running.gateway.store.receipts(message_id))
+        assert kept, "no receipt kept"
+        text = kept[-1].raw.decode()
+        assert text.startswith("sms-status-report id:") and " stat:DELIVRD " in text
+        report = decode_pdu(bytes.fromhex(text.rsplit("pdu:", 1)[1]))
+        assert isinstance(report, SmsStatusReport) and report.recipient == "+4915112345678"
+    finally:
+        app.close()
+
+
+def test_an_8_bit_mo_keeps_its_dcs_and_ports(running: Running) -> None:
+    """An 8-bit SMS-DELIVER with a message class (TP-DCS 0xF5) and application ports: the
+    application gets data_coding 0xF5 - the class kept - and the UDH with its ports."""
+    ports = b"\x06\x05\x04\x0b\x84\x23\xf0"
+    body = b"\x01\x06\x03\xc4\xaf\x87"
+    pdu = encode_sms_deliver(
+        originator="+4917612345678",
+        body=body,
+        encoding=Encoding.BINARY,
+        udh=ports,
+        dcs=0xF5,
+        timestamp=datetime.now(UTC).replace(microsecond=0),
+    )
+    app = App(running.port)
+    try:
+        running.network.inject_pdu(running.emulated.modems["m1"], pdu)
+        app.pump(lambda: len(app.mo) >= 1, 30, "MO deliver_sm")
+        (mo,) = app.mo
+        assert (mo.data_coding, mo.esm_class & 0x40) == (0xF5, 0x40)
+        assert mo.short_message == ports + body
+    finally:
+        app.close()
 
 
 def test_unplugged_modem_traffic_moves_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ class Sink:
         self.delivers.append((deliver, raw))
         self._changed.set()
 
-    async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
+    async def status_report(self, modem: Modem, report: SmsStatusReport, raw: bytes) -> None:
         self.reports.append(report)
         self._changed.set()
 
@@ -511,9 +511,9 @@ def test_a_report_announced_during_set_up_is_handed_on_once_ready() -> None:
     seen: list[tuple[ModemState, str | None]] = []
 
     class Watching(Sink):
-        async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
+        async def status_report(self, modem: Modem, report: SmsStatusReport, raw: bytes) -> None:
             seen.append((modem.state, modem.info.imei))
-            await super().status_report(modem, report)
+            await super().status_report(modem, report, raw)
 
         def state_changed(self, modem: Modem) -> None:
             super().state_changed(modem)

@@ -49,7 +49,7 @@ class Sink:
         self.delivers.append(deliver)
         self._changed.set()
 
-    async def status_report(self, modem: Modem, report: SmsStatusReport) -> None:
+    async def status_report(self, modem: Modem, report: SmsStatusReport, raw: bytes) -> None:
         self.reports.append(report)
         self._changed.set()
 

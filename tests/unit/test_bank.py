@@ -14,7 +14,13 @@ from structlog.testing import capture_logs
 
 from drivers.base import SendResult, UpstreamReceipt
 from drivers.modem.at import AtError
-from drivers.modem.bank import ModemBank, TpduError, message_tpdus
+from drivers.modem.bank import (
+    STATE_OF_REPORT,
+    ModemBank,
+    TpduError,
+    message_tpdus,
+    mo_data_coding,
+)
 from drivers.modem.modem import ModemInfo, ModemSettings, ModemState, SendOutcome
 from gateway.config import ModemBankConfig
 from gateway.smpp.constants import Tag
@@ -26,6 +32,7 @@ from gateway.sms.tpdu import (
     SmsStatusReport,
     decode_pdu,
     deliver_tpdus,
+    encode_sms_deliver,
     encode_status_report,
 )
 from gateway.store.base import MessageRecord, MessageState, NewMessage
@@ -300,7 +307,7 @@ def test_status_reports_become_receipts() -> None:
             )
             report = decode_pdu(pdu.pdu)
             assert isinstance(report, SmsStatusReport)
-            await bank.status_report(a, report)
+            await bank.status_report(a, report, pdu.pdu)
             assert sink.receipts[-1].message_state == state
             assert sink.receipts[-1].error == status
         assert {r.upstream_id for r in sink.receipts} == {sent.upstream_id}
@@ -353,19 +360,19 @@ def test_least_loaded_takes_the_modem_with_less_waiting_then_less_sent_today() -
 # -- issue 8 item 13: reused TP-MR, no SMSC, a bank that cannot send ----------------------------
 
 
-def report_at(mr: int, scts: float, status: int = 0) -> SmsStatusReport:
+def report_at(mr: int, scts: float, status: int = 0) -> tuple[SmsStatusReport, bytes]:
+    """A status report and its PDU, as a modem hands them to the bank."""
     when = datetime.fromtimestamp(scts, UTC).replace(microsecond=0)
-    report = decode_pdu(
-        encode_status_report(
-            message_ref=mr,
-            recipient="+4915112345678",
-            timestamp=when,
-            discharge_time=when,
-            status=status,
-        ).pdu
-    )
+    pdu = encode_status_report(
+        message_ref=mr,
+        recipient="+4915112345678",
+        timestamp=when,
+        discharge_time=when,
+        status=status,
+    ).pdu
+    report = decode_pdu(pdu)
     assert isinstance(report, SmsStatusReport)
-    return report
+    return report, pdu
 
 
 def test_late_report_for_a_reused_tp_mr_never_settles_the_newer_message() -> None:
@@ -388,9 +395,9 @@ def test_late_report_for_a_reused_tp_mr_never_settles_the_newer_message() -> Non
         new = await bank.send(record(1))
         assert old.upstream_id == new.upstream_id
         # The old message's report (SC time stamp by its send, 3 s after): not the new one's.
-        await bank.status_report(a, report_at(0, NOW + 3, status=0x41))
+        await bank.status_report(a, *report_at(0, NOW + 3, status=0x41))
         assert sink.receipts == []
-        await bank.status_report(a, report_at(0, now[0] + 2))
+        await bank.status_report(a, *report_at(0, now[0] + 2))
         assert [(r.upstream_id, r.message_state) for r in sink.receipts] == [(new.upstream_id, 2)]
 
         # After a restart only the latest send is known: once the SMSC's clock is learned
@@ -399,16 +406,16 @@ def test_late_report_for_a_reused_tp_mr_never_settles_the_newer_message() -> Non
             now[0] += 60
             a.mr = 10 + i
             sent = await bank.send(record(2 + i))
-            await bank.status_report(a, report_at(10 + i, now[0] + 40))
+            await bank.status_report(a, *report_at(10 + i, now[0] + 40))
             assert sink.receipts[-1].upstream_id == sent.upstream_id
         count = len(sink.receipts)
         bank._sent_at.clear()  # the restart: send times are in memory only
         now[0] += 60
         a.mr = 20
         await bank.send(record(9))
-        await bank.status_report(a, report_at(20, now[0] - 900 + 40))
+        await bank.status_report(a, *report_at(20, now[0] - 900 + 40))
         assert len(sink.receipts) == count
-        await bank.status_report(a, report_at(20, now[0] + 41))
+        await bank.status_report(a, *report_at(20, now[0] + 41))
         assert len(sink.receipts) == count + 1
         await bank.stop()
         await store.close()
@@ -455,6 +462,120 @@ def test_bank_whose_modems_cannot_send_is_unusable_and_fails_with_a_receipt() ->
         assert not result.ok and result.permanent and result.error == 0x45
         errors = [e for e in logs if e["log_level"] == "error"]
         assert any("PIN" in str(e.get("reason")) for e in errors), logs
+        await done(bank)
+
+    asyncio.run(body())
+
+
+# -- follow-ups: raw reports, the one state table, 8-bit MO data_coding, refused MO -------------
+
+
+def test_a_status_report_receipt_keeps_the_report_readable_with_its_pdu() -> None:
+    """Every receipt's raw form is kept in the store: a modem's is the report's fields as
+    read (TP-ST, SC time stamp, discharge time) and its PDU in hex; its state is read through
+    the one table (gateway.store.base), the stat written as the application's receipt has it."""
+
+    async def body() -> None:
+        bank, sink = await bank_of(config())
+        a = modems(bank)["a"]
+        sent = await bank.send(record(0))
+        scts = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        discharged = datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+        for status, state in (
+            (0x00, MessageState.DELIVERED),
+            (0x41, MessageState.UNDELIVERABLE),
+            (0x20, MessageState.SENT),
+        ):
+            pdu = encode_status_report(
+                message_ref=0,
+                recipient="+4915112345678",
+                timestamp=scts,
+                discharge_time=discharged,
+                status=status,
+            ).pdu
+            report = decode_pdu(pdu)
+            assert isinstance(report, SmsStatusReport)
+            assert STATE_OF_REPORT[report.outcome] is state
+            await bank.status_report(a, report, pdu)
+            got = sink.receipts[-1]
+            assert got.message_state == state.message_state
+            text = got.raw.decode()
+            assert text.startswith(f"sms-status-report id:{sent.upstream_id} mr:0 ")
+            assert f" st:0x{status:02X} " in text
+            assert " scts:2026-01-01T12:00:00+00:00 dt:2026-01-01T12:05:00+00:00 " in text
+            assert f" stat:{state.stat} " in text
+            assert decode_pdu(bytes.fromhex(text.rsplit("pdu:", 1)[1])) == report
+        await done(bank)
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("dcs", "data_coding"),
+    [
+        (0xF5, 0xF5),  # 8-bit, class 1 (ME-specific)
+        (0xF6, 0xF6),  # 8-bit, class 2 (SIM data download)
+        (0x16, 0x16),  # 8-bit, class 2, general data coding group
+        (0x04, 0x04),
+        (0x05, 0x04),  # 8-bit without a class: as data_coding 0x05 would read as JIS
+        (0x44, 0x44),  # 8-bit, marked for automatic deletion
+    ],
+)
+def test_an_8_bit_sms_keeps_its_dcs_as_data_coding(dcs: int, data_coding: int) -> None:
+    async def body() -> None:
+        bank, sink = await bank_of(config())
+        ports = b"\x06\x05\x04\x0b\x84\x23\xf0"  # application ports 2948 <- 9200 (WAP push)
+        pdu = encode_sms_deliver(
+            originator="+4917612345678",
+            body=b"\x01\x06\x03\xc4",
+            encoding=Encoding.BINARY,
+            udh=ports,
+            dcs=dcs,
+            timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        ).pdu
+        deliver = decode_pdu(pdu)
+        assert isinstance(deliver, SmsDeliver)
+        await bank.incoming(modems(bank)["a"], deliver, pdu)
+        (got,) = sink.inbound_pdus
+        assert got.data_coding == data_coding
+        assert got.esm_class == 0x40 and got.short_message == ports + b"\x01\x06\x03\xc4"
+        await done(bank)
+
+    asyncio.run(body())
+
+
+def test_text_sms_data_coding_is_its_alphabet() -> None:
+    assert [mo_data_coding(dcs, enc) for dcs, enc in (
+        (0x00, Encoding.GSM7), (0x10, Encoding.GSM7), (0xF0, Encoding.GSM7),
+        (0x08, Encoding.UCS2), (0x18, Encoding.UCS2),
+    )] == [0, 0, 0, 8, 8]  # fmt: skip
+
+
+def test_an_inbound_sms_refused_for_good_is_logged_by_the_bank() -> None:
+    """The MO path refuses it (a permanent status): the modem deletes it from the SIM, since
+    it can never be handed on - and the bank says so, with the PDU, so it is not lost unseen."""
+
+    class Refusing(Sink):
+        async def inbound(self, pdu: Any) -> int:  # type: ignore[override]
+            self.inbound_pdus.append(pdu)
+            return 0x0B  # ESME_RINVDSTADR: no mo_route for the number
+
+    async def body() -> None:
+        store = SqliteStore(":memory:")
+        await store.open()
+        bank = ModemBank("t", config(), store, modem_factory=FakeModem, clock=lambda: NOW)
+        await bank.start(Refusing())
+        await bank.wait_ready(timeout=5)
+        (part,) = deliver_tpdus(
+            "STOP", "+4917612345678", timestamp=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        deliver = decode_pdu(part.pdu)
+        assert isinstance(deliver, SmsDeliver)
+        with capture_logs() as logs:
+            await bank.incoming(modems(bank)["a"], deliver, part.pdu)
+        (told,) = [e for e in logs if e["log_level"] == "warning"]
+        assert told["modem"] == "a" and told["status"] == "0x0000000B"
+        assert told["pdu"] == part.pdu.hex()
         await done(bank)
 
     asyncio.run(body())
