@@ -9,6 +9,7 @@ condition on the emulator checked until a deadline.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import fields, replace
@@ -23,6 +24,8 @@ from drivers.modem.bank import ModemBank
 from drivers.modem.emulator import ModemEmulator, Quirks, SimNetwork, vendor
 from drivers.modem.modem import Modem, ModemSettings, ModemState
 from gateway.config import ModemBankConfig
+from gateway.dispatch import Dispatcher
+from gateway.routing import Route, RouteTable, Target
 from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, submit_tpdus
 from gateway.store.base import MessageRecord, MessageState, NewMessage
 from gateway.store.sqlite import SqliteStore
@@ -547,6 +550,65 @@ def test_bank_moves_messages_off_a_modem_without_smsc_and_fails_them_when_none_c
                 )
             finally:
                 await bank.stop()
+                await store.close()
+
+    run(main)
+
+
+def test_dispatcher_fails_at_once_what_a_bank_with_a_wrong_pin_can_never_send(
+    tmp_path: Path,
+) -> None:
+    """The whole path with a real bank: its one modem's SIM refuses the configured PIN
+    (FAILED). The dispatcher does not requeue the message until max_age: it ends FAILED at
+    once (ESME_RSUBMITFAIL) with a receipt for the application, the reason logged once."""
+
+    async def main() -> None:
+        network = SimNetwork(report_delay=0.1)
+        with ModemEmulator(network, quirks=Quirks(pin="1234")) as locked:
+            cfg = ModemBankConfig.model_validate(
+                {"modems": [{"name": "m1", "port": locked.port, "pin": "4321"}]}
+            )
+            store = SqliteStore(tmp_path / "gw.sqlite3")
+            await store.open()
+            bank = ModemBank("b", cfg, store)
+            routes = RouteTable([Route("modems", ("",), (Target("bank:b"),))])
+            dispatcher = Dispatcher(store, routes, {"bank:b": bank})  # max_age: an hour
+            dispatcher.poll_interval = 0.02
+            await dispatcher.start()
+            try:
+                m1 = bank.modem("m1")
+                assert isinstance(m1, Modem)
+                await m1.wait_state(ModemState.FAILED, timeout=15)
+                assert bank.unusable_reason() is not None
+                with capture_logs() as logs:
+                    for i in range(3):
+                        await store.accept(
+                            NewMessage(
+                                id=f"x{i}",
+                                account="shop",
+                                source_addr="Shop",
+                                destination_addr="491701234567",
+                                short_message=b"never sent",
+                                registered_delivery=1,
+                                route="modems",
+                                accepted_at=time.time(),
+                            )
+                        )
+                    dispatcher.wake()
+                    async with asyncio.timeout(5):
+                        while True:
+                            records = [await store.get(f"x{i}") for i in range(3)]
+                            if all(r is not None and r.state.final for r in records):
+                                break
+                            await asyncio.sleep(0.02)
+                for r in records:
+                    assert r is not None and (r.state, r.error) == (MessageState.FAILED, 0x45)
+                assert len(await store.pending_deliveries("shop", time.time(), 10)) == 3
+                assert count(locked, "AT+CMGS=") == 0
+                told = [e for e in logs if e.get("route") == "modems"]
+                assert len(told) == 1 and "PIN" in told[0]["reason"], told
+            finally:
+                await dispatcher.stop()
                 await store.close()
 
     run(main)
