@@ -558,7 +558,7 @@ def test_an_inbound_sms_refused_for_good_is_logged_by_the_bank() -> None:
     class Refusing(Sink):
         async def inbound(self, pdu: Any) -> int:  # type: ignore[override]
             self.inbound_pdus.append(pdu)
-            return 0x0B  # ESME_RINVDSTADR: no mo_route for the number
+            return 0x63  # ESME_RX_P_APPN: no mo_route for the number
 
     async def body() -> None:
         store = SqliteStore(":memory:")
@@ -574,7 +574,7 @@ def test_an_inbound_sms_refused_for_good_is_logged_by_the_bank() -> None:
         with capture_logs() as logs:
             await bank.incoming(modems(bank)["a"], deliver, part.pdu)
         (told,) = [e for e in logs if e["log_level"] == "warning"]
-        assert told["modem"] == "a" and told["status"] == "0x0000000B"
+        assert told["modem"] == "a" and told["status"] == "0x00000063"
         assert told["pdu"] == part.pdu.hex()
         await done(bank)
 
