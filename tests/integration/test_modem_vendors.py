@@ -26,54 +26,13 @@ from drivers.modem.modem import Modem, ModemSettings, ModemState
 from gateway.config import ModemBankConfig
 from gateway.dispatch import Dispatcher
 from gateway.routing import Route, RouteTable, Target
-from gateway.sms.tpdu import SmsDeliver, SmsStatusReport, submit_tpdus
+from gateway.sms.tpdu import submit_tpdus
 from gateway.store.base import MessageRecord, MessageState, NewMessage
 from gateway.store.sqlite import SqliteStore
+from tests.integration.test_modem_driver import Sink, eventually
 
 DEST = "+491701234567"
 SENDER = "+4915112345"
-
-
-class Sink:
-    """Collects what the modem hands on; `gate` makes `incoming` wait."""
-
-    def __init__(self) -> None:
-        self.delivers: list[SmsDeliver] = []
-        self.reports: list[SmsStatusReport] = []
-        self.states: list[ModemState] = []
-        self.gate: asyncio.Event | None = None
-        self.entered = asyncio.Event()
-        self._changed = asyncio.Event()
-
-    async def incoming(self, modem: Modem, deliver: SmsDeliver, raw: bytes) -> None:
-        self.entered.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        self.delivers.append(deliver)
-        self._changed.set()
-
-    async def status_report(self, modem: Modem, report: SmsStatusReport, raw: bytes) -> None:
-        self.reports.append(report)
-        self._changed.set()
-
-    def state_changed(self, modem: Modem) -> None:
-        self.states.append(modem.state)
-
-    async def until(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                self._changed.clear()
-                await self._changed.wait()
-
-
-async def eventually(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Until `pred()` holds (for conditions inside the emulator, which has no events for us)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def settings(port: str, **kw: Any) -> ModemSettings:
@@ -249,7 +208,7 @@ def test_quectel_is_told_to_send_urcs_to_this_port() -> None:
                 network.inject(emu, SENDER, "to the AT port")
                 assert (await modem.send(submit_tpdus("reported", DEST, status_report=True))).ok
                 await sink.until(lambda: len(sink.delivers) == 1 and len(sink.reports) == 1)
-                assert sink.delivers[0].text == "to the AT port"
+                assert sink.delivers[0][0].text == "to the AT port"
 
     run(main)
 
@@ -308,7 +267,7 @@ def test_storage_filling_is_drained_from_the_health_round() -> None:
                 for i in range(3):
                     network.inject(emu, SENDER, f"filling {i}")
                 await sink.until(lambda: len(sink.delivers) == 3)
-                assert sorted(d.text or "" for d in sink.delivers) == [
+                assert sorted(d.text or "" for d, _raw in sink.delivers) == [
                     "filling 0",
                     "filling 1",
                     "filling 2",
@@ -456,7 +415,7 @@ def test_cmt_repeated_after_a_late_cnma_is_handed_on_once() -> None:
                 # What comes next is handled after the repeat (one worker, in order).
                 network.inject(emu, SENDER, "the next one")
                 await sink.until(lambda: len(sink.delivers) >= 2)
-                assert [d.text for d in sink.delivers] == ["only once", "the next one"]
+                assert [d.text for d, _raw in sink.delivers] == ["only once", "the next one"]
 
     run(main)
 
