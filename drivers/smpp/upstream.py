@@ -100,6 +100,10 @@ _S = CommandStatus
 _TEMPORARY = {_S.ESME_RTHROTTLED, _S.ESME_RMSGQFUL, _S.ESME_RSYSERR}
 _PAUSING = {_S.ESME_RTHROTTLED, _S.ESME_RMSGQFUL}
 _LOST = _S.ESME_RSYSERR  # what a timeout or a lost link is recorded as (temporary)
+# Bytes decoded per turn of the event loop: about 80 receipts, a few ms of decoding. A
+# carrier that releases thousands of receipts in one write fills the reader's buffer, and
+# `read` then returns at once: a larger read would decode hundreds of PDUs in one go.
+_READ = 16384
 
 Mode = Literal["trx", "tx", "rx"]
 _BIND_PDU: dict[Mode, type[BindTransceiver] | type[BindTransmitter] | type[BindReceiver]] = {
@@ -668,13 +672,16 @@ class SmppUpstream:
             self._flush(conn)
             self._arm(conn)
             while session.is_open():
-                data = await reader.read(65536)
+                data = await reader.read(_READ)
                 session.receive_data(data, loop.time())
                 await self._events(conn)
                 self._flush(conn)
                 self._arm(conn)
                 if session.is_open():
                     await writer.drain()
+                    # `read` does not yield while its buffer holds data: let the receipts
+                    # just read start, and timers and other links run, before the next slice.
+                    await asyncio.sleep(0)
         finally:
             self._lost(conn, session)
             writer.close()
