@@ -54,11 +54,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class Running(LoopThread):
     """A gateway with bank `b` of two emulated modems, both ready."""
 
-    def __init__(self, tmp: Path, *, limits1: str = "") -> None:
+    def __init__(self, tmp: Path, *, limits1: str = "", config: str = CONFIG) -> None:
+        """`config`: a template with this file's placeholders (other tests bring their own)."""
         super().__init__()
         self.config_path = tmp / "gateway.yaml"
         self.config_path.write_text(
-            CONFIG.format(
+            config.format(
                 imei1=IMEIS[0],
                 imei2=IMEIS[1],
                 iccid1=ICCIDS[0],

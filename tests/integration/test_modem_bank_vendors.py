@@ -12,19 +12,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from drivers.modem.bank import ModemBank
-from gateway.app import Emulated, Gateway
-from gateway.config import ModemConfig, load_config
+from gateway.config import ModemConfig
 from gateway.sms import Encoding, decode_text
-from tests.integration.loop import LoopThread
-from tests.integration.test_modem_bank import App, wait_until
-
-IMEIS = ("356938035643833", "356938035643841")
-ICCIDS = ("8949000000000000037", "8949000000000000045")
+from tests.integration.test_modem_bank import App, Running, wait_until
 
 CONFIG = """
 listen: {{host: 127.0.0.1, port: 0}}
@@ -49,44 +42,15 @@ _TUNING = {"health_interval": 1.0, "poll_quiet": 3.0, "reopen_backoff": 0.1}
 TUNING = ", ".join(f"{k}: {v}" for k, v in _TUNING.items() if k in ModemConfig.model_fields)
 
 
-class Running(LoopThread):
-    def __init__(self, tmp: Path, vendor: str) -> None:
-        super().__init__()
-        path = tmp / "gateway.yaml"
-        path.write_text(
-            CONFIG.format(
-                vendor=vendor,
-                imei1=IMEIS[0],
-                imei2=IMEIS[1],
-                iccid1=ICCIDS[0],
-                iccid2=ICCIDS[1],
-                tuning=TUNING,
-                db=tmp / "gw.sqlite3",
-                sock=tmp / "ctl.sock",
-            )
-        )
-        self.gateway = Gateway(load_config(path))
-        self.gateway.dispatcher.poll_interval = 0.05
-        self.port: int = self.call(self.gateway.start("127.0.0.1", 0))
-        self.bank: ModemBank = self.gateway.banks["b"]
-        self.call(self.bank.wait_ready(timeout=30), timeout=40)
-        self.emulated: Emulated = self.gateway.emulated["b"]
-        self.network = self.emulated.network
-
-    def state(self) -> dict[str, dict[str, Any]]:
-        async def read() -> list[dict[str, Any]]:
-            return self.bank.state()
-
-        return {row["name"]: row for row in self.call(read())}
-
-    def close(self) -> None:
-        self.call(self.gateway.stop(), timeout=60)
-        self.stop_loop()
+def start_gateway(tmp: Path, vendor: str) -> Running:
+    """The gateway of test_modem_bank with both modems playing `vendor`."""
+    config = CONFIG.replace("{vendor}", vendor).replace("{tuning}", TUNING)
+    return Running(tmp, config=config)
 
 
 @pytest.mark.parametrize("vendor", ["sim800", "quectel", "huawei"])
 def test_every_receipt_and_mo_reaches_the_app_through_a_replug(tmp_path: Path, vendor: str) -> None:
-    running = Running(tmp_path, vendor)
+    running = start_gateway(tmp_path, vendor)
     app = App(running.port)
     network = running.network
     m1, m2 = running.emulated.modems["m1"], running.emulated.modems["m2"]
