@@ -39,6 +39,7 @@ from gateway.dispatch import Dispatcher
 from gateway.server.smpp import SmppServer
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
+from gateway.telemetry import systemd
 
 if TYPE_CHECKING:
     from drivers.modem.emulator import ModemEmulator, SimNetwork
@@ -213,6 +214,16 @@ async def run(config: GatewayConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    systemd.notify_ready()  # listening: systemd (Type=notify) counts us as started now
+    interval = systemd.watchdog_interval()
+    watchdog = systemd.Watchdog(interval) if interval is not None else None
+    if watchdog is not None:
+        watchdog.start()
     await stop.wait()
+    systemd.notify_stopping()
     log.info("stopping")
-    await gateway.stop()
+    try:
+        await gateway.stop()
+    finally:
+        if watchdog is not None:  # fed while stopping: a slow, clean stop is not a hang
+            watchdog.stop()

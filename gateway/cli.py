@@ -126,10 +126,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - the codec tools start without the event loop
 
     from gateway.app import run  # noqa: PLC0415
+    from gateway.telemetry import logging as telemetry  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
         return 2
+    node = config.node_id if "node_id" in config.model_fields_set else None
+    telemetry.configure(config.logging, node=telemetry.node_name(node))
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
@@ -306,14 +309,20 @@ def _control_path(args: argparse.Namespace) -> str | None:
     if path is None and os.path.exists("config/gateway.yaml"):
         path = "config/gateway.yaml"
     if path is None:
-        return "var/smsgw.sock"
+        return _SYSTEMD_SOCKET if os.path.exists(_SYSTEMD_SOCKET) else "var/smsgw.sock"
     config = _load(path)
     if config is None:
         return None
-    if config.control_path() is None:
+    found = config.control_path()
+    if found is None:
         print(f"error: {path} has no control_socket", file=sys.stderr)
         return None
-    return str(config.control_path())
+    if config.control_socket is None and not found.exists() and os.path.exists(_SYSTEMD_SOCKET):
+        return _SYSTEMD_SOCKET  # the service's (RuntimeDirectory=smsgw), seen from a shell
+    return str(found)
+
+
+_SYSTEMD_SOCKET = "/run/smsgw/smsgw.sock"
 
 
 def _cell(value: object) -> str:

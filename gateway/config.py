@@ -395,6 +395,18 @@ class MessagesConfig(_Model):
         return self
 
 
+class LoggingConfig(_Model):
+    """What the gateway logs, and how (see gateway/telemetry/logging.py)."""
+
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: console lines on a terminal, JSON lines otherwise"
+    )
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    messages: bool = Field(
+        False, description="one info line per message: accepted, sent, receipt, failed"
+    )
+
+
 class GatewayConfig(_Model):
     """The whole configuration."""
 
@@ -414,6 +426,7 @@ class GatewayConfig(_Model):
     dispatch: DispatchConfig = DispatchConfig()
     store: StoreConfig = StoreConfig()
     messages: MessagesConfig = MessagesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -443,10 +456,14 @@ class GatewayConfig(_Model):
         return self
 
     def control_path(self) -> Path | None:
-        """Where the control socket is: as configured, else ``smsgw.sock`` beside the SQLite
+        """Where the control socket is: as configured, else ``smsgw.sock`` in systemd's
+        RuntimeDirectory (/run/smsgw, where `smsgw modem` looks), else beside the SQLite
         database (so gateways with their own data directories never share one), else none."""
         if self.control_socket is not None:
             return self.control_socket
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if runtime:
+            return Path(runtime) / "smsgw.sock"
         if self.store.backend == "sqlite":
             return self.store.path.parent / "smsgw.sock"
         return None

@@ -75,6 +75,7 @@ from gateway.store.base import (
     Store,
     state_of_smpp,
 )
+from gateway.telemetry import logging as telemetry
 
 __all__ = ["Dispatcher"]
 
@@ -372,6 +373,8 @@ class Dispatcher:
         part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
         self._learnt(upstream)
         await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
+        if telemetry.messages:
+            _lifecycle("sent", record, target=upstream, upstream_id=",".join(result.part_ids))
         if message.registered_delivery & 0x10:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
@@ -392,6 +395,8 @@ class Dispatcher:
         await self.store.settle(
             record.message.id, state, now, error=error or None, delivery=delivery
         )
+        if telemetry.messages:
+            _lifecycle("failed", record, state=state.name, error=error)
         if delivery is not None:
             self.notify(delivery.account)
 
@@ -535,6 +540,14 @@ class Dispatcher:
             ending.add(message.id)
             delivery = self._receipt_delivery(record, state, r.error, now)
             settlements.append(Settlement(message.id, state, r.error or None, delivery))
+            if telemetry.messages:
+                _lifecycle(
+                    "receipt",
+                    record,
+                    state=state.name,
+                    target=r.upstream,
+                    upstream_id=r.upstream_id,
+                )
         return kept, settlements, notices, now
 
     async def _settle_receipts(
@@ -880,3 +893,9 @@ def _minute(epoch: float) -> str:
 
 
 _STATE_BYTE = {s: bytes((s.message_state,)) for s in ReceiptState}
+
+
+def _lifecycle(event: str, record: MessageRecord, **fields: Any) -> None:
+    """A `logging.messages` line; callers check `telemetry.messages` first (free when off)."""
+    m = record.message
+    telemetry.message_event(event, message_id=m.id, account=m.account, route=m.route, **fields)

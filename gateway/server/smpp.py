@@ -78,6 +78,7 @@ from gateway.smpp.session import (
 )
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
+from gateway.telemetry import logging as telemetry
 
 __all__ = ["SmppServer"]
 
@@ -579,6 +580,8 @@ class SmppServer:
         except Exception as exc:
             log.error("store refused a message", error=str(exc))
             return CommandStatus.ESME_RSYSERR, ""
+        if telemetry.messages:
+            _accepted(message)
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id
 
@@ -616,6 +619,8 @@ class SmppServer:
                 raise result
             else:
                 ids.append(message.id)
+                if telemetry.messages:
+                    _accepted(message)
         unsuccess = tuple(u for _, u in sorted(failed, key=lambda f: f[0]))
         if not ids:
             return CommandStatus.ESME_RSUBMITFAIL, "", unsuccess
@@ -666,3 +671,9 @@ class SmppServer:
             expires_at=times[1],
             accepted_at=now,
         )
+
+
+def _accepted(message: NewMessage) -> None:
+    telemetry.message_event(
+        "accepted", message_id=message.id, account=message.account, route=message.route
+    )

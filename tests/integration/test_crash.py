@@ -59,7 +59,7 @@ def start_gateway(
     while time.monotonic() < deadline:
         line = out.readline()
         lines.append(line)
-        found = re.search(r"listening.*port=(\d+)", line)
+        found = re.search(r"listening.*port\"?[=:] ?(\d+)", line)
         if found:
             if keep is None:
                 threading.Thread(target=out.read, daemon=True).start()  # keep the pipe drained

@@ -69,7 +69,7 @@ def start_gateway(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], int
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = re.search(rb"listening.*port=(\d+)", log.read_bytes()[start:])
+        found = re.search(rb"listening.*port\"?[=:] ?(\d+)", log.read_bytes()[start:])
         if found:
             return proc, int(found[1])
         if proc.poll() is not None:

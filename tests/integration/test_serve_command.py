@@ -37,7 +37,7 @@ def test_serve_accepts_a_bind_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
             line = proc.stdout.readline()
             if not line:
                 break
-            found = re.search(r"listening.*port=(\d+)", line)
+            found = re.search(r"listening.*port\"?[=:] ?(\d+)", line)
             if found:
                 port = int(found[1])
         assert port, "the gateway did not say where it listens"
