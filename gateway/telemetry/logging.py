@@ -40,9 +40,12 @@ def node_name(node_id: int | None) -> str:
     return str(node_id) if node_id is not None else socket.gethostname()
 
 
-def configure(config: LoggingConfig, *, node: str, stream: TextIO | None = None) -> None:
+def configure(
+    config: LoggingConfig, *, node: str, stream: TextIO | None = None, cache: bool = True
+) -> None:
     """Set up structlog and the standard library's root logger (idempotent: a second call
-    replaces the first's handler)."""
+    replaces the first's handler). `cache=False` for tests: a cached logger keeps the
+    configuration it first logged with."""
     global messages  # noqa: PLW0603 - the one switch the lifecycle call sites read
     out = stream if stream is not None else sys.stdout
     level = logging.getLevelNamesMapping()[config.level.upper()]
@@ -70,7 +73,7 @@ def configure(config: LoggingConfig, *, node: str, stream: TextIO | None = None)
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(
