@@ -45,7 +45,7 @@ def _run(tmp_path: Path, messages: bool) -> list[dict[str, Any]]:
         port = int(lines[-1]["port"])
         receipts: list[Any] = []
         client = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
-        client.set_message_received_handler(receipts.append)
+        client.set_message_received_handler(lambda pdu: receipts.append(pdu))  # noqa: PLW0108 - called with pdu=
         client.connect()
         client.bind_transceiver(system_id="demo", password="demo")
         client.send_message(
