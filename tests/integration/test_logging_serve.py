@@ -1,5 +1,5 @@
 """`smsgw serve` logs JSON lines off a terminal, and one line per lifecycle step of each
-message only with `logging.messages: true`."""
+message only with `logging.messages: true` (the failed line: from the dispatcher itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import smpplib.client
+from structlog.testing import capture_logs
+
+from drivers.base import SendResult
+from gateway.dispatch import Dispatcher
+from gateway.store.base import MessageState
+from gateway.store.sqlite import SqliteStore
+from gateway.telemetry import logging as telemetry
+from tests.fakes.drivers import ScriptedDriver
+from tests.integration.test_dispatch import message, run, state_of, until
 
 CONFIG = """
 node_id: 5
@@ -93,3 +103,32 @@ def test_lifecycle_lines_when_asked(tmp_path: Path) -> None:
     assert sent["target"] == "sim" and sent["upstream_id"]
     assert receipt["target"] == "sim" and receipt["upstream_id"] == sent["upstream_id"]
     assert receipt["state"] == "DELIVERED"
+
+
+def test_failed_line_for_a_permanent_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = ScriptedDriver()
+    driver.script.append(SendResult(False, error=0x0B, permanent=True))
+    monkeypatch.setattr(telemetry, "messages", True)
+    seen: list[dict[str, Any]] = []
+
+    async def body(store: SqliteStore, dispatcher: Dispatcher) -> None:
+        with capture_logs() as logs:
+            await store.accept(message(1))
+            dispatcher.wake()
+
+            async def failed() -> bool:
+                return await state_of(store, "m0001") is MessageState.FAILED
+
+            await until(failed)
+            await until(lambda: _true(any(e["event"] == "failed" for e in logs)))
+        seen.extend(logs)
+
+    run(tmp_path, driver, body)
+    (line,) = [e for e in seen if e["event"] == "failed"]
+    assert line["message_id"] == "m0001" and line["account"] == "shop"
+    assert line["route"] == "all" and line["state"] == "FAILED" and line["error"] == 0x0B
+    assert line["log_level"] == "info"
+
+
+async def _true(value: bool) -> bool:
+    return value
