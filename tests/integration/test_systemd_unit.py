@@ -67,6 +67,7 @@ def test_unit_keeps_what_modems_and_operations_need() -> None:
         "Type=notify",
         "WatchdogSec=30",
         "Restart=on-failure",
+        "RestartForceExitStatus=SIGHUP SIGPIPE",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "SupplementaryGroups=dialout",
         "DeviceAllow=char-ttyUSB rw",
