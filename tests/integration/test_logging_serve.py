@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_failed_line_for_a_permanent_error(tmp_path: Path, monkeypatch: pytest.M
     driver = ScriptedDriver()
     driver.script.append(SendResult(False, error=0x0B, permanent=True))
     monkeypatch.setattr(telemetry, "messages", True)
-    seen: list[dict[str, Any]] = []
+    seen: list[MutableMapping[str, Any]] = []
 
     async def body(store: SqliteStore, dispatcher: Dispatcher) -> None:
         with capture_logs() as logs:
