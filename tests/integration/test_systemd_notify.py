@@ -157,3 +157,17 @@ def test_outside_systemd_everything_is_a_no_op(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert systemd.watchdog_interval() == 15.0
+
+
+def test_control_socket_in_systemds_runtime_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.config import GatewayConfig  # noqa: PLC0415
+
+    config = GatewayConfig.model_validate({"store": {"path": str(tmp_path / "gw.sqlite3")}})
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    assert config.control_path() == tmp_path / "smsgw.sock"
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/smsgw")  # RuntimeDirectory=smsgw
+    assert config.control_path() == Path("/run/smsgw/smsgw.sock")
+    explicit = GatewayConfig.model_validate({"control_socket": str(tmp_path / "c.sock")})
+    assert explicit.control_path() == tmp_path / "c.sock"

@@ -117,3 +117,15 @@ def test_node_is_the_host_name_without_a_node_id() -> None:
 
     assert telemetry.node_name(None) == socket.gethostname()
     assert telemetry.node_name(3) == "3"
+
+
+def test_logging_section_is_validated() -> None:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from gateway.config import GatewayConfig  # noqa: PLC0415
+
+    config = GatewayConfig.model_validate({"logging": {"format": "json", "messages": True}})
+    assert config.logging == LoggingConfig(format="json", level="info", messages=True)
+    for wrong in ({"format": "xml"}, {"level": "verbose"}, {"colour": True}):
+        with pytest.raises(ValidationError):
+            GatewayConfig.model_validate({"logging": wrong})
