@@ -4,7 +4,8 @@
 level, node and event; `format: auto` writes console lines on a terminal and JSON lines
 otherwise (journald, files, pipes). Loggers of dependencies (asyncpg, uvicorn, asyncio) log
 through the standard library: a `ProcessorFormatter` on the root logger sends their records
-through the same processors, so one stream holds one format.
+through the same processors, so one stream holds one format. (uvicorn: start it with
+`log_config=None`, or it replaces these handlers with its own.)
 
 Our own loggers stay native structlog (no stdlib hop per line) and are filtered by level at
 the bound-logger: a `log.debug` at level info is a no-op method.

@@ -129,3 +129,16 @@ def test_logging_section_is_validated() -> None:
     for wrong in ({"format": "xml"}, {"level": "verbose"}, {"colour": True}):
         with pytest.raises(ValidationError):
             GatewayConfig.model_validate({"logging": wrong})
+
+
+def test_auto_is_console_on_a_terminal() -> None:
+    import os  # noqa: PLC0415
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w", encoding="utf-8") as terminal, os.fdopen(leader, "rb") as tty:
+        telemetry.configure(LoggingConfig(), node="n", stream=terminal, cache=False)
+        structlog.get_logger().info("on a terminal")
+        terminal.flush()
+        text = tty.read1(65536).decode(errors="replace")
+    assert "on a terminal" in text
+    assert not text.lstrip().startswith("{")
