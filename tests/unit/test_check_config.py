@@ -4,6 +4,7 @@ and line: run as the admin runs it, the exact message and exit status."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,11 @@ def test_references_are_checked_without_the_loader_too() -> None:
 def test_partial_configs_still_load_without_complete() -> None:
     """Tests and tools build gateways from fragments; only check-config asks for all."""
     assert load_config("x.yaml", text="listen: {port: 0}").accounts == ()
+
+
+def test_config_readme_lists_every_shipped_file() -> None:
+    folder = Path(__file__).parents[2] / "config"
+    readme = (folder / "README.md").read_text()
+    listed = set(re.findall(r"^- `([^`]+)`:", readme, flags=re.M))
+    shipped = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert listed == shipped
