@@ -762,6 +762,11 @@ def load_config(
     try:
         node = yaml.compose(raw_text, Loader=_Loader)
         data = yaml.load(raw_text, Loader=_Loader)  # a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError([f"{where}not valid YAML: {what}"], name) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], name) from None
     if data is None:

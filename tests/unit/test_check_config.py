@@ -85,6 +85,12 @@ BROKEN = [
         "listen.port (line 5): must be a number, got '2775'",
     ),
     (
+        "not-yaml",
+        BASE + "listen: {port: 1\n",
+        "line 5, column 1: not valid YAML: while parsing a flow mapping expected ',' or '}', "
+        "but got '<stream end>'",
+    ),
+    (
         "host-not-an-address",
         BASE + "listen:\n  host: not an address\n",
         "listen.host (line 5): 'not an address' is neither an IP address nor a host name "
