@@ -6,8 +6,15 @@ digits``. ``${NAME}`` in any string is replaced by the environment variable NAME
 is an error naming it), so secrets stay out of the file; ``${NAME:-default}`` falls back to
 ``default``; ``$${`` writes a literal ``${``.
 
-This module is the schema the gateway grows into (issue 3); `load_config` and
-`smsgw check-config FILE` work today.
+Strict where YAML is loose: a key given twice is an error (PyYAML would keep the last); only
+``true``/``false`` are booleans (YAML 1.2: ``yes``/``no``/``on``/``off`` stay strings); boolean
+and number fields take only booleans and numbers (``emulate: yes``, ``emulate: true`` and
+``port: "2775"`` are errors), except a value that is one whole ``${NAME}``, since the
+environment holds only text. Names used (route targets, accounts) are checked by
+`load_config` at the line of the value that names them. ``load_config(..., complete=True)``
+(`smsgw check-config`) also refuses what validates but cannot be served: no accounts or
+routes, a listen host that is no IP address and does not resolve, a store or socket folder
+that cannot be created.
 """
 
 from __future__ import annotations
