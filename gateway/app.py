@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import shutil
 import signal
 import tempfile
@@ -174,14 +175,39 @@ def _emulate(bank: str, config: ModemBankConfig) -> Emulated:
     for modem in config.modem_list()[: config.emulate]:
         emulator = ModemEmulator(
             emulated.network,
-            imei=modem.imei,
-            iccid=modem.iccid,
+            imei=modem.imei or emulated_imei(bank, modem.name),
+            iccid=modem.iccid or emulated_iccid(bank, modem.name),
             quirks=Quirks.parse(quirks),
             link=emulated.link_dir / modem.name if emulated.link_dir else None,
         )
         emulator.start()
         emulated.modems[modem.name] = emulator
     return emulated
+
+
+def _check_digit(digits: str) -> str:
+    """`digits` with its Luhn check digit appended (IMEI, ICCID)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return digits + str(-total % 10)
+
+
+def _digits_of(bank: str, modem: str, count: int) -> str:
+    digest = hashlib.sha256(f"{bank}/{modem}".encode()).digest()
+    return str(int.from_bytes(digest, "big"))[-count:].zfill(count)
+
+
+def emulated_imei(bank: str, modem: str) -> str:
+    """A 15-digit IMEI fixed by bank and modem name: the same after a restart, so the SIM
+    usage kept under it (per-SIM limits) carries over."""
+    return _check_digit("35" + _digits_of(bank, modem, 12))
+
+
+def emulated_iccid(bank: str, modem: str) -> str:
+    """A 19-digit ICCID (89 = telecom, 00 = test country) fixed by bank and modem name."""
+    return _check_digit("8900" + _digits_of(bank, modem, 14))
 
 
 def _stop_emulated(emulated: Emulated) -> None:

@@ -266,14 +266,32 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(_send(args, target))
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
-    if config is None:
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
+
+    try:
+        # complete: also what validates but `serve` would trip on (no routes, bad host, ...)
+        config = load_config(args.file, complete=True)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"{args.file}: ok ({len(config.accounts)} accounts, {len(config.upstreams)} upstreams, "
-        f"{len(config.simulated_carriers)} simulated carriers, {len(config.routes)} routes)"
-    )
+    modems = sum(len(bank.modem_list()) for bank in config.modem_banks.values())
+    banks = _count(len(config.modem_banks), "modem bank")
+    if config.modem_banks:
+        banks += f" with {_count(modems, 'modem')}"
+    counts = [
+        _count(len(config.accounts), "account"),
+        _count(len(config.upstreams), "upstream"),
+        _count(len(config.simulated_carriers), "simulated carrier"),
+        banks,
+        _count(len(config.routes), "route"),
+        _count(len(config.mo_routes), "MO route"),
+    ]
+    print(f"{args.file}: ok ({', '.join(counts)})")
     return 0
 
 

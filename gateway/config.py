@@ -6,17 +6,29 @@ digits``. ``${NAME}`` in any string is replaced by the environment variable NAME
 is an error naming it), so secrets stay out of the file; ``${NAME:-default}`` falls back to
 ``default``; ``$${`` writes a literal ``${``.
 
-This module is the schema the gateway grows into (issue 3); `load_config` and
-`smsgw check-config FILE` work today.
+Strict where YAML is loose: a key given twice is an error (PyYAML would keep the last); only
+``true``/``false`` are booleans (YAML 1.2: ``yes``/``no``/``on``/``off`` stay strings); boolean
+and number fields take only booleans and numbers (``emulate: yes``, ``emulate: true`` and
+``port: "2775"`` are errors), except a value that is one whole ``${NAME}``, since the
+environment holds only text. Names used (route targets, accounts) are checked by
+`load_config` at the line of the value that names them. ``load_config(..., complete=True)``
+(`smsgw check-config`) also refuses what validates but cannot be served: no accounts or
+routes, a listen host that is no IP address and does not resolve, a store or socket folder
+that cannot be created.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -25,6 +37,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,16 +67,52 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str], source: str = "") -> None:
         self.problems = problems
-        where = f"{source}: " if source else ""
-        super().__init__(
-            where + "; ".join(problems)
-            if len(problems) == 1
-            else where + "\n  " + "\n  ".join(problems)
-        )
+        where = f"{source}:" if source else ""
+        if len(problems) == 1:
+            super().__init__(f"{where} {problems[0]}".lstrip())
+        else:
+            super().__init__(where + "\n  " + "\n  ".join(problems))
+
+
+def _kinds(annotation: Any) -> set[type]:
+    """The scalar types a field takes: bool, int, float (None and other types left out)."""
+    if annotation in (bool, int, float):
+        return {annotation}
+    if get_origin(annotation) in (Union, UnionType):
+        return {a for a in get_args(annotation) if a in (bool, int, float)}
+    return set()
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads "yes" as true, true as 1 and "8" as 8: a setting written
+        # wrong would pass unnoticed, so booleans and numbers must be written as such.
+        if info.field_name is None or value is None:
+            return value
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if not kinds:
+            return value
+        if isinstance(value, _FromEnv):
+            if kinds == {bool} and value not in ("true", "false"):
+                raise ValueError(f"must be true or false, got {str(value)!r}")
+            return str(value)  # pydantic reads the number in it
+        if isinstance(value, bool):
+            if bool not in kinds:
+                raise ValueError(f"must be a number, got {str(value).lower()}")
+        elif kinds == {bool}:
+            raise ValueError(f"must be true or false, got {value!r}")
+        elif isinstance(value, int):
+            pass
+        elif isinstance(value, float):
+            if float not in kinds:
+                raise ValueError(f"must be a whole number, got {value!r}")
+        else:
+            raise ValueError(f"must be a number, got {value!r}")
+        return value
 
 
 def _digits(value: str, what: str) -> str:
@@ -429,7 +478,7 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
-    def _references(self) -> GatewayConfig:
+    def _references(self, info: ValidationInfo) -> GatewayConfig:
         ids = [a.system_id for a in self.accounts]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -437,22 +486,12 @@ class GatewayConfig(_Model):
         for name in self.modem_banks:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise ValueError(f"modem_banks: name {name!r} may hold only A-Z a-z 0-9 _ . -")
-        known = (
-            set(self.upstreams)
-            | set(self.simulated_carriers)
-            | {f"bank:{name}" for name in self.modem_banks}
-        )
-        for i, route in enumerate(self.routes):
-            for target in route.targets:
-                name = target if isinstance(target, str) else target.name
-                if name not in known:
-                    raise ValueError(f"routes[{i}] ({route.name}): unknown target {name!r}")
-            unknown = route.accounts - set(ids)
-            if unknown:
-                raise ValueError(f"routes[{i}] ({route.name}): unknown account {sorted(unknown)}")
-        for i, mo in enumerate(self.mo_routes):
-            if mo.account not in ids:
-                raise ValueError(f"mo_routes[{i}]: unknown account {mo.account!r}")
+        if info.context and info.context.get("references_checked_by_loader"):
+            return self  # load_config reports them, each at its own line
+        problems = _reference_problems(self)
+        if problems:
+            loc, message = problems[0]
+            raise ValueError(f"{_path(loc)}: {message}")
         return self
 
     def control_path(self) -> Path | None:
@@ -476,12 +515,92 @@ class GatewayConfig(_Model):
         return RouteTable(route.compile() for route in self.routes)
 
 
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names)) if names else "none are configured"
+
+
+def _reference_problems(
+    config: GatewayConfig, raw: Mapping[str, Any] | None = None
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Names used that are not defined (route targets, route and MO route accounts), each with
+    the path of the value that names it. `raw`: the loaded data, for a route's account index."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    ids = {a.system_id for a in config.accounts}
+    known = (
+        set(config.upstreams)
+        | set(config.simulated_carriers)
+        | {f"bank:{name}" for name in config.modem_banks}
+    )
+    for i, route in enumerate(config.routes):
+        for j, target in enumerate(route.targets):
+            name = target if isinstance(target, str) else target.name
+            if name not in known:
+                loc: tuple[Any, ...] = ("routes", i, "targets", j)
+                if not isinstance(target, str):
+                    loc = (*loc, "name")
+                if name.startswith("bank:"):
+                    banks = _names(set(config.modem_banks))
+                    message = f"unknown target {name!r}; modem banks: {banks}"
+                else:
+                    message = f"unknown target {name!r}; known targets: {_names(known)}"
+                problems.append((loc, message))
+        raw_accounts: Any = None
+        if raw is not None:
+            with contextlib.suppress(LookupError, TypeError, AttributeError):
+                raw_accounts = raw["routes"][i]["accounts"]
+        for name in sorted(route.accounts - ids):
+            loc = ("routes", i, "accounts")
+            if isinstance(raw_accounts, list) and name in raw_accounts:
+                loc = (*loc, raw_accounts.index(name))
+            problems.append((loc, f"unknown account {name!r}; accounts: {_names(ids)}"))
+    for i, mo in enumerate(config.mo_routes):
+        if mo.account not in ids:
+            problems.append(
+                (
+                    ("mo_routes", i, "account"),
+                    f"unknown account {mo.account!r}; accounts: {_names(ids)}",
+                )
+            )
+    return problems
+
+
 # -- loading -------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader where only true/false are booleans, as in YAML 1.2: `yes`, `no`,
+    `on` and `off` stay strings, which the strict fields then refuse with their path. (A key
+    given twice, which PyYAML would let the last win, is found by `_duplicates`.)"""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+class _FromEnv(str):
+    """A value that was one whole ``${NAME}``: the environment holds only strings, so
+    `port: ${PORT}` may be read as a number (the strict fields accept it as text)."""
+
+    __slots__ = ()
+
 
 _ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _substitute(value: Any, env: Mapping[str, str], missing: list[str], path: str) -> Any:
+def _substitute(
+    value: Any,
+    env: Mapping[str, str],
+    missing: list[str],
+    lines: Mapping[tuple[Any, ...], int],
+    loc: tuple[Any, ...] = (),
+) -> Any:
     if isinstance(value, str):
 
         def one(m: re.Match[str]) -> str:
@@ -490,18 +609,17 @@ def _substitute(value: Any, env: Mapping[str, str], missing: list[str], path: st
             if m[2] not in env:
                 if m[3] is not None:
                     return m[3]  # ${X:-default}
-                missing.append(f"{path or '<root>'}: environment variable {m[2]} is not set")
+                missing.append(f"{_where(loc, lines)}: environment variable {m[2]} is not set")
                 return ""
             return env[m[2]]
 
-        return _ENV.sub(one, value)
+        out = _ENV.sub(one, value)
+        whole = _ENV.fullmatch(value) is not None and not value.startswith("$$")
+        return _FromEnv(out) if whole else out
     if isinstance(value, dict):
-        return {
-            k: _substitute(v, env, missing, f"{path}.{k}" if path else str(k))
-            for k, v in value.items()
-        }
+        return {k: _substitute(v, env, missing, lines, (*loc, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, env, missing, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_substitute(v, env, missing, lines, (*loc, i)) for i, v in enumerate(value)]
     return value
 
 
@@ -517,6 +635,26 @@ def _lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...],
     return out
 
 
+def _duplicates(node: yaml.Node, path: tuple[Any, ...] = ()) -> list[str]:
+    """Keys given twice in one mapping: PyYAML would keep the last without a word."""
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                out.append(
+                    f"{_path((*path, key.value))} (line {line}): "
+                    f"given twice (first on line {seen[key.value]})"
+                )
+            seen.setdefault(key.value, line)
+            out += _duplicates(value, (*path, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out += _duplicates(value, (*path, i))
+    return out
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
@@ -529,14 +667,116 @@ def _path(loc: tuple[Any, ...]) -> str:
     return text or "<root>"
 
 
+def _where(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> str:
+    line = lines.get(tuple(loc))
+    return _path(loc) + (f" (line {line})" if line else "")
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at `loc` (a path to one of its keys) takes."""
+    model: type[BaseModel] | None = GatewayConfig
+    annotation: Any = GatewayConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        model = _model_of(annotation)
+        if model is not None and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif get_origin(annotation) in (Mapping, dict):
+            annotation = get_args(annotation)[1]  # a name: modem_banks.<name>
+    model = _model_of(annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1, cutoff=0.6)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def _host_problem(host: str) -> str | None:
+    if host in ("", "localhost"):
+        return None  # "": every interface, as asyncio reads it
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return f"{host!r} is neither an IP address nor a host name that resolves"
+    return None
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why the folder of `path` cannot be created (or written), without creating it."""
+    folder = path.parent if str(path.parent) else Path()
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"folder {folder} cannot be created: {probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == folder else f"cannot be created in {probe}"
+        return f"folder {folder} {what}"
+    return None
+
+
+def _serve_problems(
+    config: GatewayConfig, data: Mapping[str, Any], lines: Mapping[tuple[Any, ...], int]
+) -> list[str]:
+    """What a valid model still cannot serve: nothing to bind as or route by, a listen host
+    that is no address, a store folder that cannot be made."""
+    problems = []
+    if not data:
+        return ["the file is empty: a gateway needs at least accounts and routes"]
+    if not config.accounts:
+        problems.append("accounts: none configured, so no application can bind")
+    if not config.routes:
+        problems.append("routes: none configured, so no message can be sent")
+    host = _host_problem(config.listen.host)
+    if host:
+        problems.append(f"{_where(('listen', 'host'), lines)}: {host}")
+    if config.store.backend == "sqlite":
+        folder = _folder_problem(config.store.path)
+        if folder:
+            problems.append(f"{_where(('store', 'path'), lines)}: {folder}")
+    if config.control_socket is not None:
+        folder = _folder_problem(config.control_socket)
+        if folder:
+            problems.append(f"{_where(('control_socket',), lines)}: {folder}")
+    return problems
+
+
 def load_config(
-    source: str | Path, *, env: Mapping[str, str] | None = None, text: str | None = None
+    source: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    text: str | None = None,
+    complete: bool = False,
 ) -> GatewayConfig:
     """Read, substitute and validate a configuration file.
 
+    `complete`: also refuse what validates but cannot be served (see `_serve_problems`):
+    `smsgw check-config` asks for it; tests that build partial gateways do not.
+
     Raises:
-        ConfigError: unreadable file, bad YAML, unknown keys, bad values, missing environment
-            variables - every problem found, each with its YAML path and line.
+        ConfigError: unreadable file, bad YAML, duplicate or unknown keys, bad values, unknown
+            names, missing environment variables - every problem found, each with its YAML
+            path and line.
     """
     name = str(source)
     try:
@@ -544,29 +784,44 @@ def load_config(
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], name) from None
     try:
-        node = yaml.compose(raw_text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(raw_text)
+        node = yaml.compose(raw_text, Loader=_Loader)
+        data = yaml.load(raw_text, Loader=_Loader)  # a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError([f"{where}not valid YAML: {what}"], name) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], name) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of settings"], name)
+    duplicates = _duplicates(node) if node is not None else []
+    if duplicates:
+        raise ConfigError(duplicates, name)
     lines = _lines(node) if node is not None else {}
     missing: list[str] = []
-    data = _substitute(data, os.environ if env is None else env, missing, "")
+    data = _substitute(data, os.environ if env is None else env, missing, lines)
     if missing:
         raise ConfigError(missing, name)
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data, context={"references_checked_by_loader": True})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = tuple(
                 p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "TargetConfig"))
             )
-            line = lines.get(tuple(loc))
-            where = _path(loc) + (f" (line {line})" if line else "")
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where}: {message}")
+            if error["type"] == "extra_forbidden":
+                message = _unknown_key(loc)
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_where(loc, lines)}: {message}")
         raise ConfigError(problems, name) from None
+    problems = [f"{_where(loc, lines)}: {m}" for loc, m in _reference_problems(config, data)]
+    if complete:
+        problems += _serve_problems(config, data, lines)
+    if problems:
+        raise ConfigError(problems, name)
+    return config
