@@ -2,6 +2,7 @@
 
     smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
     smsgw send --to NUMBER [--dlr] TEXT  send a message through a gateway, as an application
+    smsgw send --to-file people.csv 'Hi {name}'   one to each row, with a progress bar
     smsgw emulate-modem [--count N]      emulated GSM modems on pseudo-terminals (no hardware)
     smsgw modem list                     the running gateway's modems: state, signal, counters
     smsgw modem ussd BANK/MODEM CODE     a USSD request through one modem, e.g. '*100#'
@@ -13,7 +14,7 @@ and the codec tools an admin reaches for when a message looks wrong:
     smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`smsgw send` exits 0 when every part was accepted (and, with --dlr, delivered), 1 when one
+`smsgw send` exits 0 when every part (of every message) was accepted (and, with --dlr, delivered), 1 when one
 was refused or its receipt says it failed, 2 on usage, connection or bind errors, 3 when
 --timeout passed first. `smsgw modem ...` talks to the running gateway over its control
 socket (`control_socket` in the configuration) and exits 2 when it cannot reach it.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -175,6 +177,8 @@ def _send_target(
     port = args.port
     if port is None and listen is not None:
         port = listen.tls_port if args.tls else listen.port
+    if not port and path is None:
+        return "no config/gateway.yaml here: give -c FILE, or --port and --system-id"
     if not port:
         return "no port: give --port (the configuration has none we can connect to)"
     accounts = config.accounts if config is not None else ()
@@ -252,7 +256,211 @@ async def _send(
     return _EXIT_FAILED if failed else 0
 
 
+async def _send_many(
+    args: argparse.Namespace,
+    target: tuple[str, int, str, str, ssl.SSLContext | None],
+    messages: list[tuple[str, str]],
+) -> int:
+    """Send every message over one bind, at most `--rate` a second, with a progress bar on
+    stderr and a summary on stdout. --timeout bounds each response and, with --dlr, the wait
+    for the receipts after the last submit (a bulk send may rightly take longer in all)."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415 - only a bulk send draws a bar
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from gateway.client import BindRefused, ConnectionLost, SmppClient  # noqa: PLC0415
+    from gateway.smpp.receipt import ReceiptState, ids_match  # noqa: PLC0415
+
+    host, port, system_id, password, context = target
+    client = SmppClient(host, port, ssl_context=context, response_timeout=args.timeout)
+    counts = {"accepted": 0, "failed": 0, "delivered": 0, "receipts": 0}
+    # part id -> (message index, destination), waiting for the part's final receipt
+    pending: dict[str, tuple[int, str]] = {}
+    undelivered: set[int] = set()  # messages a part of which failed
+    progress = Progress(
+        TextColumn("{task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("accepted {task.fields[accepted]}  receipts {task.fields[receipts]}"),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    bar = progress.add_task("send", total=len(messages), accepted=0, receipts=0, failed=0)
+
+    def show() -> None:
+        progress.update(
+            bar, accepted=counts["accepted"], receipts=counts["receipts"], failed=counts["failed"]
+        )
+
+    async def receipts() -> None:
+        while True:
+            receipt = await client.receipt()
+            ours = next((i for i in pending if ids_match(i, receipt.message_id)), None)
+            if ours is None or not receipt.final:
+                continue
+            index, number = pending.pop(ours)
+            counts["receipts"] += 1
+            if receipt.stat is not ReceiptState.DELIVRD and index not in undelivered:
+                undelivered.add(index)
+                counts["failed"] += 1
+                progress.console.print(f"{number}: {receipt.stat} err={receipt.err or '-'}")
+            elif index not in undelivered and all(i != index for i, _ in pending.values()):
+                counts["delivered"] += 1  # its last part
+            show()
+
+    gap = 1.0 / args.rate if args.rate else 0.0
+    code = 0
+    listener: asyncio.Task[None] | None = None
+    progress.start()
+    try:
+        async with asyncio.timeout(args.timeout):
+            await client.connect()
+            await client.bind_transceiver(system_id, password)
+        if args.dlr:
+            listener = asyncio.create_task(receipts())
+        started = time.monotonic()
+        for n, (number, text) in enumerate(messages):
+            delay = started + n * gap - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                parts = await client.submit_text(
+                    number, text, source=args.source or "", registered_delivery=int(args.dlr)
+                )
+            except SmsError as exc:
+                parts = []
+                progress.console.print(f"{number}: {exc}")
+            refused = [p for p in parts if p.status != 0]
+            if parts and not refused:
+                counts["accepted"] += 1
+                pending.update((p.message_id, (n, number)) for p in parts)
+            else:
+                counts["failed"] += 1
+                for p in refused[:1]:
+                    progress.console.print(f"{number}: refused {p.status_name}")
+            progress.advance(bar)
+            show()
+        if listener is not None:
+            async with asyncio.timeout(args.timeout):
+                while pending and not listener.done():
+                    await asyncio.sleep(0.05)
+        await client.unbind()
+    except TimeoutError:
+        code = _EXIT_TIMEOUT
+    except BindRefused as exc:
+        progress.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    except (ConnectionLost, OSError) as exc:
+        progress.stop()
+        print(f"error: {host}:{port}: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    finally:
+        progress.stop()
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await client.close()
+    waiting = len({index for index, _ in pending.values()})
+    summary = f"{len(messages)} messages: {counts['accepted']} accepted, {counts['failed']} failed"
+    if args.dlr:
+        summary += f", {counts['delivered']} delivered, {waiting} without a final receipt"
+    print(summary, flush=True)
+    if code == _EXIT_TIMEOUT:
+        print(f"error: timed out after {args.timeout:g}s", file=sys.stderr)
+        return code
+    return _EXIT_FAILED if counts["failed"] else 0
+
+
+_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+_NUMBER_COLUMNS = ("to", "number", "phone", "msisdn", "destination", "recipient")
+
+
+class _InputError(Exception):
+    """Wrong input for `smsgw send`: one line for the user, exit status 2."""
+
+
+def _number(raw: str, where: str) -> str:
+    number = re.sub(r"[\s\-().]", "", raw)
+    if not _NUMBER.fullmatch(number):
+        raise _InputError(f"{where}: {raw!r} is not a phone number (+49... or digits)")
+    return number
+
+
+def _read_to_file(path: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The numbers in `path`, and per row its columns when the file has a CSV header."""
+    import csv  # noqa: PLC0415 - only --to-file needs it
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except OSError as exc:
+        raise _InputError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _InputError(f"{path}: not a text or CSV file ({exc})") from None
+    if not rows:
+        raise _InputError(f"{path}: no numbers in it")
+    head = [c.strip() for c in rows[0]]
+    if _NUMBER.fullmatch(re.sub(r"[\s\-().]", "", head[0])):  # no header: numbers only
+        return [_number(r[0], f"{path}:{i + 1}") for i, r in enumerate(rows)], []
+    lowered = [h.lower() for h in head]
+    column = next((lowered.index(c) for c in _NUMBER_COLUMNS if c in lowered), 0)
+    numbers, fields = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(head):
+            raise _InputError(f"{path}:{line}: {len(row)} columns, the header has {len(head)}")
+        numbers.append(_number(row[column], f"{path}:{line}"))
+        fields.append(dict(zip(head, (c.strip() for c in row), strict=True)))
+    return numbers, fields
+
+
+def _messages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(destination, text) for every recipient the options name.
+
+    Raises:
+        _InputError: a bad number, sender, file or placeholder.
+    """
+    text: str = args.text
+    if text == "-":
+        text = sys.stdin.read().rstrip("\n")
+    if not text:
+        raise _InputError("empty text")
+    source = args.source or ""
+    if source and not _NUMBER.fullmatch(source.replace(" ", "")):
+        if len(source) > 11:
+            raise _InputError(f"sender {source!r} is {len(source)} characters: at most 11")
+    elif len(source.replace(" ", "").lstrip("+")) > 20:
+        raise _InputError(f"sender {source!r} is longer than 20 digits")
+    numbers = [_number(n, "--to") for given in args.to or () for n in given.split(",") if n.strip()]
+    out = [(n, text) for n in numbers]
+    if args.to_file:
+        file_numbers, fields = _read_to_file(args.to_file)
+        if not fields:
+            out += [(n, text) for n in file_numbers]
+        for n, row in zip(file_numbers if fields else (), fields, strict=False):
+            try:
+                out.append((n, text.format_map(row)))
+            except KeyError as exc:
+                raise _InputError(
+                    f"the text uses {{{exc.args[0]}}} but {args.to_file} has no such column"
+                    f" (it has {', '.join(row)})"
+                ) from None
+            except (ValueError, IndexError) as exc:
+                raise _InputError(f"the text's placeholders: {exc}") from None
+    if not out:
+        raise _InputError("no recipient: give --to NUMBER or --to-file FILE")
+    return out
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
+    try:
+        messages = _messages(args)
+    except _InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
     target = _send_target(args)
     if isinstance(target, str):
         if target:
@@ -260,7 +468,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return _EXIT_USAGE
     import asyncio  # noqa: PLC0415
 
-    return asyncio.run(_send(args, target))
+    if len(messages) == 1 and args.rate is None:
+        args.to, args.text = messages[0]
+        return asyncio.run(_send(args, target))
+    return asyncio.run(_send_many(args, target, messages))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -396,8 +607,18 @@ def _cmd_modem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("smsgw")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("segment", help="show how a text is encoded and split")
@@ -421,8 +642,17 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("send", help="send a message through a gateway, as an application would")
-    p.add_argument("text")
-    p.add_argument("--to", required=True, help="destination number (+49... or digits)")
+    p.add_argument("text", help="the text, '-' to read it from stdin; {column} placeholders")
+    p.add_argument(
+        "--to",
+        action="append",
+        metavar="NUMBER[,NUMBER...]",
+        help="destination (+49... or digits); repeat it or give a comma list",
+    )
+    p.add_argument(
+        "--to-file", help="one number a line, or CSV with a header whose columns fill {name}"
+    )
+    p.add_argument("--rate", type=float, help="at most this many messages a second")
     p.add_argument("--from", dest="source", help="sender: a number or up to 11 characters")
     p.add_argument("--dlr", action="store_true", help="ask for receipts and wait for them")
     p.add_argument("--host", help="default: the configuration's listen.host")

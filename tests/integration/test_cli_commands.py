@@ -1,0 +1,148 @@
+"""The operator's commands as an admin runs them: subprocesses against a whole gateway
+(simulated carriers), judged by exit status and output. Bulk `send`, `query`, `status`,
+`reload`, and wrong input that must give one line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_send_command import ROOT, Running, send
+
+__all__: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    r = Running(tmp_path_factory.mktemp("gw"))
+    yield r
+    r.close()
+
+
+def smsgw(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        input=stdin,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def destinations(running: Running, since: float) -> list[tuple[str, bytes]]:
+    """(destination, text) of every message stored since `since`, oldest first."""
+    db = Path(str(running.gateway.config.store.path))
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT destination_addr, short_message FROM messages WHERE accepted_at >= ?"
+            " ORDER BY accepted_at",
+            (since,),
+        ).fetchall()
+    return [(d, bytes(t)) for d, t in rows]
+
+
+def test_version() -> None:
+    done = smsgw("--version")
+    assert done.returncode == 0
+    assert re.fullmatch(r"smsgw \d+\.\d+\.\d+\S*\n", done.stdout)
+
+
+def test_repeated_to_and_comma_lists_reach_everyone(running: Running) -> None:
+    done = send(running, "--to", "+49 151 1", "--to", "4915102,4915103", "--dlr", "hello")
+    assert done.returncode == 0, done.stderr
+    assert "3 messages: 3 accepted, 0 failed, 3 delivered, 0 without" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_any_failure_makes_the_bulk_exit_1(running: Running) -> None:
+    done = send(running, "--to", "4915104,33612345678", "--dlr", "hello")
+    assert done.returncode == 1, done.stderr
+    assert "2 messages: 2 accepted, 1 failed, 1 delivered, 0 without a final receipt" in done.stdout
+    assert "33612345678: UNDELIV" in done.stderr
+
+
+def test_csv_rows_fill_the_placeholders(running: Running, tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("name,phone\nAnna,+49 151 201\nBo,4915120 2\n")
+    since = time.time() - 0.001
+    done = send(running, "--to-file", str(people), "Hi {name}!")
+    assert done.returncode == 0, done.stderr
+    assert "2 messages: 2 accepted, 0 failed" in done.stdout
+    sent = {d: t for d, t in destinations(running, since)}
+    assert sent == {"49151201": b"Hi Anna!", "49151202": b"Hi Bo!"}
+
+
+def test_number_file_and_text_from_stdin(running: Running, tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("4915130\n\n+4915131\n")
+    since = time.time() - 0.001
+    command = ["send", "-c", str(running.config_path), "--port", str(running.port)]
+    done = smsgw(*command, "--to-file", str(numbers), "-", stdin="from stdin\n")
+    assert done.returncode == 0, done.stderr
+    assert sorted(destinations(running, since)) == [
+        ("4915130", b"from stdin"),
+        ("4915131", b"from stdin"),
+    ]
+
+
+def test_rate_spaces_the_submits(running: Running) -> None:
+    started = time.monotonic()
+    done = send(running, "--to", "4915140,4915141,4915142,4915143", "--rate", "5", "x")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 0.6  # three gaps of 0.2 s at least
+
+
+def test_a_placeholder_without_its_column(running: Running, tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("phone,name\n4915150,Anna\n")
+    line = one_line_error(send(running, "--to-file", str(people), "Hi {first}"))
+    assert "{first}" in line
+    assert "phone, name" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--to", "49151x"), "not a phone number"),
+        (("--to", "4915,"), None),  # an empty item is skipped: this one is sent
+        (("--to", "4915", "--from", "A" * 12), "at most 11"),
+    ],
+)
+def test_wrong_input_is_one_line(running: Running, args: tuple[str, ...], says: str | None) -> None:
+    done = send(running, *args, "hi")
+    if says is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert says in one_line_error(done)
+
+
+def test_missing_default_config_is_named(tmp_path: Path) -> None:
+    line = one_line_error(smsgw("send", "--to", "4915", "hi", cwd=tmp_path))
+    assert "config/gateway.yaml" in line
+
+
+def test_missing_given_config_is_named(tmp_path: Path) -> None:
+    line = one_line_error(smsgw("send", "-c", str(tmp_path / "x.yaml"), "--to", "4915", "hi"))
+    assert "x.yaml" in line
