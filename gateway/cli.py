@@ -6,6 +6,9 @@
     smsgw emulate-modem [--count N]      emulated GSM modems on pseudo-terminals (no hardware)
     smsgw modem list                     the running gateway's modems: state, signal, counters
     smsgw modem ussd BANK/MODEM CODE     a USSD request through one modem, e.g. '*100#'
+    smsgw query ID                       a message's state, parts, history and receipts
+    smsgw status                         binds, upstreams, modems and queues
+    smsgw reload                         apply the edited configuration, keeping binds
 
 and the codec tools an admin reaches for when a message looks wrong:
 
@@ -14,10 +17,11 @@ and the codec tools an admin reaches for when a message looks wrong:
     smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`smsgw send` exits 0 when every part (of every message) was accepted (and, with --dlr, delivered), 1 when one
-was refused or its receipt says it failed, 2 on usage, connection or bind errors, 3 when
---timeout passed first. `smsgw modem ...` talks to the running gateway over its control
-socket (`control_socket` in the configuration) and exits 2 when it cannot reach it.
+`smsgw send` exits 0 when every part (of every message) was accepted (and, with --dlr,
+delivered), 1 when one was refused or its receipt says it failed, 2 on usage, connection or
+bind errors, 3 when --timeout passed first. `smsgw modem|query|status|reload` talk to the
+running gateway over its control socket (`control_socket` in the configuration) and exit 2
+when they cannot reach it, 1 when it answers with an error.
 """
 
 from __future__ import annotations
@@ -616,6 +620,128 @@ def _version() -> str:
         return __version__
 
 
+def _ask(args: argparse.Namespace, command: str, **params: object) -> tuple[int, object]:
+    """(0, result) of a control command, or (exit status, None) after one line on stderr:
+    2 when the gateway cannot be reached, 1 when it answered with an error."""
+    from gateway.control import ControlError, Unreachable, request  # noqa: PLC0415
+
+    path = _control_path(args)
+    if path is None:
+        return _EXIT_USAGE, None
+    try:
+        return 0, request(path, command, timeout=args.timeout, **params)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE, None
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_FAILED, None
+
+
+def _when(at: object) -> str:
+    import time  # noqa: PLC0415
+
+    if not isinstance(at, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    code, found = _ask(args, "message.query", id=args.id)
+    if code or not isinstance(found, dict):
+        return code or _EXIT_FAILED
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    error = found.get("error")
+    print(f"id:          {found['id']}")
+    print(f"state:       {found['state']}" + (f" (error 0x{error:08X})" if error else ""))
+    print(f"account:     {found['account']}  route: {_cell(found.get('route'))}")
+    print(f"from/to:     {_cell(found.get('source'))} -> {found['destination']}")
+    print(f"parts:       {_cell(found.get('parts'))}  attempts: {found.get('attempts')}")
+    print(f"accepted:    {_when(found.get('accepted_at'))}")
+    print("history:")
+    for at, state in found.get("history") or []:
+        print(f"  {_when(at)}  {state}")
+    receipts = found.get("receipts") or []
+    print("receipts:" + ("" if receipts else " none"))
+    for r in receipts:
+        print(
+            f"  part {r['part']} {_when(r['received_at'])} from {r['upstream']}"
+            f" id={r['upstream_id']} state={r['message_state']} err={r['error']}"
+        )
+        if r.get("raw"):
+            print(f"    {r['raw']}")
+    return 0
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    table = [head, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    code, status = _ask(args, "status")
+    if code or not isinstance(status, dict):
+        return code or _EXIT_FAILED
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"gateway: node {status.get('node')}, SMPP port {_cell(status.get('port'))}")
+    binds = status.get("binds") or {}
+    print("\nbinds:" + ("" if binds else " none"))
+    if binds:
+        rows: list[tuple[str, ...]] = [
+            (account, kind.removeprefix("bound_"), str(count))
+            for account, kinds in sorted(binds.items())
+            for kind, count in sorted(kinds.items())
+        ]
+        print("\n".join("  " + line for line in _table(("ACCOUNT", "TYPE", "BINDS"), rows)))
+    upstreams = status.get("upstreams") or {}
+    print("\nupstreams:" + ("" if upstreams else " none"))
+    if upstreams:
+        rows = [
+            (
+                name,
+                "up" if up.get("usable") else "down",
+                " ".join(
+                    f"{link['link']}:{'bound' if link['bound'] else 'down'}" for link in up["links"]
+                ),
+                str(sum(link["in_flight"] for link in up["links"])),
+            )
+            for name, up in sorted(upstreams.items())
+        ]
+        print(
+            "\n".join(
+                "  " + line for line in _table(("UPSTREAM", "STATE", "LINKS", "IN FLIGHT"), rows)
+            )
+        )
+    modems = status.get("modems") or []
+    print("\nmodems:" + ("" if modems else " none"))
+    if modems:
+        print("\n".join("  " + line for line in _modem_table(modems)))
+    queues = status.get("queues")
+    print("\nqueues:" + (" not counted by this store" if queues is None else ""))
+    if isinstance(queues, dict):
+        for key, value in queues.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    code, result = _ask(args, "reload")
+    if code:
+        return code
+    applied = result.get("applied") if isinstance(result, dict) else None
+    print("reloaded: " + (", ".join(map(str, applied)) if applied else "nothing changed"))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
@@ -692,6 +818,21 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
         q.add_argument("--socket", help="the control socket (default: the config's)")
         q.set_defaults(func=_cmd_modem)
+
+    for name, text, func in (
+        ("query", "a message's state, parts, history and receipts", _cmd_query),
+        ("status", "binds, upstreams, modems and queues on one screen", _cmd_status),
+        ("reload", "apply the changed configuration without a restart", _cmd_reload),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name == "query":
+            p.add_argument("id", help="the message id the gateway answered with")
+        if name != "reload":
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds for the answer")
+        p.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+        p.add_argument("--socket", help="the control socket (default: the config's)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)

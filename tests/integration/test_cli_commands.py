@@ -146,3 +146,80 @@ def test_missing_default_config_is_named(tmp_path: Path) -> None:
 def test_missing_given_config_is_named(tmp_path: Path) -> None:
     line = one_line_error(smsgw("send", "-c", str(tmp_path / "x.yaml"), "--to", "4915", "hi"))
     assert "x.yaml" in line
+
+
+def control(running: Running, *args: str) -> subprocess.CompletedProcess[str]:
+    return smsgw(*args, "-c", str(running.config_path), "--timeout", "10")
+
+
+def test_query_shows_state_history_and_receipts(running: Running) -> None:
+    done = send(running, "--to", "4915160", "--dlr", "hello")
+    assert done.returncode == 0, done.stderr
+    (message_id,) = re.findall(r"^part 1/1: id=(\S+)$", done.stdout, re.M)
+    found = control(running, "query", message_id)
+    assert found.returncode == 0, found.stderr
+    assert re.search(r"^state: +delivered$", found.stdout, re.M), found.stdout
+    assert re.search(r"^account: +shop +route: de$", found.stdout, re.M)
+    history = re.findall(r"^  \S+ \S+  (\w+)$", found.stdout, re.M)
+    assert history[0] == "accepted"
+    assert history[-1] == "delivered"
+    assert re.search(r"^  part 1 .* from fast id=\S+ state=2 err=0$", found.stdout, re.M)
+    assert re.search(r"^    id:\S+ .*stat:DELIVRD", found.stdout, re.M), found.stdout
+
+
+def test_query_an_unknown_id_is_one_line(running: Running) -> None:
+    done = control(running, "query", "nope")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: no message 'nope'"
+
+
+def test_status_shows_binds_per_account_and_type(running: Running) -> None:
+    from gateway.client import SmppClient  # noqa: PLC0415
+
+    client = SmppClient("127.0.0.1", running.port)
+
+    async def bind() -> None:
+        await client.connect()
+        await client.bind_transceiver("other", "pw2")
+
+    running.call(bind())
+    try:
+        done = control(running, "status")
+    finally:
+        running.call(client.close())
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^  other +trx +1$", done.stdout, re.M), done.stdout
+    assert "upstreams: none" in done.stdout
+    assert "modems: none" in done.stdout
+    assert "queues:" in done.stdout
+
+
+def test_reload_prints_what_was_applied(running: Running) -> None:
+    answers: list[object] = []
+
+    async def reload(_request: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert running.gateway.control is not None
+    running.gateway.control.handlers["reload"] = reload  # the gateway's own is not ours to test
+    try:
+        answers.append({"applied": ["routes", "accounts.shop"]})
+        done = control(running, "reload")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "reloaded: routes, accounts.shop\n"
+        answers.append(ValueError("gateway.yaml:7 routes[0].targets: no target 'nope'"))
+        done = control(running, "reload")
+        assert done.returncode == 1
+        assert done.stderr == "error: gateway.yaml:7 routes[0].targets: no target 'nope'\n"
+    finally:
+        del running.gateway.control.handlers["reload"]
+
+
+def test_no_gateway_running_is_one_line(tmp_path: Path) -> None:
+    for command in ("status", "reload", "query"):
+        args = ("x",) if command == "query" else ()
+        line = one_line_error(smsgw(command, *args, "--socket", str(tmp_path / "gw.sock")))
+        assert "no gateway running" in line
