@@ -728,9 +728,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     queues = status.get("queues")
     print("\nqueues:" + (" not counted by this store" if queues is None else ""))
     if isinstance(queues, dict):
-        for key, value in queues.items():
-            print(f"  {key}: {value}")
+        print(f"  messages waiting: {queues.get('messages_waiting')}{_age(queues, 'message')}")
+        deliveries = queues.get("deliveries_waiting") or {}
+        listed = ", ".join(f"{a} {n}" for a, n in sorted(deliveries.items())) or "none"
+        print(f"  deliveries waiting: {listed}{_age(queues, 'delivery')}")
     return 0
+
+
+def _age(queues: dict[str, object], what: str) -> str:
+    age = queues.get(f"oldest_{what}_age")
+    return f" (oldest {age:.0f}s)" if isinstance(age, int | float) else ""
 
 
 def _cmd_reload(args: argparse.Namespace) -> int:

@@ -191,7 +191,31 @@ def test_status_shows_binds_per_account_and_type(running: Running) -> None:
     assert re.search(r"^  other +trx +1$", done.stdout, re.M), done.stdout
     assert "upstreams: none" in done.stdout
     assert "modems: none" in done.stdout
-    assert "queues:" in done.stdout
+    assert re.search(r"^  messages waiting: \d+", done.stdout, re.M), done.stdout
+
+
+def test_status_counts_what_waits(running: Running) -> None:
+    import json  # noqa: PLC0415
+
+    from gateway.store.base import NewMessage  # noqa: PLC0415
+
+    now = time.time()
+    store = running.gateway.store
+    # An account nobody binds, so nothing is pushed or sent: a message scheduled an hour
+    # ahead, accepted a minute ago, and a receipt waiting for a receiver for 30 s.
+    later = NewMessage("q-later", "nobody", "", "4915170", b"x", schedule_at=now + 3600)
+    running.call(store.accept(later._replace(accepted_at=now - 60)))
+    running.call(store.enqueue_delivery("nobody", "receipt", b"", now - 30, 3600))
+    done = control(running, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    queues = json.loads(done.stdout)["queues"]
+    assert queues["messages_waiting"] >= 1
+    assert 60 <= queues["oldest_message_age"] < 120
+    assert queues["deliveries_waiting"]["nobody"] == 1
+    assert queues["oldest_delivery_age"] >= 30
+    text = control(running, "status")
+    assert re.search(r"^  deliveries waiting: .*nobody 1 \(oldest \d+s\)$", text.stdout, re.M)
+    assert re.search(r"^  messages waiting: \d+ \(oldest \d+s\)$", text.stdout, re.M)
 
 
 def test_reload_prints_what_was_applied(running: Running) -> None:
