@@ -247,3 +247,39 @@ def test_no_gateway_running_is_one_line(tmp_path: Path) -> None:
         args = ("x",) if command == "query" else ()
         line = one_line_error(smsgw(command, *args, "--socket", str(tmp_path / "gw.sock")))
         assert "no gateway running" in line
+
+
+def test_status_shows_upstream_links_and_modems(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    from gateway.app import Gateway  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415
+    from tests.integration.loop import LoopThread  # noqa: PLC0415
+
+    with socket.socket() as s:  # a port nobody listens on: the upstream stays down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"""
+listen: {{host: 127.0.0.1, port: 0}}
+accounts: [{{system_id: shop, password: secret}}]
+upstreams:
+  carrier: {{host: 127.0.0.1, port: {dead}, system_id: gw, password: pw}}
+modem_banks:
+  local: {{emulate: 1}}
+routes: [{{name: all, targets: [carrier]}}]
+store: {{path: "{tmp_path / "gw.sqlite3"}"}}
+"""
+    )
+    gateway = Gateway(load_config(path))
+    loop = LoopThread()
+    loop.call(gateway.start("127.0.0.1", 0))
+    try:
+        done = smsgw("status", "-c", str(path), "--timeout", "10")
+    finally:
+        loop.call(gateway.stop())
+        loop.stop_loop()
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^  carrier +down +0/trx:down +0$", done.stdout, re.M), done.stdout
+    assert re.search(r"^  local/\S+ ", done.stdout, re.M), done.stdout
