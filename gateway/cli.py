@@ -289,7 +289,7 @@ async def _send_many(
         TextColumn("accepted {task.fields[accepted]}  receipts {task.fields[receipts]}"),
         TextColumn("failed {task.fields[failed]}"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, highlight=False),
         transient=True,
     )
     bar = progress.add_task("send", total=len(messages), accepted=0, receipts=0, failed=0)
@@ -310,7 +310,9 @@ async def _send_many(
             if receipt.stat is not ReceiptState.DELIVRD and index not in undelivered:
                 undelivered.add(index)
                 counts["failed"] += 1
-                progress.console.print(f"{number}: {receipt.stat} err={receipt.err or '-'}")
+                progress.console.print(
+                    f"{number}: {receipt.stat} err={receipt.err or '-'}", markup=False
+                )
             elif index not in undelivered and all(i != index for i, _ in pending.values()):
                 counts["delivered"] += 1  # its last part
             show()
@@ -336,7 +338,7 @@ async def _send_many(
                 )
             except SmsError as exc:
                 parts = []
-                progress.console.print(f"{number}: {exc}")
+                progress.console.print(f"{number}: {exc}", markup=False)
             refused = [p for p in parts if p.status != 0]
             if parts and not refused:
                 counts["accepted"] += 1
@@ -344,7 +346,7 @@ async def _send_many(
             else:
                 counts["failed"] += 1
                 for p in refused[:1]:
-                    progress.console.print(f"{number}: refused {p.status_name}")
+                    progress.console.print(f"{number}: refused {p.status_name}", markup=False)
             progress.advance(bar)
             show()
         if listener is not None:
@@ -848,7 +850,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in a bulk send: a line, not a traceback
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return result
 
 
