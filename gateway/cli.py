@@ -201,6 +201,13 @@ def _send_target(
     return host, int(port), system_id, password, context
 
 
+def _reason(exc: Exception) -> str:
+    """'Connection refused', not "[Errno 111] Connect call failed ('127.0.0.1', 1)"."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc)
+
+
 async def _send(
     args: argparse.Namespace,
     target: tuple[str, int, str, str, ssl.SSLContext | None],
@@ -250,7 +257,7 @@ async def _send(
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
     except (ConnectionLost, OSError) as exc:
-        print(f"error: {host}:{port}: {exc}", file=sys.stderr)
+        print(f"error: {host}:{port}: {_reason(exc)}", file=sys.stderr)
         return _EXIT_USAGE
     except SmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -318,7 +325,7 @@ async def _send_many(
             show()
 
     gap = 1.0 / args.rate if args.rate else 0.0
-    code = 0
+    code, error = 0, ""
     listener: asyncio.Task[None] | None = None
     progress.start()
     try:
@@ -355,28 +362,29 @@ async def _send_many(
                     await asyncio.sleep(0.05)
         await client.unbind()
     except TimeoutError:
-        code = _EXIT_TIMEOUT
+        code, error = _EXIT_TIMEOUT, f"timed out after {args.timeout:g}s"
     except BindRefused as exc:
-        progress.stop()
-        print(f"error: {exc}", file=sys.stderr)
-        return _EXIT_USAGE
+        code, error = _EXIT_USAGE, str(exc)
     except (ConnectionLost, OSError) as exc:
-        progress.stop()
-        print(f"error: {host}:{port}: {exc}", file=sys.stderr)
-        return _EXIT_USAGE
+        code, error = _EXIT_USAGE, f"{host}:{port}: {_reason(exc)}"
     finally:
         progress.stop()
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
         await client.close()
-    waiting = len({index for index, _ in pending.values()})
-    summary = f"{len(messages)} messages: {counts['accepted']} accepted, {counts['failed']} failed"
-    if args.dlr:
-        summary += f", {counts['delivered']} delivered, {waiting} without a final receipt"
-    print(summary, flush=True)
-    if code == _EXIT_TIMEOUT:
-        print(f"error: timed out after {args.timeout:g}s", file=sys.stderr)
+    tried = int(progress.tasks[0].completed)
+    if tried:  # what happened so far, also when the link broke half-way
+        waiting = len({index for index, _ in pending.values()})
+        summary = f"{len(messages)} messages: {counts['accepted']} accepted"
+        summary += f", {counts['failed']} failed"
+        if args.dlr:
+            summary += f", {counts['delivered']} delivered, {waiting} without a final receipt"
+        if tried < len(messages):
+            summary += f", {len(messages) - tried} not sent"
+        print(summary, flush=True)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return code
     return _EXIT_FAILED if counts["failed"] else 0
 
@@ -458,6 +466,8 @@ def _messages(args: argparse.Namespace) -> list[tuple[str, str]]:
                 raise _InputError(f"the text's placeholders: {exc}") from None
     if not out:
         raise _InputError("no recipient: give --to NUMBER or --to-file FILE")
+    if args.rate is not None and not args.rate > 0:
+        raise _InputError(f"--rate {args.rate:g}: give messages a second, more than 0")
     return out
 
 

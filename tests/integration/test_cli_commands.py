@@ -114,6 +114,28 @@ def test_rate_spaces_the_submits(running: Running) -> None:
     assert time.monotonic() - started >= 0.6  # three gaps of 0.2 s at least
 
 
+def test_receipts_late_exit_3_with_the_summary(running: Running) -> None:
+    done = send(running, "--to", "39612345670,39612345671", "--dlr", "--timeout", "1", "x")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == (
+        "2 messages: 2 accepted, 0 failed, 0 delivered, 2 without a final receipt\n"
+    )
+    assert done.stderr.strip().splitlines()[-1] == "error: timed out after 1s"
+
+
+def test_bulk_send_with_no_gateway_is_one_line(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = smsgw(
+        "send", "--port", str(port), "--system-id", "x", "--password", "y",
+        "--to", "491,492", "hi", cwd=tmp_path,
+    )  # fmt: skip
+    assert "Connection refused" in one_line_error(done)
+
+
 def test_a_placeholder_without_its_column(running: Running, tmp_path: Path) -> None:
     people = tmp_path / "people.csv"
     people.write_text("phone,name\n4915150,Anna\n")
@@ -128,6 +150,8 @@ def test_a_placeholder_without_its_column(running: Running, tmp_path: Path) -> N
         (("--to", "49151x"), "not a phone number"),
         (("--to", "4915,"), None),  # an empty item is skipped: this one is sent
         (("--to", "4915", "--from", "A" * 12), "at most 11"),
+        (("--to", "4915,4916", "--rate", "0"), "more than 0"),
+        (("--to", " , "), "no recipient"),
     ],
 )
 def test_wrong_input_is_one_line(running: Running, args: tuple[str, ...], says: str | None) -> None:
