@@ -209,14 +209,13 @@ class Gateway:
             for name, driver in self.drivers.items()
             if isinstance(driver, SmppUpstream)
         }
-        queues = getattr(self.store, "queue_stats", None)  # a store that can count says so
         return {
             "node": self.config.node_id,
             "port": self.port,
             "binds": self.server.binds(),
             "upstreams": upstreams,
             "modems": await self._modem_list({}),
-            "queues": await queues(time.time()) if queues is not None else None,
+            "queues": await self.store.queue_stats(time.time()),
         }
 
 
