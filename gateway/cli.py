@@ -203,7 +203,10 @@ def _send_target(
 
 def _reason(exc: Exception) -> str:
     """'Connection refused', not "[Errno 111] Connect call failed ('127.0.0.1', 1)"."""
-    if isinstance(exc, OSError) and exc.errno is not None:
+    import ssl  # noqa: PLC0415
+
+    # An SSL error's errno is the library's, not the system's: its text says what failed.
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, ssl.SSLError):
         return os.strerror(exc.errno)
     return str(exc)
 
