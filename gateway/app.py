@@ -120,7 +120,12 @@ class Gateway:
         if control_path is not None:
             control = ControlServer(
                 control_path,
-                {"modem.list": self._modem_list, "modem.ussd": self._modem_ussd},
+                {
+                    "modem.list": self._modem_list,
+                    "modem.ussd": self._modem_ussd,
+                    "message.query": self._message_query,
+                    "status": self._status,
+                },
             )
             try:
                 await control.start()
@@ -157,6 +162,63 @@ class Gateway:
             return await bank.ussd(modem, code, float(request.get("wait", 30.0)))
         except KeyError:
             raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
+
+    async def _message_query(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        message_id = str(request.get("id", ""))
+        record = await self.store.get(message_id)
+        if record is None:
+            raise ValueError(f"no message {message_id!r}")
+        m = record.message
+        receipts = await self.store.receipts(message_id)
+        return {
+            "id": m.id,
+            "account": m.account,
+            "source": m.source_addr,
+            "destination": m.destination_addr,
+            "route": m.route,
+            "state": record.state.value,
+            "error": record.error,
+            "attempts": record.attempts,
+            "accepted_at": m.accepted_at,
+            "updated_at": record.updated_at,
+            # The record does not carry the part count; the receipts name parts (0-based in
+            # the store, 1-based here as `smsgw send` prints them).
+            "parts": max((r.part + 1 for r in receipts), default=None),
+            "history": [[at, state.value] for at, state in await self.store.history(m.id)],
+            "receipts": [
+                {
+                    "part": r.part + 1,
+                    "upstream": r.upstream,
+                    "upstream_id": r.upstream_id,
+                    "message_state": r.message_state,
+                    "error": r.error,
+                    "received_at": r.received_at,
+                    "raw": r.raw.decode("latin-1"),
+                }
+                for r in receipts
+            ],
+        }
+
+    async def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
+        upstreams = {
+            name: {
+                "usable": driver.usable(),
+                "links": [
+                    {"link": c.name, "bound": c.bound, "in_flight": c.busy}
+                    for c in driver.connections
+                ],
+            }
+            for name, driver in self.drivers.items()
+            if isinstance(driver, SmppUpstream)
+        }
+        return {
+            "node": self.config.node_id,
+            "port": self.port,
+            "binds": self.server.binds(),
+            "upstreams": upstreams,
+            "modems": await self._modem_list({}),
+            "queues": await self.store.queue_stats(time.time()),
+        }
 
 
 def _port(emulator: ModemEmulator) -> str:

@@ -2,9 +2,13 @@
 
     smsgw serve -c config/gateway.yaml   run the gateway (stops cleanly on SIGTERM)
     smsgw send --to NUMBER [--dlr] TEXT  send a message through a gateway, as an application
+    smsgw send --to-file people.csv 'Hi {name}'   one to each row, with a progress bar
     smsgw emulate-modem [--count N]      emulated GSM modems on pseudo-terminals (no hardware)
     smsgw modem list                     the running gateway's modems: state, signal, counters
     smsgw modem ussd BANK/MODEM CODE     a USSD request through one modem, e.g. '*100#'
+    smsgw query ID                       a message's state, parts, history and receipts
+    smsgw status                         binds, upstreams, modems and queues
+    smsgw reload                         apply the edited configuration, keeping binds
 
 and the codec tools an admin reaches for when a message looks wrong:
 
@@ -13,16 +17,18 @@ and the codec tools an admin reaches for when a message looks wrong:
     smsgw check-config FILE       validate a configuration (errors name the YAML path and line)
     smsgw version
 
-`smsgw send` exits 0 when every part was accepted (and, with --dlr, delivered), 1 when one
-was refused or its receipt says it failed, 2 on usage, connection or bind errors, 3 when
---timeout passed first. `smsgw modem ...` talks to the running gateway over its control
-socket (`control_socket` in the configuration) and exits 2 when it cannot reach it.
+`smsgw send` exits 0 when every part (of every message) was accepted (and, with --dlr,
+delivered), 1 when one was refused or its receipt says it failed, 2 on usage, connection or
+bind errors, 3 when --timeout passed first. `smsgw modem|query|status|reload` talk to the
+running gateway over its control socket (`control_socket` in the configuration) and exit 2
+when they cannot reach it, 1 when it answers with an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -178,6 +184,8 @@ def _send_target(
     port = args.port
     if port is None and listen is not None:
         port = listen.tls_port if args.tls else listen.port
+    if not port and path is None:
+        return "no config/gateway.yaml here: give -c FILE, or --port and --system-id"
     if not port:
         return "no port: give --port (the configuration has none we can connect to)"
     accounts = config.accounts if config is not None else ()
@@ -194,6 +202,16 @@ def _send_target(
     if args.tls:
         context = ssl.create_default_context(cafile=args.cafile)
     return host, int(port), system_id, password, context
+
+
+def _reason(exc: Exception) -> str:
+    """'Connection refused', not "[Errno 111] Connect call failed ('127.0.0.1', 1)"."""
+    import ssl  # noqa: PLC0415
+
+    # An SSL error's errno is the library's, not the system's: its text says what failed.
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, ssl.SSLError):
+        return os.strerror(exc.errno)
+    return str(exc)
 
 
 async def _send(
@@ -245,7 +263,7 @@ async def _send(
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
     except (ConnectionLost, OSError) as exc:
-        print(f"error: {host}:{port}: {exc}", file=sys.stderr)
+        print(f"error: {host}:{port}: {_reason(exc)}", file=sys.stderr)
         return _EXIT_USAGE
     except SmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -255,7 +273,216 @@ async def _send(
     return _EXIT_FAILED if failed else 0
 
 
+async def _send_many(
+    args: argparse.Namespace,
+    target: tuple[str, int, str, str, ssl.SSLContext | None],
+    messages: list[tuple[str, str]],
+) -> int:
+    """Send every message over one bind, at most `--rate` a second, with a progress bar on
+    stderr and a summary on stdout. --timeout bounds each response and, with --dlr, the wait
+    for the receipts after the last submit (a bulk send may rightly take longer in all)."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415 - only a bulk send draws a bar
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from gateway.client import BindRefused, ConnectionLost, SmppClient  # noqa: PLC0415
+    from gateway.smpp.receipt import ReceiptState, ids_match  # noqa: PLC0415
+
+    host, port, system_id, password, context = target
+    client = SmppClient(host, port, ssl_context=context, response_timeout=args.timeout)
+    counts = {"accepted": 0, "failed": 0, "delivered": 0, "receipts": 0}
+    # part id -> (message index, destination), waiting for the part's final receipt
+    pending: dict[str, tuple[int, str]] = {}
+    undelivered: set[int] = set()  # messages a part of which failed
+    progress = Progress(
+        TextColumn("{task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("accepted {task.fields[accepted]}  receipts {task.fields[receipts]}"),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True, highlight=False),
+        transient=True,
+    )
+    bar = progress.add_task("send", total=len(messages), accepted=0, receipts=0, failed=0)
+
+    def show() -> None:
+        progress.update(
+            bar, accepted=counts["accepted"], receipts=counts["receipts"], failed=counts["failed"]
+        )
+
+    async def receipts() -> None:
+        while True:
+            receipt = await client.receipt()
+            ours = next((i for i in pending if ids_match(i, receipt.message_id)), None)
+            if ours is None or not receipt.final:
+                continue
+            index, number = pending.pop(ours)
+            counts["receipts"] += 1
+            if receipt.stat is not ReceiptState.DELIVRD and index not in undelivered:
+                undelivered.add(index)
+                counts["failed"] += 1
+                progress.console.print(
+                    f"{number}: {receipt.stat} err={receipt.err or '-'}", markup=False
+                )
+            elif index not in undelivered and all(i != index for i, _ in pending.values()):
+                counts["delivered"] += 1  # its last part
+            show()
+
+    gap = 1.0 / args.rate if args.rate else 0.0
+    code, error = 0, ""
+    listener: asyncio.Task[None] | None = None
+    progress.start()
+    try:
+        async with asyncio.timeout(args.timeout):
+            await client.connect()
+            await client.bind_transceiver(system_id, password)
+        if args.dlr:
+            listener = asyncio.create_task(receipts())
+        started = time.monotonic()
+        for n, (number, text) in enumerate(messages):
+            delay = started + n * gap - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                parts = await client.submit_text(
+                    number, text, source=args.source or "", registered_delivery=int(args.dlr)
+                )
+            except SmsError as exc:
+                parts = []
+                progress.console.print(f"{number}: {exc}", markup=False)
+            refused = [p for p in parts if p.status != 0]
+            if parts and not refused:
+                counts["accepted"] += 1
+                pending.update((p.message_id, (n, number)) for p in parts)
+            else:
+                counts["failed"] += 1
+                for p in refused[:1]:
+                    progress.console.print(f"{number}: refused {p.status_name}", markup=False)
+            progress.advance(bar)
+            show()
+        if listener is not None:
+            async with asyncio.timeout(args.timeout):
+                while pending and not listener.done():
+                    await asyncio.sleep(0.05)
+        await client.unbind()
+    except TimeoutError:
+        code, error = _EXIT_TIMEOUT, f"timed out after {args.timeout:g}s"
+    except BindRefused as exc:
+        code, error = _EXIT_USAGE, str(exc)
+    except (ConnectionLost, OSError) as exc:
+        code, error = _EXIT_USAGE, f"{host}:{port}: {_reason(exc)}"
+    finally:
+        progress.stop()
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await client.close()
+    tried = int(progress.tasks[0].completed)
+    if tried:  # what happened so far, also when the link broke half-way
+        waiting = len({index for index, _ in pending.values()})
+        summary = f"{len(messages)} messages: {counts['accepted']} accepted"
+        summary += f", {counts['failed']} failed"
+        if args.dlr:
+            summary += f", {counts['delivered']} delivered, {waiting} without a final receipt"
+        if tried < len(messages):
+            summary += f", {len(messages) - tried} not sent"
+        print(summary, flush=True)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return code
+    return _EXIT_FAILED if counts["failed"] else 0
+
+
+_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+_NUMBER_COLUMNS = ("to", "number", "phone", "msisdn", "destination", "recipient")
+
+
+class _InputError(Exception):
+    """Wrong input for `smsgw send`: one line for the user, exit status 2."""
+
+
+def _number(raw: str, where: str) -> str:
+    number = re.sub(r"[\s\-().]", "", raw)
+    if not _NUMBER.fullmatch(number):
+        raise _InputError(f"{where}: {raw!r} is not a phone number (+49... or digits)")
+    return number
+
+
+def _read_to_file(path: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The numbers in `path`, and per row its columns when the file has a CSV header."""
+    import csv  # noqa: PLC0415 - only --to-file needs it
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except OSError as exc:
+        raise _InputError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _InputError(f"{path}: not a text or CSV file ({exc})") from None
+    if not rows:
+        raise _InputError(f"{path}: no numbers in it")
+    head = [c.strip() for c in rows[0]]
+    if _NUMBER.fullmatch(re.sub(r"[\s\-().]", "", head[0])):  # no header: numbers only
+        return [_number(r[0], f"{path}:{i + 1}") for i, r in enumerate(rows)], []
+    lowered = [h.lower() for h in head]
+    column = next((lowered.index(c) for c in _NUMBER_COLUMNS if c in lowered), 0)
+    numbers, fields = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(head):
+            raise _InputError(f"{path}:{line}: {len(row)} columns, the header has {len(head)}")
+        numbers.append(_number(row[column], f"{path}:{line}"))
+        fields.append(dict(zip(head, (c.strip() for c in row), strict=True)))
+    return numbers, fields
+
+
+def _messages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(destination, text) for every recipient the options name.
+
+    Raises:
+        _InputError: a bad number, sender, file or placeholder.
+    """
+    text: str = args.text
+    if text == "-":
+        text = sys.stdin.read().rstrip("\n")
+    if not text:
+        raise _InputError("empty text")
+    source = args.source or ""
+    if source and not _NUMBER.fullmatch(source.replace(" ", "")):
+        if len(source) > 11:
+            raise _InputError(f"sender {source!r} is {len(source)} characters: at most 11")
+    elif len(source.replace(" ", "").lstrip("+")) > 20:
+        raise _InputError(f"sender {source!r} is longer than 20 digits")
+    numbers = [_number(n, "--to") for given in args.to or () for n in given.split(",") if n.strip()]
+    out = [(n, text) for n in numbers]
+    if args.to_file:
+        file_numbers, fields = _read_to_file(args.to_file)
+        if not fields:
+            out += [(n, text) for n in file_numbers]
+        for n, row in zip(file_numbers if fields else (), fields, strict=False):
+            try:
+                out.append((n, text.format_map(row)))
+            except KeyError as exc:
+                raise _InputError(
+                    f"the text uses {{{exc.args[0]}}} but {args.to_file} has no such column"
+                    f" (it has {', '.join(row)})"
+                ) from None
+            except (ValueError, IndexError) as exc:
+                raise _InputError(f"the text's placeholders: {exc}") from None
+    if not out:
+        raise _InputError("no recipient: give --to NUMBER or --to-file FILE")
+    if args.rate is not None and not args.rate > 0:
+        raise _InputError(f"--rate {args.rate:g}: give messages a second, more than 0")
+    return out
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
+    try:
+        messages = _messages(args)
+    except _InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
     target = _send_target(args)
     if isinstance(target, str):
         if target:
@@ -263,7 +490,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return _EXIT_USAGE
     import asyncio  # noqa: PLC0415
 
-    return asyncio.run(_send(args, target))
+    if len(messages) == 1 and args.rate is None:
+        args.to, args.text = messages[0]
+        return asyncio.run(_send(args, target))
+    return asyncio.run(_send_many(args, target, messages))
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -423,8 +653,147 @@ def _cmd_modem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("smsgw")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return __version__
+
+
+def _ask(args: argparse.Namespace, command: str, **params: object) -> tuple[int, object]:
+    """(0, result) of a control command, or (exit status, None) after one line on stderr:
+    2 when the gateway cannot be reached, 1 when it answered with an error."""
+    from gateway.control import ControlError, Unreachable, request  # noqa: PLC0415
+
+    path = _control_path(args)
+    if path is None:
+        return _EXIT_USAGE, None
+    try:
+        return 0, request(path, command, timeout=args.timeout, **params)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE, None
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_FAILED, None
+
+
+def _when(at: object) -> str:
+    import time  # noqa: PLC0415
+
+    if not isinstance(at, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    code, found = _ask(args, "message.query", id=args.id)
+    if code or not isinstance(found, dict):
+        return code or _EXIT_FAILED
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    error = found.get("error")
+    print(f"id:          {found['id']}")
+    print(f"state:       {found['state']}" + (f" (error 0x{error:08X})" if error else ""))
+    print(f"account:     {found['account']}  route: {_cell(found.get('route'))}")
+    print(f"from/to:     {_cell(found.get('source'))} -> {found['destination']}")
+    print(f"parts:       {_cell(found.get('parts'))}  attempts: {found.get('attempts')}")
+    print(f"accepted:    {_when(found.get('accepted_at'))}")
+    print("history:")
+    for at, state in found.get("history") or []:
+        print(f"  {_when(at)}  {state}")
+    receipts = found.get("receipts") or []
+    print("receipts:" + ("" if receipts else " none"))
+    for r in receipts:
+        print(
+            f"  part {r['part']} {_when(r['received_at'])} from {r['upstream']}"
+            f" id={r['upstream_id']} state={r['message_state']} err={r['error']}"
+        )
+        if r.get("raw"):
+            print(f"    {r['raw']}")
+    return 0
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    table = [head, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    code, status = _ask(args, "status")
+    if code or not isinstance(status, dict):
+        return code or _EXIT_FAILED
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"gateway: node {status.get('node')}, SMPP port {_cell(status.get('port'))}")
+    binds = status.get("binds") or {}
+    print("\nbinds:" + ("" if binds else " none"))
+    if binds:
+        rows: list[tuple[str, ...]] = [
+            (account, kind.removeprefix("bound_"), str(count))
+            for account, kinds in sorted(binds.items())
+            for kind, count in sorted(kinds.items())
+        ]
+        print("\n".join("  " + line for line in _table(("ACCOUNT", "TYPE", "BINDS"), rows)))
+    upstreams = status.get("upstreams") or {}
+    print("\nupstreams:" + ("" if upstreams else " none"))
+    if upstreams:
+        rows = [
+            (
+                name,
+                "up" if up.get("usable") else "down",
+                " ".join(
+                    f"{link['link']}:{'bound' if link['bound'] else 'down'}" for link in up["links"]
+                ),
+                str(sum(link["in_flight"] for link in up["links"])),
+            )
+            for name, up in sorted(upstreams.items())
+        ]
+        print(
+            "\n".join(
+                "  " + line for line in _table(("UPSTREAM", "STATE", "LINKS", "IN FLIGHT"), rows)
+            )
+        )
+    modems = status.get("modems") or []
+    print("\nmodems:" + ("" if modems else " none"))
+    if modems:
+        print("\n".join("  " + line for line in _modem_table(modems)))
+    queues = status.get("queues")
+    print("\nqueues:" + (" not counted by this store" if queues is None else ""))
+    if isinstance(queues, dict):
+        print(f"  messages waiting: {queues.get('messages_waiting')}{_age(queues, 'message')}")
+        deliveries = queues.get("deliveries_waiting") or {}
+        listed = ", ".join(f"{a} {n}" for a, n in sorted(deliveries.items())) or "none"
+        print(f"  deliveries waiting: {listed}{_age(queues, 'delivery')}")
+    return 0
+
+
+def _age(queues: dict[str, object], what: str) -> str:
+    age = queues.get(f"oldest_{what}_age")
+    return f" (oldest {age:.0f}s)" if isinstance(age, int | float) else ""
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    code, result = _ask(args, "reload")
+    if code:
+        return code
+    applied = result.get("applied") if isinstance(result, dict) else None
+    print("reloaded: " + (", ".join(map(str, applied)) if applied else "nothing changed"))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("segment", help="show how a text is encoded and split")
@@ -448,8 +817,17 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("send", help="send a message through a gateway, as an application would")
-    p.add_argument("text")
-    p.add_argument("--to", required=True, help="destination number (+49... or digits)")
+    p.add_argument("text", help="the text, '-' to read it from stdin; {column} placeholders")
+    p.add_argument(
+        "--to",
+        action="append",
+        metavar="NUMBER[,NUMBER...]",
+        help="destination (+49... or digits); repeat it or give a comma list",
+    )
+    p.add_argument(
+        "--to-file", help="one number a line, or CSV with a header whose columns fill {name}"
+    )
+    p.add_argument("--rate", type=float, help="at most this many messages a second")
     p.add_argument("--from", dest="source", help="sender: a number or up to 11 characters")
     p.add_argument("--dlr", action="store_true", help="ask for receipts and wait for them")
     p.add_argument("--host", help="default: the configuration's listen.host")
@@ -490,6 +868,21 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--socket", help="the control socket (default: the config's)")
         q.set_defaults(func=_cmd_modem)
 
+    for name, text, func in (
+        ("query", "a message's state, parts, history and receipts", _cmd_query),
+        ("status", "binds, upstreams, modems and queues on one screen", _cmd_status),
+        ("reload", "apply the changed configuration without a restart", _cmd_reload),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name == "query":
+            p.add_argument("id", help="the message id the gateway answered with")
+        if name != "reload":
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds for the answer")
+        p.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+        p.add_argument("--socket", help="the control socket (default: the config's)")
+        p.set_defaults(func=func)
+
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)
     return parser
@@ -497,7 +890,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in a bulk send: a line, not a traceback
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return result
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["ControlError", "ControlServer", "request"]
+__all__ = ["ControlError", "ControlServer", "Unreachable", "request"]
 
 log = structlog.get_logger("smsgw.control")
 
@@ -32,6 +32,10 @@ _MAX_LINE = 64 * 1024
 
 class ControlError(Exception):
     """The gateway answered with an error, or could not be reached."""
+
+
+class Unreachable(ControlError):
+    """No gateway answered: not running, wrong socket, or no answer in time."""
 
 
 class ControlServer:
@@ -131,7 +135,8 @@ def request(path: str | os.PathLike[str], command: str, timeout: float = 10.0, *
     """Send one command to the gateway listening on `path` and return its result (blocking).
 
     Raises:
-        ControlError: no gateway there, no answer within `timeout`, or the gateway's error.
+        Unreachable: no gateway there, or no answer within `timeout`.
+        ControlError: the gateway's error.
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -145,17 +150,17 @@ def request(path: str | os.PathLike[str], command: str, timeout: float = 10.0, *
                     break
                 data += chunk
         except FileNotFoundError:
-            raise ControlError(f"{os.fspath(path)}: no gateway running (no socket)") from None
+            raise Unreachable(f"{os.fspath(path)}: no gateway running (no socket)") from None
         except ConnectionRefusedError:
-            raise ControlError(f"{os.fspath(path)}: no gateway answering") from None
+            raise Unreachable(f"{os.fspath(path)}: no gateway answering") from None
         except TimeoutError:
-            raise ControlError(f"no answer within {timeout:g}s") from None
+            raise Unreachable(f"no answer within {timeout:g}s") from None
         except OSError as exc:
-            raise ControlError(f"{os.fspath(path)}: {exc.strerror or exc}") from None
+            raise Unreachable(f"{os.fspath(path)}: {exc.strerror or exc}") from None
     try:
         answer = json.loads(data)
     except ValueError:
-        raise ControlError("the gateway closed the connection without an answer") from None
+        raise Unreachable("the gateway closed the connection without an answer") from None
     if not answer.get("ok"):
         raise ControlError(str(answer.get("error", "failed")))
     return answer.get("result")

@@ -225,6 +225,16 @@ class SmppServer:
         if self._tasks_settling:  # answered deliveries still being deleted from the store
             await asyncio.wait(set(self._tasks_settling), timeout=10)
 
+    def binds(self) -> dict[str, dict[str, int]]:
+        """Bound sessions per account and bind type (``bound_tx`` ...), for `smsgw status`."""
+        out: dict[str, dict[str, int]] = {}
+        for account, conns in self._bound.items():
+            for conn in conns:
+                kind = out.setdefault(account, {})
+                state = conn.session.state.value
+                kind[state] = kind.get(state, 0) + 1
+        return out
+
     def notify(self, account: str) -> None:
         """Deliveries were queued for `account`: wake its receiving sessions."""
         for conn in self._bound.get(account, ()):

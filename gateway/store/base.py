@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "DELIVERY_LEASE",
@@ -439,3 +439,8 @@ class Store(Protocol):
 
     async def usage(self, key: str, now: float) -> Usage:
         """The SIM's counters for the windows `now` falls in (zero for a passed window)."""
+
+    async def queue_stats(self, now: float) -> dict[str, Any]:
+        """What waits, read-only (`smsgw status`): ``messages_waiting`` (accepted or claimed,
+        not yet with an upstream) and ``oldest_message_age``; ``deliveries_waiting`` per
+        account and ``oldest_delivery_age``. Ages in seconds; None when nothing waits."""

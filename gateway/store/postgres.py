@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import operator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -1026,6 +1026,27 @@ class PostgresStore:
         row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)
         assert row is not None  # an upsert with RETURNING returns its row
         return Usage(row[0], row[1], row[2])
+
+    async def queue_stats(self, now: float) -> dict[str, Any]:
+        """What waits, for `smsgw status`: messages not yet handed to an upstream and
+        deliveries per account, each with its oldest age in seconds (read-only)."""
+        pool = self._open_pool()
+        row = await pool.fetchrow(
+            "SELECT count(*), min(accepted_at) FROM messages WHERE state IN ($1, $2)",
+            MessageState.ACCEPTED.value,
+            MessageState.DISPATCHING.value,
+        )
+        assert row is not None  # an aggregate has its one row
+        count, oldest = row
+        rows = await pool.fetch(
+            "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+        )
+        return {
+            "messages_waiting": count,
+            "oldest_message_age": None if oldest is None else max(0.0, now - oldest),
+            "deliveries_waiting": {r[0]: r[1] for r in rows},
+            "oldest_delivery_age": max(0.0, now - min(r[2] for r in rows)) if rows else None,
+        }
 
     async def usage(self, key: str, now: float) -> Usage:
         minute, day, month = usage_windows(now)

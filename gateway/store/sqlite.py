@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -552,6 +552,11 @@ class SqliteStore:
 
     async def usage(self, key: str, now: float) -> Usage:
         return await self._call(_usage, key, usage_windows(now))
+
+    async def queue_stats(self, now: float) -> dict[str, Any]:
+        """What waits, for `smsgw status`: messages not yet handed to an upstream and
+        deliveries per account, each with its oldest age in seconds (read-only)."""
+        return await self._call(_queue_stats, now)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -1111,6 +1116,28 @@ def _count_usage(
 ) -> Usage:
     row = conn.execute(_COUNT_USAGE, (key, *windows, count)).fetchone()
     return Usage(*row)
+
+
+def _queue_stats(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+    count, oldest = conn.execute(
+        "SELECT count(*), min(accepted_at) FROM messages WHERE state IN (?, ?)",
+        (MessageState.ACCEPTED.value, MessageState.DISPATCHING.value),
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+    ).fetchall()
+    return _queues(now, count, oldest, rows)
+
+
+def _queues(
+    now: float, count: int, oldest: float | None, rows: Sequence[Sequence[Any]]
+) -> dict[str, Any]:
+    return {
+        "messages_waiting": count,
+        "oldest_message_age": None if oldest is None else max(0.0, now - oldest),
+        "deliveries_waiting": {account: n for account, n, _ in rows},
+        "oldest_delivery_age": (max(0.0, now - min(r[2] for r in rows)) if rows else None),
+    }
 
 
 def _usage(conn: sqlite3.Connection, key: str, windows: tuple[int, int, int]) -> Usage:
