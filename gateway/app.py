@@ -33,9 +33,10 @@ from drivers.base import Driver
 from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
-from gateway.config import GatewayConfig, ModemBankConfig
+from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
+from gateway.reload import ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
@@ -97,6 +98,8 @@ class Gateway:
         )
         self.server.on_accept = self.dispatcher.wake
         self.port: int | None = None
+        self.config_path: str | None = None  # what `reload` reads when given no path
+        self._reloading = asyncio.Lock()
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.store.open()
@@ -118,7 +121,11 @@ class Gateway:
         if control_path is not None:
             control = ControlServer(
                 control_path,
-                {"modem.list": self._modem_list, "modem.ussd": self._modem_ussd},
+                {
+                    "modem.list": self._modem_list,
+                    "modem.ussd": self._modem_ussd,
+                    "reload": self._reload,
+                },
             )
             try:
                 await control.start()
@@ -140,7 +147,66 @@ class Gateway:
             await asyncio.to_thread(_stop_emulated, emulated)
         self.emulated.clear()
 
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, path: str | None = None) -> ReloadResult:
+        """Read, validate and apply a new configuration without dropping a bind.
+
+        Nothing is applied unless the whole file is valid: on error the old configuration
+        keeps running and the result carries the loader's message (YAML path and line).
+        Accounts, routes, MO routes, number plan and message rules are swapped in one step
+        of the loop (no await between), so each message is accepted and routed under one
+        table. Upstreams and simulated carriers are then added, drained and replaced; the
+        settings that need a restart are named (`gateway.reload.RESTART_NEEDED`).
+        """
+        source = path or self.config_path
+        if source is None:
+            return ReloadResult(error="no configuration file to reload from")
+        async with self._reloading:
+            try:
+                new = await asyncio.to_thread(load_config, source)
+            except ConfigError as exc:
+                log.error("reload refused: the old configuration keeps running", error=str(exc))
+                return ReloadResult(error=str(exc))
+            plan = plan_reload(self.config, new)
+            # The swap: synchronous, so no message sees half of it.
+            self.server.reconfigure(new)
+            self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
+            old, self.config = self.config, new
+            for name in plan.upstreams.added:
+                await self.dispatcher.add_driver(self._driver(name, new))
+            for name in plan.simulated_carriers.added:
+                await self.dispatcher.add_driver(self._driver(name, new))
+            for name in plan.upstreams.changed + plan.simulated_carriers.changed:
+                await self.dispatcher.replace_driver(self._driver(name, new))
+            for name in plan.upstreams.removed + plan.simulated_carriers.removed:
+                await self.dispatcher.remove_driver(name)
+            self.drivers = dict(self.dispatcher.drivers)
+            if "modem_banks" in plan.restart_needed:
+                # The banks keep running as started; keep their config beside them.
+                self.config = new.model_copy(update={"modem_banks": old.modem_banks})
+            result = ReloadResult(applied=plan.applied(), restart_needed=list(plan.restart_needed))
+            log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
+            if result.restart_needed:
+                log.warning("changed settings need a restart", settings=result.restart_needed)
+            return result
+
+    def _driver(self, name: str, config: GatewayConfig) -> Driver:
+        if name in config.upstreams:
+            return SmppUpstream(name, config.upstreams[name])
+        sim = config.simulated_carriers[name]
+        return SimulatedCarrier(
+            name, delivery_delay=sim.delivery_delay, failure_ratio=sim.failure_ratio
+        )
+
     # -- control channel ----------------------------------------------------------------------
+
+    async def _reload(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        path = request.get("path")
+        result = await self.reload(str(path) if path else None)
+        if result.error is not None:
+            raise ValueError(result.error)
+        return result.as_dict()
 
     async def _modem_list(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [row for bank in self.banks.values() for row in bank.state()]
@@ -199,9 +265,10 @@ def _store(config: GatewayConfig) -> Store:
     return SqliteStore(config.store.path, node=config.node_id, writer=config.store.writer)
 
 
-async def run(config: GatewayConfig) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+async def run(config: GatewayConfig, path: str | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads `path`."""
     gateway = Gateway(config)
+    gateway.config_path = path
     await gateway.start()
     # What start-up built (modules, config, pools: ~50,000 objects) lives as long as the
     # process: take it out of the collector's view, or every full collection walks it
@@ -213,6 +280,16 @@ async def run(config: GatewayConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[ReloadResult]] = set()
+
+    def hangup() -> None:
+        # systemd notify hook point: notify_reloading() before, notify_ready() after (issue 9).
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     await stop.wait()
     log.info("stopping")
     await gateway.stop()
