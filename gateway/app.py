@@ -269,27 +269,36 @@ async def run(config: GatewayConfig, path: str | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads `path`."""
     gateway = Gateway(config)
     gateway.config_path = path
+    loop = asyncio.get_running_loop()
+    up = asyncio.Event()
+    reloads: set[asyncio.Task[ReloadResult]] = set()
+
+    async def reload_when_up() -> ReloadResult:
+        await up.wait()
+        # systemd notify hook point: notify_reloading() before, notify_ready() after (issue 9).
+        return await gateway.reload()
+
+    def hangup() -> None:
+        task = loop.create_task(reload_when_up())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Before start: a SIGHUP while starting waits for it rather than kill the process.
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     await gateway.start()
+    up.set()
     # What start-up built (modules, config, pools: ~50,000 objects) lives as long as the
     # process: take it out of the collector's view, or every full collection walks it
     # again - 20-50 ms of stalled loop on a 2-core VM, in the middle of a receipt burst.
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[ReloadResult]] = set()
-
-    def hangup() -> None:
-        # systemd notify hook point: notify_reloading() before, notify_ready() after (issue 9).
-        task = loop.create_task(gateway.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, hangup)
     await stop.wait()
     log.info("stopping")
+    if reloads:  # a reload under way finishes before the parts it swaps stop
+        await asyncio.wait(set(reloads), timeout=30)
     await gateway.stop()

@@ -163,6 +163,8 @@ class Dispatcher:
         # Route tables replaced by reloads: (replaced at, routes), oldest first. A message
         # goes by the table in force when it was accepted (see `swap_routes`).
         self._retired: list[tuple[float, dict[str, Route]]] = []
+        self._passes = 0  # claims that emptied the queue of due messages
+        self._passed = asyncio.Event()
 
     async def start(self) -> None:
         for upstream, (sent, received) in (await self.store.id_formats()).items():
@@ -213,6 +215,9 @@ class Dispatcher:
                 await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
                 continue
             records = await self.store.claim_due(self.clock(), min(room, 512))
+            if len(records) < min(room, 512):  # everything due now is claimed (reload waits)
+                self._passes += 1
+                self._passed.set()
             for record in records:
                 try:
                     await self._start(record)
@@ -285,17 +290,34 @@ class Dispatcher:
             self._diagnosable[driver.name] = driver
 
     async def remove_driver(self, name: str, *, drain: float = 15.0) -> None:
-        """Take a driver out of use (no new send goes to it), let the sends already started
-        finish (up to `drain` seconds), then stop it: its binds unbind cleanly."""
-        driver = self.drivers.pop(name, None)
-        self._diagnosable.pop(name, None)
+        """Retire a driver the new route table no longer names: the messages due now that
+        an older table routed to it are handed to it first, the sends started finish (up to
+        `drain` seconds in all), then it stops and its binds unbind cleanly. A message of it
+        due later (a retry, a scheduled one) goes by the route of its name in the new table."""
+        driver = self.drivers.get(name)
         if driver is None:
             return
+        deadline = asyncio.get_running_loop().time() + drain
+        await self._drain_queue(deadline)
+        self.drivers.pop(name, None)
+        self._diagnosable.pop(name, None)
         if self._sending:
-            await asyncio.wait(set(self._sending), timeout=drain)
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(set(self._sending), timeout=left)
         await driver.stop()
         # Receipts it sends after this find no link; late ones still match by upstream name.
         self._by_upstream.pop(name, None)
+
+    async def _drain_queue(self, deadline: float) -> None:
+        """Until two claims have emptied the queue of due messages: the second began after
+        this was called, so whatever was due then has been handed to a driver."""
+        loop = asyncio.get_running_loop()
+        target = self._passes + 2
+        while self._passes < target and loop.time() < deadline and self._tasks:
+            self._passed.clear()
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._passed.wait(), deadline - loop.time())
 
     async def replace_driver(self, driver: Driver, *, drain: float = 15.0) -> None:
         """A changed driver: the new one starts, the old one drains and unbinds."""
