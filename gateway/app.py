@@ -36,7 +36,7 @@ from drivers.smpp.upstream import SmppUpstream
 from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
-from gateway.reload import ReloadResult, plan_reload
+from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
@@ -182,10 +182,17 @@ class Gateway:
             for name in plan.upstreams.removed + plan.simulated_carriers.removed:
                 await self.dispatcher.remove_driver(name)
             self.drivers = dict(self.dispatcher.drivers)
-            if "modem_banks" in plan.restart_needed:
-                # The banks keep running as started; keep their config beside them.
-                self.config = new.model_copy(update={"modem_banks": old.modem_banks})
-            result = ReloadResult(applied=plan.applied(), restart_needed=list(plan.restart_needed))
+            restart = list(plan.restart_needed)
+            for name in plan.modem_banks.changed:
+                restart += [
+                    f"modem_banks.{name}: {k}"
+                    for k in self.banks[name].reconfigure(new.modem_banks[name])
+                ]
+            # What still runs as started stays in the config, so the next reload names it again.
+            kept = {name: getattr(old, name) for name in RESTART_NEEDED}
+            kept["modem_banks"] = {name: bank.config for name, bank in self.banks.items()}
+            self.config = new.model_copy(update=kept)
+            result = ReloadResult(applied=plan.applied(), restart_needed=restart)
             log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
             if result.restart_needed:
                 log.warning("changed settings need a restart", settings=result.restart_needed)

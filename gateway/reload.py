@@ -26,7 +26,6 @@ RESTART_NEEDED = (
     "control_socket",
     "dispatch",
     "mo_reassembly_timeout",
-    "modem_banks",
 )
 
 
@@ -58,6 +57,7 @@ class ReloadPlan:
     accounts: Changed = Changed()
     upstreams: Changed = Changed()
     simulated_carriers: Changed = Changed()
+    modem_banks: Changed = Changed()  # changed ones are applied where they can be (limits)
     routes: bool = False
     mo_routes: bool = False
     numbers: bool = False
@@ -68,6 +68,7 @@ class ReloadPlan:
         """What applying the plan changes, one line per kind of object."""
         lines = self.accounts.describe("accounts") + self.upstreams.describe("upstreams")
         lines += self.simulated_carriers.describe("simulated carriers")
+        lines += Changed(changed=self.modem_banks.changed).describe("modem banks")
         lines += [
             name
             for name, flag in (
@@ -109,10 +110,17 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         ),
         upstreams=_diff(old.upstreams, new.upstreams),
         simulated_carriers=_diff(old.simulated_carriers, new.simulated_carriers),
+        modem_banks=_diff(old.modem_banks, new.modem_banks),
         # A route's targets and its place in the table both matter: compare the whole list.
         routes=old.routes != new.routes,
         mo_routes=old.mo_routes != new.mo_routes,
         numbers=old.numbers != new.numbers,
         messages=old.messages != new.messages,
-        restart_needed=tuple(n for n in RESTART_NEEDED if getattr(old, n) != getattr(new, n)),
+        restart_needed=tuple(n for n in RESTART_NEEDED if getattr(old, n) != getattr(new, n))
+        # A bank added or removed starts or stops modems (and emulators): not live yet.
+        + tuple(
+            f"modem_banks.{name}"
+            for name in _diff(old.modem_banks, new.modem_banks).added
+            + _diff(old.modem_banks, new.modem_banks).removed
+        ),
     )

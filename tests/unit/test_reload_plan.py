@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway.config import GatewayConfig, load_config
 from gateway.reload import plan_reload
 
@@ -64,3 +66,31 @@ def test_mo_routes_numbers_and_message_rules_apply_live() -> None:
     )
     plan = plan_reload(_config(BASE), _config(new))
     assert plan.applied() == ["mo_routes", "numbers", "messages"]
+
+
+def test_a_bank_takes_new_limits_live_and_names_what_needs_a_restart() -> None:
+    from tests.unit.test_bank import bank_of, config, done, record  # noqa: PLC0415
+
+    limited = [
+        {"name": "a", "port": "/x/a", "limits": {"per_minute": 1}},
+        {"name": "b", "port": "/x/b", "limits": {"per_minute": 1}},
+    ]
+
+    async def scenario() -> None:
+        bank, _sink = await bank_of(config(modems=limited))
+        try:
+            for i in range(2):
+                assert (await bank.send(record(i))).ok
+            assert not bank.usable()  # both SIMs at their minute's limit
+            raised = [{**m, "limits": {"per_minute": 5}} for m in limited]
+            assert bank.reconfigure(config(modems=raised, queue=4)) == []
+            assert bank.usable() and bank.config.queue == 4
+            moved = [raised[0], {**raised[1], "port": "/x/other"}]
+            assert bank.reconfigure(config(modems=moved)) == [
+                "modem b settings other than limits and number"
+            ]
+            assert bank.reconfigure(config(modems=moved[:1])) == ["modems added or removed"]
+        finally:
+            await done(bank)
+
+    asyncio.run(scenario())
