@@ -303,3 +303,40 @@ def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_changed_upstream_rebinds_and_the_old_bind_unbinds(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        before = gw.gateway.drivers["b"]
+        gw.path.write_text(
+            gw.path.read_text().replace(
+                f"port: {gw.ports['b']}, ", f"port: {gw.ports['b']}, window: 3, "
+            )
+        )
+        result = gw.call(gw.gateway.reload())
+        assert result.applied == ["upstreams changed: b"]
+        after = gw.gateway.drivers["b"]
+        assert after is not before and isinstance(after, SmppUpstream)
+        assert after.config.window == 3
+        gw.wait_bound("b")
+        assert gw.smscs["b"].binds == 2 and gw.smscs["b"].unbinds == 1
+        gw.write(target="b")
+        gw.call(gw.gateway.reload())
+        client = smpplib.client.Client(
+            "127.0.0.1", gw.port, timeout=10, allow_unknown_opt_params=True
+        )
+        client.connect()
+        client.bind_transmitter(system_id="shop", password="secret")
+        client.send_message(
+            source_addr="shop", destination_addr="4915100000001", short_message=b"x"
+        )
+        assert int(client.read_pdu().status) == 0  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while not gw.carrier_of(b"x") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gw.carrier_of(b"x") == ["b"]
+        client.unbind()
+        client.disconnect()
+    finally:
+        gw.close()
