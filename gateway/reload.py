@@ -4,6 +4,16 @@
 `RESTART_NEEDED` keeps its old value until the process restarts, and the log and the reload's
 answer say so. Everything else is applied in one step of the event loop, so a message is
 accepted either wholly under the old configuration or wholly under the new one.
+
+A message is stored with its route's name, not its targets, so the dispatcher keeps each
+replaced route table (`Dispatcher.swap_routes`) and sends a message by the table in force when
+it was accepted: a route changed or removed by a reload keeps its old targets for the messages
+it already took. An upstream no longer named is retired only once the due messages routed to it
+were handed to it and its sends in flight finished (`Dispatcher.remove_driver`); a message of
+it due later (a retry, a scheduled one) goes by the new table's route of the same name, and its
+receipts still outstanding end by the receipt timeout (there is no link left to query).
+A changed upstream binds anew at once with its new settings; the old one unbinds when its
+sends in flight are answered, so for that moment the carrier sees one bind more.
 """
 
 from __future__ import annotations
