@@ -169,6 +169,19 @@ class Gateway:
                 log.error("reload refused: the old configuration keeps running", error=str(exc))
                 return ReloadResult(error=str(exc))
             plan = plan_reload(self.config, new)
+            startable = set(new.upstreams) | set(new.simulated_carriers) | set(self.drivers)
+            missing = sorted(
+                {
+                    name
+                    for route in new.routes
+                    for target in route.targets
+                    if (name := target if isinstance(target, str) else target.name) not in startable
+                }
+            )
+            if missing:  # a new modem bank starts only with the process
+                error = f"{source}: routes target {', '.join(missing)}: restart to start it"
+                log.error("reload refused: the old configuration keeps running", error=error)
+                return ReloadResult(error=error)
             # The swap: synchronous, so no message sees half of it.
             self.server.reconfigure(new)
             self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())

@@ -340,3 +340,15 @@ def test_a_changed_upstream_rebinds_and_the_old_bind_unbinds(tmp_path: Path) -> 
         client.disconnect()
     finally:
         gw.close()
+
+
+def test_a_route_to_a_bank_that_a_reload_cannot_start_is_refused(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        gw.write(target="'bank:new'")
+        gw.path.write_text(gw.path.read_text() + "modem_banks: {new: {emulate: 1}}\n")
+        result = gw.call(gw.gateway.reload())
+        assert result.error is not None and "bank:new" in result.error
+        assert gw.gateway.config.routes[0].targets == ("a",)  # the old config still runs
+    finally:
+        gw.close()
