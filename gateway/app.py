@@ -34,9 +34,10 @@ from drivers.base import Driver
 from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
-from gateway.config import GatewayConfig, ModemBankConfig
+from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
+from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
@@ -99,6 +100,8 @@ class Gateway:
         )
         self.server.on_accept = self.dispatcher.wake
         self.port: int | None = None
+        self.config_path: str | None = None  # what `reload` reads when given no path
+        self._reloading = asyncio.Lock()
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.store.open()
@@ -125,6 +128,7 @@ class Gateway:
                     "modem.ussd": self._modem_ussd,
                     "message.query": self._message_query,
                     "status": self._status,
+                    "reload": self._reload,
                 },
             )
             try:
@@ -147,7 +151,86 @@ class Gateway:
             await asyncio.to_thread(_stop_emulated, emulated)
         self.emulated.clear()
 
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, path: str | None = None) -> ReloadResult:
+        """Read, validate and apply a new configuration without dropping a bind.
+
+        Nothing is applied unless the whole file is valid: on error the old configuration
+        keeps running and the result carries the loader's message (YAML path and line).
+        Accounts, routes, MO routes, number plan and message rules are swapped in one step
+        of the loop (no await between), so each message is accepted and routed under one
+        table. Upstreams and simulated carriers are then added, drained and replaced; the
+        settings that need a restart are named (`gateway.reload.RESTART_NEEDED`).
+        """
+        source = path or self.config_path
+        if source is None:
+            return ReloadResult(error="no configuration file to reload from")
+        async with self._reloading:
+            try:
+                new = await asyncio.to_thread(load_config, source)
+            except ConfigError as exc:
+                log.error("reload refused: the old configuration keeps running", error=str(exc))
+                return ReloadResult(error=str(exc))
+            plan = plan_reload(self.config, new)
+            startable = set(new.upstreams) | set(new.simulated_carriers) | set(self.drivers)
+            missing = sorted(
+                {
+                    name
+                    for route in new.routes
+                    for target in route.targets
+                    if (name := target if isinstance(target, str) else target.name) not in startable
+                }
+            )
+            if missing:  # a new modem bank starts only with the process
+                error = f"{source}: routes target {', '.join(missing)}: restart to start it"
+                log.error("reload refused: the old configuration keeps running", error=error)
+                return ReloadResult(error=error)
+            # The swap: synchronous, so no message sees half of it.
+            self.server.reconfigure(new)
+            self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
+            old, self.config = self.config, new
+            for name in plan.upstreams.added:
+                await self.dispatcher.add_driver(self._driver(name, new))
+            for name in plan.simulated_carriers.added:
+                await self.dispatcher.add_driver(self._driver(name, new))
+            for name in plan.upstreams.changed + plan.simulated_carriers.changed:
+                await self.dispatcher.replace_driver(self._driver(name, new))
+            for name in plan.upstreams.removed + plan.simulated_carriers.removed:
+                await self.dispatcher.remove_driver(name)
+            self.drivers = dict(self.dispatcher.drivers)
+            restart = list(plan.restart_needed)
+            for name in plan.modem_banks.changed:
+                restart += [
+                    f"modem_banks.{name}: {k}"
+                    for k in self.banks[name].reconfigure(new.modem_banks[name])
+                ]
+            # What still runs as started stays in the config, so the next reload names it again.
+            kept = {name: getattr(old, name) for name in RESTART_NEEDED}
+            kept["modem_banks"] = {name: bank.config for name, bank in self.banks.items()}
+            self.config = new.model_copy(update=kept)
+            result = ReloadResult(applied=plan.applied(), restart_needed=restart)
+            log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
+            if result.restart_needed:
+                log.warning("changed settings need a restart", settings=result.restart_needed)
+            return result
+
+    def _driver(self, name: str, config: GatewayConfig) -> Driver:
+        if name in config.upstreams:
+            return SmppUpstream(name, config.upstreams[name])
+        sim = config.simulated_carriers[name]
+        return SimulatedCarrier(
+            name, delivery_delay=sim.delivery_delay, failure_ratio=sim.failure_ratio
+        )
+
     # -- control channel ----------------------------------------------------------------------
+
+    async def _reload(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        path = request.get("path")
+        result = await self.reload(str(path) if path else None)
+        if result.error is not None:
+            raise ValueError(result.error)
+        return result.as_dict()
 
     async def _modem_list(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [row for bank in self.banks.values() for row in bank.state()]
@@ -288,17 +371,38 @@ def _store(config: GatewayConfig) -> Store:
     return SqliteStore(config.store.path, node=config.node_id, writer=config.store.writer)
 
 
-async def run(config: GatewayConfig) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+async def run(config: GatewayConfig, path: str | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads `path`."""
     gateway = Gateway(config)
+    gateway.config_path = path
+    loop = asyncio.get_running_loop()
+    up = asyncio.Event()
+    reloads: set[asyncio.Task[ReloadResult]] = set()
+
+    async def reload_when_up() -> ReloadResult:
+        await up.wait()
+        systemd.notify_reloading()  # Type=notify: systemctl reload waits for READY=1 again
+        try:
+            return await gateway.reload()
+        finally:
+            systemd.notify_ready()  # a refused reload leaves the old config serving: ready too
+
+    def hangup() -> None:
+        task = loop.create_task(reload_when_up())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Before start: a SIGHUP while starting waits for it rather than kill the process.
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     await gateway.start()
+    up.set()
     # What start-up built (modules, config, pools: ~50,000 objects) lives as long as the
     # process: take it out of the collector's view, or every full collection walks it
     # again - 20-50 ms of stalled loop on a 2-core VM, in the middle of a receipt burst.
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
@@ -311,6 +415,8 @@ async def run(config: GatewayConfig) -> None:
     systemd.notify_stopping()
     log.info("stopping")
     try:
+        if reloads:  # a reload under way finishes before the parts it swaps stop
+            await asyncio.wait(set(reloads), timeout=30)
         await gateway.stop()
     finally:
         if watchdog is not None:  # fed while stopping: a slow, clean stop is not a hang

@@ -148,7 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         loop_factory = asyncio.new_event_loop
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(run(config))
+            runner.run(run(config, path=args.config))
     except NotImplementedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

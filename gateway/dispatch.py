@@ -58,7 +58,7 @@ from gateway.config import DispatchConfig
 from gateway.inbound import Inbound
 from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
-from gateway.routing.table import order_targets
+from gateway.routing.table import Route, order_targets
 from gateway.smpp.codec import encode_pdu
 from gateway.smpp.constants import CommandStatus, EsmClass, Tag
 from gateway.smpp.pdu import DeliverSm
@@ -161,6 +161,11 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self.unknown_receipts = 0  # receipts no message matched (kept raw in the store)
         self._saved: dict[str, tuple[str | None, str | None]] = {}  # id spellings kept
+        # Route tables replaced by reloads: (replaced at, routes), oldest first. A message
+        # goes by the table in force when it was accepted (see `swap_routes`).
+        self._retired: list[tuple[float, dict[str, Route]]] = []
+        self._passes = 0  # claims that emptied the queue of due messages
+        self._passed = asyncio.Event()
 
     async def start(self) -> None:
         for upstream, (sent, received) in (await self.store.id_formats()).items():
@@ -211,6 +216,9 @@ class Dispatcher:
                 await asyncio.wait(set(self._sending), return_when=asyncio.FIRST_COMPLETED)
                 continue
             records = await self.store.claim_due(self.clock(), min(room, 512))
+            if len(records) < min(room, 512):  # everything due now is claimed (reload waits)
+                self._passes += 1
+                self._passed.set()
             for record in records:
                 try:
                     await self._start(record)
@@ -234,6 +242,8 @@ class Dispatcher:
 
     def _target(self, record: MessageRecord) -> Driver | None:
         route = self.routes.get(record.message.route)
+        if self._retired and record.message.accepted_at < self._retired[-1][0]:
+            route = self._route_at(record.message.route, record.message.accepted_at, route)
         if route is None:
             return None
         if len(route.targets) == 1:  # the common case: no strategy to apply
@@ -242,6 +252,83 @@ class Dispatcher:
         self._pick += 1
         targets = order_targets(route, self._usable, self._pick)
         return self.drivers[targets[0].name] if targets else None
+
+    def _route_at(self, name: str, accepted_at: float, current: Route | None) -> Route | None:
+        """The route `name` as it was when a message accepted at `accepted_at` was routed;
+        the current one if that table's targets are all gone (removed by a reload)."""
+        for replaced_at, routes in self._retired:
+            if accepted_at < replaced_at:
+                old = routes.get(name)
+                if old is not None and any(t.name in self.drivers for t in old.targets):
+                    return old
+                return current
+        return current
+
+    def swap_routes(self, routes: RouteTable, mo_router: MoRouter, plan: NumberPlan) -> None:
+        """A reload's new tables: the next message accepted uses them.
+
+        Messages accepted before still go by the table they were routed with - a route
+        changed or removed keeps its old targets for them, as long as one of those is still
+        configured (else the route of that name in the new table, if any). Tables older than
+        `max_age` can route nothing any more and are dropped.
+        """
+        now = self.clock()
+        self._retired = [r for r in self._retired if now - r[0] < self.settings.max_age]
+        self._retired.append((now, self.routes))
+        self.routes = {route.name: route for route in routes.routes}
+        self._inbound.router = mo_router
+        self._inbound.plan = plan
+
+    async def add_driver(self, driver: Driver) -> None:
+        """Start a driver added by a reload and let routes use it."""
+        await driver.start(self)
+        self._add(driver)
+
+    def _add(self, driver: Driver) -> None:
+        self.drivers[driver.name] = driver
+        self._by_upstream[driver.name] = driver
+        if isinstance(driver, Diagnosable):
+            self._diagnosable[driver.name] = driver
+
+    async def remove_driver(self, name: str, *, drain: float = 15.0) -> None:
+        """Retire a driver the new route table no longer names: the messages due now that
+        an older table routed to it are handed to it first, the sends started finish (up to
+        `drain` seconds in all), then it stops and its binds unbind cleanly. A message of it
+        due later (a retry, a scheduled one) goes by the route of its name in the new table."""
+        driver = self.drivers.get(name)
+        if driver is None:
+            return
+        deadline = asyncio.get_running_loop().time() + drain
+        await self._drain_queue(deadline)
+        self.drivers.pop(name, None)
+        self._diagnosable.pop(name, None)
+        if self._sending:
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(set(self._sending), timeout=left)
+        await driver.stop()
+        # Receipts it sends after this find no link; late ones still match by upstream name.
+        self._by_upstream.pop(name, None)
+
+    async def _drain_queue(self, deadline: float) -> None:
+        """Until two claims have emptied the queue of due messages: the second began after
+        this was called, so whatever was due then has been handed to a driver."""
+        loop = asyncio.get_running_loop()
+        target = self._passes + 2
+        while self._passes < target and loop.time() < deadline and self._tasks:
+            self._passed.clear()
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._passed.wait(), deadline - loop.time())
+
+    async def replace_driver(self, driver: Driver, *, drain: float = 15.0) -> None:
+        """A changed driver: the new one starts, the old one drains and unbinds."""
+        old = self.drivers.get(driver.name)
+        await driver.start(self)
+        self._add(driver)
+        if old is not None and old is not driver:
+            if self._sending:
+                await asyncio.wait(set(self._sending), timeout=drain)
+            await old.stop()
 
     def _hopeless(self, route_name: str) -> str | None:
         """Why no target of the route can ever send without an operator, when every one

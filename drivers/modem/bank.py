@@ -481,6 +481,35 @@ class ModemBank:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def reconfigure(self, config: ModemBankConfig) -> list[str]:
+        """Apply a reloaded config of this bank where it can change live: each modem's limits
+        and number, the selection, queue and report window. Returns what it left as it was
+        (modems added or removed, other modem settings, emulation): those need a restart."""
+        fresh = {m.name: m for m in config.modem_list()}
+        kept: list[str] = []
+        if set(fresh) != {slot.config.name for slot in self._slots}:
+            kept.append("modems added or removed")
+        if (config.emulate, config.emulator) != (self.config.emulate, self.config.emulator):
+            kept.append("emulation")
+        for slot in self._slots:
+            new = fresh.get(slot.config.name)
+            if new is None:
+                continue
+            live = {"limits": slot.config.limits, "number": slot.config.number}
+            if new.model_copy(update=live) != slot.config:
+                kept.append(f"modem {new.name} settings other than limits and number")
+                continue
+            slot.config = new  # the next pick counts against the new limits
+        self.config = config.model_copy(
+            update={
+                "modems": self.config.modems,
+                "emulate": self.config.emulate,
+                "emulator": self.config.emulator,
+            }
+        )
+        self._wake_all()  # higher limits or a longer queue: waiting sends may go now
+        return kept
+
     async def wait_ready(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Wait until `count` modems (all when None) are ready to send (tests, tools).
 

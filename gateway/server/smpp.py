@@ -106,6 +106,7 @@ class _Connection:
         "flush_due",
         "inflight",
         "receiving",
+        "retired",
         "session",
         "wake",
     )
@@ -118,6 +119,7 @@ class _Connection:
         self.wake = asyncio.Event()
         self.accepting: set[asyncio.Task[None]] = set()  # submits being stored
         self.flush_due = False  # answers are waiting for one write at the end of this turn
+        self.retired = False  # its account was removed by a reload: drain and unbind it
 
 
 log = structlog.get_logger("smsgw.server")
@@ -235,6 +237,38 @@ class SmppServer:
                 kind[state] = kind.get(state, 0) + 1
         return out
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Apply a reloaded config's accounts, routes, number plan and message rules.
+
+        Existing binds of a kept account take its new limits (window, throughput) at once;
+        those of a removed account are drained and unbound. A changed password, bind type or
+        CIDR applies from the next bind: a live bind was allowed when it was made. The listen
+        settings stay the running ones (they need a restart).
+        """
+        self.config = config.model_copy(update={"listen": self.config.listen})
+        auth = Authenticator(config.accounts)
+        auth.bound = self.auth.bound
+        self.auth = auth
+        self.routes = config.route_table()
+        self.plan = config.numbers.plan()
+        old_buckets = self._buckets
+        self._buckets = {}
+        for account in config.accounts:
+            if account.throughput:
+                bucket = old_buckets.get(account.system_id)
+                same = bucket is not None and bucket.rate == account.throughput
+                self._buckets[account.system_id] = (
+                    bucket if bucket is not None and same else TokenBucket(account.throughput)
+                )
+        for system_id, conns in self._bound.items():
+            new = auth.accounts.get(system_id)
+            for conn in conns:
+                if new is None:
+                    conn.retired = True
+                    conn.wake.set()
+                else:
+                    conn.account = new
+
     def notify(self, account: str) -> None:
         """Deliveries were queued for `account`: wake its receiving sessions."""
         for conn in self._bound.get(account, ()):
@@ -263,7 +297,7 @@ class SmppServer:
         unbind_by: float | None = None  # shutting down: when to stop waiting for unbind_resp
         try:
             while session.is_open():
-                if self._stopping and unbind_by is None:
+                if (self._stopping or conn.retired) and unbind_by is None:
                     unbind_by = await self._unbind_for_shutdown(conn, writer)
                 if unbind_by is not None and loop.time() >= unbind_by:
                     break

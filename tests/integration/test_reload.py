@@ -1,0 +1,354 @@
+"""Reload with an application bound and submitting throughout (issue 9, item 1).
+
+smpplib submits steadily from a thread while the gateway reloads: a route change, an account
+limit change, an upstream added and removed, an invalid file. No submit is refused, the bind
+is never dropped, and each message goes to the carrier of the table in force when it was
+accepted (told apart by which of the fake carriers received it).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import smpplib.client
+
+from drivers.smpp.upstream import SmppUpstream
+from gateway.app import Gateway
+from gateway.config import load_config
+from tests.fakes.smsc import FakeSmsc
+from tests.integration.loop import LoopThread
+
+BASE = """
+accounts: [{system_id: shop, password: secret%(limits)s}%(extra)s]
+upstreams:
+%(upstreams)s
+routes: [{name: all, targets: [%(target)s]}]
+store: {path: "%(db)s"}
+"""
+
+
+def _upstream(name: str, port: int) -> str:
+    return f"  {name}: {{host: 127.0.0.1, port: {port}, system_id: gw, password: pw}}"
+
+
+class Running(LoopThread):
+    def __init__(self, tmp: Path) -> None:
+        super().__init__()
+        self.tmp = tmp
+        self.smscs = {name: FakeSmsc() for name in ("a", "b", "c")}
+        self.ports = {name: self.call(smsc.start()) for name, smsc in self.smscs.items()}
+        self.path = tmp / "gateway.yaml"
+        self.write(target="a")
+        self.gateway = Gateway(load_config(self.path))
+        self.gateway.config_path = str(self.path)
+        self.gateway.dispatcher.poll_interval = 0.05
+        self.port = self.call(self.gateway.start("127.0.0.1", 0))
+        for name in ("a", "b"):
+            self.wait_bound(name)
+
+    def write(
+        self,
+        *,
+        target: str,
+        upstreams: tuple[str, ...] = ("a", "b"),
+        limits: str = "",
+        extra: str = "",
+    ) -> None:
+        self.path.write_text(
+            BASE
+            % {
+                "limits": limits,
+                "extra": extra,
+                "upstreams": "\n".join(_upstream(n, self.ports[n]) for n in upstreams),
+                "target": target,
+                "db": self.tmp / "gw.sqlite3",
+            }
+        )
+
+    def wait_bound(self, name: str) -> None:
+        upstream = self.gateway.drivers[name]
+        assert isinstance(upstream, SmppUpstream)
+        self.call(upstream.wait_bound(10))
+
+    def carrier_of(self, text: bytes) -> list[str]:
+        return [n for n, smsc in self.smscs.items() if any(sm == text for _, sm in smsc.submits)]
+
+    def close(self) -> None:
+        self.call(self.gateway.stop())
+        for smsc in self.smscs.values():
+            self.call(smsc.stop())
+        self.stop_loop()
+
+
+class Submitter(threading.Thread):
+    """Submits one message at a time, each tagged with the reload generation around it."""
+
+    def __init__(self, port: int, generation: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.generation = generation  # [n]: odd while a reload is under way
+        self.done = threading.Event()
+        self.results: list[tuple[bytes, int, int, int]] = []  # text, gen before, after, status
+        self.error: BaseException | None = None
+        self.client = smpplib.client.Client(
+            "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
+        )
+        self.client.connect()
+        self.client.bind_transmitter(system_id="shop", password="secret")
+
+    def run(self) -> None:
+        try:
+            i = 0
+            while not self.done.is_set():
+                text = b"m%d" % i
+                before = self.generation[0]
+                self.client.send_message(
+                    source_addr="shop", destination_addr="4915100000001", short_message=text
+                )
+                resp = self.client.read_pdu()
+                after = self.generation[0]
+                status = int(resp.status)  # type: ignore[attr-defined]
+                self.results.append((text, before, after, status))
+                i += 1
+                time.sleep(0.005)  # steady, not flat out: the reloads are what is under test
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def test_reloads_under_a_steady_bind_keep_it_and_route_by_the_table_at_accept(
+    tmp_path: Path,
+) -> None:
+    gw = Running(tmp_path)
+    generation = [0]
+    submitter = Submitter(gw.port, generation)
+    submitter.start()
+    # The table in force in each generation (even numbers), and what the reload changes.
+    limits = ", window: 5, throughput: 5000"
+    steps: list[tuple[dict[str, object], str | None]] = [
+        ({"target": "b"}, None),  # route change
+        ({"target": "b", "limits": limits}, None),  # account limits
+        ({"target": "c", "upstreams": ("a", "b", "c"), "limits": limits}, None),  # added
+        ({"target": "a", "limits": limits}, None),  # upstream c removed
+        ({"target": "nowhere", "limits": limits}, "unknown target 'nowhere'"),  # invalid
+    ]
+    expected = ["a"]
+    try:
+        for changes, error in steps:
+            time.sleep(0.3)
+            gw.write(**changes)  # type: ignore[arg-type]
+            generation[0] += 1
+            result = gw.call(gw.gateway.reload())
+            generation[0] += 1
+            if error is None:
+                assert result.error is None, result.error
+                expected.append(str(changes["target"]))
+            else:
+                assert result.error is not None and error in result.error
+                assert "line" in result.error  # where in the file, for `smsgw reload`
+                expected.append(expected[-1])
+        time.sleep(0.3)
+    finally:
+        submitter.done.set()
+        submitter.join(timeout=15)
+    try:
+        assert submitter.error is None, repr(submitter.error)
+        results = submitter.results
+        assert len(results) > 50
+        assert all(status == 0 for _, _, _, status in results), "a submit was refused"
+        assert gw.gateway.server.auth.bound["shop"] == 1  # the same bind throughout
+        assert gw.gateway.server.auth.accounts["shop"].window == 5  # the limit applied
+        assert "c" not in gw.gateway.drivers and gw.smscs["c"].unbinds >= 1  # drained, unbound
+
+        def all_sent() -> bool:
+            return sum(len(s.submits) for s in gw.smscs.values()) >= len(results)
+
+        deadline = time.monotonic() + 20
+        while not all_sent() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all_sent(), "an accepted message was not sent"
+        checked = 0
+        for text, before, after, _ in results:
+            carriers = gw.carrier_of(text)
+            assert len(carriers) == 1, (text, carriers)
+            if before == after and before % 2 == 0:  # accepted wholly within one table
+                assert carriers[0] == expected[before // 2], (text, before, carriers)
+                checked += 1
+            else:  # accepted while a reload ran: by one table or the next
+                assert carriers[0] in expected[before // 2 : (after + 1) // 2 + 1], (text, carriers)
+        assert checked > 50
+    finally:
+        submitter.client.unbind()
+        submitter.client.disconnect()
+        gw.close()
+
+
+def test_a_removed_account_is_unbound_and_a_new_one_can_bind(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        gw.write(target="a", extra=", {system_id: shop2, password: two}")
+        assert gw.call(gw.gateway.reload()).applied == ["accounts added: shop2"]
+        first = smpplib.client.Client(
+            "127.0.0.1", gw.port, timeout=10, allow_unknown_opt_params=True
+        )
+        first.connect()
+        first.bind_transmitter(system_id="shop2", password="two")
+        gw.write(target="a")
+        result = gw.call(gw.gateway.reload())
+        assert result.applied == ["accounts removed: shop2"]
+        pdu = first.read_pdu()  # the gateway unbinds the removed account's bind
+        assert pdu.command == "unbind"  # type: ignore[attr-defined]
+    finally:
+        gw.close()
+
+
+def test_a_restart_only_setting_is_named_and_kept(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        text = gw.path.read_text() + "listen: {host: 127.0.0.1, port: 2776}\n"
+        gw.path.write_text(text)
+        result = gw.call(gw.gateway.reload())
+        assert result.error is None
+        assert result.restart_needed == ["listen"]
+        assert gw.gateway.server.config.listen.port != 2776  # still the running listener
+    finally:
+        gw.close()
+
+
+def test_reload_through_the_control_socket(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        control = gw.gateway.config.control_path()
+        assert control is not None
+
+        def ask(request: dict[str, object]) -> dict[str, object]:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(30)
+                sock.connect(str(control))
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                answer: dict[str, object] = json.loads(sock.makefile().readline())
+                return answer
+
+        gw.write(target="b")
+        answer = ask({"command": "reload"})
+        assert answer == {"ok": True, "result": {"applied": ["routes"], "restart_needed": []}}
+        gw.path.write_text("accounts: [{system_id: shop, password: secret, windw: 3}]\n")
+        answer = ask({"command": "reload"})
+        assert answer["ok"] is False and "windw" in str(answer["error"])
+        assert gw.gateway.config.routes[0].targets == ("b",)  # the old config still runs
+    finally:
+        gw.close()
+
+
+SERVE = """
+listen: {host: 127.0.0.1, port: 0}
+accounts: [{system_id: demo, password: demo}%s]
+simulated_carriers: {sim: {delivery_delay: 0.0}}
+routes: [{name: all, targets: [sim]}]
+store: {path: "%s"}
+"""
+
+
+def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    db = tmp_path / "var" / "gw.sqlite3"
+    config.write_text(SERVE % ("", db))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                found = re.search(pattern, lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+            if found:
+                return found
+        raise AssertionError(f"the gateway never logged {pattern!r}")
+
+    try:
+        port = int(wait_for(r"listening.*port=(\d+)")[1])
+        config.write_text(SERVE % (", {system_id: late, password: late}", db))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(r"reloaded")
+        assert proc.poll() is None
+        client = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
+        client.connect()
+        client.bind_transmitter(system_id="late", password="late")
+        client.unbind()
+        client.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_changed_upstream_rebinds_and_the_old_bind_unbinds(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        before = gw.gateway.drivers["b"]
+        gw.path.write_text(
+            gw.path.read_text().replace(
+                f"port: {gw.ports['b']}, ", f"port: {gw.ports['b']}, window: 3, "
+            )
+        )
+        result = gw.call(gw.gateway.reload())
+        assert result.applied == ["upstreams changed: b"]
+        after = gw.gateway.drivers["b"]
+        assert after is not before and isinstance(after, SmppUpstream)
+        assert after.config.window == 3
+        gw.wait_bound("b")
+        assert gw.smscs["b"].binds == 2 and gw.smscs["b"].unbinds == 1
+        gw.write(target="b")
+        gw.call(gw.gateway.reload())
+        client = smpplib.client.Client(
+            "127.0.0.1", gw.port, timeout=10, allow_unknown_opt_params=True
+        )
+        client.connect()
+        client.bind_transmitter(system_id="shop", password="secret")
+        client.send_message(
+            source_addr="shop", destination_addr="4915100000001", short_message=b"x"
+        )
+        assert int(client.read_pdu().status) == 0  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while not gw.carrier_of(b"x") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gw.carrier_of(b"x") == ["b"]
+        client.unbind()
+        client.disconnect()
+    finally:
+        gw.close()
+
+
+def test_a_route_to_a_bank_that_a_reload_cannot_start_is_refused(tmp_path: Path) -> None:
+    gw = Running(tmp_path)
+    try:
+        gw.write(target="'bank:new'")
+        gw.path.write_text(gw.path.read_text() + "modem_banks: {new: {emulate: 1}}\n")
+        result = gw.call(gw.gateway.reload())
+        assert result.error is not None and "bank:new" in result.error
+        assert gw.gateway.config.routes[0].targets == ("a",)  # the old config still runs
+    finally:
+        gw.close()
