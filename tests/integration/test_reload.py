@@ -287,7 +287,7 @@ def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
         raise AssertionError(f"the gateway never logged {pattern!r}")
 
     try:
-        port = int(wait_for(r"listening.*port=(\d+)")[1])
+        port = int(wait_for(r'listening.*port"?[=:] ?(\d+)')[1])
         config.write_text(SERVE % (", {system_id: late, password: late}", db))
         proc.send_signal(signal.SIGHUP)
         wait_for(r"reloaded")
