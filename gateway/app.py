@@ -36,9 +36,12 @@ from drivers.smpp.upstream import SmppUpstream
 from gateway.config import GatewayConfig, ModemBankConfig
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
+from gateway.http import HttpServer, create_app
 from gateway.server.smpp import SmppServer
-from gateway.store.base import Store
+from gateway.store.base import QueueDepths, Store
 from gateway.store.sqlite import SqliteStore
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.sources import sample, watch
 
 if TYPE_CHECKING:
     from drivers.modem.emulator import ModemEmulator, SimNetwork
@@ -97,6 +100,13 @@ class Gateway:
         )
         self.server.on_accept = self.dispatcher.wake
         self.port: int | None = None
+        self.metrics = Metrics() if config.metrics.enabled else None
+        if self.metrics is not None:
+            watch(self.metrics, self)
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
+        self.queues: QueueDepths | None = None  # the last count, for the metrics
+        self._sampling: asyncio.Task[None] | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.store.open()
@@ -114,6 +124,14 @@ class Gateway:
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
+        if self.config.http is not None:
+            http = HttpServer(
+                create_app(self.metrics), self.config.http.host, self.config.http.port
+            )
+            self.http_port = await http.start()
+            self.http = http
+        if self.metrics is not None:
+            self._sampling = asyncio.get_running_loop().create_task(sample(self.metrics, self))
         control_path = self.config.control_path()
         if control_path is not None:
             control = ControlServer(
@@ -132,6 +150,14 @@ class Gateway:
         if self.control is not None:
             await self.control.stop()
             self.control = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+            self._sampling = None
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()

@@ -395,6 +395,19 @@ class MessagesConfig(_Model):
         return self
 
 
+class HttpConfig(_Model):
+    """The HTTP server: GET /metrics and /healthz (and the HTTP API)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics; off only to measure what they cost (bench/e2e.py)."""
+
+    enabled: bool = True
+
+
 class GatewayConfig(_Model):
     """The whole configuration."""
 
@@ -414,6 +427,8 @@ class GatewayConfig(_Model):
     dispatch: DispatchConfig = DispatchConfig()
     store: StoreConfig = StoreConfig()
     messages: MessagesConfig = MessagesConfig()
+    http: HttpConfig | None = Field(None, description="no HTTP server unless configured")
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

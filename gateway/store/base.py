@@ -247,6 +247,14 @@ def usage_windows(now: float) -> tuple[int, int, int]:
     return int(now // 60), int(now // 86_400), when.year * 12 + when.month - 1
 
 
+class QueueDepths(NamedTuple):
+    """What waits (`Store.queue_depths`): messages to send, and deliveries per account."""
+
+    waiting: int
+    oldest: float | None  # accepted_at of the oldest waiting message
+    deliveries: dict[str, tuple[int, float]]  # account -> (count, oldest created_at)
+
+
 class Store(Protocol):
     """The gateway's storage. Every method's writes are durable when it returns."""
 
@@ -407,6 +415,10 @@ class Store(Protocol):
         skip them until it ends (`delivery_done` removes them for good)."""
 
     async def delivery_done(self, delivery_id: int) -> None: ...
+
+    async def queue_depths(self) -> QueueDepths:
+        """Counts for the metrics (read every few seconds, not per message)."""
+        ...
 
     async def purge(self, before: float) -> int:
         """Forget final messages, expired deliveries and unknown receipts older than `before`;

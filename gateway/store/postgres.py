@@ -46,6 +46,7 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     OverdueMessage,
+    QueueDepths,
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
@@ -985,6 +986,17 @@ class PostgresStore:
                 await conn.execute("DELETE FROM unknown_receipts WHERE received_at < $1", before)
             )
         return gone
+
+    async def queue_depths(self) -> QueueDepths:
+        pool = self._open_pool()
+        row = await pool.fetchrow(
+            "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
+        )
+        rows = await pool.fetch(
+            "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+        )
+        assert row is not None  # an aggregate always has its row
+        return QueueDepths(int(row[0]), row[1], {r[0]: (int(r[1]), float(r[2])) for r in rows})
 
     async def requeue_interrupted(self, now: float) -> int:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))

@@ -27,6 +27,7 @@ import sqlite3
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,14 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     OverdueMessage,
+    QueueDepths,
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
     Usage,
     usage_windows,
 )
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -230,6 +233,7 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0  # transactions committed: tests and metrics see the batching
+        self.metrics: Metrics | None = None  # the gateway's, when metrics are on
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -297,8 +301,11 @@ class SqliteStore:
     def _run_batch(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, batch: list[_Op]
     ) -> None:
+        started = time.perf_counter()
         outcomes = run_ops(conn, [(fn, args) for fn, args, _fut in batch])
         self.commits += 1
+        if self.metrics is not None:
+            self.metrics.committed(time.perf_counter() - started, len(batch))
         results = [
             (fut, value, error)
             for (_fn, _args, fut), (value, error) in zip(batch, outcomes, strict=True)
@@ -529,6 +536,9 @@ class SqliteStore:
 
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
+
+    async def queue_depths(self) -> QueueDepths:
+        return await self._call(_queue_depths)
 
     async def purge(self, before: float) -> int:
         return await self._call(_purge, before)
@@ -1067,6 +1077,17 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
             (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
+
+
+def _queue_depths(conn: sqlite3.Connection) -> QueueDepths:
+    # Both read an index only (messages_due is partial: waiting messages alone).
+    waiting, oldest = conn.execute(
+        "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+    ).fetchall()
+    return QueueDepths(waiting, oldest, {a: (n, at) for a, n, at in rows})
 
 
 def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:

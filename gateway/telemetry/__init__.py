@@ -1,0 +1,1 @@
+"""Operational telemetry: metrics (and, from another change, logging)."""
