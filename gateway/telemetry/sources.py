@@ -14,7 +14,6 @@ from prometheus_client.core import Metric
 
 from drivers.smpp.upstream import SmppUpstream
 from gateway.store.base import QueueDepths
-from gateway.store.sqlite import SqliteStore
 from gateway.telemetry.metrics import Metrics, gauge
 
 if TYPE_CHECKING:
@@ -49,8 +48,10 @@ async def sample(metrics: Metrics, gateway: Gateway, interval: float = QUEUE_INT
 def watch(metrics: Metrics, gateway: Gateway) -> None:
     gateway.server.metrics = metrics
     gateway.dispatcher.metrics = metrics
-    if isinstance(gateway.store, SqliteStore):
-        gateway.store.metrics = metrics
+    # SqliteStore and PostgresStore time their batches; PostgresStore is not imported here
+    # (asyncpg only if used), so: any store with the attribute.
+    if hasattr(gateway.store, "metrics"):
+        setattr(gateway.store, "metrics", metrics)  # noqa: B010
     for driver in gateway.drivers.values():
         if isinstance(driver, SmppUpstream):
             driver.metrics = metrics
