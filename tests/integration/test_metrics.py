@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,8 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from tests.fakes.smsc import Behaviour, FakeSmsc
 from tests.integration.loop import LoopThread
+from tests.integration.test_modem_bank import CONFIG as MODEM_CONFIG
+from tests.integration.test_modem_bank import Running as ModemRunning
 from tests.integration.test_upstream import run_app
 from tests.unit.test_contrib import contrib_metric_names
 
@@ -30,6 +33,8 @@ metrics: {enabled: %s}
 
 
 DELIVERED = 'smsgw_messages_total{outcome="delivered",route="all",target="carrier"}'
+
+BANK_DELIVERED = 'smsgw_messages_total{outcome="delivered",route="all",target="bank:b"}'
 
 
 class Running(LoopThread):
@@ -122,3 +127,31 @@ def test_http_port_is_released_on_stop(tmp_path: Path, port: int) -> None:
     running.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(base + "/healthz", timeout=2)
+
+
+def test_modem_metrics_after_traffic(tmp_path: Path) -> None:
+    running = ModemRunning(
+        tmp_path, limits1="{per_day: 100}", config=MODEM_CONFIG + "http: {{port: 0}}\n"
+    )
+    try:
+        ids, receipted = run_app(running.port, 2)
+        assert len(ids) == 2 and sorted(receipted) == sorted(ids)
+        base = f"http://127.0.0.1:{running.gateway.http_port}"
+        text = ""
+        for _ in range(50):  # bounded: the last receipt's settle may trail its deliver_sm
+            text = httpx.get(base + "/metrics", timeout=10).text
+            if BANK_DELIVERED + " 2.0" in text:
+                break
+            time.sleep(0.05)
+    finally:
+        running.close()
+    for modem in ("m1", "m2"):
+        assert _value(text, f'smsgw_modem_state{{bank="b",modem="{modem}",state="ready"}}') == 1
+        assert _value(text, f'smsgw_modem_state{{bank="b",modem="{modem}",state="failed"}}') == 0
+    used = sum(
+        _value(text, f'smsgw_sim_used{{bank="b",modem="{m}",period="day"}}') for m in ("m1", "m2")
+    )
+    assert used == 2
+    assert _value(text, 'smsgw_sim_limit{bank="b",modem="m1",period="day"}') == 100
+    assert 'smsgw_sim_limit{bank="b",modem="m2"' not in text  # no limit: no series
+    assert _value(text, BANK_DELIVERED) == 2
