@@ -12,6 +12,9 @@ from callables the gateway registers (`add_source`): nothing is updated per mess
 Reload (item 1 of issue 9) reports with `Metrics.reload_done(ok)`: it counts
 `smsgw_reload_total{result="ok"|"failed"}` and on success sets
 `smsgw_config_reload_last_success_timestamp_seconds` to now.
+A reload that adds an upstream gives the new `SmppUpstream` the gateway's `metrics` (its
+`.metrics` attribute) to count throttling; the scrape-time gauges read `gateway.drivers` and
+`gateway.banks` afresh on each scrape, so added and removed ones show without more wiring.
 """
 
 from __future__ import annotations

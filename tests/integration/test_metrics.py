@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -155,3 +158,42 @@ def test_modem_metrics_after_traffic(tmp_path: Path) -> None:
     assert _value(text, 'smsgw_sim_limit{bank="b",modem="m1",period="day"}') == 100
     assert 'smsgw_sim_limit{bank="b",modem="m2"' not in text  # no limit: no series
     assert _value(text, BANK_DELIVERED) == 2
+
+
+def test_serve_with_http_still_stops_on_sigterm(tmp_path: Path) -> None:
+    """uvicorn on the main thread would take SIGTERM for itself: the gateway must keep it."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "listen: {host: 127.0.0.1, port: 0}\n"
+        "accounts: [{system_id: demo, password: demo}]\n"
+        "simulated_carriers: {sim: {}}\n"
+        "routes: [{name: all, targets: [sim]}]\n"
+        f'store: {{path: "{tmp_path / "gw.sqlite3"}"}}\n'
+        "http: {host: 127.0.0.1, port: 0}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        while port is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = re.search(r"http listening.*port=(\d+)", line)
+            if found:
+                port = int(found[1])
+        assert port, "the gateway did not say where HTTP listens"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        assert "smsgw_binds" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
