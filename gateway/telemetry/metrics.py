@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.smpp.constants import CommandStatus
+
 __all__ = ["Metrics", "Source"]
 
 # A scrape-time source: yields metric families built from in-memory state.
@@ -134,7 +136,7 @@ class Metrics:
         key = (account, status)
         child = self._refused.get(key)
         if child is None:
-            child = self._refused[key] = self.refused.labels(account, f"0x{status:08X}")
+            child = self._refused[key] = self.refused.labels(account, _status_name(status))
         child.inc()
 
     def ended(self, outcome: str, route: str, target: str) -> None:
@@ -175,6 +177,14 @@ class Metrics:
                 due = loop.time() + interval
                 await asyncio.sleep(interval)
                 self.loop_lag.observe(max(0.0, loop.time() - due))
+
+
+def _status_name(status: int) -> str:
+    """ESME_RTHROTTLED rather than 0x00000058; a status of no name as hex."""
+    try:
+        return CommandStatus(status).name
+    except ValueError:
+        return f"0x{status:08X}"
 
 
 def gauge(

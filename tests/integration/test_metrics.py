@@ -97,6 +97,7 @@ def test_metrics_after_traffic(tmp_path: Path) -> None:
         _value(text, 'smsgw_messages_total{outcome="delivered",route="all",target="carrier"}') == 5
     )
     assert _value(text, 'smsgw_upstream_throttled_total{upstream="carrier"}') == 1
+    assert "smsgw_messages_refused_total{" not in text  # none refused
     assert _value(text, 'smsgw_upstream_bound{bind="0/trx",upstream="carrier"}') == 1
     assert _value(text, "smsgw_submit_latency_seconds_count") == 5
     assert _value(text, 'smsgw_receipt_latency_seconds_count{target="carrier"}') == 5
