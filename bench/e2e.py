@@ -33,6 +33,9 @@ Scenarios, all in one run (``--only`` picks some):
 4. ``burst`` (with ``--burst N``): N messages through the gateway while the carrier holds
    every receipt; once all N are at the carrier it releases them together (one write per
    connection), as a carrier does after an outage - the receipt burst of issue 8, item 11.
+5. ``throughput-nometrics``: ``throughput`` with ``metrics: {enabled: false}`` - run it beside
+   ``throughput`` (``--only throughput,throughput-nometrics``) for what the Prometheus
+   counters cost per message.
 
 The store is SQLite by default; ``--store postgres`` uses PostgreSQL at ``--dsn`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), in a fresh schema per scenario that is dropped
@@ -853,6 +856,8 @@ routes:
     targets: [carrier]
 store:
 {store}
+http: {{host: 127.0.0.1, port: 0}}
+metrics: {{enabled: {metrics}}}
 """
 SQLITE_STORE = """\
   backend: sqlite
@@ -873,6 +878,7 @@ class Scenario:
     rate: float | None = None
     profile: str = "none"
     burst: bool = False  # the carrier holds the receipts, then releases them together
+    metrics: bool = True  # Prometheus counters on (off: what they cost, side by side)
 
 
 @dataclass
@@ -1010,6 +1016,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     upstream_binds=args.upstream_binds,
                     upstream_window=args.upstream_window,
                     store=store,
+                    metrics=str(scenario.metrics).lower(),
                 ),
                 encoding="utf-8",
             )
@@ -1346,6 +1353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ceiling": Scenario("ceiling", False, args.messages, args.binds, args.window),
         "throughput": Scenario(
             "throughput", True, args.messages, args.binds, args.window, profile=args.profile
+        ),
+        "throughput-nometrics": Scenario(
+            "throughput-nometrics", True, args.messages, args.binds, args.window, metrics=False
         ),
         "paced": Scenario(
             "paced",

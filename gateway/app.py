@@ -37,11 +37,14 @@ from drivers.smpp.upstream import SmppUpstream
 from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
+from gateway.http import HttpServer, create_app
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
-from gateway.store.base import Store
+from gateway.store.base import QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.sources import sample, watch
 
 if TYPE_CHECKING:
     from drivers.modem.emulator import ModemEmulator, SimNetwork
@@ -102,6 +105,13 @@ class Gateway:
         self.port: int | None = None
         self.config_path: str | None = None  # what `reload` reads when given no path
         self._reloading = asyncio.Lock()
+        self.metrics = Metrics() if config.metrics.enabled else None
+        if self.metrics is not None:
+            watch(self.metrics, self)
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
+        self.queues: QueueDepths | None = None  # the last count, for the metrics
+        self._sampling: asyncio.Task[None] | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         await self.store.open()
@@ -119,6 +129,14 @@ class Gateway:
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
+        if self.config.http is not None:
+            http = HttpServer(
+                create_app(self.metrics), self.config.http.host, self.config.http.port
+            )
+            self.http_port = await http.start()
+            self.http = http
+        if self.metrics is not None:
+            self._sampling = asyncio.get_running_loop().create_task(sample(self.metrics, self))
         control_path = self.config.control_path()
         if control_path is not None:
             control = ControlServer(
@@ -143,6 +161,14 @@ class Gateway:
         if self.control is not None:
             await self.control.stop()
             self.control = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+            self._sampling = None
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
@@ -171,6 +197,7 @@ class Gateway:
                 new = await asyncio.to_thread(load_config, source)
             except ConfigError as exc:
                 log.error("reload refused: the old configuration keeps running", error=str(exc))
+                self._reloaded(ok=False)
                 return ReloadResult(error=str(exc))
             plan = plan_reload(self.config, new)
             startable = set(new.upstreams) | set(new.simulated_carriers) | set(self.drivers)
@@ -185,6 +212,7 @@ class Gateway:
             if missing:  # a new modem bank starts only with the process
                 error = f"{source}: routes target {', '.join(missing)}: restart to start it"
                 log.error("reload refused: the old configuration keeps running", error=error)
+                self._reloaded(ok=False)
                 return ReloadResult(error=error)
             # The swap: synchronous, so no message sees half of it.
             self.server.reconfigure(new)
@@ -213,11 +241,18 @@ class Gateway:
             log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
             if result.restart_needed:
                 log.warning("changed settings need a restart", settings=result.restart_needed)
+            self._reloaded(ok=True)
             return result
+
+    def _reloaded(self, *, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.reload_done(ok)
 
     def _driver(self, name: str, config: GatewayConfig) -> Driver:
         if name in config.upstreams:
-            return SmppUpstream(name, config.upstreams[name])
+            upstream = SmppUpstream(name, config.upstreams[name])
+            upstream.metrics = self.metrics  # a reload's upstream counts like a started one
+            return upstream
         sim = config.simulated_carriers[name]
         return SimulatedCarrier(
             name, delivery_delay=sim.delivery_delay, failure_ratio=sim.failure_ratio
@@ -300,7 +335,7 @@ class Gateway:
             "binds": self.server.binds(),
             "upstreams": upstreams,
             "modems": await self._modem_list({}),
-            "queues": await self.store.queue_stats(time.time()),
+            "queues": queue_summary(await self.store.queue_depths(), time.time()),
         }
 
 

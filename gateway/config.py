@@ -456,6 +456,19 @@ class LoggingConfig(_Model):
     )
 
 
+class HttpConfig(_Model):
+    """The HTTP server: GET /metrics and /healthz (and the HTTP API)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics; off only to measure what they cost (bench/e2e.py)."""
+
+    enabled: bool = True
+
+
 class GatewayConfig(_Model):
     """The whole configuration."""
 
@@ -476,6 +489,9 @@ class GatewayConfig(_Model):
     store: StoreConfig = StoreConfig()
     messages: MessagesConfig = MessagesConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    http: HttpConfig | None = Field(None, description="no HTTP server unless configured")
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> GatewayConfig:

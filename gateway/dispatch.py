@@ -76,6 +76,7 @@ from gateway.store.base import (
     state_of_smpp,
 )
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Dispatcher"]
 
@@ -133,6 +134,7 @@ class Dispatcher:
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self.metrics: Metrics | None = None
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
         self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
@@ -425,11 +427,11 @@ class Dispatcher:
             return
         settings = self.settings
         if result.permanent:
-            await self._end(record, MessageState.FAILED, result.error, now)
+            await self._end(record, MessageState.FAILED, result.error, now, driver.name)
             return
         expired = message.expires_at is not None and now >= message.expires_at
         if expired:
-            await self._end(record, MessageState.EXPIRED, result.error, now)
+            await self._end(record, MessageState.EXPIRED, result.error, now, driver.name)
             return
         if record.attempts >= settings.max_attempts or now - message.accepted_at >= (
             settings.max_age
@@ -440,7 +442,7 @@ class Dispatcher:
                 attempts=record.attempts,
                 error=result.error,
             )
-            await self._end(record, MessageState.FAILED, result.error, now)
+            await self._end(record, MessageState.FAILED, result.error, now, driver.name)
             return
         delay = min(
             settings.retry_backoff * 2 ** max(0, record.attempts - 1), settings.max_retry_backoff
@@ -462,6 +464,8 @@ class Dispatcher:
         await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
         if telemetry.messages:
             _lifecycle("sent", record, target=upstream, upstream_id=",".join(result.part_ids))
+        if self.metrics is not None:
+            self.metrics.ended("sent", message.route, upstream)
         if message.registered_delivery & 0x10:
             await self._notify_app(record, MessageState.SENT, 0, now, intermediate=True)
         for keys in part_keys:
@@ -475,9 +479,11 @@ class Dispatcher:
                     break
 
     async def _end(
-        self, record: MessageRecord, state: MessageState, error: int, now: float
+        self, record: MessageRecord, state: MessageState, error: int, now: float, target: str = ""
     ) -> None:
         """Settle a message we could not (or may no longer) send, and tell its application."""
+        if self.metrics is not None:
+            self.metrics.ended(state.name.lower(), record.message.route, target)
         delivery = self._receipt_delivery(record, state, error, now)
         await self.store.settle(
             record.message.id, state, now, error=error or None, delivery=delivery
@@ -625,6 +631,10 @@ class Dispatcher:
             if state is None:
                 continue  # parts still out
             ending.add(message.id)
+            if self.metrics is not None:
+                self.metrics.ended(state.name.lower(), message.route, r.upstream)
+                if record.state is MessageState.SENT:
+                    self.metrics.receipt(r.upstream, now - record.updated_at)
             delivery = self._receipt_delivery(record, state, r.error, now)
             settlements.append(Settlement(message.id, state, r.error or None, delivery))
             if telemetry.messages:

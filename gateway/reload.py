@@ -36,6 +36,9 @@ RESTART_NEEDED = (
     "control_socket",
     "dispatch",
     "mo_reassembly_timeout",
+    "http",
+    "metrics",
+    "logging",
 )
 
 

@@ -91,6 +91,7 @@ from gateway.smpp.tlv import tlv_value
 from gateway.sms.errors import SmsError
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
 from gateway.store.base import MessageRecord
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["SmppUpstream"]
 
@@ -239,6 +240,7 @@ class SmppUpstream:
             _Connection(self, link, mode) for link in range(config.binds) for mode in modes
         ]
         self._sink: ReceiptSink | None = None
+        self.metrics: Metrics | None = None
         self._stopping = False
         self._bound = asyncio.Event()
         self._log = log.bind(upstream=name)
@@ -441,6 +443,8 @@ class SmppUpstream:
                 status = resp.command_status
                 if status in _PAUSING:  # before the slot is freed: nothing overtakes this PDU
                     self._pause_for(loop.time(), status)
+                    if self.metrics is not None:
+                        self.metrics.upstream_throttled.labels(self.name).inc()
             finally:
                 conn.busy -= 1
                 self._pump()

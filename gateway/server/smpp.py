@@ -79,6 +79,7 @@ from gateway.smpp.session import (
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["SmppServer"]
 
@@ -103,6 +104,7 @@ class _Connection:
     __slots__ = (
         "accepting",
         "account",
+        "bind_type",
         "flush_due",
         "inflight",
         "receiving",
@@ -114,6 +116,7 @@ class _Connection:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.account: AccountConfig | None = None
+        self.bind_type = ""  # bind_transmitter / _receiver / _transceiver, once bound
         self.receiving = False  # bound RX or TRX: deliver_sm may go to it
         self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
         self.wake = asyncio.Event()
@@ -148,6 +151,7 @@ class SmppServer:
     ) -> None:
         self.config = config
         self.on_accept = on_accept
+        self.metrics: Metrics | None = None
         self.store = store
         self.clock = clock
         self.auth = Authenticator(config.accounts)
@@ -357,6 +361,8 @@ class SmppServer:
                 await asyncio.wait(set(conn.accepting), timeout=10)
             if conn.account is not None:  # it was bound: free its place under max_binds
                 self.auth.unbind(conn.account.system_id)
+                if self.metrics is not None:
+                    self.metrics.binds.labels(conn.account.system_id, conn.bind_type).dec()
                 self._bound.get(conn.account.system_id, set()).discard(conn)
             if conn.inflight and conn.account is not None:  # unanswered: offer them again
                 self._inflight.difference_update(conn.inflight.values())
@@ -461,6 +467,9 @@ class SmppServer:
             conn.receiving = not isinstance(pdu, BindTransmitter)
             self._bound.setdefault(verdict.system_id, set()).add(conn)
             self._cursor.pop(verdict.system_id, None)  # a new receiver: offer everything
+            conn.bind_type = command
+            if self.metrics is not None:
+                self.metrics.binds.labels(verdict.system_id, command).inc()
             log.info("bound", system_id=verdict.system_id, bind=command, peer=peer_ip)
             return verdict
         session.reject_bind(pdu, verdict)
@@ -481,11 +490,13 @@ class SmppServer:
             # which takes a submit_multi's destinations in one pass.
             if bucket is not None and not bucket.take(now):
                 self._answer_submit(session, pdu, CommandStatus.ESME_RTHROTTLED, "", now)
+                if self.metrics is not None:
+                    self.metrics.refuse(account.system_id, CommandStatus.ESME_RTHROTTLED)
                 return
             # Accepted concurrently, so one connection's messages share a group commit; the
             # connection loop stops reading while `window` of them are unanswered.
             task = asyncio.get_running_loop().create_task(
-                self._accept_and_answer(conn, pdu, account, writer)
+                self._accept_and_answer(conn, pdu, account, writer, now)
             )
             conn.accepting.add(task)
             task.add_done_callback(conn.accepting.discard)
@@ -504,7 +515,12 @@ class SmppServer:
             )
 
     async def _accept_and_answer(
-        self, conn: _Connection, pdu: Any, account: AccountConfig, writer: asyncio.StreamWriter
+        self,
+        conn: _Connection,
+        pdu: Any,
+        account: AccountConfig,
+        writer: asyncio.StreamWriter,
+        read_at: float,
     ) -> None:
         failed: tuple[UnsuccessSme, ...] = ()
         if isinstance(pdu, SubmitMulti):
@@ -515,7 +531,15 @@ class SmppServer:
         if not session.is_open():
             return  # stored, but the application left before its answer: it may resend
         loop = asyncio.get_running_loop()
-        self._answer_submit(session, pdu, status, message_id, loop.time(), failed=failed)
+        now = loop.time()
+        self._answer_submit(session, pdu, status, message_id, now, failed=failed)
+        metrics = self.metrics
+        if metrics is not None:
+            if status == CommandStatus.ESME_ROK:
+                metrics.accept(account.system_id)
+            else:
+                metrics.refuse(account.system_id, status)
+            metrics.submit_latency.observe(now - read_at)
         if not conn.flush_due:
             # A group commit resumes many accepts in one turn of the loop: their answers go out
             # in one write after them. (The socket is read no further while `window` submits

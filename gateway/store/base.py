@@ -33,6 +33,7 @@ __all__ = [
     "Settlement",
     "Store",
     "Usage",
+    "queue_summary",
     "state_of_smpp",
     "usage_windows",
 ]
@@ -247,6 +248,26 @@ def usage_windows(now: float) -> tuple[int, int, int]:
     return int(now // 60), int(now // 86_400), when.year * 12 + when.month - 1
 
 
+class QueueDepths(NamedTuple):
+    """What waits (`Store.queue_depths`): messages to send, and deliveries per account."""
+
+    waiting: int
+    oldest: float | None  # accepted_at of the oldest waiting message
+    deliveries: dict[str, tuple[int, float]]  # account -> (count, oldest created_at)
+
+
+def queue_summary(depths: QueueDepths, now: float) -> dict[str, Any]:
+    """What waits, as `smsgw status` shows it: messages not yet handed to an upstream and
+    deliveries per account, each with its oldest age in seconds (None when nothing waits)."""
+    oldest_delivery = min((at for _n, at in depths.deliveries.values()), default=None)
+    return {
+        "messages_waiting": depths.waiting,
+        "oldest_message_age": None if depths.oldest is None else max(0.0, now - depths.oldest),
+        "deliveries_waiting": {account: n for account, (n, _at) in depths.deliveries.items()},
+        "oldest_delivery_age": None if oldest_delivery is None else max(0.0, now - oldest_delivery),
+    }
+
+
 class Store(Protocol):
     """The gateway's storage. Every method's writes are durable when it returns."""
 
@@ -408,6 +429,10 @@ class Store(Protocol):
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 
+    async def queue_depths(self) -> QueueDepths:
+        """Counts for the metrics (read every few seconds, not per message)."""
+        ...
+
     async def purge(self, before: float) -> int:
         """Forget final messages, expired deliveries and unknown receipts older than `before`;
         how many rows."""
@@ -439,8 +464,3 @@ class Store(Protocol):
 
     async def usage(self, key: str, now: float) -> Usage:
         """The SIM's counters for the windows `now` falls in (zero for a passed window)."""
-
-    async def queue_stats(self, now: float) -> dict[str, Any]:
-        """What waits, read-only (`smsgw status`): ``messages_waiting`` (accepted or claimed,
-        not yet with an upstream) and ``oldest_message_age``; ``deliveries_waiting`` per
-        account and ``oldest_delivery_age``. Ages in seconds; None when nothing waits."""

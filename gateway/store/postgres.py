@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import operator
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -46,6 +47,7 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     OverdueMessage,
+    QueueDepths,
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
@@ -53,6 +55,7 @@ from gateway.store.base import (
     Usage,
     usage_windows,
 )
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
@@ -432,6 +435,7 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # accept transactions committed: tests and metrics see the batching
+        self.metrics: Metrics | None = None  # the gateway's, when metrics are on
         self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
         self._done_writer: asyncio.Task[None] | None = None
 
@@ -540,8 +544,11 @@ class PostgresStore:
         pool = self._pool
         assert pool is not None  # close() waits for the writer before it drops the pool
         rows = [_values(m) for m in messages]
+        started = time.perf_counter()
         await pool.execute(_ACCEPT, *(list(column) for column in zip(*rows, strict=True)))
         self.commits += 1
+        if self.metrics is not None:  # the accept batches: what groups here is what scales
+            self.metrics.committed(time.perf_counter() - started, len(messages))
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -986,6 +993,17 @@ class PostgresStore:
             )
         return gone
 
+    async def queue_depths(self) -> QueueDepths:
+        pool = self._open_pool()
+        row = await pool.fetchrow(
+            "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
+        )
+        rows = await pool.fetch(
+            "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+        )
+        assert row is not None  # an aggregate always has its row
+        return QueueDepths(int(row[0]), row[1], {r[0]: (int(r[1]), float(r[2])) for r in rows})
+
     async def requeue_interrupted(self, now: float) -> int:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
 
@@ -1026,27 +1044,6 @@ class PostgresStore:
         row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)
         assert row is not None  # an upsert with RETURNING returns its row
         return Usage(row[0], row[1], row[2])
-
-    async def queue_stats(self, now: float) -> dict[str, Any]:
-        """What waits, for `smsgw status`: messages not yet handed to an upstream and
-        deliveries per account, each with its oldest age in seconds (read-only)."""
-        pool = self._open_pool()
-        row = await pool.fetchrow(
-            "SELECT count(*), min(accepted_at) FROM messages WHERE state IN ($1, $2)",
-            MessageState.ACCEPTED.value,
-            MessageState.DISPATCHING.value,
-        )
-        assert row is not None  # an aggregate has its one row
-        count, oldest = row
-        rows = await pool.fetch(
-            "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
-        )
-        return {
-            "messages_waiting": count,
-            "oldest_message_age": None if oldest is None else max(0.0, now - oldest),
-            "deliveries_waiting": {r[0]: r[1] for r in rows},
-            "oldest_delivery_age": max(0.0, now - min(r[2] for r in rows)) if rows else None,
-        }
 
     async def usage(self, key: str, now: float) -> Usage:
         minute, day, month = usage_windows(now)

@@ -27,8 +27,9 @@ import sqlite3
 import struct
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -43,12 +44,14 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     OverdueMessage,
+    QueueDepths,
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
     Usage,
     usage_windows,
 )
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -230,6 +233,7 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0  # transactions committed: tests and metrics see the batching
+        self.metrics: Metrics | None = None  # the gateway's, when metrics are on
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -297,8 +301,11 @@ class SqliteStore:
     def _run_batch(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, batch: list[_Op]
     ) -> None:
+        started = time.perf_counter()
         outcomes = run_ops(conn, [(fn, args) for fn, args, _fut in batch])
         self.commits += 1
+        if self.metrics is not None:
+            self.metrics.committed(time.perf_counter() - started, len(batch))
         results = [
             (fut, value, error)
             for (_fn, _args, fut), (value, error) in zip(batch, outcomes, strict=True)
@@ -530,6 +537,9 @@ class SqliteStore:
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
 
+    async def queue_depths(self) -> QueueDepths:
+        return await self._call(_queue_depths)
+
     async def purge(self, before: float) -> int:
         return await self._call(_purge, before)
 
@@ -552,11 +562,6 @@ class SqliteStore:
 
     async def usage(self, key: str, now: float) -> Usage:
         return await self._call(_usage, key, usage_windows(now))
-
-    async def queue_stats(self, now: float) -> dict[str, Any]:
-        """What waits, for `smsgw status`: messages not yet handed to an upstream and
-        deliveries per account, each with its oldest age in seconds (read-only)."""
-        return await self._call(_queue_stats, now)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -1074,6 +1079,17 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
     return cur.rowcount == 1
 
 
+def _queue_depths(conn: sqlite3.Connection) -> QueueDepths:
+    # Both read an index only (messages_due is partial: waiting messages alone).
+    waiting, oldest = conn.execute(
+        "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
+    ).fetchall()
+    return QueueDepths(waiting, oldest, {a: (n, at) for a, n, at in rows})
+
+
 def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:
     ids = [
         row[0]
@@ -1116,28 +1132,6 @@ def _count_usage(
 ) -> Usage:
     row = conn.execute(_COUNT_USAGE, (key, *windows, count)).fetchone()
     return Usage(*row)
-
-
-def _queue_stats(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
-    count, oldest = conn.execute(
-        "SELECT count(*), min(accepted_at) FROM messages WHERE state IN (?, ?)",
-        (MessageState.ACCEPTED.value, MessageState.DISPATCHING.value),
-    ).fetchone()
-    rows = conn.execute(
-        "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
-    ).fetchall()
-    return _queues(now, count, oldest, rows)
-
-
-def _queues(
-    now: float, count: int, oldest: float | None, rows: Sequence[Sequence[Any]]
-) -> dict[str, Any]:
-    return {
-        "messages_waiting": count,
-        "oldest_message_age": None if oldest is None else max(0.0, now - oldest),
-        "deliveries_waiting": {account: n for account, n, _ in rows},
-        "oldest_delivery_age": (max(0.0, now - min(r[2] for r in rows)) if rows else None),
-    }
 
 
 def _usage(conn: sqlite3.Connection, key: str, windows: tuple[int, int, int]) -> Usage:

@@ -1,4 +1,4 @@
-"""Telemetry declared once: the log pipeline (`logging`) and the systemd notify protocol
-(`systemd`). Sans-IO cores never import this package."""
+"""Telemetry declared once: the log pipeline (`logging`), the systemd notify protocol
+(`systemd`) and Prometheus metrics (`metrics`). Sans-IO cores never import this package."""
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from gateway.store.base import (
     MessageState,
     NewDelivery,
     NewMessage,
+    QueueDepths,
     ReceiptRecord,
     Settlement,
     Usage,
@@ -1013,5 +1014,20 @@ def test_a_node_leases_the_deliveries_it_offers(db: Db) -> None:
         # once a lease runs out (node 1 died), another node offers the rest again
         later = T0 + 2 + DELIVERY_LEASE + 1
         assert [d.id for d in await two.pending_deliveries("shop", later, 10)] == ids[1:]
+
+    db.run(body)
+
+
+def test_queue_depths_count_what_waits(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        assert await store.queue_depths() == QueueDepths(0, None, {})
+        for i in (1, 2, 3):
+            await store.accept(msg(i))
+        assert await store.set_state("m0001", MessageState.SENT, T0 + 5)  # no longer waiting
+        await store.enqueue_delivery("shop", "receipt", b"a", T0 + 7, ttl=60)
+        await store.enqueue_delivery("shop", "mo", b"b", T0 + 8, ttl=60)
+        await store.enqueue_delivery("other", "mo", b"c", T0 + 9, ttl=60)
+        depths = await store.queue_depths()
+        assert depths == QueueDepths(2, T0 + 2, {"shop": (2, T0 + 7), "other": (1, T0 + 9)})
 
     db.run(body)

@@ -1,15 +1,15 @@
-"""`queue_stats`, what `smsgw status` shows of the queues, on every backend."""
+"""`queue_depths` as `smsgw status` shows it (`queue_summary`), on every backend."""
 
 from __future__ import annotations
 
-from gateway.store.base import MessageState
+from gateway.store.base import MessageState, queue_summary
 from tests.store import T0, msg
 from tests.store.conftest import AnyStore, Db
 
 
 def test_counts_what_waits_and_its_oldest_age(db: Db) -> None:
     async def body(store: AnyStore) -> dict[str, object]:
-        assert await store.queue_stats(T0 + 100) == {
+        assert queue_summary(await store.queue_depths(), T0 + 100) == {
             "messages_waiting": 0,
             "oldest_message_age": None,
             "deliveries_waiting": {},
@@ -21,7 +21,7 @@ def test_counts_what_waits_and_its_oldest_age(db: Db) -> None:
         await store.enqueue_delivery("shop", "receipt", b"x", T0 + 10, 3600)
         await store.enqueue_delivery("shop", "mo", b"y", T0 + 20, 3600)
         await store.enqueue_delivery("other", "mo", b"z", T0 + 30, 3600)
-        return await store.queue_stats(T0 + 100)
+        return queue_summary(await store.queue_depths(), T0 + 100)
 
     assert db.run(body) == {
         "messages_waiting": 2,
