@@ -186,7 +186,7 @@ def test_serve_with_http_still_stops_on_sigterm(tmp_path: Path) -> None:
             line = proc.stdout.readline()
             if not line:
                 break
-            found = re.search(r"http listening.*port=(\d+)", line)
+            found = re.search(r'http listening.*port"?[=:] ?(\d+)', line)
             if found:
                 port = int(found[1])
         assert port, "the gateway did not say where HTTP listens"
