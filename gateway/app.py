@@ -194,7 +194,8 @@ class Gateway:
             return ReloadResult(error="no configuration file to reload from")
         async with self._reloading:
             try:
-                new = await asyncio.to_thread(load_config, source)
+                # complete: an empty or half file must not reload into no accounts or routes
+                new = await asyncio.to_thread(load_config, source, complete=True)
             except ConfigError as exc:
                 log.error("reload refused: the old configuration keeps running", error=str(exc))
                 self._reloaded(ok=False)

@@ -117,12 +117,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(path: str) -> GatewayConfig | None:
-    """The configuration at `path`, or None after printing what is wrong with it."""
+def _load(path: str, *, complete: bool = False) -> GatewayConfig | None:
+    """The configuration at `path`, or None after printing what is wrong with it;
+    `complete`: refused as `check-config` refuses it (what `serve` would trip on)."""
     from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
 
     try:
-        return load_config(path)
+        return load_config(path, complete=complete)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -134,7 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import run  # noqa: PLC0415
     from gateway.telemetry import logging as telemetry  # noqa: PLC0415
 
-    config = _load(args.config)
+    config = _load(args.config, complete=True)
     if config is None:
         return 2
     node = config.node_id if "node_id" in config.model_fields_set else None

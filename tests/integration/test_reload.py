@@ -222,6 +222,21 @@ def test_a_restart_only_setting_is_named_and_kept(tmp_path: Path) -> None:
         gw.close()
 
 
+def test_an_empty_file_is_refused_and_the_accounts_kept(tmp_path: Path) -> None:
+    """A file emptied by a bad edit reloads into nothing: refused, as check-config refuses it."""
+    gw = Running(tmp_path)
+    try:
+        accounts = dict(gw.gateway.server.auth.accounts)
+        assert accounts
+        gw.path.write_text("")
+        result = gw.call(gw.gateway.reload())
+        assert result.error is not None
+        assert gw.gateway.server.auth.accounts == accounts
+        assert gw.gateway.config.routes  # the running table is the old one
+    finally:
+        gw.close()
+
+
 def test_reload_through_the_control_socket(tmp_path: Path) -> None:
     gw = Running(tmp_path)
     try:
