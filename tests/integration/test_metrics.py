@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from tests.fakes.smsc import Behaviour, FakeSmsc
 from tests.integration.loop import LoopThread
+from tests.integration.serve import Served
 from tests.integration.test_modem_bank import CONFIG as MODEM_CONFIG
 from tests.integration.test_modem_bank import Running as ModemRunning
 from tests.integration.test_upstream import run_app
@@ -172,29 +170,11 @@ def test_serve_with_http_still_stops_on_sigterm(tmp_path: Path) -> None:
         f'store: {{path: "{tmp_path / "gw.sqlite3"}"}}\n'
         "http: {host: 127.0.0.1, port: 0}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    served = Served(config)
     try:
-        port = None
-        deadline = time.monotonic() + 30
-        assert proc.stdout is not None
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            found = re.search(r'http listening.*port"?[=:] ?(\d+)', line)
-            if found:
-                port = int(found[1])
-        assert port, "the gateway did not say where HTTP listens"
+        port = served.port("http listening")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
         assert "smsgw_binds" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert served.stop() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        served.kill()

@@ -9,12 +9,8 @@ accepted (told apart by which of the fake carriers received it).
 from __future__ import annotations
 
 import json
-import queue
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +22,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from tests.fakes.smsc import FakeSmsc
 from tests.integration.loop import LoopThread
+from tests.integration.serve import Served
 
 BASE = """
 accounts: [{system_id: shop, password: secret%(limits)s}%(extra)s]
@@ -275,49 +272,21 @@ def test_sighup_reloads_a_running_serve(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     db = tmp_path / "var" / "gw.sqlite3"
     config.write_text(SERVE % ("", db))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-
-    def wait_for(pattern: str) -> re.Match[str]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                found = re.search(pattern, lines.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-            if found:
-                return found
-        raise AssertionError(f"the gateway never logged {pattern!r}")
-
+    served = Served(config)
     try:
-        port = int(wait_for(r'listening.*port"?[=:] ?(\d+)')[1])
+        port = served.port()
         config.write_text(SERVE % (", {system_id: late, password: late}", db))
-        proc.send_signal(signal.SIGHUP)
-        wait_for(r"reloaded")
-        assert proc.poll() is None
+        served.proc.send_signal(signal.SIGHUP)
+        served.wait_for(r"reloaded")
+        assert served.proc.poll() is None
         client = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
         client.connect()
         client.bind_transmitter(system_id="late", password="late")
         client.unbind()
         client.disconnect()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert served.stop() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        served.kill()
 
 
 def test_a_changed_upstream_rebinds_and_the_old_bind_unbinds(tmp_path: Path) -> None:
