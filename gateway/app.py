@@ -23,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from drivers.base import Driver
 from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
-from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, ModemConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.http import HttpServer, create_app
@@ -81,6 +81,7 @@ class Gateway:
         }
         for name, upstream in config.upstreams.items():
             drivers[name] = SmppUpstream(name, upstream)
+        self.clock = clock
         self.banks: dict[str, ModemBank] = {}
         for name, bank_config in config.modem_banks.items():
             bank = ModemBank(name, bank_config, self.store, clock=clock)
@@ -119,13 +120,7 @@ class Gateway:
         if requeued:
             log.warning("resuming messages interrupted by a stop", count=requeued)
         for name, bank in self.banks.items():
-            bank_config = self.config.modem_banks[name]
-            if bank_config.emulate:
-                emulated = await asyncio.to_thread(_emulate, name, bank_config)
-                self.emulated[name] = emulated
-                bank.ports.update(
-                    {modem: _port(emulator) for modem, emulator in emulated.modems.items()}
-                )
+            bank.ports.update(await self._emulate(name, self.config.modem_banks[name]))
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
@@ -186,8 +181,9 @@ class Gateway:
         keeps running and the result carries the loader's message (YAML path and line).
         Accounts, routes, MO routes, number plan and message rules are swapped in one step
         of the loop (no await between), so each message is accepted and routed under one
-        table. Upstreams and simulated carriers are then added, drained and replaced; the
-        settings that need a restart are named (`gateway.reload.RESTART_NEEDED`).
+        table. Upstreams, simulated carriers and modem banks it adds start before that swap;
+        those it changes or removes are replaced or drained after it. The settings that need
+        a restart are named (`gateway.reload.RESTART_NEEDED`).
         """
         source = path or self.config_path
         if source is None:
@@ -201,39 +197,29 @@ class Gateway:
                 self._reloaded(ok=False)
                 return ReloadResult(error=str(exc))
             plan = plan_reload(self.config, new)
-            startable = set(new.upstreams) | set(new.simulated_carriers) | set(self.drivers)
-            missing = sorted(
-                {
-                    name
-                    for route in new.routes
-                    for target in route.targets
-                    if (name := target if isinstance(target, str) else target.name) not in startable
-                }
-            )
-            if missing:  # a new modem bank starts only with the process
-                error = f"{source}: routes target {', '.join(missing)}: restart to start it"
-                log.error("reload refused: the old configuration keeps running", error=error)
-                self._reloaded(ok=False)
-                return ReloadResult(error=error)
+            # What the new table may name starts first: no message is routed to a target
+            # that is not there yet, and the old table never names these.
+            for name in plan.upstreams.added + plan.simulated_carriers.added:
+                await self.dispatcher.add_driver(self._driver(name, new))
+            for name in plan.modem_banks.added:
+                await self._add_bank(name, new.modem_banks[name])
             # The swap: synchronous, so no message sees half of it.
             self.server.reconfigure(new)
             self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
             old, self.config = self.config, new
-            for name in plan.upstreams.added:
-                await self.dispatcher.add_driver(self._driver(name, new))
-            for name in plan.simulated_carriers.added:
-                await self.dispatcher.add_driver(self._driver(name, new))
             for name in plan.upstreams.changed + plan.simulated_carriers.changed:
                 await self.dispatcher.replace_driver(self._driver(name, new))
-            for name in plan.upstreams.removed + plan.simulated_carriers.removed:
-                await self.dispatcher.remove_driver(name)
-            self.drivers = dict(self.dispatcher.drivers)
             restart = list(plan.restart_needed)
             for name in plan.modem_banks.changed:
                 restart += [
                     f"modem_banks.{name}: {k}"
-                    for k in self.banks[name].reconfigure(new.modem_banks[name])
+                    for k in await self._reconfigure_bank(name, new.modem_banks[name])
                 ]
+            for name in plan.upstreams.removed + plan.simulated_carriers.removed:
+                await self.dispatcher.remove_driver(name)
+            for name in plan.modem_banks.removed:
+                await self._remove_bank(name)
+            self.drivers = dict(self.dispatcher.drivers)
             # What still runs as started stays in the config, so the next reload names it again.
             kept = {name: getattr(old, name) for name in RESTART_NEEDED}
             kept["modem_banks"] = {name: bank.config for name, bank in self.banks.items()}
@@ -244,6 +230,42 @@ class Gateway:
                 log.warning("changed settings need a restart", settings=result.restart_needed)
             self._reloaded(ok=True)
             return result
+
+    async def _emulate(self, name: str, config: ModemBankConfig) -> dict[str, str]:
+        """Start the emulated modems `config` asks for that are not running yet (and stop
+        those it no longer asks for); returns the port of each emulated modem by name."""
+        wanted = {m.name: m for m in config.modem_list()[: config.emulate]}
+        emulated = self.emulated.get(name)
+        if emulated is None:
+            if not wanted:
+                return {}
+            emulated = self.emulated[name] = Emulated(
+                _network(config), link_dir=Path(tempfile.mkdtemp(prefix=f"smsgw-{name}-"))
+            )
+        await asyncio.to_thread(_start_emulators, name, config, emulated, list(wanted.values()))
+        return {modem: _port(emulated.modems[modem]) for modem in wanted}
+
+    async def _add_bank(self, name: str, config: ModemBankConfig) -> None:
+        bank = ModemBank(name, config, self.store, clock=self.clock)
+        bank.ports.update(await self._emulate(name, config))
+        await self.dispatcher.add_driver(bank)
+        self.banks[name] = bank
+
+    async def _reconfigure_bank(self, name: str, config: ModemBankConfig) -> list[str]:
+        bank = self.banks[name]
+        kept = await bank.reconfigure(config, ports=await self._emulate(name, config))
+        emulated = self.emulated.get(name)
+        if emulated is not None:  # emulators of modems the bank no longer runs
+            gone = set(emulated.modems) - {m.name for m in config.modem_list()[: config.emulate]}
+            await asyncio.to_thread(_stop_emulated, emulated, gone)
+        return kept
+
+    async def _remove_bank(self, name: str) -> None:
+        bank = self.banks.pop(name)
+        await self.dispatcher.remove_driver(bank.name)
+        emulated = self.emulated.pop(name, None)
+        if emulated is not None:
+            await asyncio.to_thread(_stop_emulated, emulated)
 
     def _reloaded(self, *, ok: bool) -> None:
         if self.metrics is not None:
@@ -344,26 +366,31 @@ def _port(emulator: ModemEmulator) -> str:
     return str(emulator.link) if emulator.link is not None else emulator.port
 
 
-def _emulate(bank: str, config: ModemBankConfig) -> Emulated:
-    """Start a bank's emulated modems (blocking: each starts a thread on a new pty)."""
-    from drivers.modem.emulator import ModemEmulator, Quirks, SimNetwork  # noqa: PLC0415
+def _network(config: ModemBankConfig) -> SimNetwork:
+    from drivers.modem.emulator import SimNetwork  # noqa: PLC0415 - only for emulated banks
 
-    emulated = Emulated(
-        SimNetwork(report_delay=config.emulator.report_delay),
-        link_dir=Path(tempfile.mkdtemp(prefix=f"smsgw-{bank}-")),
-    )
-    quirks = config.emulator.quirks
-    for modem in config.modem_list()[: config.emulate]:
+    return SimNetwork(report_delay=config.emulator.report_delay)
+
+
+def _start_emulators(
+    bank: str, config: ModemBankConfig, emulated: Emulated, modems: list[ModemConfig]
+) -> None:
+    """Start an emulated modem for each of `modems` not running yet (blocking: each starts
+    a thread on a new pty, behind a symlink so a replug keeps its port)."""
+    from drivers.modem.emulator import ModemEmulator, Quirks  # noqa: PLC0415
+
+    for modem in modems:
+        if modem.name in emulated.modems:
+            continue
         emulator = ModemEmulator(
             emulated.network,
             imei=modem.imei or emulated_imei(bank, modem.name),
             iccid=modem.iccid or emulated_iccid(bank, modem.name),
-            quirks=Quirks.parse(quirks),
+            quirks=Quirks.parse(config.emulator.quirks),
             link=emulated.link_dir / modem.name if emulated.link_dir else None,
         )
         emulator.start()
         emulated.modems[modem.name] = emulator
-    return emulated
 
 
 def _check_digit(digits: str) -> str:
@@ -391,10 +418,15 @@ def emulated_iccid(bank: str, modem: str) -> str:
     return _check_digit("8900" + _digits_of(bank, modem, 14))
 
 
-def _stop_emulated(emulated: Emulated) -> None:
-    for emulator in emulated.modems.values():
-        emulator.stop()
-    if emulated.link_dir is not None:
+def _stop_emulated(emulated: Emulated, names: Collection[str] | None = None) -> None:
+    """Stop the emulated modems called `names`, or all of them and their folder."""
+    for name in list(emulated.modems) if names is None else names:
+        emulator = emulated.modems.pop(name, None)
+        if emulator is not None:
+            emulator.stop()
+            if emulator.link is not None:
+                emulator.link.unlink(missing_ok=True)
+    if names is None and emulated.link_dir is not None:
         shutil.rmtree(emulated.link_dir, ignore_errors=True)
 
 

@@ -13,7 +13,10 @@ were handed to it and its sends in flight finished (`Dispatcher.remove_driver`);
 it due later (a retry, a scheduled one) goes by the new table's route of the same name, and its
 receipts still outstanding end by the receipt timeout (there is no link left to query).
 A changed upstream binds anew at once with its new settings; the old one unbinds when its
-sends in flight are answered, so for that moment the carrier sees one bind more.
+sends in flight are answered, so for that moment the carrier sees one bind more. A modem bank
+added starts (its emulated modems too), one removed drains like an upstream; in a bank kept,
+modems added start, and modems removed or changed leave the selection at once and stop once
+their sends under way are answered (`ModemBank.reconfigure`).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class ReloadPlan:
     accounts: Changed = Changed()
     upstreams: Changed = Changed()
     simulated_carriers: Changed = Changed()
-    modem_banks: Changed = Changed()  # changed ones are applied where they can be (limits)
+    modem_banks: Changed = Changed()
     routes: bool = False
     mo_routes: bool = False
     numbers: bool = False
@@ -81,7 +84,7 @@ class ReloadPlan:
         """What applying the plan changes, one line per kind of object."""
         lines = self.accounts.describe("accounts") + self.upstreams.describe("upstreams")
         lines += self.simulated_carriers.describe("simulated carriers")
-        lines += Changed(changed=self.modem_banks.changed).describe("modem banks")
+        lines += self.modem_banks.describe("modem banks")
         lines += [
             name
             for name, flag in (
@@ -129,11 +132,5 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         mo_routes=old.mo_routes != new.mo_routes,
         numbers=old.numbers != new.numbers,
         messages=old.messages != new.messages,
-        restart_needed=tuple(n for n in RESTART_NEEDED if getattr(old, n) != getattr(new, n))
-        # A bank added or removed starts or stops modems (and emulators): not live yet.
-        + tuple(
-            f"modem_banks.{name}"
-            for name in _diff(old.modem_banks, new.modem_banks).added
-            + _diff(old.modem_banks, new.modem_banks).removed
-        ),
+        restart_needed=tuple(n for n in RESTART_NEEDED if getattr(old, n) != getattr(new, n)),
     )

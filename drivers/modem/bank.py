@@ -481,34 +481,84 @@ class ModemBank:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def reconfigure(self, config: ModemBankConfig) -> list[str]:
-        """Apply a reloaded config of this bank where it can change live: each modem's limits
-        and number, the selection, queue and report window. Returns what it left as it was
-        (modems added or removed, other modem settings, emulation): those need a restart."""
-        fresh = {m.name: m for m in config.modem_list()}
+    async def reconfigure(
+        self,
+        config: ModemBankConfig,
+        *,
+        ports: Mapping[str, str] | None = None,
+        drain: float = 15.0,
+    ) -> list[str]:
+        """Apply a reloaded config of this bank, live. Each modem keeps running when only its
+        limits or number changed (the next pick counts against the new limits); a modem added
+        starts; a modem removed, or changed otherwise (port, PIN, timeouts...), is taken out
+        of the selection at once, its sends under way finish (up to `drain` seconds), then it
+        stops and, if changed, starts again with its new settings. The selection, queue and
+        report window apply to the next send. Returns what it left as it was: the emulator's
+        settings, which only a restart changes.
+
+        `ports`, when given, replaces the ports that override the configured ones by modem name
+        (the emulated modems' ptys).
+        """
+        if ports is not None:
+            self.ports = dict(ports)
         kept: list[str] = []
-        if set(fresh) != {slot.config.name for slot in self._slots}:
-            kept.append("modems added or removed")
-        if (config.emulate, config.emulator) != (self.config.emulate, self.config.emulator):
-            kept.append("emulation")
-        for slot in self._slots:
-            new = fresh.get(slot.config.name)
-            if new is None:
-                continue
-            live = {"limits": slot.config.limits, "number": slot.config.number}
-            if new.model_copy(update=live) != slot.config:
-                kept.append(f"modem {new.name} settings other than limits and number")
-                continue
-            slot.config = new  # the next pick counts against the new limits
-        self.config = config.model_copy(
-            update={
-                "modems": self.config.modems,
-                "emulate": self.config.emulate,
-                "emulator": self.config.emulator,
-            }
-        )
-        self._wake_all()  # higher limits or a longer queue: waiting sends may go now
+        if config.emulator != self.config.emulator:
+            kept.append("emulator settings")
+        running = {slot.config.name: slot for slot in self._slots}
+        slots: list[_Slot] = []
+        started: list[_Slot] = []
+        retired: list[_Slot] = []
+        for modem_config in config.modem_list():
+            slot = running.get(modem_config.name)
+            if slot is not None:
+                live = {"limits": modem_config.limits, "number": modem_config.number}
+                same = slot.config.model_copy(update=live) == modem_config
+                if same and self._settings(modem_config) == slot.modem.settings:
+                    slot.config = modem_config
+                    slots.append(slot)
+                    continue
+                retired.append(slot)
+            fresh = _Slot(modem_config, self._factory(self._settings(modem_config), self))
+            slots.append(fresh)
+            started.append(fresh)
+        wanted = {slot.config.name for slot in slots}
+        retired += [slot for name, slot in running.items() if name not in wanted]
+        # One step: the next pick sees the new modems and none of the retired ones.
+        self._slots = slots
+        self.config = config.model_copy(update={"emulator": self.config.emulator})
+        if retired:
+            log.info(
+                "modems retired by a reload",
+                bank=self.bank,
+                modems=[s.config.name for s in retired],
+            )
+            await self._retire(retired, drain)
+        for slot in started:
+            self._by_modem[id(slot.modem)] = slot
+            if self._sink is not None:  # a bank not started yet starts them with itself
+                await slot.modem.start()
+        if started:
+            log.info(
+                "modems started by a reload",
+                bank=self.bank,
+                modems=[s.config.name for s in started],
+            )
+        self._wake_all()  # higher limits, a longer queue, new modems: waiting sends may go now
         return kept
+
+    async def _retire(self, slots: list[_Slot], drain: float) -> None:
+        """Stop modems no longer selected once their sends under way are answered (bounded):
+        a send cut short is retried by the dispatcher, never lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        while any(slot.queue for slot in slots) and loop.time() < deadline:
+            await self._wait_change(min(0.2, max(0.0, deadline - loop.time())))
+        await asyncio.gather(*(slot.modem.stop() for slot in slots), return_exceptions=True)
+        for slot in slots:
+            self._by_modem.pop(id(slot.modem), None)
+            for series, (held, _at) in list(self._sticky.items()):
+                if held is slot:
+                    del self._sticky[series]
 
     async def wait_ready(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Wait until `count` modems (all when None) are ready to send (tests, tools).

@@ -13,10 +13,12 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import smpplib.client
 
+from drivers.modem.emulator import SimNetwork
 from drivers.smpp.upstream import SmppUpstream
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -326,13 +328,75 @@ def test_a_changed_upstream_rebinds_and_the_old_bind_unbinds(tmp_path: Path) -> 
         gw.close()
 
 
-def test_a_route_to_a_bank_that_a_reload_cannot_start_is_refused(tmp_path: Path) -> None:
+def test_modem_banks_added_grown_shrunk_and_removed_under_a_steady_bind(tmp_path: Path) -> None:
+    """A bank of emulated modems added by a reload takes the route at once, a modem added to
+    it starts and shares the traffic, one removed stops, and the bank removed drains: the
+    application's bind stays up and submitting throughout, and every message is sent."""
     gw = Running(tmp_path)
-    try:
-        gw.write(target="'bank:new'")
-        gw.path.write_text(gw.path.read_text() + "modem_banks: {new: {emulate: 1}}\n")
+    generation = [0]
+    submitter = Submitter(gw.port, generation)
+    submitter.start()
+    bank = "modem_banks: {usb: {emulate: %d, emulator: {report_delay: 0.05}}}\n"
+
+    def reload(text: str, applied: list[str]) -> None:
+        gw.path.write_text(text)
         result = gw.call(gw.gateway.reload())
-        assert result.error is not None and "bank:new" in result.error
-        assert gw.gateway.config.routes[0].targets == ("a",)  # the old config still runs
+        assert result.error is None, result.error
+        assert result.applied == applied and result.restart_needed == []
+
+    def sent_by(network: SimNetwork, imei: str) -> int:
+        return sum(1 for m in network.received if m.modem == imei)
+
+    def wait_for(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert check(), what
+
+    try:
+        gw.write(target="'bank:usb'")
+        base = gw.path.read_text()
+        reload(base + bank % 1, ["modem banks added: usb", "routes"])
+        emulated = gw.gateway.emulated["usb"]
+        network = emulated.network
+        first = emulated.modems["modem1"].imei
+        wait_for(lambda: sent_by(network, first) >= 5, "the new bank sends")
+        reload(base + bank % 2, ["modem banks changed: usb"])
+        second = emulated.modems["modem2"].imei
+        wait_for(lambda: sent_by(network, second) >= 5, "the added modem sends")
+        # modem1 removed: the bank keeps the one modem listed, on its emulator.
+        only_second = "{emulate: 1, modems: [{name: modem2}], emulator: {report_delay: 0.05}}"
+        reload(f"{base}modem_banks: {{usb: {only_second}}}\n", ["modem banks changed: usb"])
+        assert "modem1" not in emulated.modems  # its emulator stopped with it
+        before = sent_by(network, first)
+        count = len(submitter.results)
+        wait_for(lambda: len(submitter.results) >= count + 20, "submits go on")
+        assert sent_by(network, first) == before  # the removed modem sends no more
+        gw.write(target="a")
+        reload(gw.path.read_text(), ["modem banks removed: usb", "routes"])
+        assert "usb" not in gw.gateway.banks and "bank:usb" not in gw.gateway.drivers
+        assert "usb" not in gw.gateway.emulated
+        count = len(submitter.results)
+        wait_for(lambda: len(submitter.results) >= count + 20, "submits go on after")
     finally:
+        submitter.done.set()
+        submitter.join(timeout=15)
+    try:
+        assert submitter.error is None, repr(submitter.error)
+        assert all(status == 0 for _, _, _, status in submitter.results), "a submit was refused"
+        assert gw.gateway.server.auth.bound["shop"] == 1  # the same bind throughout
+
+        def all_sent() -> bool:
+            by_modem = len(network.received)
+            by_carrier = sum(len(s.submits) for s in gw.smscs.values())
+            return by_modem + by_carrier >= len(submitter.results)
+
+        wait_for(all_sent, "an accepted message was not sent")
+        texts = [m.text for m in network.received] + [
+            sm.decode() for s in gw.smscs.values() for _, sm in s.submits
+        ]
+        assert sorted(texts) == sorted(t.decode() for t, *_ in submitter.results)  # once each
+    finally:
+        submitter.client.unbind()
+        submitter.client.disconnect()
         gw.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.reload import plan_reload
@@ -68,8 +69,16 @@ def test_mo_routes_numbers_and_message_rules_apply_live() -> None:
     assert plan.applied() == ["mo_routes", "numbers", "messages"]
 
 
-def test_a_bank_takes_new_limits_live_and_names_what_needs_a_restart() -> None:
-    from tests.unit.test_bank import bank_of, config, done, record  # noqa: PLC0415
+def test_banks_added_and_removed_apply_live() -> None:
+    new = BASE + "modem_banks: {usb: {emulate: 2}}\n"
+    plan = plan_reload(_config(BASE), _config(new))
+    assert plan.applied() == ["modem banks added: usb"] and plan.restart_needed == ()
+    plan = plan_reload(_config(new), _config(BASE))
+    assert plan.applied() == ["modem banks removed: usb"] and plan.restart_needed == ()
+
+
+def test_a_bank_takes_new_limits_and_modems_live() -> None:
+    from tests.unit.test_bank import FakeModem, bank_of, config, done, record  # noqa: PLC0415
 
     limited = [
         {"name": "a", "port": "/x/a", "limits": {"per_minute": 1}},
@@ -82,14 +91,70 @@ def test_a_bank_takes_new_limits_live_and_names_what_needs_a_restart() -> None:
             for i in range(2):
                 assert (await bank.send(record(i))).ok
             assert not bank.usable()  # both SIMs at their minute's limit
+            a, b = bank.modem("a"), bank.modem("b")
             raised = [{**m, "limits": {"per_minute": 5}} for m in limited]
-            assert bank.reconfigure(config(modems=raised, queue=4)) == []
+            assert await bank.reconfigure(config(modems=raised, queue=4)) == []
             assert bank.usable() and bank.config.queue == 4
+            assert bank.modem("a") is a and bank.modem("b") is b  # kept running
+            # b moves port: stopped, and started again with its new settings.
             moved = [raised[0], {**raised[1], "port": "/x/other"}]
-            assert bank.reconfigure(config(modems=moved)) == [
-                "modem b settings other than limits and number"
-            ]
-            assert bank.reconfigure(config(modems=moved[:1])) == ["modems added or removed"]
+            assert await bank.reconfigure(config(modems=moved)) == []
+            assert b.state.name == "CLOSED" and bank.modem("a") is a
+            b2 = bank.modem("b")
+            assert b2 is not b and b2.settings.port == "/x/other" and b2.ready()
+            # c added, a removed: c starts, a stops and is never picked again.
+            added = [moved[1], {"name": "c", "port": "/x/c"}]
+            assert await bank.reconfigure(config(modems=added)) == []
+            assert a.state.name == "CLOSED" and bank.modem("c").ready()
+            assert [row["name"] for row in bank.state()] == ["b", "c"]
+            sent_by = set()
+            for i in range(2, 8):
+                result = await bank.send(record(i))
+                assert result.ok and result.upstream_id is not None
+                sent_by.add(result.upstream_id.split("/")[0])
+            assert isinstance(a, FakeModem) and len(a.sent) == 1  # only its send before
+            assert len(sent_by) == 2  # b and c share the traffic
+        finally:
+            await done(bank)
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_modem_finishes_its_send_before_it_stops() -> None:
+    from tests.unit.test_bank import bank_of, config, done, record  # noqa: PLC0415
+
+    async def scenario() -> None:
+        bank, _sink = await bank_of(config())
+        try:
+            running = {name: bank.modem(name) for name in ("a", "b")}
+            gate = asyncio.Event()
+            for modem in running.values():
+                original = modem.send
+
+                async def slow(tpdus: object, original: Any = original) -> Any:
+                    await gate.wait()
+                    return await original(tpdus)
+
+                modem.send = slow  # type: ignore[method-assign]
+            sending = asyncio.create_task(bank.send(record(0)))
+            async with asyncio.timeout(5):
+                while not any(row["queue"] for row in bank.state()):
+                    await asyncio.sleep(0.01)
+            queued = next(row["name"] for row in bank.state() if row["queue"])
+            keep = "b" if queued == "a" else "a"
+            others = [m for m in config().modems if m.name == keep]
+            reconfiguring = asyncio.create_task(
+                bank.reconfigure(config(modems=[m.model_dump() for m in others]), drain=5)
+            )
+            await asyncio.sleep(0.05)
+            assert not reconfiguring.done()  # waits for the send under way
+            assert running[queued].ready()
+            gate.set()
+            async with asyncio.timeout(5):
+                assert (await sending).ok
+                assert await reconfiguring == []
+            assert [row["name"] for row in bank.state()] == [keep]
+            assert not running[queued].ready()  # stopped once its send was answered
         finally:
             await done(bank)
 
