@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -37,7 +39,7 @@ from drivers.smpp.upstream import SmppUpstream
 from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, ModemConfig, load_config
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
-from gateway.http import HttpServer, create_app
+from gateway.http import BodyLimit, HttpServer, create_app
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
@@ -112,6 +114,10 @@ class Gateway:
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self.queues: QueueDepths | None = None  # the last count, for the metrics
+        self.started_at = time.time()
+        self.last_reload: dict[str, Any] | None = None  # when, ok, what (the status page)
+        # The node's own CLI's HTTP credential (admin), written beside the control socket.
+        self.local_token: str | None = None
         self._sampling: asyncio.Task[None] | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
@@ -125,8 +131,14 @@ class Gateway:
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
         if self.config.http is not None:
+            self._write_local_token()
+            settings = self.config.http
             http = HttpServer(
-                create_app(self.metrics), self.config.http.host, self.config.http.port
+                BodyLimit(create_app(self), settings.max_body),
+                settings.host,
+                settings.port,
+                tls_cert=settings.tls_cert,
+                tls_key=settings.tls_key,
             )
             self.http_port = await http.start()
             self.http = http
@@ -194,7 +206,7 @@ class Gateway:
                 new = await asyncio.to_thread(load_config, source, complete=True)
             except ConfigError as exc:
                 log.error("reload refused: the old configuration keeps running", error=str(exc))
-                self._reloaded(ok=False)
+                self._reloaded(ok=False, detail=str(exc))
                 return ReloadResult(error=str(exc))
             plan = plan_reload(self.config, new)
             # What the new table may name starts first: no message is routed to a target
@@ -228,7 +240,7 @@ class Gateway:
             log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
             if result.restart_needed:
                 log.warning("changed settings need a restart", settings=result.restart_needed)
-            self._reloaded(ok=True)
+            self._reloaded(ok=True, detail=result.applied)
             return result
 
     async def _emulate(self, name: str, config: ModemBankConfig) -> dict[str, str]:
@@ -267,7 +279,39 @@ class Gateway:
         if emulated is not None:
             await asyncio.to_thread(_stop_emulated, emulated)
 
-    def _reloaded(self, *, ok: bool) -> None:
+    def _write_local_token(self) -> None:
+        """A fresh random admin token for this node's CLI, in a file only our user reads."""
+        path = self.config.token_path()
+        if path is None:
+            return
+        token = secrets.token_urlsafe(32)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("no local API token: the CLI uses the control socket", error=str(exc))
+            return
+        self.local_token = token
+
+    async def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: the store takes writes, SMPP listens, a target can send."""
+        try:
+            async with asyncio.timeout(5):
+                store = await self.store.ping()
+        except Exception:  # a dead writer, a closed pool: not ready, whatever the cause
+            store = False
+        return {
+            "store_writable": store,
+            "smpp_listening": self.server.listening(),
+            "route_target_usable": any(driver.usable() for driver in self.drivers.values()),
+        }
+
+    def _reloaded(self, *, ok: bool, detail: str | list[str] | None = None) -> None:
+        self.last_reload = {"at": time.time(), "ok": ok, "detail": detail}
         if self.metrics is not None:
             self.metrics.reload_done(ok)
 
@@ -291,24 +335,48 @@ class Gateway:
         return result.as_dict()
 
     async def _modem_list(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [row for bank in self.banks.values() for row in bank.state()]
+        return self.modems()
 
     async def _modem_ussd(self, request: Mapping[str, Any]) -> str:
         target, code = str(request.get("modem", "")), str(request.get("code", ""))
         bank_name, _, modem = target.partition("/")
-        bank = self.banks.get(bank_name)
-        if bank is None or not modem:
-            raise ValueError(f"no modem {target!r}: give <bank>/<modem>")
-        try:
-            return await bank.ussd(modem, code, float(request.get("wait", 30.0)))
-        except KeyError:
-            raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
+        return await self.ussd(bank_name, modem, code, float(request.get("wait", 30.0)))
 
     async def _message_query(self, request: Mapping[str, Any]) -> dict[str, Any]:
         message_id = str(request.get("id", ""))
+        info = await self.message_info(message_id)
+        if info is None:
+            raise ValueError(f"no message {message_id!r}")
+        return info
+
+    async def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.status()
+
+    # -- what the control socket and the HTTP API both ask ----------------------------------
+
+    def modems(self) -> list[dict[str, Any]]:
+        """Every modem of every bank, as `smsgw modem list` shows them."""
+        return [row for bank in self.banks.values() for row in bank.state()]
+
+    async def ussd(self, bank_name: str, modem: str, code: str, wait: float = 30.0) -> str:
+        """The network's answer to USSD `code` sent through one modem.
+
+        Raises:
+            ValueError: no such bank or modem (the message names it).
+        """
+        bank = self.banks.get(bank_name)
+        if bank is None or not modem:
+            raise ValueError(f"no modem {bank_name}/{modem}: give <bank>/<modem>")
+        try:
+            return await bank.ussd(modem, code, wait)
+        except KeyError:
+            raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
+
+    async def message_info(self, message_id: str) -> dict[str, Any] | None:
+        """A message's state, history and receipts (raw text too), or None if unknown."""
         record = await self.store.get(message_id)
         if record is None:
-            raise ValueError(f"no message {message_id!r}")
+            return None
         m = record.message
         receipts = await self.store.receipts(message_id)
         return {
@@ -340,7 +408,8 @@ class Gateway:
             ],
         }
 
-    async def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        """Binds, upstreams, modems and queues on one screen (`smsgw status`, the status page)."""
         upstreams = {
             name: {
                 "usable": driver.usable(),
@@ -357,7 +426,7 @@ class Gateway:
             "port": self.port,
             "binds": self.server.binds(),
             "upstreams": upstreams,
-            "modems": await self._modem_list({}),
+            "modems": self.modems(),
             "queues": queue_summary(await self.store.queue_depths(), time.time()),
         }
 

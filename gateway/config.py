@@ -171,6 +171,18 @@ class AccountConfig(_Model):
     max_binds: int = Field(4, ge=1)
     throughput: float | None = Field(None, gt=0, description="messages/s; over it: throttled")
     window: int = Field(64, ge=1, le=10_000)
+    admin: bool = Field(False, description="HTTP: may read the status of everything and reload")
+    api_tokens: tuple[str, ...] = Field(
+        (), description="HTTP bearer tokens for this account (besides Basic with the password)"
+    )
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        for token in tokens:
+            if len(token) < 16:
+                raise ValueError("an API token must be at least 16 characters")
+        return tokens
 
     @model_validator(mode="after")
     def _secret(self) -> AccountConfig:
@@ -457,10 +469,21 @@ class LoggingConfig(_Model):
 
 
 class HttpConfig(_Model):
-    """The HTTP server: GET /metrics and /healthz (and the HTTP API)."""
+    """The HTTP server: the API, the status page, /metrics, /healthz and /readyz."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    max_body: int = Field(
+        32 * 1024 * 1024, ge=1024, description="bytes; a larger request body gets 413"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
 
 
 class MetricsConfig(_Model):
@@ -522,6 +545,11 @@ class GatewayConfig(_Model):
         if self.store.backend == "sqlite":
             return self.store.path.parent / "smsgw.sock"
         return None
+
+    def token_path(self) -> Path | None:
+        """The local admin token's file (`smsgw` CLI over HTTP): beside the control socket."""
+        control = self.control_path()
+        return control.with_name("smsgw.token") if control is not None else None
 
     def mo_router(self) -> MoRouter:
         return MoRouter(MoRoute(m.account, m.prefixes, m.keyword) for m in self.mo_routes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.http.server import HttpServer, create_app
+from gateway.http.app import BodyLimit, create_app
+from gateway.http.server import HttpServer
 
-__all__ = ["HttpServer", "create_app"]
+__all__ = ["BodyLimit", "HttpServer", "create_app"]

@@ -1,5 +1,5 @@
-"""`GET /metrics` (Prometheus text format) and `GET /healthz`, served by uvicorn in the loop
-the gateway already runs: one HTTP server, which the HTTP API extends with more routes.
+"""uvicorn serving the gateway's app (`gateway.http.app`) in the loop the gateway already
+runs: one HTTP server for the API, the status page and the metrics; HTTPS with a certificate.
 
 uvicorn's `Server.serve` installs its own SIGINT/SIGTERM handlers with `signal.signal` when
 run on the main thread (0.55 has no switch to turn that off), which would take the signals
@@ -13,36 +13,18 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator
+from pathlib import Path
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
-from gateway.telemetry.metrics import Metrics
-
-__all__ = ["HttpServer", "create_app"]
+__all__ = ["HttpServer"]
 
 log = structlog.get_logger("smsgw.http")
 
 _START_WAIT = 10.0
 _STOP_WAIT = 5.0
-
-
-def create_app(metrics: Metrics | None) -> FastAPI:
-    app = FastAPI(title="smsgw", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def scrape() -> Response:
-        if metrics is None:
-            return Response("metrics are off (metrics.enabled: false)\n", status_code=404)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 class _Server(uvicorn.Server):
@@ -54,8 +36,17 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """uvicorn serving `app` on host:port as a task of the running loop."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         self.app, self.host, self.port = app, host, port
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -72,7 +63,13 @@ class HttpServer:
         sock.setblocking(False)
         port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", server_header=False
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            ssl_certfile=self.tls_cert,
+            ssl_keyfile=self.tls_key,
         )
         server = self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

@@ -59,6 +59,18 @@ class Authenticator:
         self, command: str, system_id: str, password: str, peer_ip: str
     ) -> CommandStatus | AccountConfig:
         """The account, or the status to refuse the bind with (SMPP v3.4 5.1.3)."""
+        account = self.verify(system_id, password, peer_ip)
+        if not isinstance(account, AccountConfig):
+            return account
+        if _BIND_TYPES.get(command) not in account.bind_types:
+            return CommandStatus.ESME_RBINDFAIL
+        if self.bound[system_id] >= account.max_binds:
+            return CommandStatus.ESME_RBINDFAIL
+        return account
+
+    def verify(self, system_id: str, password: str, peer_ip: str) -> CommandStatus | AccountConfig:
+        """The account when the password is right and `peer_ip` is in its CIDRs (a bind and
+        an HTTP request alike), else ESME_RINVSYSID, ESME_RINVPASWD or ESME_RBINDFAIL."""
         account = self.accounts.get(system_id)
         if account is None:
             return CommandStatus.ESME_RINVSYSID
@@ -68,17 +80,24 @@ class Authenticator:
             ok = hmac.compare_digest(password.encode(), (account.password or "").encode())
         if not ok:
             return CommandStatus.ESME_RINVPASWD
-        if _BIND_TYPES.get(command) not in account.bind_types:
-            return CommandStatus.ESME_RBINDFAIL
+        return account if self.allowed(account, peer_ip) else CommandStatus.ESME_RBINDFAIL
+
+    def by_token(self, token: str) -> AccountConfig | None:
+        """The account holding API token `token` (compared in constant time), or None."""
+        found = None
+        for account in self.accounts.values():
+            for known in account.api_tokens:
+                if hmac.compare_digest(token.encode(), known.encode()):
+                    found = account
+        return found
+
+    def allowed(self, account: AccountConfig, peer_ip: str) -> bool:
+        """Whether `peer_ip` is in the account's allow_cidrs."""
         try:
             address = ipaddress.ip_address(peer_ip)
         except ValueError:
-            return CommandStatus.ESME_RBINDFAIL
-        if not any(address in net for net in self.networks[system_id]):
-            return CommandStatus.ESME_RBINDFAIL
-        if self.bound[system_id] >= account.max_binds:
-            return CommandStatus.ESME_RBINDFAIL
-        return account
+            return False
+        return any(address in net for net in self.networks[account.system_id])
 
     def bind(self, system_id: str) -> None:
         self.bound[system_id] += 1

@@ -22,11 +22,18 @@ class TokenBucket:
         self._tokens = self.burst
         self._last = now
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, count: int = 1) -> bool:
+        """Spend `count` tokens if there are as many (all or none)."""
         elapsed = max(0.0, now - self._last)  # a clock that steps back refills nothing
         self._last = max(self._last, now)
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= count:
+            self._tokens -= count
             return True
         return False
+
+    def wait(self, count: int = 1) -> float:
+        """Seconds until `count` tokens are there (as of the last `take`); inf if never."""
+        if count > self.burst:
+            return float("inf")
+        return max(0.0, (count - self._tokens) / self.rate)

@@ -273,6 +273,21 @@ class SmppServer:
                 else:
                     conn.account = new
 
+    def listening(self) -> bool:
+        """Whether the SMPP listener is up (readiness)."""
+        return self._server is not None and self._server.is_serving()
+
+    def take_token(self, system_id: str, now: float, count: int = 1) -> bool:
+        """Spend `count` of the account's throughput tokens (shared by its binds and its
+        HTTP requests), all or none; False when over its rate: refuse (throttled)."""
+        bucket = self._buckets.get(system_id)
+        return bucket is None or bucket.take(now, count)
+
+    def retry_after(self, system_id: str, count: int = 1) -> float:
+        """Seconds until the account has `count` tokens again (inf: more than its burst)."""
+        bucket = self._buckets.get(system_id)
+        return 0.0 if bucket is None else bucket.wait(count)
+
     def notify(self, account: str) -> None:
         """Deliveries were queued for `account`: wake its receiving sessions."""
         for conn in self._bound.get(account, ()):
@@ -485,10 +500,9 @@ class SmppServer:
     ) -> None:
         session, account = conn.session, conn.account
         if isinstance(pdu, (SubmitSm, DataSm, SubmitMulti)) and account is not None:
-            bucket = self._buckets.get(account.system_id)
             # One token per request, submit_multi included: the limit protects our pipeline,
             # which takes a submit_multi's destinations in one pass.
-            if bucket is not None and not bucket.take(now):
+            if not self.take_token(account.system_id, now):
                 self._answer_submit(session, pdu, CommandStatus.ESME_RTHROTTLED, "", now)
                 if self.metrics is not None:
                     self.metrics.refuse(account.system_id, CommandStatus.ESME_RTHROTTLED)
@@ -524,9 +538,9 @@ class SmppServer:
     ) -> None:
         failed: tuple[UnsuccessSme, ...] = ()
         if isinstance(pdu, SubmitMulti):
-            status, message_id, failed = await self._accept_multi(pdu, account)
+            status, message_id, failed = await self.accept_multi(pdu, account)
         else:
-            status, message_id = await self._accept(pdu, account)
+            status, message_id = await self.accept(pdu, account)
         session = conn.session
         if not session.is_open():
             return  # stored, but the application left before its answer: it may resend
@@ -633,7 +647,9 @@ class SmppServer:
         status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RREPLACEFAIL
         return ReplaceSmResp(sequence_number=seq, command_status=status)
 
-    async def _accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
+    async def accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
+        """The accept pipeline of a submit_sm / data_sm (SMPP and HTTP alike): validate,
+        route, store durably. Returns (status, our message id; "" unless accepted)."""
         now = self.clock()
         try:
             times = check_submit(pdu, now, self.config.messages)
@@ -653,7 +669,7 @@ class SmppServer:
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id
 
-    async def _accept_multi(
+    async def accept_multi(
         self, pdu: SubmitMulti, account: AccountConfig
     ) -> tuple[int, str, tuple[UnsuccessSme, ...]]:
         """One message per SME destination, all stored (group-committed together) before

@@ -433,6 +433,11 @@ class Store(Protocol):
         """Counts for the metrics (read every few seconds, not per message)."""
         ...
 
+    async def ping(self) -> bool:
+        """Whether the store takes writes now (readiness): its writer answers and the
+        database is not read-only."""
+        ...
+
     async def purge(self, before: float) -> int:
         """Forget final messages, expired deliveries and unknown receipts older than `before`;
         how many rows."""

@@ -993,6 +993,10 @@ class PostgresStore:
             )
         return gone
 
+    async def ping(self) -> bool:
+        # A hot standby (a replica DSN by mistake) is read-only: not ready to accept.
+        return not await self._open_pool().fetchval("SELECT pg_is_in_recovery()")
+
     async def queue_depths(self) -> QueueDepths:
         pool = self._open_pool()
         row = await pool.fetchrow(

@@ -540,6 +540,9 @@ class SqliteStore:
     async def queue_depths(self) -> QueueDepths:
         return await self._call(_queue_depths)
 
+    async def ping(self) -> bool:
+        return await self._call(_ping)
+
     async def purge(self, before: float) -> int:
         return await self._call(_purge, before)
 
@@ -1077,6 +1080,11 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
             (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
+
+
+def _ping(conn: sqlite3.Connection) -> bool:
+    """Through the writer, so a stuck or dead writer shows; a read-only file says no."""
+    return not conn.execute("PRAGMA query_only").fetchone()[0] and conn.total_changes >= 0
 
 
 def _queue_depths(conn: sqlite3.Connection) -> QueueDepths:
