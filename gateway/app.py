@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -131,7 +132,7 @@ class Gateway:
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
         if self.config.http is not None:
-            self._write_local_token()
+            self.local_token = secrets.token_urlsafe(32)
             settings = self.config.http
             http = HttpServer(
                 BodyLimit(create_app(self), settings.max_body),
@@ -142,6 +143,7 @@ class Gateway:
             )
             self.http_port = await http.start()
             self.http = http
+            self._write_local_token()
         if self.metrics is not None:
             self._sampling = asyncio.get_running_loop().create_task(sample(self.metrics, self))
         control_path = self.config.control_path()
@@ -280,22 +282,25 @@ class Gateway:
             await asyncio.to_thread(_stop_emulated, emulated)
 
     def _write_local_token(self) -> None:
-        """A fresh random admin token for this node's CLI, in a file only our user reads."""
+        """Where this node's CLI finds the HTTP API and its admin token: a file only our user
+        reads, beside the control socket (the port may be an ephemeral one)."""
         path = self.config.token_path()
-        if path is None:
+        if path is None or self.config.http is None or self.local_token is None:
             return
-        token = secrets.token_urlsafe(32)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+            self.config.http.host, self.config.http.host
+        )
+        scheme = "https" if self.config.http.tls_cert else "http"
+        url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.http_port}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
+                json.dump({"url": url, "token": self.local_token}, f)
             tmp.replace(path)
         except OSError as exc:
             log.warning("no local API token: the CLI uses the control socket", error=str(exc))
-            return
-        self.local_token = token
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz checks: the store takes writes, SMPP listens, a target can send."""

@@ -27,6 +27,7 @@ when they cannot reach it, 1 when it answers with an error.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -622,34 +623,20 @@ def _modem_table(rows: list[dict[str, object]]) -> list[str]:
 
 
 def _cmd_modem(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    from gateway.control import ControlError, request  # noqa: PLC0415
-
-    path = _control_path(args)
-    if path is None:
-        return 2
-    try:
-        if args.modem_command == "list":
-            rows = request(path, "modem.list", timeout=args.timeout)
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            elif not rows:
-                print("no modem banks configured")
-            else:
-                print("\n".join(_modem_table(rows)))
-            return 0
-        answer = request(
-            path,
-            "modem.ussd",
-            timeout=args.timeout + 5,
-            modem=args.modem,
-            code=args.code,
-            wait=args.timeout,
-        )
-    except ControlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if args.modem_command == "list" else 1
+    if args.modem_command == "list":
+        code, rows = _ask(args, "modem.list")
+        if code:
+            return code
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows or not isinstance(rows, list):
+            print("no modem banks configured")
+        else:
+            print("\n".join(_modem_table(rows)))
+        return 0
+    code, answer = _ask(args, "modem.ussd", modem=args.modem, code=args.code, wait=args.timeout)
+    if code:
+        return code
     print(answer)
     return 0
 
@@ -665,9 +652,15 @@ def _version() -> str:
 
 def _ask(args: argparse.Namespace, command: str, **params: object) -> tuple[int, object]:
     """(0, result) of a control command, or (exit status, None) after one line on stderr:
-    2 when the gateway cannot be reached, 1 when it answered with an error."""
+    2 when the gateway cannot be reached, 1 when it answered with an error.
+
+    Through the HTTP API when the configuration serves one and the running gateway's local
+    token can be read (the one control path), else through the control socket."""
     from gateway.control import ControlError, Unreachable, request  # noqa: PLC0415
 
+    target = _http_target(args)
+    if target is not None:
+        return _ask_http(target, args.timeout, command, params)
     path = _control_path(args)
     if path is None:
         return _EXIT_USAGE, None
@@ -681,6 +674,93 @@ def _ask(args: argparse.Namespace, command: str, **params: object) -> tuple[int,
         return _EXIT_FAILED, None
 
 
+_SYSTEMD_TOKEN = "/run/smsgw/smsgw.token"
+
+
+def _http_target(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(base URL, local token) of the running gateway's HTTP API, as it wrote them at start,
+    or None to use the control socket (one named with --socket, no `http:` section, no
+    token file readable)."""
+    if args.socket:
+        return None
+    path = args.config
+    if path is None and os.path.exists("config/gateway.yaml"):
+        path = "config/gateway.yaml"
+    if path is None:
+        return None
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
+
+    try:
+        config = load_config(path)
+    except ConfigError:
+        return None  # _control_path reports it
+    if config.http is None:
+        return None
+    found = config.token_path()
+    for candidate in (str(found) if found else None, _SYSTEMD_TOKEN):
+        if candidate is None:
+            continue
+        try:
+            with open(candidate, encoding="utf-8") as f:
+                written = json.load(f)
+            return str(written["url"]), str(written["token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+_HTTP_CALLS = {
+    "modem.list": ("GET", "/api/v1/modems"),
+    "modem.ussd": ("POST", "/api/v1/modems/{bank}/{modem}/ussd"),
+    "message.query": ("GET", "/api/v1/messages/{id}"),
+    "status": ("GET", "/api/v1/status"),
+    "reload": ("POST", "/api/v1/reload"),
+}
+
+
+def _ask_http(
+    target: tuple[str, str], timeout: float, command: str, params: dict[str, object]
+) -> tuple[int, object]:
+    import httpx  # noqa: PLC0415 - only the control commands need it
+
+    base, token = target
+    method, route = _HTTP_CALLS[command]
+    body: dict[str, object] | None = None
+    if command == "modem.ussd":
+        bank, _, modem = str(params.get("modem", "")).partition("/")
+        if not modem:
+            print(f"error: no modem {params.get('modem')!r}: give <bank>/<modem>", file=sys.stderr)
+            return _EXIT_FAILED, None
+        route = route.format(bank=bank, modem=modem)
+        body = {"code": params.get("code"), "wait": params.get("wait", 30.0)}
+    elif command == "message.query":
+        route = route.format(id=params.get("id", ""))
+    elif command == "reload" and params.get("path"):
+        print("error: over HTTP the gateway reloads its own file; use --socket", file=sys.stderr)
+        return _EXIT_USAGE, None
+    try:
+        # verify=False: our own node on loopback, whose certificate names its public host.
+        with httpx.Client(base_url=base, timeout=timeout + 5, verify=False) as client:
+            answer = client.request(
+                method, route, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the gateway at {base} ({exc}): is it running?", file=sys.stderr)
+        return _EXIT_USAGE, None
+    try:
+        data = answer.json()
+    except ValueError:
+        data = None
+    if answer.status_code >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        message = error.get("message") if isinstance(error, dict) else answer.text.strip()
+        print(f"error: {message}", file=sys.stderr)
+        return _EXIT_FAILED, None
+    if command == "modem.ussd" and isinstance(data, dict):
+        return 0, data.get("answer")
+    return 0, data
+
+
 def _when(at: object) -> str:
     import time  # noqa: PLC0415
 
@@ -690,7 +770,6 @@ def _when(at: object) -> str:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
 
     code, found = _ask(args, "message.query", id=args.id)
     if code or not isinstance(found, dict):
@@ -727,7 +806,6 @@ def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
 
     code, status = _ask(args, "status")
     if code or not isinstance(status, dict):
