@@ -399,6 +399,11 @@ class Gateway:
             # the store, 1-based here as `smsgw send` prints them).
             "parts": max((r.part + 1 for r in receipts), default=None),
             "history": [[at, state.value] for at, state in await self.store.history(m.id)],
+            # As the store indexes them (lower case): the carrier's id for each part sent.
+            "upstream_ids": [
+                {"part": part + 1, "upstream": upstream, "id": key.removeprefix("s:")}
+                for part, upstream, key in await self.store.upstream_ids(m.id)
+            ],
             "receipts": [
                 {
                     "part": r.part + 1,

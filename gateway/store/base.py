@@ -308,6 +308,11 @@ class Store(Protocol):
         """Remember the ids (canonical keys, see `receipt.canonical_ids`) an upstream gave
         part `part` (0-based) of a message."""
 
+    async def upstream_ids(self, message_id: str) -> list[tuple[int, str, str]]:
+        """(part, upstream, key) of each id linked to the message, by part then upstream: the
+        strongest key per part and upstream (``s:...``, the id as indexed)."""
+        ...
+
     async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
         """Our message id for any of an upstream's id keys, or None."""
 

@@ -640,6 +640,14 @@ class PostgresStore:
                 states[part] = state
         return states
 
+    async def upstream_ids(self, message_id: str) -> list[tuple[int, str, str]]:
+        rows = await self._open_pool().fetch(
+            "SELECT part, upstream, key FROM upstream_ids WHERE message_id = $1 "
+            "AND key LIKE 's:%' ORDER BY part, upstream, key",
+            message_id,
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         rows = await self._open_pool().fetch(
             "SELECT message_id, part, upstream, upstream_id, message_state, error, received_at, "

@@ -461,6 +461,9 @@ class SqliteStore:
     async def receipts(self, message_id: str) -> list[ReceiptRecord]:
         return await self._call(_receipts, message_id)
 
+    async def upstream_ids(self, message_id: str) -> list[tuple[int, str, str]]:
+        return await self._call(_upstream_ids, message_id)
+
     async def add_inbound_part(
         self, key: str, seq: int, total: int, pdu: bytes, now: float
     ) -> list[bytes] | None:
@@ -1003,6 +1006,15 @@ def _unknown_receipts(conn: sqlite3.Connection, limit: int) -> list[ReceiptRecor
         (limit,),
     ).fetchall()
     return [ReceiptRecord("", -1, *row) for row in rows]
+
+
+def _upstream_ids(conn: sqlite3.Connection, message_id: str) -> list[tuple[int, str, str]]:
+    rows = conn.execute(
+        "SELECT part, upstream, key FROM upstream_ids WHERE message_id = ? AND key LIKE 's:%' "
+        "ORDER BY part, upstream, key",
+        (message_id,),
+    ).fetchall()
+    return [(int(p), str(u), str(k)) for p, u, k in rows]
 
 
 def _receipts(conn: sqlite3.Connection, message_id: str) -> list[ReceiptRecord]:

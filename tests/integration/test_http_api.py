@@ -200,6 +200,8 @@ def test_send_query_and_receipt(gw: Running, client: httpx.Client) -> None:
     assert info["destination"] == "4915100000002" and info["route"] == "all"
     assert info["history"][0][1] == "accepted"
     assert info["receipts"] and info["receipts"][0]["upstream"] == "sim"
+    assert info["upstream_ids"][0]["upstream"] == "sim" and info["upstream_ids"][0]["part"] == 1
+    assert info["upstream_ids"][0]["id"] == info["receipts"][0]["upstream_id"].lower()
     assert "stat:DELIVRD" in info["receipts"][0]["raw"]
     # Another account does not see it; an admin does.
     other = httpx.get(f"{gw.url}/api/v1/messages/{ids[0]}", auth=("slow", "slow"))

@@ -505,6 +505,20 @@ def test_parts_and_per_part_receipts(db: Db) -> None:
     db.run(body)
 
 
+def test_upstream_ids_of_a_message_by_part(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        await store.accept(msg(2))
+        await store.link_upstream_id("up", ("s:ab12", "n:43794"), "m0001", part=1)
+        await store.link_upstream_id("up", ("s:7f",), "m0001", part=0)
+        await store.link_upstream_id("other", ("s:x9",), "m0002")
+        assert await store.upstream_ids("m0001") == [(0, "up", "s:7f"), (1, "up", "s:ab12")]
+        assert await store.upstream_ids("m0002") == [(0, "other", "s:x9")]
+        assert await store.upstream_ids("nope") == []
+
+    db.run(body)
+
+
 # -- deliveries -----------------------------------------------------------------------------------
 
 
