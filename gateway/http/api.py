@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.client import address_ton_npi
 from gateway.http.auth import Caller, admin, caller, gateway_of
-from gateway.http.errors import ApiError, status_code
+from gateway.http.errors import ApiError, errors, status_code
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.pdu import SubmitSm
 from gateway.smpp.tlv import Tlv
@@ -173,12 +173,7 @@ def _sender(who: Caller) -> AccountConfig:
     response_model=SendResponse,
     tags=["messages"],
     summary="Send a message to one or more recipients",
-    responses={
-        401: {"description": "no or wrong credentials"},
-        413: {"description": "body too large"},
-        422: {"description": "invalid request, or every recipient refused"},
-        429: {"description": "over the account's throughput (see Retry-After)"},
-    },
+    responses=errors(400, 401, 403, 413, 422, 429),
 )
 async def send(
     body: SendRequest, request: Request, who: Annotated[Caller, Depends(caller)]
@@ -246,7 +241,7 @@ def _explain(status: int, to: str) -> str:
     "/messages/{message_id}",
     tags=["messages"],
     summary="A message: state, parts, history, upstream ids, receipts (raw text too)",
-    responses={404: {"description": "no such message of yours"}},
+    responses=errors(401, 404),
 )
 async def query(
     message_id: str, request: Request, who: Annotated[Caller, Depends(caller)]
@@ -261,10 +256,7 @@ async def query(
     "/messages/{message_id}",
     tags=["messages"],
     summary="Cancel a message not yet sent",
-    responses={
-        404: {"description": "no such message of yours"},
-        409: {"description": "already on its way or final: not cancelled"},
-    },
+    responses=errors(401, 404, 409),
 )
 async def cancel(
     message_id: str, request: Request, who: Annotated[Caller, Depends(caller)]
@@ -295,7 +287,12 @@ class UssdRequest(BaseModel):
     wait: float = Field(30.0, gt=0, le=180, description="seconds to wait for the answer")
 
 
-@router.post("/reload", tags=["operations"], summary="Re-read the configuration file")
+@router.post(
+    "/reload",
+    tags=["operations"],
+    summary="Re-read the configuration file",
+    responses=errors(401, 403, 422),
+)
 async def reload(request: Request, _who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
     result = await gateway_of(request).reload()
     if result.error is not None:
@@ -303,12 +300,19 @@ async def reload(request: Request, _who: Annotated[Caller, Depends(admin)]) -> d
     return result.as_dict()
 
 
-@router.get("/status", tags=["operations"], summary="Binds, upstreams, modems and queues")
+@router.get(
+    "/status",
+    tags=["operations"],
+    summary="Binds, upstreams, modems and queues",
+    responses=errors(401, 403),
+)
 async def status(request: Request, _who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
     return await gateway_of(request).status()
 
 
-@router.get("/modems", tags=["operations"], summary="Every modem of every bank")
+@router.get(
+    "/modems", tags=["operations"], summary="Every modem of every bank", responses=errors(401, 403)
+)
 async def modems(request: Request, _who: Annotated[Caller, Depends(admin)]) -> list[dict[str, Any]]:
     return gateway_of(request).modems()
 
@@ -317,6 +321,7 @@ async def modems(request: Request, _who: Annotated[Caller, Depends(admin)]) -> l
     "/modems/{bank}/{modem}/ussd",
     tags=["operations"],
     summary="Send a USSD code through one modem and return the network's answer",
+    responses=errors(400, 401, 403, 404, 422, 502, 504),
 )
 async def ussd(
     bank: str,

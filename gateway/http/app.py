@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import fastapi_offline
 from fastapi import FastAPI, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,7 +77,13 @@ def create_app(gateway: Gateway) -> FastAPI:
             {"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (text format)",
+        response_class=PlainTextResponse,
+        responses={404: {"description": "metrics.enabled is false"}},
+    )
     async def scrape() -> Response:
         if gateway.metrics is None:
             return Response("metrics are off (metrics.enabled: false)\n", status_code=404)

@@ -15,11 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.smpp.constants import CommandStatus
 
-__all__ = ["ApiError", "error_body", "install", "status_code"]
+__all__ = ["ApiError", "ErrorBody", "error_body", "errors", "install", "status_code"]
 
 _S = CommandStatus
 
@@ -40,6 +41,37 @@ _CODES: dict[int, tuple[str, int]] = {
     _S.ESME_RMSGQFUL: ("queue_full", 503),
     _S.ESME_RSYSERR: ("system_error", 500),
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+_WHY = {
+    400: "not valid JSON",
+    401: "no or wrong credentials, or not from an allowed address",
+    403: "the account may not do this (admin only)",
+    404: "no such object of this account",
+    409: "the object is past the point where this can be done",
+    413: "the request body is over http.max_body",
+    422: "the request is invalid, or the gateway refused it (the code says which)",
+    429: "over the account's throughput (see Retry-After)",
+    502: "the modem answered with an error",
+    504: "no answer in time",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses an endpoint may answer with."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
 
 
 def status_code(status: int) -> tuple[str, int]:
