@@ -26,6 +26,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -42,6 +43,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.policy.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, Keywords
+from gateway.policy.quiet import QuietHours
+from gateway.policy.rules import Cap, ClassRule, NumberRules
+from gateway.policy.signature import Signature
 from gateway.routing import NumberPlan, Route, RouteTable, Strategy, Target
 from gateway.routing.mo import MoRoute, MoRouter
 
@@ -468,6 +473,168 @@ class LoggingConfig(_Model):
     )
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration(value: str | float) -> float:
+    """Seconds of a duration written ``90s``, ``15m``, ``24h``, ``30d``, ``2w`` or a number.
+
+    Raises:
+        ValueError: anything else, or not more than zero.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        found = _DURATION.match(str(value))
+        if found is None:
+            raise ValueError(f"{value!r} is not a duration: write e.g. 90s, 15m, 24h, 30d")
+        seconds = float(found[1]) * _UNITS[found[2]]
+    if seconds <= 0:
+        raise ValueError("a duration must be more than zero")
+    return seconds
+
+
+def _clock(value: str) -> time:
+    try:
+        hours, minutes = (int(x) for x in value.split(":"))
+        return time(hours, minutes)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time of day: write HH:MM, e.g. 21:00") from None
+
+
+class QuietHoursConfig(_Model):
+    """Quiet from `start` to `end`, the recipient's local time (may wrap midnight)."""
+
+    start: str = Field(description="HH:MM")
+    end: str = Field(description="HH:MM")
+
+    @model_validator(mode="after")
+    def _times(self) -> QuietHoursConfig:
+        if _clock(self.start) == _clock(self.end):
+            raise ValueError("quiet hours need a start and an end that differ")
+        return self
+
+    def window(self) -> QuietHours:
+        return QuietHours(_clock(self.start), _clock(self.end))
+
+
+class CapConfig(_Model):
+    """At most `count` messages of the class to one recipient in any `per` (e.g. 24h, 30d)."""
+
+    count: int = Field(ge=1)
+    per: str = Field(description="a duration: 90s, 15m, 24h, 30d, 2w, or seconds")
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _per(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # seconds
+        if isinstance(value, str):
+            duration(value)
+        return value
+
+    def cap(self) -> Cap:
+        return Cap(self.count, duration(self.per))
+
+
+class SignatureConfig(_Model):
+    """The brand signature and opt-out hint of a class's texts."""
+
+    signature: str = ""
+    hint: str = ""
+    position: Literal["start", "end"] = "start"
+    mode: Literal["fix", "enforce"] = "fix"
+
+    @model_validator(mode="after")
+    def _something(self) -> SignatureConfig:
+        if not self.signature and not self.hint:
+            raise ValueError("give a signature, a hint, or both")
+        return self
+
+    def rule(self) -> Signature:
+        return Signature(self.signature, self.hint, self.position, self.mode)
+
+
+class ClassConfig(_Model):
+    """The rules of one message class."""
+
+    opt_out: bool | None = Field(
+        None, description="suppressed numbers get none of it (default: marketing only)"
+    )
+    quiet_hours: QuietHoursConfig | None = Field(None, description="never applied to otp")
+    caps: tuple[CapConfig, ...] = ()
+    signature: SignatureConfig | None = None
+    dedup: bool = True
+
+    def rule(self, name: str) -> ClassRule:
+        return ClassRule(
+            name,
+            opt_out=self.opt_out if self.opt_out is not None else name == "marketing",
+            quiet=None if name == "otp" or self.quiet_hours is None else self.quiet_hours.window(),
+            caps=tuple(c.cap() for c in self.caps),
+            signature=self.signature.rule() if self.signature is not None else None,
+            dedup=self.dedup,
+        )
+
+
+BUILTIN_CLASSES = ("otp", "transactional", "marketing")
+
+
+class OptOutConfig(_Model):
+    """Replies that opt a number out of (and back into) what `opt_out` classes send."""
+
+    keywords: tuple[str, ...] = DEFAULT_OPT_OUT
+    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN
+    scope: Literal["global", "sender"] = Field(
+        "global", description="sender: an opt-out stops only what comes from the same sender id"
+    )
+    confirmation: str | None = Field(None, description="replied to an opt-out, if set")
+
+    @model_validator(mode="after")
+    def _keywords(self) -> OptOutConfig:
+        Keywords.of(self.keywords, self.opt_in_keywords)  # raises on overlaps and blanks
+        return self
+
+
+class PolicyConfig(_Model):
+    """The sending rules (issue 11): message classes and what they must respect."""
+
+    classes: Mapping[str, ClassConfig] = Field(default_factory=dict)
+    default_class: str = "transactional"
+    service_types: Mapping[str, str] = Field(
+        default_factory=dict, description="SMPP service_type -> class"
+    )
+    refuse_invalid_numbers: bool = True
+    refuse_fixed_line: bool = False
+    opt_out: OptOutConfig = OptOutConfig()
+    dedup_window: float = Field(600.0, ge=0, description="seconds; 0 turns dedup off")
+    stopped_state: Literal["rejected", "undeliverable"] = "rejected"
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> PolicyConfig:
+        known = set(BUILTIN_CLASSES) | set(self.classes)
+        for name in self.classes:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"classes: {name!r}: lower-case letters, digits and _")
+        used = [("default_class", self.default_class)] + [
+            (f"service_types.{k}", v) for k, v in self.service_types.items()
+        ]
+        for where, name in used:
+            if name not in known:
+                raise ValueError(f"{where}: unknown class {name!r}; classes: {_names(known)}")
+        return self
+
+    def rules(self) -> dict[str, ClassRule]:
+        """Every class's rules, the built-in ones included."""
+        out = {name: ClassConfig().rule(name) for name in BUILTIN_CLASSES}
+        out.update({name: c.rule(name) for name, c in self.classes.items()})
+        return out
+
+    def numbers(self) -> NumberRules:
+        return NumberRules(self.refuse_invalid_numbers, self.refuse_fixed_line)
+
+
 class HttpConfig(_Model):
     """The HTTP server: the API, the status page, /metrics, /healthz and /readyz."""
 
@@ -514,6 +681,7 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
 
     http: HttpConfig | None = Field(None, description="no HTTP server unless configured")
+    policy: PolicyConfig = PolicyConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
