@@ -18,6 +18,8 @@ from gateway.config import load_config
 from gateway.store import MessageState
 from tests.fakes.webhook_receiver import Hit, WebhookReceiver
 from tests.integration.loop import LoopThread
+from tests.integration.test_modem_bank import CONFIG as MODEM_CONFIG
+from tests.integration.test_modem_bank import Running as ModemRunning
 
 SECRET = "s3cret-s3cret-s3cret"
 CONFIG = """
@@ -304,5 +306,37 @@ def test_a_reload_adds_and_removes_a_webhook_live(
         running.send(1)
         time.sleep(1.0)
         assert len(receiver.hits) == 1
+    finally:
+        running.close()
+
+
+MO_CONFIG = MODEM_CONFIG.replace(
+    "accounts: [{{system_id: shop, password: secret}}]",
+    "accounts: [{{system_id: shop, password: secret, webhook: "
+    '{{url: "%s", secret: %s, events: [mo]}}}}]',
+)
+
+
+def test_mo_arrives_reassembled(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    running = ModemRunning(tmp_path, config=MO_CONFIG % (receiver.url, SECRET))
+    try:
+        modem = running.emulated.modems["m2"]
+        long_text = "Part one, and part two. " * 6
+        running.network.inject(modem, "+491700000001", "Yes please")
+        running.network.inject(modem, "ΔHMOΣ", long_text, parts=2)
+        hits = receiver.wait(lambda h: len(h) >= 2, timeout=30)
+        by_text = {h.json["text"]: h for h in hits}
+        assert set(by_text) == {"Yes please", long_text}  # one POST for the two parts
+        for hit in hits:
+            assert hit.signed_by(SECRET)
+            p = hit.json
+            assert p["event"] == "mo"
+            assert p["account"] == "shop"
+            assert p["to"] == "4915100000002"
+            assert p["data_coding"] in (0, 8)
+        assert by_text["Yes please"].json["from"] == "491700000001"
+        assert by_text[long_text].json["from"] == "DHMOS"
+        time.sleep(0.5)
+        assert len(receiver.hits) == 2
     finally:
         running.close()
