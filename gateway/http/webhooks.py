@@ -27,7 +27,8 @@ again after the restart (`Store.release_webhooks`); at most the POSTs in flight 
 Payload (docs/API.md, "Webhooks")::
 
     {"event": "receipt" | "state" | "mo", "delivery_id": 17, "attempt": 1, "sent_at": 1.7e9,
-     "account": "app", "id": "our message id" | null, "upstream": "sim" | null,
+     "account": "app", "id": "our message id" | null, "route": "all" | null,
+     "upstream": "sim" | null,
      "upstream_id": "…" | null, "state": "delivered" | …, "message_state": 2 | null,
      "error": 0 | null, "receipt": "id:… stat:DELIVRD …" | null, "submitted_at": …,
      "done_at": …, "from": "…", "to": "…", "text": "…" | null, "hex": "…" | null,
@@ -90,6 +91,7 @@ async def build_payload(store: Store, delivery: Delivery, now: float) -> dict[st
         "sent_at": now,
         "account": delivery.account,
         "id": None,
+        "route": None,
         "upstream": None,
         "upstream_id": None,
         "state": None,
@@ -124,7 +126,7 @@ async def build_payload(store: Store, delivery: Delivery, now: float) -> dict[st
         record = await store.get(message_id)
         if record is not None:
             payload["submitted_at"] = record.message.accepted_at
-            payload["upstream"] = record.message.route or None
+            payload["route"] = record.message.route or None
             if not intermediate and record.state.final:
                 payload["state"] = record.state.value
                 payload["done_at"] = record.updated_at

@@ -136,6 +136,7 @@ def test_each_receipt_arrives_once_signed_with_its_fields(
             assert p["message_state"] == 2
             assert p["error"] == 0
             assert p["upstream"] == "sim"
+            assert p["route"] == "all"
             assert p["upstream_id"]
             assert "stat:DELIVRD" in p["receipt"]
             assert p["receipt"].startswith(f"id:{p['upstream_id']}")  # the carrier's own text
