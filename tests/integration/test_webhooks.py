@@ -49,7 +49,7 @@ class Running(LoopThread):
         self.gateway.webhooks.rescan = 0.2
         self.port: int = self.call(self.gateway.start("127.0.0.1", 0))
 
-    def send(self, count: int, *, bind: str = "transmitter") -> list[str]:
+    def send(self, count: int, *, bind: str = "transmitter", registered: int = 1) -> list[str]:
         """`count` messages from smpplib as shop, receipts asked for; their ids."""
         ids: list[str] = []
         c = smpplib.client.Client("127.0.0.1", self.port, timeout=10, allow_unknown_opt_params=True)
@@ -61,7 +61,7 @@ class Running(LoopThread):
                 source_addr="Shop",
                 destination_addr=f"49151000000{i:02d}",
                 short_message=f"order {i} shipped".encode(),
-                registered_delivery=1,
+                registered_delivery=registered,
             )
         deadline = time.monotonic() + 10
         while len(ids) < count:
@@ -146,6 +146,25 @@ def test_each_receipt_arrives_once_signed_with_its_fields(
             record = running.call(running.gateway.store.get(p["id"]))
             assert record.state is MessageState.DELIVERED
         assert running.counted("delivered") == 3
+    finally:
+        running.close()
+
+
+def test_state_events_are_the_intermediate_notifications(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    running = Running(tmp_path, webhook(receiver.url, events="[receipt, state]"))
+    try:
+        (message_id,) = running.send(1, registered=0x11)  # a receipt, and intermediate ones
+        hits = receiver.wait(lambda h: len(h) >= 2)
+        events = sorted((h.json["event"], h.json["state"]) for h in hits)
+        assert events == [("receipt", "delivered"), ("state", "sent")]
+        assert {h.json["id"] for h in hits} == {message_id}
+        running.send(1, registered=0x10)  # intermediate only: no final receipt wanted
+        hits = receiver.wait(lambda h: len(h) >= 3)
+        assert hits[2].json["event"] == "state"
+        time.sleep(0.5)
+        assert len(receiver.hits) == 3
     finally:
         running.close()
 
