@@ -37,10 +37,18 @@ from drivers.base import Driver
 from drivers.modem.bank import ModemBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
-from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, ModemConfig, load_config
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    ModemBankConfig,
+    ModemConfig,
+    WebhookConfig,
+    load_config,
+)
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.http import BodyLimit, HttpServer, create_app
+from gateway.http.webhooks import WebhookSender
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
@@ -93,11 +101,13 @@ class Gateway:
         self.control: ControlServer | None = None
         self.drivers = drivers
         self.server = SmppServer(config, self.store, clock=clock)
+        self.webhooks = WebhookSender(self.store, _webhooks(config), clock=clock)
         self.dispatcher = Dispatcher(
             self.store,
             config.route_table(),
             drivers,
-            notify=self.server.notify,
+            notify=self._notify,
+            webhook_events=self.webhooks.events,
             clock=clock,
             settings=config.dispatch,
             retention=config.store.retention_days * 86_400.0,
@@ -110,6 +120,7 @@ class Gateway:
         self.config_path: str | None = None  # what `reload` reads when given no path
         self._reloading = asyncio.Lock()
         self.metrics = Metrics() if config.metrics.enabled else None
+        self.webhooks.metrics = self.metrics
         if self.metrics is not None:
             watch(self.metrics, self)
         self.http: HttpServer | None = None
@@ -128,6 +139,7 @@ class Gateway:
             log.warning("resuming messages interrupted by a stop", count=requeued)
         for name, bank in self.banks.items():
             bank.ports.update(await self._emulate(name, self.config.modem_banks[name]))
+        await self.webhooks.start()
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
         log.info("listening", host=host or self.config.listen.host, port=self.port)
@@ -181,10 +193,16 @@ class Gateway:
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
+        await self.webhooks.stop()
         await self.store.close()
         for emulated in self.emulated.values():
             await asyncio.to_thread(_stop_emulated, emulated)
         self.emulated.clear()
+
+    def _notify(self, account: str) -> None:
+        """A deliver_sm was queued for `account`: its binds and its webhook sender look."""
+        self.server.notify(account)
+        self.webhooks.wake(account)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -219,6 +237,7 @@ class Gateway:
                 await self._add_bank(name, new.modem_banks[name])
             # The swap: synchronous, so no message sees half of it.
             self.server.reconfigure(new)
+            self.webhooks.reconfigure(_webhooks(new))
             self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
             old, self.config = self.config, new
             for name in plan.upstreams.changed + plan.simulated_carriers.changed:
@@ -507,6 +526,10 @@ def _stop_emulated(emulated: Emulated, names: Collection[str] | None = None) -> 
                 emulator.link.unlink(missing_ok=True)
     if names is None and emulated.link_dir is not None:
         shutil.rmtree(emulated.link_dir, ignore_errors=True)
+
+
+def _webhooks(config: GatewayConfig) -> dict[str, WebhookConfig]:
+    return {a.system_id: a.webhook for a in config.accounts if a.webhook is not None}
 
 
 def _store(config: GatewayConfig) -> Store:

@@ -63,6 +63,7 @@ __all__ = [
     "SimulatedCarrierConfig",
     "StoreConfig",
     "UpstreamConfig",
+    "WebhookConfig",
     "load_config",
 ]
 
@@ -163,6 +164,32 @@ class ListenConfig(_Model):
         return self
 
 
+class WebhookConfig(_Model):
+    """Where an account's receipts and MO are POSTed (signed JSON; see docs/API.md)."""
+
+    url: str = Field(description="http:// or https:// URL the events are POSTed to")
+    secret: str = Field(
+        min_length=16, description="HMAC-SHA256 key of the X-Smsgw-Signature header"
+    )
+    events: frozenset[Literal["receipt", "mo", "state"]] = Field(
+        frozenset({"receipt", "mo"}),
+        description=(
+            "receipt: final receipts; mo: inbound messages; state: intermediate notifications "
+            "(registered_delivery 0x10)"
+        ),
+    )
+    max_in_flight: int = Field(4, ge=1, le=256, description="POSTs outstanding at once")
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds one POST may take in all")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in {"http", "https"} or not rest.split("/")[0]:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+
 class AccountConfig(_Model):
     """An application that binds to us."""
 
@@ -179,6 +206,9 @@ class AccountConfig(_Model):
     admin: bool = Field(False, description="HTTP: may read the status of everything and reload")
     api_tokens: tuple[str, ...] = Field(
         (), description="HTTP bearer tokens for this account (besides Basic with the password)"
+    )
+    webhook: WebhookConfig | None = Field(
+        None, description="receipts and MO also POSTed here (besides the RX/TRX binds' queue)"
     )
 
     @field_validator("api_tokens")

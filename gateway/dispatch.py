@@ -73,6 +73,7 @@ from gateway.store.base import (
     OverdueMessage,
     Settlement,
     Store,
+    channels_for,
     state_of_smpp,
 )
 from gateway.telemetry import logging as telemetry
@@ -104,6 +105,8 @@ class Dispatcher:
         retention: seconds final messages are kept (the store's `retention_days`).
         early_wait: how long a receipt whose id is not known yet waits for the sends in
             flight to be recorded (carriers send receipts before submit_sm_resp).
+        webhook_events: what an account's webhook wants (`WebhookConfig.events`; empty: no
+            webhook): its receipts and MO are queued for the webhook too, in the same write.
     """
 
     def __init__(
@@ -121,8 +124,10 @@ class Dispatcher:
         plan: NumberPlan | None = None,
         mo_timeout: float = 300.0,
         early_wait: float = 10.0,
+        webhook_events: Callable[[str], frozenset[str]] = lambda _account: frozenset(),
     ) -> None:
         self.store = store
+        self.webhook_events = webhook_events
         self.routes = {route.name: route for route in routes.routes}
         self.drivers = dict(drivers)
         self.notify = notify
@@ -151,6 +156,7 @@ class Dispatcher:
             notify=notify,
             clock=clock,
             delivery_ttl=self.settings.delivery_ttl,
+            webhook_events=webhook_events,
             mo_timeout=mo_timeout,
             seed=random.getrandbits(16),
         )
@@ -818,7 +824,10 @@ class Dispatcher:
             if not (asked == 1 or (asked == 2 and state is not MessageState.DELIVERED)):
                 return None
         pdu = encode_pdu(_receipt_pdu(record, state, error, now, intermediate=intermediate))
-        return NewDelivery(m.account, "receipt", pdu, self.settings.delivery_ttl)
+        channels = channels_for(
+            "receipt", self.webhook_events(m.account), intermediate=intermediate
+        )
+        return NewDelivery(m.account, "receipt", pdu, self.settings.delivery_ttl, channels)
 
     async def _notify_app(
         self,
@@ -831,9 +840,8 @@ class Dispatcher:
     ) -> None:
         delivery = self._receipt_delivery(record, state, error, now, intermediate=intermediate)
         if delivery is not None:
-            await self.store.enqueue_delivery(
-                delivery.account, delivery.kind, delivery.pdu, now, delivery.ttl
-            )
+            # settle_many with no settlement: queued on every channel, in one write
+            await self.store.settle_many([], now, deliveries=(delivery,))
             self.notify(delivery.account)
 
     # -- inbound ------------------------------------------------------------------------------

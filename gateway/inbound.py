@@ -217,6 +217,8 @@ class Inbound:
         repeat_window: seconds a finished message's parts are remembered, so a part sent
             again is not delivered again.
         max_senders: senders whose reference rotation is remembered.
+        webhook_events: what an account's webhook wants; with "mo" the whole message is
+            queued for it too (one deliver_sm, in the same write as the binds' ones).
     """
 
     def __init__(
@@ -232,7 +234,9 @@ class Inbound:
         repeat_window: float = 3600.0,
         max_senders: int = 10_000,
         seed: int = 0,
+        webhook_events: Callable[[str], frozenset[str]] = lambda _account: frozenset(),
     ) -> None:
+        self.webhook_events = webhook_events
         self.store = store
         self.router = router
         self.plan = plan
@@ -314,9 +318,25 @@ class Inbound:
             return _refused(message.first, exc)
         ttl = self.delivery_ttl
         deliveries = [NewDelivery(account, "mo", p, ttl) for p in pdus]
+        if "mo" in self.webhook_events(account):
+            webhook = self._webhook_delivery(account, message, pdus)
+            if webhook is not None:
+                deliveries.append(webhook)
         await self.store.finish_inbound(message.key, deliveries, now)
         self.notify(account)
         return _OK
+
+    def _webhook_delivery(
+        self, account: str, message: _Message, pdus: list[bytes]
+    ) -> NewDelivery | None:
+        """The webhook's copy of an MO: one deliver_sm with the whole message (the binds' own
+        when there is one, else all of it in a message_payload)."""
+        try:
+            pdu = pdus[0] if len(pdus) == 1 else self._payload(message)
+        except _Refused as exc:  # over 65,535 octets: the binds get it cut, the webhook not
+            log.warning("MO too big for the webhook", account=account, reason=str(exc))
+            return None
+        return NewDelivery(account, "mo", pdu, self.delivery_ttl, ("webhook",))
 
     def _pdus(self, message: _Message, text: str) -> list[bytes]:
         """The deliver_sm PDUs of `message` for the application (see the module docstring)."""

@@ -33,6 +33,7 @@ __all__ = [
     "Settlement",
     "Store",
     "Usage",
+    "channels_for",
     "queue_summary",
     "state_of_smpp",
     "usage_windows",
@@ -163,6 +164,7 @@ class Delivery:
     created_at: float
     expires_at: float
     attempts: int
+    channel: str = "smpp"  # "smpp": for the account's binds; "webhook": its webhook sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,9 @@ class NewDelivery:
     kind: str  # "receipt" or "mo"
     pdu: bytes
     ttl: float
+    # One queued row per channel, all in the caller's transaction (both or neither):
+    # "smpp" for the account's RX/TRX binds, "webhook" for its webhook (`gateway.http.webhooks`).
+    channels: tuple[str, ...] = ("smpp",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +245,18 @@ class Usage:
     minute: int = 0
     day: int = 0
     month: int = 0
+
+
+def channels_for(
+    kind: str, events: frozenset[str], *, smpp: bool = True, intermediate: bool = False
+) -> tuple[str, ...]:
+    """The queue channels of one delivery of `kind` ("receipt" or "mo") for an account whose
+    webhook wants `events` (empty: no webhook). An intermediate notification is a "state"
+    event. `smpp`: whether the binds' row is queued too (always, today: an application may
+    bind later, and an unwanted row only waits out its ttl)."""
+    event = "state" if intermediate else kind
+    channels = ("smpp",) if smpp else ()
+    return (*channels, "webhook") if event in events else channels
 
 
 def usage_windows(now: float) -> tuple[int, int, int]:
@@ -433,6 +450,25 @@ class Store(Protocol):
         skip them until it ends (`delivery_done` removes them for good)."""
 
     async def delivery_done(self, delivery_id: int) -> None: ...
+
+    # The webhook channel of the same queue (rows queued with channel "webhook"; the SMPP
+    # methods above never see them, nor these the SMPP rows):
+
+    async def pending_webhooks(
+        self, account: str, now: float, limit: int, lease: float
+    ) -> list[Delivery]:
+        """Webhook deliveries of `account` due (not expired, their retry time come, not
+        leased), oldest first, each leased to this node for `lease` seconds and its
+        `attempts` counted: no other caller gets one until the lease ends or
+        `webhook_failed` releases it, so no delivery is ever POSTed twice at once.
+        `delivery_done` removes one for good."""
+
+    async def webhook_failed(self, delivery_id: int, retry_at: float, error: str) -> None:
+        """A POST failed: release the lease, due again at `retry_at`; `error` is kept."""
+
+    async def release_webhooks(self) -> int:
+        """At start-up: end this node's webhook leases (the process stopped mid-POST), so
+        those deliveries go again now - at least once; how many."""
 
     async def queue_depths(self) -> QueueDepths:
         """Counts for the metrics (read every few seconds, not per message)."""

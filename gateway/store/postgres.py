@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import operator
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -179,6 +180,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN sent_ids text[];
     CREATE TABLE id_formats (upstream text PRIMARY KEY, sent text, received text);
     """,
+    # 6: webhooks ride the same queue: a row's channel, and a failed POST's retry time and error.
+    """
+    ALTER TABLE deliveries ADD COLUMN channel text NOT NULL DEFAULT 'smpp';
+    ALTER TABLE deliveries ADD COLUMN next_at double precision NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN last_error text;
+    CREATE INDEX deliveries_webhook ON deliveries (account, id) WHERE channel = 'webhook';
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -307,8 +315,8 @@ _INSERT_UNKNOWN = """
 _SETTLE_MANY = """
     WITH t AS (
         SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-            $6::text[], $7::bytea[], $8::double precision[])
-            AS t (i, id, state, error, account, kind, pdu, ttl)
+            $6::text[], $7::bytea[], $8::double precision[], $11::text[])
+            AS t (i, id, state, error, account, kind, pdu, ttl, channels)
     ), u AS (
         UPDATE messages AS m
         SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
@@ -318,10 +326,12 @@ _SETTLE_MANY = """
         INSERT INTO message_history (message_id, at, state)
         SELECT t.id, $9, t.state FROM t JOIN u ON u.id = t.id
     ), d AS (
-        INSERT INTO deliveries (account, kind, pdu, created_at, expires_at)
-        SELECT t.account, t.kind, t.pdu, $9, $9 + t.ttl FROM t JOIN u ON u.id = t.id
+        INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel)
+        SELECT t.account, t.kind, t.pdu, $9, $9 + t.ttl, c.channel FROM t JOIN u ON u.id = t.id
+        CROSS JOIN LATERAL unnest(string_to_array(t.channels, ',')) WITH ORDINALITY
+            AS c (channel, n)
         WHERE t.pdu IS NOT NULL
-        ORDER BY t.i
+        ORDER BY t.i, c.n
     )
     SELECT t.i FROM t JOIN u ON u.id = t.id
 """
@@ -341,11 +351,23 @@ _PENDING = """
     WHERE id IN (
         SELECT id FROM deliveries
         WHERE account = $1 AND id > $4 AND expires_at > $2
-            AND (lease_until <= $2 OR leased_by = $5)
+            AND (lease_until <= $2 OR leased_by = $5) AND channel = 'smpp'
         ORDER BY id LIMIT $3
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
+"""
+
+_PENDING_WEBHOOKS = """
+    UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $4
+    WHERE id IN (
+        SELECT id FROM deliveries
+        WHERE channel = 'webhook' AND account = $1 AND expires_at > $2 AND next_at <= $2
+            AND lease_until <= $2
+        ORDER BY id LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel
 """
 
 _CANCEL = f"""
@@ -370,6 +392,17 @@ _REQUEUE = f"""
 
 _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
 _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
+
+
+def _delivery_rows(
+    deliveries: Sequence[NewDelivery], now: float
+) -> list[tuple[str, str, bytes, float, float, str]]:
+    """One row per delivery and channel (`NewDelivery.channels`)."""
+    return [
+        (d.account, d.kind, d.pdu, now, now + d.ttl, channel)
+        for d in deliveries
+        for channel in d.channels
+    ]
 
 
 def _count(status: str) -> int:
@@ -696,9 +729,9 @@ class PostgresStore:
         async with self._open_pool().acquire() as conn, conn.transaction():
             if deliveries:
                 await conn.executemany(
-                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
-                    "VALUES ($1, $2, $3, $4, $5)",
-                    [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
+                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    _delivery_rows(deliveries, now),
                 )
             if key:
                 await conn.execute(
@@ -875,13 +908,14 @@ class PostgresStore:
                         [s.delivery.ttl if s.delivery else None for _i, s in rows],
                         now,
                         _FINAL,
+                        [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
                     )
                 }
             if deliveries:
                 await conn.executemany(
-                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at) "
-                    "VALUES ($1, $2, $3, $4, $5)",
-                    [(d.account, d.kind, d.pdu, now, now + d.ttl) for d in deliveries],
+                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    _delivery_rows(deliveries, now),
                 )
         return [i in taken for i in range(len(settlements))]
 
@@ -953,6 +987,32 @@ class PostgresStore:
             _PENDING, account, now, limit, after, self.node, DELIVERY_LEASE
         )
         return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+
+    async def pending_webhooks(
+        self, account: str, now: float, limit: int, lease: float
+    ) -> list[Delivery]:
+        rows = await self._open_pool().fetch(
+            _PENDING_WEBHOOKS, account, now, limit, lease, self.node
+        )
+        return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+
+    async def webhook_failed(self, delivery_id: int, retry_at: float, error: str) -> None:
+        await self._open_pool().execute(
+            "UPDATE deliveries SET next_at = $2, last_error = $3, lease_until = 0, "
+            "leased_by = NULL WHERE id = $1",
+            delivery_id,
+            retry_at,
+            error[:500],
+        )
+
+    async def release_webhooks(self) -> int:
+        return _count(
+            await self._open_pool().execute(
+                "UPDATE deliveries SET lease_until = 0, leased_by = NULL "
+                "WHERE channel = 'webhook' AND leased_by = $1 AND lease_until > 0",
+                self.node,
+            )
+        )
 
     async def delivery_done(self, delivery_id: int) -> None:
         # Group commit, as for accept: the answers that came while the last delete ran go in

@@ -179,6 +179,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_sent ON messages (updated_at) WHERE state = 'sent';
     CREATE TABLE id_formats (upstream TEXT PRIMARY KEY, sent TEXT, received TEXT);
     """,
+    # 8: webhooks ride the same queue: a row's channel, and a failed POST's retry time and error.
+    """
+    ALTER TABLE deliveries ADD COLUMN channel TEXT NOT NULL DEFAULT 'smpp';
+    ALTER TABLE deliveries ADD COLUMN next_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN last_error TEXT;
+    CREATE INDEX deliveries_webhook ON deliveries (account, id) WHERE channel = 'webhook';
+    """,
 )
 
 _COLUMNS = (
@@ -540,6 +547,17 @@ class SqliteStore:
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
 
+    async def pending_webhooks(
+        self, account: str, now: float, limit: int, lease: float
+    ) -> list[Delivery]:
+        return await self._call(_pending_webhooks, account, now, limit, (lease, self.node))
+
+    async def webhook_failed(self, delivery_id: int, retry_at: float, error: str) -> None:
+        await self._call(_webhook_failed, delivery_id, retry_at, error)
+
+    async def release_webhooks(self) -> int:
+        return await self._call(_release_webhooks, self.node)
+
     async def queue_depths(self) -> QueueDepths:
         return await self._call(_queue_depths)
 
@@ -817,7 +835,7 @@ def _finish_inbound(
     conn: sqlite3.Connection, key: str, deliveries: list[NewDelivery], now: float
 ) -> None:
     for d in deliveries:
-        _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+        _enqueue_new(conn, d, now)
     if key:
         conn.execute(
             "INSERT OR REPLACE INTO inbound_parts VALUES (?, 0, 0, ?, ?)",
@@ -961,11 +979,10 @@ def _settle_many(
             "INSERT INTO message_history VALUES (?, ?, ?)", (s.message_id, now, s.state.value)
         )
         if s.delivery is not None:
-            d = s.delivery
-            _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+            _enqueue_new(conn, s.delivery, now)
         done.append(True)
     for d in deliveries:
-        _enqueue(conn, (d.account, d.kind, d.pdu, now, now + d.ttl))
+        _enqueue_new(conn, d, now)
     return done
 
 
@@ -1033,6 +1050,15 @@ def _enqueue(conn: sqlite3.Connection, row: tuple[str, str, bytes, float, float]
     return int(cur.lastrowid or 0)
 
 
+def _enqueue_new(conn: sqlite3.Connection, d: NewDelivery, now: float) -> None:
+    for channel in d.channels:
+        conn.execute(
+            "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (d.account, d.kind, d.pdu, now, now + d.ttl, channel),
+        )
+
+
 def _pending(
     conn: sqlite3.Connection, account: str, now: float, limit: int, where: tuple[int, int]
 ) -> list[Delivery]:
@@ -1040,17 +1066,51 @@ def _pending(
     rows = conn.execute(
         "SELECT id, account, kind, pdu, created_at, expires_at, attempts FROM deliveries "
         "WHERE account = ? AND id > ? AND expires_at > ? AND (lease_until <= ? OR leased_by = ?) "
-        "ORDER BY id LIMIT ?",
+        "AND channel = 'smpp' ORDER BY id LIMIT ?",
         (account, after, now, now, node, limit),
     ).fetchall()
     if rows:  # the same rows, by the same filter over their id range: one statement
         conn.execute(
             "UPDATE deliveries SET attempts = attempts + 1, leased_by = ?, lease_until = ? "
             "WHERE account = ? AND id BETWEEN ? AND ? AND expires_at > ? "
-            "AND (lease_until <= ? OR leased_by = ?)",
+            "AND (lease_until <= ? OR leased_by = ?) AND channel = 'smpp'",
             (node, now + DELIVERY_LEASE, account, rows[0][0], rows[-1][0], now, now, node),
         )
     return [Delivery(*row) for row in rows]
+
+
+def _pending_webhooks(
+    conn: sqlite3.Connection, account: str, now: float, limit: int, lease: tuple[float, int]
+) -> list[Delivery]:
+    seconds, node = lease
+    rows = conn.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, leased_by = ?, lease_until = ? "
+        "WHERE id IN (SELECT id FROM deliveries WHERE channel = 'webhook' AND account = ? "
+        "AND expires_at > ? AND next_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?) "
+        "RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel",
+        (node, now + seconds, account, now, now, now, limit),
+    ).fetchall()
+    return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+
+
+def _webhook_failed(
+    conn: sqlite3.Connection, delivery_id: int, retry_at: float, error: str
+) -> None:
+    conn.execute(
+        "UPDATE deliveries SET next_at = ?, last_error = ?, lease_until = 0, leased_by = NULL "
+        "WHERE id = ?",
+        (retry_at, error[:500], delivery_id),
+    )
+
+
+def _release_webhooks(conn: sqlite3.Connection, node: int) -> int:
+    return int(
+        conn.execute(
+            "UPDATE deliveries SET lease_until = 0, leased_by = NULL "
+            "WHERE channel = 'webhook' AND leased_by = ? AND lease_until > 0",
+            (node,),
+        ).rowcount
+    )
 
 
 def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:

@@ -36,6 +36,7 @@ Source = Callable[[], Iterable[Metric]]
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RECEIPT = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0)
+_WEBHOOK = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -109,6 +110,19 @@ class Metrics:
         self.reload = Counter(
             "smsgw_reload", "Configuration reloads, by result", ["result"], registry=r
         )
+        self.webhook_deliveries = Counter(
+            "smsgw_webhook_deliveries",
+            "Webhook POSTs by outcome: delivered, retry, rejected (4xx), expired (ttl), unreadable",
+            ["account", "outcome"],
+            registry=r,
+        )
+        self.webhook_latency_seconds = Histogram(
+            "smsgw_webhook_latency_seconds",
+            "From a webhook POST sent to its answer",
+            ["account"],
+            registry=r,
+            buckets=_WEBHOOK,
+        )
         self.reload_last_success = Gauge(
             "smsgw_config_reload_last_success_timestamp_seconds",
             "When the configuration was last loaded (start or reload)",
@@ -152,6 +166,12 @@ class Metrics:
         if child is None:
             child = self._receipts[target] = self.receipt_latency.labels(target)
         child.observe(max(0.0, latency))
+
+    def webhook_delivery(self, account: str, outcome: str) -> None:
+        self.webhook_deliveries.labels(account, outcome).inc()
+
+    def webhook_latency(self, account: str, seconds: float) -> None:
+        self.webhook_latency_seconds.labels(account).observe(max(0.0, seconds))
 
     def committed(self, seconds: float, size: int) -> None:
         """One store transaction; called from the store's writer thread (thread-safe)."""

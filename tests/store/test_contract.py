@@ -1045,3 +1045,105 @@ def test_queue_depths_count_what_waits(db: Db) -> None:
         assert depths == QueueDepths(2, T0 + 2, {"shop": (2, T0 + 7), "other": (1, T0 + 9)})
 
     db.run(body)
+
+
+# -- webhook deliveries (the same queue, channel "webhook") --------------------------------------
+
+BOTH = ("smpp", "webhook")
+
+
+def test_webhook_rows_are_queued_with_the_smpp_row_and_kept_apart(db: Db) -> None:
+    """settle / settle_many / finish_inbound queue one row per channel in their one write;
+    the SMPP path never sees a webhook row, nor the webhook path an SMPP one."""
+
+    async def body(store: AnyStore) -> None:
+        await store.accept(msg(1))
+        await store.accept(msg(2))
+        both = NewDelivery("shop", "receipt", b"receipt-1", 60.0, BOTH)
+        assert await store.settle("m0001", MessageState.DELIVERED, T0 + 1, delivery=both)
+        # a settlement that loses queues on no channel
+        assert not await store.settle("m0001", MessageState.FAILED, T0 + 1, delivery=both)
+        only_hook = NewDelivery("shop", "receipt", b"receipt-2", 60.0, ("webhook",))
+        assert await store.settle_many(
+            [Settlement("m0002", MessageState.EXPIRED, None, only_hook)],
+            T0 + 2,
+            deliveries=(NewDelivery("shop", "receipt", b"note", 60.0, BOTH),),
+        ) == [True]
+        await store.finish_inbound(
+            "",
+            [
+                NewDelivery("shop", "mo", b"mo-part", 60.0),
+                NewDelivery("shop", "mo", b"mo-all", 60.0, ("webhook",)),
+            ],
+            T0 + 3,
+        )
+        smpp = await store.pending_deliveries("shop", T0 + 4, 10)
+        assert [d.pdu for d in smpp] == [b"receipt-1", b"note", b"mo-part"]
+        hooks = await store.pending_webhooks("shop", T0 + 4, 10, lease=30.0)
+        assert [(d.pdu, d.kind, d.channel, d.attempts) for d in hooks] == [
+            (b"receipt-1", "receipt", "webhook", 1),
+            (b"receipt-2", "receipt", "webhook", 1),
+            (b"note", "receipt", "webhook", 1),
+            (b"mo-all", "mo", "webhook", 1),
+        ]
+        assert hooks[0].expires_at == T0 + 61
+        assert await store.pending_webhooks("other", T0 + 4, 10, lease=30.0) == []
+        depths = await store.queue_depths()
+        assert depths.deliveries["shop"][0] == 7  # both channels wait
+
+    db.run(body)
+
+
+def test_webhook_lease_retry_and_done(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        for n in range(3):
+            await store.settle_many(
+                [],
+                T0,
+                deliveries=(NewDelivery("shop", "receipt", bytes([n]), 100.0, ("webhook",)),),
+            )
+        first = await store.pending_webhooks("shop", T0 + 1, 2, lease=30.0)
+        assert [d.pdu for d in first] == [b"\x00", b"\x01"]
+        # leased: nobody gets them again until the lease ends, not even this node
+        again = await store.pending_webhooks("shop", T0 + 2, 10, lease=30.0)
+        assert [d.pdu for d in again] == [b"\x02"]
+        other = await db.open_store(1)
+        assert await other.pending_webhooks("shop", T0 + 3, 10, lease=30.0) == []
+        # a failure releases the lease; due again only at its retry time
+        await store.webhook_failed(first[0].id, T0 + 20, "HTTP 500")
+        assert await store.pending_webhooks("shop", T0 + 19, 10, lease=30.0) == []
+        retried = await other.pending_webhooks("shop", T0 + 20, 10, lease=30.0)
+        assert [(d.id, d.attempts) for d in retried] == [(first[0].id, 2)]
+        # done: gone for good
+        await store.delivery_done(first[1].id)
+        # leases ended: what is left (and not done) comes back, never the done one
+        late = await store.pending_webhooks("shop", T0 + 60, 10, lease=30.0)
+        assert sorted(d.pdu for d in late) == [b"\x00", b"\x02"]
+        # expired rows are never offered
+        await store.webhook_failed(late[0].id, T0 + 61, "HTTP 503")
+        assert await store.pending_webhooks("shop", T0 + 100, 10, lease=30.0) == []
+
+    db.run(body)
+
+
+def test_release_webhooks_ends_only_this_nodes_leases(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        for n in range(2):
+            await store.settle_many(
+                [], T0, deliveries=(NewDelivery("shop", "mo", bytes([n]), 100.0, ("webhook",)),)
+            )
+        mine = await store.pending_webhooks("shop", T0, 1, lease=30.0)
+        other = await db.open_store(1)
+        theirs = await other.pending_webhooks("shop", T0, 1, lease=30.0)
+        assert {mine[0].pdu, theirs[0].pdu} == {b"\x00", b"\x01"}
+        restarted = await db.reopen()  # node 0 again, after a stop mid-POST
+        assert await restarted.release_webhooks() == 1
+        back = await restarted.pending_webhooks("shop", T0 + 1, 10, lease=30.0)
+        assert [(d.id, d.attempts) for d in back] == [(mine[0].id, 2)]
+        assert await restarted.release_webhooks() == 1  # (it leased it again just now)
+        # node 1's lease stands
+        assert [d.id for d in await restarted.pending_webhooks("shop", T0 + 2, 10, 30.0)] == [
+            mine[0].id
+        ]
+
+    db.run(body)

@@ -91,6 +91,15 @@ BROKEN = [
         "but got '<stream end>'",
     ),
     (
+        "webhook",
+        "accounts:\n  - system_id: shop\n    password: pw\n    webhook:\n"
+        "      url: ftp://example.com/hook\n      secret: short\n      events: [receipt, sms]\n"
+        "routes: [{name: all, targets: [sim]}]\nsimulated_carriers: {sim: {}}\n",
+        "\n  accounts[0].webhook.url (line 5): must be an http:// or https:// URL with a host"
+        "\n  accounts[0].webhook.secret (line 6): String should have at least 16 characters"
+        "\n  accounts[0].webhook.events[1] (line 7): Input should be 'receipt', 'mo' or 'state'",
+    ),
+    (
         "host-not-an-address",
         BASE + "listen:\n  host: not an address\n",
         "listen.host (line 5): 'not an address' is neither an IP address nor a host name "
@@ -164,6 +173,22 @@ def test_environment_may_give_numbers_and_booleans() -> None:
     assert config.upstreams["c"].tls is True
     with pytest.raises(ConfigError, match=r"upstreams.c.tls \(line 6\): must be true or false"):
         load_config("x.yaml", text=text, env={"NODE": "7", "TLS": "yes"})
+
+
+def test_a_webhook_secret_may_come_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "hook.yaml"
+    path.write_text(
+        "accounts:\n  - system_id: shop\n    password: pw\n"
+        '    webhook: {url: "https://hooks.example/in", secret: "${SMSGW_TEST_HOOK}"}\n'
+        "routes: [{name: all, targets: [sim]}]\nsimulated_carriers: {sim: {}}\n"
+    )
+    result = _check(path, {"SMSGW_TEST_HOOK": "0123456789abcdef0123"})
+    assert result.returncode == 0, result.stderr
+    (account,) = load_config(path, env={"SMSGW_TEST_HOOK": "0123456789abcdef0123"}).accounts
+    assert account.webhook is not None
+    assert account.webhook.secret == "0123456789abcdef0123"
+    assert account.webhook.events == {"receipt", "mo"}
+    assert (account.webhook.max_in_flight, account.webhook.timeout) == (4, 10.0)
 
 
 def test_references_are_checked_without_the_loader_too() -> None:
