@@ -40,6 +40,7 @@ from gateway.config import ConfigError, GatewayConfig, ModemBankConfig, ModemCon
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.http import BodyLimit, HttpServer, create_app
+from gateway.http.batches import BatchRunner
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
@@ -111,6 +112,7 @@ class Gateway:
         self.metrics = Metrics() if config.metrics.enabled else None
         if self.metrics is not None:
             watch(self.metrics, self)
+        self.batches = BatchRunner(self.store, self.server, self.metrics)
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self.queues: QueueDepths | None = None  # the last count, for the metrics
@@ -129,6 +131,7 @@ class Gateway:
             bank.ports.update(await self._emulate(name, self.config.modem_banks[name]))
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
+        await self.batches.start()  # batches a stop interrupted accept the rest
         log.info("listening", host=host or self.config.listen.host, port=self.port)
         if self.config.http is not None:
             self._write_local_token()
@@ -176,6 +179,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
             self._sampling = None
+        await self.batches.stop()
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
