@@ -179,6 +179,16 @@ def _account(who: Caller) -> AccountConfig:
     status_code=202,
     tags=["batches"],
     summary="Send one text to up to 100,000 recipients (JSON, or a CSV upload)",
+    description=(
+        "Answers 202 with the batch's id once the batch is kept durably; its recipients are "
+        "then accepted in the background (follow GET /api/v1/batches/{id}). A number given "
+        "twice (after normalising) is sent once and listed under `report.duplicates`; a row "
+        "that is no phone number is skipped and listed under `report.invalid` with its row; a "
+        "text using a `{field}` some row lacks refuses the whole batch (422 `missing_field`). "
+        "Recipients the gateway refuses while accepting (no route, ...) are counted in "
+        "`refused` and the first listed under `report.refused`. The account's throughput "
+        "limit does not apply per recipient: sending is paced by the upstreams."
+    ),
     openapi_extra={
         "requestBody": {
             "content": {
