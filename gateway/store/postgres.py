@@ -280,12 +280,15 @@ _BATCH_CURSOR = """
     RETURNING id
 """
 
+# Two statements in one transaction: the first waits for a chunk being accepted (its row lock
+# on the batch), so the second - a new snapshot under READ COMMITTED - sees that chunk too.
+_STOP_BATCH = f"""
+    UPDATE batches SET state = '{BatchState.CANCELLED.value}', recipients = ''::bytea,
+        finished_at = coalesce(finished_at, $2)
+    WHERE id = $1 AND state != '{BatchState.CANCELLED.value}'
+"""
 _CANCEL_BATCH = f"""
-    WITH b AS (
-        UPDATE batches SET state = '{BatchState.CANCELLED.value}', recipients = ''::bytea,
-            finished_at = coalesce(finished_at, $2)
-        WHERE id = $1 AND state != '{BatchState.CANCELLED.value}'
-    ), u AS (
+    WITH u AS (
         UPDATE messages SET state = '{MessageState.CANCELLED.value}', updated_at = $2
         WHERE batch_id = $1 AND state = '{_ACCEPTED}'
         RETURNING id
@@ -1180,7 +1183,9 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     async def cancel_batch(self, batch_id: str, now: float) -> int:
-        return int(await self._open_pool().fetchval(_CANCEL_BATCH, batch_id, now))
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            await conn.execute(_STOP_BATCH, batch_id, now)
+            return int(await conn.fetchval(_CANCEL_BATCH, batch_id, now))
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)

@@ -3,6 +3,8 @@ behind a cursor (never twice), progress by state, resume list, and cancel."""
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway.store.base import BatchState, MessageState, NewBatch
 from tests.store import T0, msg
 from tests.store.conftest import AnyStore, Db
@@ -109,5 +111,24 @@ def test_batch_messages_are_dispatched_like_any_other(db: Db) -> None:
         assert await store.accept_batch("b1", [msg(1), msg(2)], (0, 2, 0), T0 + 1)
         claimed = await store.claim_due(T0 + 10, 10)
         assert [r.message for r in claimed] == [msg(1), msg(2)]
+
+    db.run(body)
+
+
+def test_a_cancel_racing_a_chunk_leaves_nothing_of_the_batch_waiting(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        for round_ in range(5):
+            batch_id = f"b{round_}"
+            await store.create_batch(_batch(batch_id, size=400))
+            chunk = [msg(round_ * 1000 + i) for i in range(200)]
+            other = await db.open_store()  # another connection (or node) cancels meanwhile
+            _accepted, _cancelled = await asyncio.gather(
+                store.accept_batch(batch_id, chunk, (0, 200, 0), T0 + 1),
+                other.cancel_batch(batch_id, T0 + 2),
+            )
+            record = await store.batch(batch_id)
+            assert record is not None
+            assert record.state is BatchState.CANCELLED
+            assert MessageState.ACCEPTED not in record.states, record.states
 
     db.run(body)
