@@ -36,7 +36,7 @@ from gateway import recipients
 from gateway.http.api import SendRequest, submit_pdu
 from gateway.http.auth import Caller, caller, gateway_of
 from gateway.http.errors import ApiError
-from gateway.routing.numbers import normalize
+from gateway.routing.numbers import NumberPlan, normalize
 from gateway.store.base import BatchRecord, BatchState, MessageState, NewBatch, NewMessage
 
 if TYPE_CHECKING:
@@ -94,13 +94,13 @@ async def _read(request: Request) -> tuple[dict[str, Any], list[recipients.Row]]
     body = await request.body()
     if kind in ("", "application/json"):
         try:
-            raw = json.loads(body)
+            raw = await asyncio.to_thread(json.loads, body)
         except ValueError as exc:
             raise ApiError(422, "invalid", f"the body is not JSON: {exc}") from None
         listed = raw.get("recipients") if isinstance(raw, dict) else None
         if isinstance(listed, list) and len(listed) > MAX_BATCH:
             raise _too_many(len(listed))
-        parsed = _validated(raw)
+        parsed = await asyncio.to_thread(_validated, raw)
         rows = [
             recipients.Row(i, r, {}) if isinstance(r, str) else recipients.Row(i, r.to, r.fields)
             for i, r in enumerate(parsed.recipients, start=1)
@@ -115,7 +115,7 @@ async def _read(request: Request) -> tuple[dict[str, Any], list[recipients.Row]]
     else:
         raise ApiError(415, "unsupported_media_type", f"send JSON or CSV, not {kind}")
     try:
-        rows = recipients.read_csv(text, "csv")
+        rows = await asyncio.to_thread(recipients.read_csv, text, "csv")
     except recipients.RecipientError as exc:
         raise ApiError(422, "invalid", str(exc), field="file") from None
     if len(rows) > MAX_BATCH:
@@ -222,6 +222,62 @@ async def create(request: Request, who: Annotated[Caller, Depends(caller)]) -> J
         needed = recipients.placeholders(template)
     except recipients.RecipientError as exc:
         raise ApiError(422, "invalid", str(exc), field="text") from None
+    # A thread, so a list of 100,000 does not hold the event loop for its whole check.
+    keep, duplicates, invalid = await asyncio.to_thread(_sort, rows, needed, server.plan)
+    if not keep:
+        raise ApiError(422, "no_recipients", "no row has a phone number", field="recipients")
+    # One check of the text and options for the whole batch, on its first recipient.
+    try:
+        submit_pdu(_request(send, _fill(template, keep[0][1])), keep[0][0], server.clock())
+    except ValueError as exc:
+        raise ApiError(422, "invalid", str(exc), field="text") from None
+    report = {
+        "duplicates": duplicates[:_REPORTED],
+        "invalid": invalid[:_REPORTED],
+        "refused": [],
+    }
+    batch = NewBatch(
+        id=uuid.uuid4().hex,
+        account=account.system_id,
+        created_at=server.clock(),
+        total=len(rows),
+        size=len(keep),
+        duplicates=len(duplicates),
+        invalid=len(invalid),
+        request=json.dumps(send, default=str),
+        report=json.dumps(report),
+        recipients=await asyncio.to_thread(_pack, keep),
+    )
+    await gateway.store.create_batch(batch)  # durable before the answer
+    gateway.batches.run(batch.id)
+    return JSONResponse(
+        {
+            "id": batch.id,
+            "state": BatchState.ACCEPTING.value,
+            "total": batch.total,
+            "to_accept": batch.size,
+            "duplicates": batch.duplicates,
+            "invalid": batch.invalid,
+            "report": report,
+        },
+        status_code=202,
+        headers={"Location": f"/api/v1/batches/{batch.id}"},
+    )
+
+
+def _pack(keep: list[tuple[str, dict[str, str]]]) -> bytes:
+    return zlib.compress(json.dumps(keep, separators=(",", ":")).encode(), 1)
+
+
+def _sort(
+    rows: list[recipients.Row], needed: set[str], plan: NumberPlan
+) -> tuple[list[tuple[str, dict[str, str]]], list[str], list[dict[str, Any]]]:
+    """(recipients to accept with the fields the text uses, duplicates as written, invalid
+    rows). A duplicate is the same number once normalised by the gateway's numbering plan.
+
+    Raises:
+        ApiError: a row lacks a field the text uses (422 missing_field).
+    """
     keep: list[tuple[str, dict[str, str]]] = []
     seen: set[str] = set()
     duplicates: list[str] = []
@@ -240,52 +296,13 @@ async def create(request: Request, who: Annotated[Caller, Depends(caller)]) -> J
         if number is None:
             invalid.append({"row": row.line, "to": row.number, "message": "not a phone number"})
             continue
-        key = normalize(number, server.plan) or number
+        key = normalize(number, plan) or number
         if key in seen:
             duplicates.append(row.number)
             continue
         seen.add(key)
         keep.append((number, {k: row.fields[k] for k in needed}))
-    if not keep:
-        raise ApiError(422, "no_recipients", "no row has a phone number", field="recipients")
-    # One check of the text and options for the whole batch, on its first recipient.
-    try:
-        first = submit_pdu(_request(send, _fill(template, keep[0][1])), keep[0][0], server.clock())
-    except ValueError as exc:
-        raise ApiError(422, "invalid", str(exc), field="text") from None
-    del first
-    report = {
-        "duplicates": duplicates[:_REPORTED],
-        "invalid": invalid[:_REPORTED],
-        "refused": [],
-    }
-    batch = NewBatch(
-        id=uuid.uuid4().hex,
-        account=account.system_id,
-        created_at=server.clock(),
-        total=len(rows),
-        size=len(keep),
-        duplicates=len(duplicates),
-        invalid=len(invalid),
-        request=json.dumps(send, default=str),
-        report=json.dumps(report),
-        recipients=zlib.compress(json.dumps(keep, separators=(",", ":")).encode(), 1),
-    )
-    await gateway.store.create_batch(batch)  # durable before the answer
-    gateway.batches.run(batch.id)
-    return JSONResponse(
-        {
-            "id": batch.id,
-            "state": BatchState.ACCEPTING.value,
-            "total": batch.total,
-            "to_accept": batch.size,
-            "duplicates": batch.duplicates,
-            "invalid": batch.invalid,
-            "report": report,
-        },
-        status_code=202,
-        headers={"Location": f"/api/v1/batches/{batch.id}"},
-    )
+    return keep, duplicates, invalid
 
 
 async def _owned(request: Request, who: Caller, batch_id: str) -> BatchRecord:
