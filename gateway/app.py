@@ -48,6 +48,7 @@ from gateway.config import (
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.http import BodyLimit, HttpServer, create_app
+from gateway.http.batches import BatchRunner
 from gateway.http.webhooks import WebhookSender
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.server.smpp import SmppServer
@@ -123,6 +124,7 @@ class Gateway:
         self.webhooks.metrics = self.metrics
         if self.metrics is not None:
             watch(self.metrics, self)
+        self.batches = BatchRunner(self.store, self.server, self.metrics)
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self.queues: QueueDepths | None = None  # the last count, for the metrics
@@ -142,6 +144,7 @@ class Gateway:
         await self.webhooks.start()
         await self.dispatcher.start()
         self.port = await self.server.start(host, port)
+        await self.batches.start()  # batches a stop interrupted accept the rest
         log.info("listening", host=host or self.config.listen.host, port=self.port)
         if self.config.http is not None:
             self.local_token = secrets.token_urlsafe(32)
@@ -190,6 +193,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
             self._sampling = None
+        await self.batches.stop()
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()

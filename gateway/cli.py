@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gateway import __version__
+from gateway import __version__, recipients
 from gateway.smpp import (
     RemoteSmppError,
     build_sm_pdus,
@@ -398,7 +398,6 @@ async def _send_many(
 
 
 _NUMBER = re.compile(r"\+?[0-9]{1,20}")
-_NUMBER_COLUMNS = ("to", "number", "phone", "msisdn", "destination", "recipient")
 
 
 class _InputError(Exception):
@@ -406,37 +405,27 @@ class _InputError(Exception):
 
 
 def _number(raw: str, where: str) -> str:
-    number = re.sub(r"[\s\-().]", "", raw)
-    if not _NUMBER.fullmatch(number):
+    number = recipients.clean_number(raw)
+    if number is None:
         raise _InputError(f"{where}: {raw!r} is not a phone number (+49... or digits)")
     return number
 
 
 def _read_to_file(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """The numbers in `path`, and per row its columns when the file has a CSV header."""
-    import csv  # noqa: PLC0415 - only --to-file needs it
-
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+            text = f.read()
     except OSError as exc:
         raise _InputError(f"{path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
         raise _InputError(f"{path}: not a text or CSV file ({exc})") from None
-    if not rows:
-        raise _InputError(f"{path}: no numbers in it")
-    head = [c.strip() for c in rows[0]]
-    if _NUMBER.fullmatch(re.sub(r"[\s\-().]", "", head[0])):  # no header: numbers only
-        return [_number(r[0], f"{path}:{i + 1}") for i, r in enumerate(rows)], []
-    lowered = [h.lower() for h in head]
-    column = next((lowered.index(c) for c in _NUMBER_COLUMNS if c in lowered), 0)
-    numbers, fields = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(head):
-            raise _InputError(f"{path}:{line}: {len(row)} columns, the header has {len(head)}")
-        numbers.append(_number(row[column], f"{path}:{line}"))
-        fields.append(dict(zip(head, (c.strip() for c in row), strict=True)))
-    return numbers, fields
+    try:
+        rows = recipients.read_csv(text, path)
+    except recipients.RecipientError as exc:
+        raise _InputError(str(exc)) from None
+    numbers = [_number(row.number, f"{path}:{row.line}") for row in rows]
+    return numbers, [row.fields for row in rows if row.fields]
 
 
 def _messages(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -464,14 +453,14 @@ def _messages(args: argparse.Namespace) -> list[tuple[str, str]]:
             out += [(n, text) for n in file_numbers]
         for n, row in zip(file_numbers if fields else (), fields, strict=False):
             try:
-                out.append((n, text.format_map(row)))
+                out.append((n, recipients.render(text, row)))
             except KeyError as exc:
                 raise _InputError(
                     f"the text uses {{{exc.args[0]}}} but {args.to_file} has no such column"
                     f" (it has {', '.join(row)})"
                 ) from None
-            except (ValueError, IndexError) as exc:
-                raise _InputError(f"the text's placeholders: {exc}") from None
+            except recipients.RecipientError as exc:
+                raise _InputError(str(exc)) from None
     if not out:
         raise _InputError("no recipient: give --to NUMBER or --to-file FILE")
     if args.rate is not None and not args.rate > 0:

@@ -650,13 +650,7 @@ class SmppServer:
     async def accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
         """The accept pipeline of a submit_sm / data_sm (SMPP and HTTP alike): validate,
         route, store durably. Returns (status, our message id; "" unless accepted)."""
-        now = self.clock()
-        try:
-            times = check_submit(pdu, now, self.config.messages)
-        except Rejected as exc:
-            return exc.status, ""
-        dest = (pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
-        message = self._message(pdu, account, dest, now, times)
+        message = self.prepare(pdu, account, self.clock())
         if not isinstance(message, NewMessage):
             return message, ""
         try:
@@ -668,6 +662,26 @@ class SmppServer:
             _accepted(message)
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id
+
+    def prepare(self, pdu: Any, account: AccountConfig, now: float) -> NewMessage | int:
+        """The accept pipeline up to the store: validate and route a submit_sm. Returns the
+        message to store, or the command_status refusing it. (`accept` is this, then the
+        store; a batch stores many at once, then calls `stored`.)"""
+        try:
+            times = check_submit(pdu, now, self.config.messages)
+        except Rejected as exc:
+            return exc.status
+        dest = (pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
+        return self._message(pdu, account, dest, now, times)
+
+    def stored(self, messages: list[NewMessage]) -> None:
+        """Messages `prepare`d and stored by the caller: their events, and the dispatcher
+        woken."""
+        if telemetry.messages:
+            for message in messages:
+                _accepted(message)
+        if messages:
+            self.on_accept()
 
     async def accept_multi(
         self, pdu: SubmitMulti, account: AccountConfig

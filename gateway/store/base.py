@@ -21,10 +21,13 @@ __all__ = [
     "DELIVERY_LEASE",
     "INBOUND_DONE",
     "INBOUND_TAKEN",
+    "BatchRecord",
+    "BatchState",
     "Delivery",
     "IncomingReceipt",
     "MessageRecord",
     "MessageState",
+    "NewBatch",
     "NewDelivery",
     "NewMessage",
     "OverdueMessage",
@@ -141,6 +144,60 @@ class NewMessage(NamedTuple):
     schedule_at: float | None = None
     expires_at: float | None = None
     accepted_at: float = 0.0
+
+
+class BatchState(Enum):
+    ACCEPTING = "accepting"  # its recipients are being accepted, chunk by chunk
+    DONE = "done"  # every recipient accepted (or refused)
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch to keep (`Store.create_batch`): what `Store.accept_batch` accepts from, kept
+    durably so a restart resumes it where it stopped."""
+
+    id: str
+    account: str
+    created_at: float
+    total: int  # rows given
+    size: int  # recipients to accept: the rows less duplicates and invalid ones
+    duplicates: int
+    invalid: int  # rows refused before accepting (not a phone number)
+    request: str  # JSON: the send's fields (from, text template, dlr, validity, schedule)
+    report: str  # JSON: the first duplicates and bad rows, for the caller
+    recipients: bytes  # zlib-compressed JSON: [number, fields] per recipient, in order
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A kept batch and where it stands (`Store.batch`)."""
+
+    id: str
+    account: str
+    state: BatchState
+    created_at: float
+    finished_at: float | None  # when accepting ended (done or cancelled)
+    total: int
+    size: int
+    accepted_upto: int  # recipients [0, accepted_upto) were accepted or refused
+    accepted: int
+    refused: int  # by the accept pipeline (no route, ...) while accepting
+    duplicates: int
+    invalid: int
+    request: str
+    report: str
+    states: dict[MessageState, int]  # its accepted messages by state
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...], states: dict[MessageState, int]) -> BatchRecord:
+        """From the backends' batch columns in this class's order (`states` aside)."""
+        (id_, account, state, created_at, finished_at, total, size, upto, accepted, refused,
+         duplicates, invalid, request, report) = row  # fmt: skip
+        return cls(
+            id_, account, BatchState(state), created_at, finished_at, total, size, upto,
+            accepted, refused, duplicates, invalid, request, report, states,
+        )  # fmt: skip
 
 
 class MessageRecord(NamedTuple):
@@ -501,6 +558,39 @@ class Store(Protocol):
         died) go back to accepted; other nodes' claims are theirs. A message may then reach its
         upstream twice - at most the ones in flight when the process died - but none is lost.
         Returns how many."""
+
+    # Batches (POST /api/v1/batches): a durable recipient list accepted chunk by chunk.
+
+    async def create_batch(self, batch: NewBatch) -> None:
+        """Keep a new batch, state accepting, nothing accepted yet."""
+
+    async def accept_batch(
+        self,
+        batch_id: str,
+        messages: list[NewMessage],
+        cursor: tuple[int, int, int],
+        now: float,
+        *,
+        report: str | None = None,
+    ) -> bool:
+        """Accept a chunk of a batch in one transaction: `messages` (marked as the batch's),
+        and the batch's cursor moved from `start` to `upto` with `refused` more refused
+        (``cursor = (start, upto, refused)``), done when `upto` reaches its size; `report`
+        replaces its report. Only while the batch is accepting and its cursor is at `start`:
+        else nothing is written and False returned - a chunk is never accepted twice."""
+
+    async def batch(self, batch_id: str) -> BatchRecord | None:
+        """The batch with its messages counted by state; None if unknown."""
+
+    async def batch_recipients(self, batch_id: str) -> bytes:
+        """The batch's recipients as `NewBatch.recipients` (empty once it stopped accepting)."""
+
+    async def unfinished_batches(self) -> list[str]:
+        """Ids of the batches still accepting (to resume at start-up), oldest first."""
+
+    async def cancel_batch(self, batch_id: str, now: float) -> int:
+        """Stop accepting the batch and cancel its messages no upstream has yet, in one
+        transaction; how many messages were cancelled."""
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         """`count` more messages sent by the SIM `key` at `now`; its counters after them.

@@ -41,10 +41,13 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    BatchRecord,
+    BatchState,
     Delivery,
     IncomingReceipt,
     MessageRecord,
     MessageState,
+    NewBatch,
     NewDelivery,
     NewMessage,
     OverdueMessage,
@@ -187,6 +190,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN last_error text;
     CREATE INDEX deliveries_webhook ON deliveries (account, id) WHERE channel = 'webhook';
     """,
+    # 7 (issue 10): a batch, its recipients until accepted and its cursor, and its
+    # messages by a partial index (others skip it).
+    """
+    CREATE TABLE batches (
+        id text PRIMARY KEY,
+        account text NOT NULL,
+        state text NOT NULL,
+        created_at double precision NOT NULL,
+        finished_at double precision,
+        total integer NOT NULL,
+        size integer NOT NULL,
+        accepted_upto integer NOT NULL DEFAULT 0,
+        accepted integer NOT NULL DEFAULT 0,
+        refused integer NOT NULL DEFAULT 0,
+        duplicates integer NOT NULL,
+        invalid integer NOT NULL,
+        request text NOT NULL,
+        report text NOT NULL,
+        recipients bytea NOT NULL
+    );
+    CREATE INDEX batches_accepting ON batches (created_at) WHERE state = 'accepting';
+    ALTER TABLE messages ADD COLUMN batch_id text;
+    CREATE INDEX messages_batch ON messages (batch_id, state) WHERE batch_id IS NOT NULL;
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -236,6 +263,54 @@ _ACCEPT = f"""
     SELECT id, accepted_at, '{_ACCEPTED}' FROM m
 """
 _RECORD = f"{_COLUMNS}, state, updated_at, attempts, error"
+
+_ACCEPT_BATCH = f"""
+    WITH m AS (
+        INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at)
+        SELECT {_COLUMNS}, $21, '{_ACCEPTED}', accepted_at
+        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
+            AS t ({_COLUMNS})
+        RETURNING id, accepted_at
+    )
+    INSERT INTO message_history (message_id, at, state)
+    SELECT id, accepted_at, '{_ACCEPTED}' FROM m
+"""
+
+# The cursor moves only from where the caller read it, in the chunk's own transaction: a
+# chunk accepted before a crash (or by another node) is never accepted again.
+_BATCH_CURSOR = """
+    UPDATE batches SET accepted_upto = $2, accepted = accepted + $3, refused = refused + $4,
+        report = coalesce($5, report),
+        state = CASE WHEN $2 >= size THEN 'done' ELSE state END,
+        finished_at = CASE WHEN $2 >= size THEN $6 ELSE finished_at END,
+        recipients = CASE WHEN $2 >= size THEN ''::bytea ELSE recipients END
+    WHERE id = $1 AND state = 'accepting' AND accepted_upto = $7
+    RETURNING id
+"""
+
+# Two statements in one transaction: the first waits for a chunk being accepted (its row lock
+# on the batch), so the second - a new snapshot under READ COMMITTED - sees that chunk too.
+_STOP_BATCH = f"""
+    UPDATE batches SET state = '{BatchState.CANCELLED.value}', recipients = ''::bytea,
+        finished_at = coalesce(finished_at, $2)
+    WHERE id = $1 AND state != '{BatchState.CANCELLED.value}'
+"""
+_CANCEL_BATCH = f"""
+    WITH u AS (
+        UPDATE messages SET state = '{MessageState.CANCELLED.value}', updated_at = $2
+        WHERE batch_id = $1 AND state = '{_ACCEPTED}'
+        RETURNING id
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state)
+        SELECT id, $2, '{MessageState.CANCELLED.value}' FROM u
+    )
+    SELECT count(*) FROM u
+"""
+
+_BATCH_COLUMNS = (
+    "id, account, state, created_at, finished_at, total, size, accepted_upto, accepted, "
+    "refused, duplicates, invalid, request, report"
+)
 
 # SKIP LOCKED: rows another node is claiming right now are left to it. MATERIALIZED keeps
 # the locking subquery evaluated once, before the update.
@@ -1111,6 +1186,74 @@ class PostgresStore:
                 *times,
             )
         return _count(status) == 1
+
+    async def create_batch(self, batch: NewBatch) -> None:
+        await self._open_pool().execute(
+            "INSERT INTO batches (id, account, state, created_at, total, size, duplicates, "
+            "invalid, request, report, recipients) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            batch.id,
+            batch.account,
+            BatchState.ACCEPTING.value,
+            batch.created_at,
+            batch.total,
+            batch.size,
+            batch.duplicates,
+            batch.invalid,
+            batch.request,
+            batch.report,
+            batch.recipients,
+        )
+
+    async def accept_batch(
+        self,
+        batch_id: str,
+        messages: list[NewMessage],
+        cursor: tuple[int, int, int],
+        now: float,
+        *,
+        report: str | None = None,
+    ) -> bool:
+        start, upto, refused = cursor
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            moved = await conn.fetchval(
+                _BATCH_CURSOR, batch_id, upto, len(messages), refused, report, now, start
+            )
+            if moved is None:
+                return False
+            if messages:
+                rows = [_values(m) for m in messages]
+                await conn.execute(
+                    _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id
+                )
+        return True
+
+    async def batch(self, batch_id: str) -> BatchRecord | None:
+        pool = self._open_pool()
+        row = await pool.fetchrow(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = $1", batch_id)
+        if row is None:
+            return None
+        counts = await pool.fetch(
+            "SELECT state, count(*) FROM messages WHERE batch_id = $1 GROUP BY state", batch_id
+        )
+        return BatchRecord.of_row(tuple(row), {MessageState(r[0]): int(r[1]) for r in counts})
+
+    async def batch_recipients(self, batch_id: str) -> bytes:
+        found = await self._open_pool().fetchval(
+            "SELECT recipients FROM batches WHERE id = $1", batch_id
+        )
+        return b"" if found is None else bytes(found)
+
+    async def unfinished_batches(self) -> list[str]:
+        rows = await self._open_pool().fetch(
+            "SELECT id FROM batches WHERE state = 'accepting' ORDER BY created_at"
+        )
+        return [r[0] for r in rows]
+
+    async def cancel_batch(self, batch_id: str, now: float) -> int:
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            await conn.execute(_STOP_BATCH, batch_id, now)
+            return int(await conn.fetchval(_CANCEL_BATCH, batch_id, now))
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)

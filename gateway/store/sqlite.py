@@ -37,10 +37,13 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    BatchRecord,
+    BatchState,
     Delivery,
     IncomingReceipt,
     MessageRecord,
     MessageState,
+    NewBatch,
     NewDelivery,
     NewMessage,
     OverdueMessage,
@@ -185,6 +188,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN next_at REAL NOT NULL DEFAULT 0;
     ALTER TABLE deliveries ADD COLUMN last_error TEXT;
     CREATE INDEX deliveries_webhook ON deliveries (account, id) WHERE channel = 'webhook';
+    """,
+    # 9 (issue 10): a batch, its recipients until accepted and its cursor, and its
+    # messages by a partial index (others skip it).
+    """
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        total INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        accepted_upto INTEGER NOT NULL DEFAULT 0,
+        accepted INTEGER NOT NULL DEFAULT 0,
+        refused INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL,
+        invalid INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        report TEXT NOT NULL,
+        recipients BLOB NOT NULL
+    );
+    CREATE INDEX batches_accepting ON batches (created_at) WHERE state = 'accepting';
+    ALTER TABLE messages ADD COLUMN batch_id TEXT;
+    CREATE INDEX messages_batch ON messages (batch_id, state) WHERE batch_id IS NOT NULL;
     """,
 )
 
@@ -580,6 +607,32 @@ class SqliteStore:
         times: tuple[float | None, float] | None = None,
     ) -> bool:
         return await self._call(_change_pending, message_id, account, now, short_message, times)
+
+    async def create_batch(self, batch: NewBatch) -> None:
+        await self._call(_create_batch, batch)
+
+    async def accept_batch(
+        self,
+        batch_id: str,
+        messages: list[NewMessage],
+        cursor: tuple[int, int, int],
+        now: float,
+        *,
+        report: str | None = None,
+    ) -> bool:
+        return await self._call(_accept_batch, batch_id, messages, cursor, (now, report))
+
+    async def batch(self, batch_id: str) -> BatchRecord | None:
+        return await self._call(_batch, batch_id)
+
+    async def batch_recipients(self, batch_id: str) -> bytes:
+        return await self._call(_batch_recipients, batch_id)
+
+    async def unfinished_batches(self) -> list[str]:
+        return await self._call(_unfinished_batches)
+
+    async def cancel_batch(self, batch_id: str, now: float) -> int:
+        return await self._call(_cancel_batch, batch_id, now)
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         return await self._call(_count_usage, key, usage_windows(now), count)
@@ -1226,4 +1279,115 @@ def _usage(conn: sqlite3.Connection, key: str, windows: tuple[int, int, int]) ->
         row[1] if row[0] == minute else 0,
         row[3] if row[2] == day else 0,
         row[5] if row[4] == month else 0,
+    )
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+_ACCEPTING = BatchState.ACCEPTING.value
+_BATCH_COLUMNS = (
+    "id, account, state, created_at, finished_at, total, size, accepted_upto, accepted, "
+    "refused, duplicates, invalid, request, report"
+)
+
+
+def _create_batch(conn: sqlite3.Connection, b: NewBatch) -> None:
+    conn.execute(
+        "INSERT INTO batches (id, account, state, created_at, total, size, duplicates, invalid, "
+        "request, report, recipients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            b.id,
+            b.account,
+            _ACCEPTING,
+            b.created_at,
+            b.total,
+            b.size,
+            b.duplicates,
+            b.invalid,
+            b.request,
+            b.report,
+            b.recipients,
+        ),
+    )
+
+
+def _accept_batch(
+    conn: sqlite3.Connection,
+    batch_id: str,
+    messages: list[NewMessage],
+    cursor: tuple[int, int, int],
+    extra: tuple[float, str | None],
+) -> bool:
+    start, upto, refused = cursor
+    now, report = extra
+    # The cursor moves only from where the caller read it, in the chunk's own transaction:
+    # a chunk accepted before a crash (or by another node) is never accepted again.
+    cur = conn.execute(
+        "UPDATE batches SET accepted_upto = ?1, accepted = accepted + ?2, "
+        "refused = refused + ?3, report = coalesce(?4, report), "
+        "state = CASE WHEN ?1 >= size THEN 'done' ELSE state END, "
+        "finished_at = CASE WHEN ?1 >= size THEN ?5 ELSE finished_at END, "
+        "recipients = CASE WHEN ?1 >= size THEN x'' ELSE recipients END "
+        "WHERE id = ?6 AND state = 'accepting' AND accepted_upto = ?7",
+        (upto, len(messages), refused, report, now, batch_id, start),
+    )
+    if not cur.rowcount:
+        return False
+    accepted = MessageState.ACCEPTED.value
+    conn.executemany(
+        f"INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*m, batch_id, accepted, m.accepted_at) for m in messages],
+    )
+    conn.executemany(
+        "INSERT INTO message_history VALUES (?, ?, ?)",
+        [(m.id, m.accepted_at, accepted) for m in messages],
+    )
+    return True
+
+
+def _batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord | None:
+    row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    if row is None:
+        return None
+    states = {
+        MessageState(state): n
+        for state, n in conn.execute(
+            "SELECT state, count(*) FROM messages WHERE batch_id = ? GROUP BY state", (batch_id,)
+        )
+    }
+    return BatchRecord.of_row(tuple(row), states)
+
+
+def _batch_recipients(conn: sqlite3.Connection, batch_id: str) -> bytes:
+    row = conn.execute("SELECT recipients FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    return b"" if row is None else bytes(row[0])
+
+
+def _unfinished_batches(conn: sqlite3.Connection) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM batches WHERE state = 'accepting' ORDER BY created_at"
+        )
+    ]
+
+
+def _cancel_batch(conn: sqlite3.Connection, batch_id: str, now: float) -> int:
+    conn.execute(
+        "UPDATE batches SET state = ?, recipients = x'', finished_at = coalesce(finished_at, ?) "
+        "WHERE id = ? AND state != 'cancelled'",
+        (BatchState.CANCELLED.value, now, batch_id),
+    )
+    cancelled, accepted = MessageState.CANCELLED.value, MessageState.ACCEPTED.value
+    conn.execute(
+        "INSERT INTO message_history "
+        "SELECT id, ?, ? FROM messages WHERE batch_id = ? AND state = ?",
+        (now, cancelled, batch_id, accepted),
+    )
+    return int(
+        conn.execute(
+            "UPDATE messages SET state = ?, updated_at = ? WHERE batch_id = ? AND state = ?",
+            (cancelled, now, batch_id, accepted),
+        ).rowcount
     )

@@ -61,6 +61,7 @@ def test_nodes_starting_together_migrate_once(postgres_dsn: str, schema: str) ->
                 "sim_usage",
                 "unknown_receipts",
                 "id_formats",
+                "batches",
             }
         finally:
             await asyncio.gather(*(s.close() for s in stores))
