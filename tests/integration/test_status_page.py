@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from drivers.smpp.upstream import SmppUpstream
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.telemetry.history import History
@@ -338,3 +340,45 @@ def test_stop_ends_open_event_streams_promptly(tmp_path: Path) -> None:
         running.stop_loop()
     assert ended.wait(5), "the stream did not end"
     assert took < 4.0, f"stop took {took:.1f}s with a status stream open"
+
+
+def test_status_names_upstream_link_states_and_last_error(tmp_path: Path) -> None:
+    """One upstream bound to the fake carrier, one that nobody answers: each link's state
+    and the unreachable one's last error, as the page shows them."""
+    from tests.fakes.smsc import Behaviour, FakeSmsc  # noqa: PLC0415
+
+    loop = LoopThread()
+    smsc = FakeSmsc(Behaviour())
+    port = loop.call(smsc.start())
+    with socket.socket() as s:  # a port that was free a moment ago: refused connections
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    text = f"""
+accounts: [{{system_id: shop, password: secret}}]
+upstreams:
+  carrier: {{host: 127.0.0.1, port: {port}, system_id: gw, password: pw}}
+  gone: {{host: 127.0.0.1, port: {dead}, system_id: gw, password: pw}}
+routes: [{{name: all, targets: [carrier]}}]
+store: {{path: "{tmp_path / "gw.sqlite3"}"}}
+"""
+    gateway = Gateway(load_config("t.yaml", text=text))
+    loop.call(gateway.start("127.0.0.1", 0))
+    try:
+        carrier = gateway.drivers["carrier"]
+        assert isinstance(carrier, SmppUpstream)
+        loop.call(carrier.wait_bound(10))
+        deadline = time.monotonic() + 10
+        status: dict[str, Any] = loop.call(gateway.status())
+        while status["upstreams"]["gone"]["last_error"] is None:
+            assert time.monotonic() < deadline, "no last error for the unreachable upstream"
+            time.sleep(0.05)
+            status = loop.call(gateway.status())
+    finally:
+        loop.call(gateway.stop())
+        loop.call(smsc.stop())
+        loop.stop_loop()
+    up, gone = status["upstreams"]["carrier"], status["upstreams"]["gone"]
+    assert [(link["state"], link["bound"]) for link in up["links"]] == [("bound", True)]
+    assert up["last_error"] is None and up["sent_per_s"] == 0.0
+    assert [link["state"] for link in gone["links"]] == ["down"]
+    assert "0/trx" in gone["last_error"] and not gone["usable"]
