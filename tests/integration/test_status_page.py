@@ -242,6 +242,13 @@ def test_page_fits_a_phone(running: Running, browser: Any, tmp_path: Path) -> No
         fits = page.evaluate("() => document.scrollingElement.scrollWidth <= window.innerWidth")
         widths = page.evaluate("() => [document.scrollingElement.scrollWidth, innerWidth]")
         assert fits, f"the page overflows sideways at 375 px: {widths}"
+        # A reload refused: the card says so, with the loader's message (YAML path).
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("accounts: [{system_id: shop, password: secret}]\nroutes: 7\n")
+        result = running.call(running.gateway.reload(str(broken)))
+        assert result.error is not None
+        expect(page.locator("#reload")).to_contain_text("refused", timeout=10_000)
+        expect(page.locator("#reload")).to_contain_text("routes")
         page.screenshot(path=str(tmp_path / "status-page-phone.png"), full_page=True)
         assert not view.errors, view.errors
     finally:
