@@ -416,8 +416,13 @@ class Gateway:
             ],
         }
 
-    async def status(self) -> dict[str, Any]:
-        """Binds, upstreams, modems and queues on one screen (`smsgw status`, the status page)."""
+    async def status(self, *, sampled: bool = False) -> dict[str, Any]:
+        """Binds, upstreams, modems and queues on one screen (`smsgw status`, the status page).
+
+        Args:
+            sampled: take the queue counts the metrics sampler last read (at most 5 s old)
+                rather than count again: the status page asks every 2 s per open page.
+        """
         now = time.time()
         metrics = self.metrics
         outcomes = metrics.outcome_counts() if metrics is not None else {}
@@ -462,7 +467,12 @@ class Gateway:
             "upstreams": upstreams,
             "targets": targets,
             "modems": self.modems(),
-            "queues": queue_summary(await self.store.queue_depths(), now),
+            "queues": queue_summary(
+                self.queues
+                if sampled and self.queues is not None
+                else await self.store.queue_depths(),
+                now,
+            ),
             "throughput": None
             if metrics is None
             else {**asdict(totals(metrics)), **self.history.series()},

@@ -61,7 +61,7 @@ async def asset(name: str) -> FileResponse:
     summary="Everything the status page shows, once (uptime, rates, 15-minute history)",
 )
 async def live(request: Request, _who: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
-    return await gateway_of(request).status()
+    return await gateway_of(request).status(sampled=True)
 
 
 @router.get(
@@ -84,7 +84,7 @@ async def _stream(request: Request) -> AsyncIterator[str]:
     closing = gateway.closing
     yield f"retry: {_RETRY_MS}\n\n"
     while not closing.is_set() and not await request.is_disconnected():
-        status = await gateway.status()
+        status = await gateway.status(sampled=True)
         yield f"event: status\ndata: {json.dumps(status, separators=(',', ':'))}\n\n"
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closing.wait(), EVENT_INTERVAL)
