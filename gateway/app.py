@@ -26,8 +26,8 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +55,9 @@ from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
+from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.sources import sample, watch
+from gateway.telemetry.sources import sample, totals, watch
 
 if TYPE_CHECKING:
     from drivers.modem.emulator import ModemEmulator, SimNetwork
@@ -133,8 +134,14 @@ class Gateway:
         # The node's own CLI's HTTP credential (admin), written beside the control socket.
         self.local_token: str | None = None
         self._sampling: asyncio.Task[None] | None = None
+        self.history = History()  # the status page's 15 minutes, sampled beside the queues
+        self._rates = Rates()
+        # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
+        # is not left waiting for them until its forced exit.
+        self.closing = asyncio.Event()
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
+        self.closing.clear()
         await self.store.open()
         requeued = await self.store.requeue_interrupted(time.time())
         if requeued:
@@ -182,6 +189,7 @@ class Gateway:
         return self.port
 
     async def stop(self) -> None:
+        self.closing.set()
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -441,27 +449,77 @@ class Gateway:
             ],
         }
 
-    async def status(self) -> dict[str, Any]:
-        """Binds, upstreams, modems and queues on one screen (`smsgw status`, the status page)."""
+    async def status(self, *, sampled: bool = False) -> dict[str, Any]:
+        """Binds, upstreams, modems and queues on one screen (`smsgw status`, the status page).
+
+        Args:
+            sampled: take the queue counts the metrics sampler last read (at most 5 s old)
+                rather than count again: the status page asks every 2 s per open page.
+        """
+        now = time.time()
+        metrics = self.metrics
+        outcomes = metrics.outcome_counts() if metrics is not None else {}
+        sent: dict[str, float] = {}
+        for (outcome, _route, target), count in outcomes.items():
+            if outcome == "sent":
+                sent[target] = sent.get(target, 0.0) + count
         upstreams = {
             name: {
                 "usable": driver.usable(),
-                "links": [
-                    {"link": c.name, "bound": c.bound, "in_flight": c.busy}
-                    for c in driver.connections
-                ],
+                "links": [{**row, "bound": row["state"] == "bound"} for row in driver.link_rows()],
+                "sent_per_s": self._rates.rate(("target", name), sent.get(name, 0.0), now),
+                "last_error": driver.last_error,
             }
             for name, driver in self.drivers.items()
             if isinstance(driver, SmppUpstream)
         }
+        sessions = self.server.bind_rows()
+        live: set[Hashable] = {("target", name) for name in self.drivers}
+        for row in sessions:  # the key (the connection's id) only pairs samples of one bind
+            key = row.pop("key")
+            live.add(key)
+            row["accepted_per_s"] = self._rates.rate(key, row["accepted"], now)
+        self._rates.forget(live)  # binds gone, targets removed by a reload
+        targets = [
+            {
+                "name": name,
+                "kind": _kind(driver),
+                "usable": driver.usable(),
+                "sent_per_s": self._rates.rate(("target", name), sent.get(name, 0.0), now),
+            }
+            for name, driver in sorted(self.drivers.items())
+        ]
         return {
             "node": self.config.node_id,
             "port": self.port,
+            "now": now,
+            "started_at": self.started_at,
+            "uptime": max(0.0, now - self.started_at),
             "binds": self.server.binds(),
+            "sessions": sessions,
             "upstreams": upstreams,
+            "targets": targets,
             "modems": self.modems(),
-            "queues": queue_summary(await self.store.queue_depths(), time.time()),
+            "queues": queue_summary(
+                self.queues
+                if sampled and self.queues is not None
+                else await self.store.queue_depths(),
+                now,
+            ),
+            "throughput": None
+            if metrics is None
+            else {**asdict(totals(metrics)), **self.history.series()},
+            "delivery": delivery_rates(outcomes),
+            "last_reload": self.last_reload,
         }
+
+
+def _kind(driver: Driver) -> str:
+    if isinstance(driver, SmppUpstream):
+        return "smpp"
+    if isinstance(driver, ModemBank):
+        return "modem bank"
+    return "simulated" if isinstance(driver, SimulatedCarrier) else "other"
 
 
 def _port(emulator: ModemEmulator) -> str:

@@ -264,6 +264,7 @@ class SmppUpstream:
             receipt_timeout=config.receipt_timeout,
         )
         self.can_query = config.query_sm  # `Queryable.query` used only when the carrier has it
+        self.last_error: str | None = None  # the status page's: unreachable, a refused submit
 
     # -- the Driver protocol ----------------------------------------------------------------
 
@@ -333,6 +334,7 @@ class SmppUpstream:
             for index in range(len(attempt.ids), len(attempt.pdus)):
                 attempt.ids.append(await self._send_part(attempt, index))
         except _Failed as failed:
+            self.last_error = str(failed) or _status_name(failed.error)
             if attempt is not None and attempt.ids:
                 self._log.warning(
                     "message partly sent",
@@ -626,6 +628,7 @@ class SmppUpstream:
             except (OSError, TimeoutError) as exc:
                 if self._stopping:
                     return
+                self.last_error = f"{conn.name}: {exc or repr(exc)}"
                 self._log.warning(
                     "upstream unreachable", connection=conn.name, error=str(exc) or repr(exc)
                 )
@@ -804,6 +807,19 @@ class SmppUpstream:
         if writer is not None:
             self._flush(conn)
             writer.close()  # the reader loop then ends and `_lost` cleans up
+
+    def link_rows(self) -> list[dict[str, Any]]:
+        """Each connection for the status page: bound, binding (connected, bind not answered)
+        or down, and its PDUs in flight against the window."""
+        return [
+            {
+                "link": c.name,
+                "state": "bound" if c.bound else "binding" if c.session is not None else "down",
+                "in_flight": c.busy,
+                "window": self.config.window,
+            }
+            for c in self.connections
+        ]
 
     def _update_bound(self) -> None:
         can_send = any(c.bound and c.mode != "rx" for c in self.connections)

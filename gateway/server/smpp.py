@@ -102,19 +102,23 @@ class _Connection:
     """One client connection: its session and what it has in flight."""
 
     __slots__ = (
+        "accepted",
         "accepting",
         "account",
         "bind_type",
         "flush_due",
         "inflight",
+        "peer",
         "receiving",
         "retired",
         "session",
         "wake",
     )
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, peer: str = "") -> None:
         self.session = session
+        self.peer = peer  # host:port, for the status page
+        self.accepted = 0  # messages accepted on this bind: the status page samples its rate
         self.account: AccountConfig | None = None
         self.bind_type = ""  # bind_transmitter / _receiver / _transceiver, once bound
         self.receiving = False  # bound RX or TRX: deliver_sm may go to it
@@ -241,6 +245,24 @@ class SmppServer:
                 kind[state] = kind.get(state, 0) + 1
         return out
 
+    def bind_rows(self) -> list[dict[str, Any]]:
+        """Each bound session, for the status page: account, bind type, peer, window in use
+        (submits being stored and not answered yet) of the account's window, and `accepted`,
+        a running count the page samples into messages per second."""
+        return [
+            {
+                "key": id(conn),
+                "account": account,
+                "type": conn.bind_type.removeprefix("bind_"),
+                "peer": conn.peer,
+                "window_used": len(conn.accepting),
+                "window": conn.account.window if conn.account is not None else 0,
+                "accepted": conn.accepted,
+            }
+            for account, conns in sorted(self._bound.items())
+            for conn in conns
+        ]
+
     def reconfigure(self, config: GatewayConfig) -> None:
         """Apply a reloaded config's accounts, routes, number plan and message rules.
 
@@ -308,7 +330,8 @@ class SmppServer:
                 enquire_link_interval=listen.enquire_link_interval,
                 inactivity_timeout=listen.inactivity_timeout,
                 max_pdu_length=listen.max_pdu_length,
-            )
+            ),
+            peer=f"{peer[0]}:{peer[1]}" if len(peer) >= 2 else str(peer),
         )
         session = conn.session
         read: asyncio.Task[bytes] | None = None
@@ -541,6 +564,8 @@ class SmppServer:
             status, message_id, failed = await self.accept_multi(pdu, account)
         else:
             status, message_id = await self.accept(pdu, account)
+        if status == CommandStatus.ESME_ROK:
+            conn.accepted += 1
         session = conn.session
         if not session.is_open():
             return  # stored, but the application left before its answer: it may resend

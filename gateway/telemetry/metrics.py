@@ -184,6 +184,19 @@ class Metrics:
         if ok:
             self.reload_last_success.set_to_current_time()
 
+    # -- read back (the status page; a few dozen series, every few seconds) -----------------
+
+    def accepted_total(self) -> float:
+        """Messages accepted since start, all accounts."""
+        return sum(value for _labels, value in _totals(self.accepted))
+
+    def outcome_counts(self) -> dict[tuple[str, str, str], float]:
+        """Counts keyed (outcome, route, target) since start."""
+        return {
+            (labels["outcome"], labels["route"], labels["target"]): value
+            for labels, value in _totals(self.outcome)
+        }
+
     # -- scrape-time state ------------------------------------------------------------------
 
     def add_source(self, source: Source) -> None:
@@ -197,6 +210,13 @@ class Metrics:
                 due = loop.time() + interval
                 await asyncio.sleep(interval)
                 self.loop_lag.observe(max(0.0, loop.time() - due))
+
+
+def _totals(counter: Counter) -> Iterator[tuple[dict[str, str], float]]:
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):  # not _created
+                yield sample.labels, sample.value
 
 
 def _status_name(status: int) -> str:

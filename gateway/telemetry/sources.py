@@ -14,12 +14,13 @@ from prometheus_client.core import Metric
 
 from drivers.smpp.upstream import SmppUpstream
 from gateway.store.base import QueueDepths
+from gateway.telemetry.history import Totals
 from gateway.telemetry.metrics import Metrics, gauge
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["sample", "watch"]
+__all__ = ["record_history", "sample", "totals", "watch"]
 
 QUEUE_INTERVAL = 5.0  # seconds between the store's queue counts: their cost stays bounded
 
@@ -29,9 +30,11 @@ _MODEM_STATES = ("closed", "opening", "initialising", "sim_wait", "registering",
 
 
 async def sample(metrics: Metrics, gateway: Gateway, interval: float = QUEUE_INTERVAL) -> None:
-    """Until cancelled: event-loop lag, and the store's queue counts every `interval`."""
+    """Until cancelled: event-loop lag, the store's queue counts every `interval`, and the
+    status page's throughput history every `gateway.history.interval`."""
     loop = asyncio.get_running_loop()
     lag = loop.create_task(metrics.watch_loop())
+    history = loop.create_task(record_history(metrics, gateway))
     try:
         while True:
             try:
@@ -40,9 +43,33 @@ async def sample(metrics: Metrics, gateway: Gateway, interval: float = QUEUE_INT
                 log.warning("queue depths not read", error=str(exc))
             await asyncio.sleep(interval)
     finally:
-        lag.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lag
+        for task in (lag, history):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def totals(metrics: Metrics) -> Totals:
+    """Accepted, sent and delivered since start, every account, route and target."""
+    sent = delivered = 0.0
+    for (outcome, _route, _target), count in metrics.outcome_counts().items():
+        if outcome == "sent":
+            sent += count
+        elif outcome == "delivered":
+            delivered += count
+    return Totals(metrics.accepted_total(), sent, delivered)
+
+
+async def record_history(metrics: Metrics, gateway: Gateway) -> None:
+    """Until cancelled: a throughput point every interval (a few dozen series read)."""
+    loop = asyncio.get_running_loop()
+    history = gateway.history
+    due = loop.time()
+    while True:
+        history.record(time.time(), totals(metrics))
+        # Paced by the loop's clock, so a slow turn does not shift every later point.
+        due += history.interval
+        await asyncio.sleep(max(0.0, due - loop.time()))
 
 
 def watch(metrics: Metrics, gateway: Gateway) -> None:
