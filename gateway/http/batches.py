@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway import recipients
 from gateway.http.api import SendRequest, submit_pdu
 from gateway.http.auth import Caller, caller, gateway_of
-from gateway.http.errors import ApiError
+from gateway.http.errors import ApiError, ErrorBody, errors
 from gateway.routing.numbers import NumberPlan, normalize
 from gateway.store.base import BatchRecord, BatchState, MessageState, NewBatch, NewMessage
 
@@ -208,8 +208,9 @@ def _account(who: Caller) -> AccountConfig:
     },
     responses={
         202: {"description": "kept: its recipients are being accepted"},
-        413: {"description": "more than 100,000 recipients"},
-        422: {"description": "invalid, or the text uses a field some row lacks"},
+        **errors(400, 401, 403),
+        413: {"model": ErrorBody, "description": "more than 100,000 recipients, or the body"},
+        422: {"model": ErrorBody, "description": "invalid, or the text uses a field a row lacks"},
     },
 )
 async def create(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
@@ -316,7 +317,7 @@ async def _owned(request: Request, who: Caller, batch_id: str) -> BatchRecord:
     "/batches/{batch_id}",
     tags=["batches"],
     summary="A batch's progress: accepted, sent, delivered, failed, pending",
-    responses={404: {"description": "no such batch of yours"}},
+    responses=errors(401, 404),
 )
 async def progress(
     batch_id: str, request: Request, who: Annotated[Caller, Depends(caller)]
@@ -328,7 +329,7 @@ async def progress(
     "/batches/{batch_id}",
     tags=["batches"],
     summary="Cancel what of a batch is not yet sent",
-    responses={404: {"description": "no such batch of yours"}},
+    responses=errors(401, 404),
 )
 async def cancel(
     batch_id: str, request: Request, who: Annotated[Caller, Depends(caller)]
