@@ -80,9 +80,12 @@ def test_metrics_after_traffic(tmp_path: Path) -> None:
         ids, receipted = run_app(running.port, 5)
         assert len(ids) == 5 and sorted(receipted) == sorted(ids)
         text = ""
-        for _ in range(50):  # bounded: the last receipt's settle may trail its deliver_sm
+        # Bounded: the last receipt's settle may trail its deliver_sm, and the loop-lag
+        # probe takes its first sample a quarter second after the start.
+        for _ in range(100):
             text = httpx.get(running.base + "/metrics", timeout=10).text
-            if DELIVERED + " 5.0" in text:
+            lag = re.search(r"^smsgw_event_loop_lag_seconds_count (\S+)", text, re.M)
+            if DELIVERED + " 5.0" in text and lag is not None and float(lag[1]) > 0:
                 break
             running.call(asyncio.sleep(0.05))
         health = httpx.get(running.base + "/healthz", timeout=10)
