@@ -421,6 +421,8 @@ class Gateway:
             "source": m.source_addr,
             "destination": m.destination_addr,
             "route": m.route,
+            "class": m.msg_class,
+            "campaign": m.campaign,
             "state": record.state.value,
             "error": record.error,
             "attempts": record.attempts,

@@ -77,7 +77,9 @@ class SendRequest(BaseModel):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="message class (otp, transactional, marketing, ...)",
     )
-    campaign: str | None = Field(None, max_length=64, description="a label for reports")
+    campaign: str | None = Field(
+        None, max_length=64, description="a tag for delivery statistics (compare variants)"
+    )
 
     @field_validator("to")
     @classmethod
@@ -199,8 +201,14 @@ async def send(
             f"over the account's throughput of {account.throughput:g}/s",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+    if body.class_ is not None and body.class_ not in gateway.config.policy.rules():
+        known = ", ".join(sorted(gateway.config.policy.rules()))
+        raise ApiError(
+            422, "unknown_class", f"class {body.class_!r} is not one of {known}", field="class"
+        )
     pdus = [submit_pdu(body, to, now) for to in body.to]
-    results = await asyncio.gather(*(server.accept(pdu, account) for pdu in pdus))
+    tags = {"msg_class": body.class_ or "", "campaign": body.campaign or ""}
+    results = await asyncio.gather(*(server.accept(pdu, account, **tags) for pdu in pdus))
     accepted, refused = [], []
     for i, (to, (status, message_id)) in enumerate(zip(body.to, results, strict=True)):
         if gateway.metrics is not None:

@@ -672,10 +672,13 @@ class SmppServer:
         status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RREPLACEFAIL
         return ReplaceSmResp(sequence_number=seq, command_status=status)
 
-    async def accept(self, pdu: Any, account: AccountConfig) -> tuple[int, str]:
+    async def accept(
+        self, pdu: Any, account: AccountConfig, *, msg_class: str = "", campaign: str = ""
+    ) -> tuple[int, str]:
         """The accept pipeline of a submit_sm / data_sm (SMPP and HTTP alike): validate,
-        route, store durably. Returns (status, our message id; "" unless accepted)."""
-        message = self.prepare(pdu, account, self.clock())
+        route, store durably. Returns (status, our message id; "" unless accepted).
+        `msg_class` and `campaign`: as the HTTP request names them (see `prepare`)."""
+        message = self.prepare(pdu, account, self.clock(), msg_class=msg_class, campaign=campaign)
         if not isinstance(message, NewMessage):
             return message, ""
         try:
@@ -688,16 +691,26 @@ class SmppServer:
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id
 
-    def prepare(self, pdu: Any, account: AccountConfig, now: float) -> NewMessage | int:
+    def prepare(
+        self,
+        pdu: Any,
+        account: AccountConfig,
+        now: float,
+        *,
+        msg_class: str = "",
+        campaign: str = "",
+    ) -> NewMessage | int:
         """The accept pipeline up to the store: validate and route a submit_sm. Returns the
         message to store, or the command_status refusing it. (`accept` is this, then the
-        store; a batch stores many at once, then calls `stored`.)"""
+        store; a batch stores many at once, then calls `stored`.) The message's class is
+        `msg_class` when given, else the policy's class for its service_type, else the
+        policy's default class."""
         try:
             times = check_submit(pdu, now, self.config.messages)
         except Rejected as exc:
             return exc.status
         dest = (pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr)
-        return self._message(pdu, account, dest, now, times)
+        return self._message(pdu, account, dest, now, times, msg_class=msg_class, campaign=campaign)
 
     def stored(self, messages: list[NewMessage]) -> None:
         """Messages `prepare`d and stored by the caller: their events, and the dispatcher
@@ -757,6 +770,9 @@ class SmppServer:
         dest: tuple[int, int, str],  # ton, npi, address: an SmeAddress or a submit_sm's
         now: float,
         times: tuple[float | None, float],
+        *,
+        msg_class: str = "",
+        campaign: str = "",
     ) -> NewMessage | CommandStatus:
         """The message to store for one destination, or why that destination is refused."""
         ton, npi, address = dest
@@ -793,6 +809,10 @@ class SmppServer:
             schedule_at=times[0],
             expires_at=times[1],
             accepted_at=now,
+            msg_class=msg_class
+            or self.config.policy.service_types.get(pdu.service_type)
+            or self.config.policy.default_class,
+            campaign=campaign,
         )
 
 

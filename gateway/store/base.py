@@ -144,6 +144,8 @@ class NewMessage(NamedTuple):
     schedule_at: float | None = None
     expires_at: float | None = None
     accepted_at: float = 0.0
+    msg_class: str = ""  # the sending rules' class (otp, marketing...); "" before issue 11
+    campaign: str = ""  # a tag for delivery statistics (A/B)
 
 
 class BatchState(Enum):

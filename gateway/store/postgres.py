@@ -214,6 +214,41 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN batch_id text;
     CREATE INDEX messages_batch ON messages (batch_id, state) WHERE batch_id IS NOT NULL;
     """,
+    # 8 (issue 11): a message's class, campaign tag and the rule that stopped it; what the
+    # sending rules read in the accept batch: opted-out numbers, sends per recipient and
+    # class (caps), recent texts (dedup), numbers found dead.
+    """
+    ALTER TABLE messages ADD COLUMN msg_class text NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN campaign text NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN stop_reason text;
+    CREATE TABLE suppressions (
+        number text NOT NULL,
+        scope text NOT NULL DEFAULT '',
+        created_at double precision NOT NULL,
+        source text NOT NULL,
+        PRIMARY KEY (number, scope)
+    );
+    CREATE TABLE policy_sends (
+        number text NOT NULL,
+        msg_class text NOT NULL,
+        account text NOT NULL,
+        sent_at double precision NOT NULL
+    );
+    CREATE INDEX policy_sends_by ON policy_sends (number, msg_class, sent_at);
+    CREATE INDEX policy_sends_age ON policy_sends (sent_at);
+    CREATE TABLE policy_dedup (
+        key text PRIMARY KEY,
+        message_id text NOT NULL,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX policy_dedup_age ON policy_dedup (created_at);
+    CREATE TABLE dead_numbers (
+        number text PRIMARY KEY,
+        failures integer NOT NULL,
+        last_at double precision NOT NULL,
+        dead_until double precision
+    );
+    """,
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -238,6 +273,8 @@ _TYPES = {
     "schedule_at": "double precision",
     "expires_at": "double precision",
     "accepted_at": "double precision",
+    "msg_class": "text",
+    "campaign": "text",
 }
 _FIELDS = NewMessage._fields
 assert tuple(_TYPES) == _FIELDS, "NewMessage changed: update _TYPES and MIGRATIONS"
@@ -267,7 +304,7 @@ _RECORD = f"{_COLUMNS}, state, updated_at, attempts, error"
 _ACCEPT_BATCH = f"""
     WITH m AS (
         INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at)
-        SELECT {_COLUMNS}, $21, '{_ACCEPTED}', accepted_at
+        SELECT {_COLUMNS}, ${len(_TYPES) + 1}, '{_ACCEPTED}', accepted_at
         FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
             AS t ({_COLUMNS})
         RETURNING id, accepted_at
@@ -485,14 +522,17 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+_N = len(NewMessage._fields)  # a record row: the message's columns, then these four
+
+
 def _record(row: asyncpg.Record) -> MessageRecord:
     values = tuple(row)
     return MessageRecord(
-        message=NewMessage(*values[:20]),
-        state=MessageState(values[20]),
-        updated_at=values[21],
-        attempts=values[22],
-        error=values[23],
+        message=NewMessage(*values[:_N]),
+        state=MessageState(values[_N]),
+        updated_at=values[_N + 1],
+        attempts=values[_N + 2],
+        error=values[_N + 3],
     )
 
 
@@ -1015,7 +1055,10 @@ class PostgresStore:
                         parts[row[2]] = row[3]
         return [
             OverdueMessage(
-                _record(row), row[24] or "", tuple(row[25] or ()), states.get(row[0], [None])
+                _record(row),
+                row[_N + 4] or "",
+                tuple(row[_N + 5] or ()),
+                states.get(row[0], [None]),
             )
             for row in rows
         ]

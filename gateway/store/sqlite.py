@@ -213,12 +213,48 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN batch_id TEXT;
     CREATE INDEX messages_batch ON messages (batch_id, state) WHERE batch_id IS NOT NULL;
     """,
+    # 10 (issue 11): a message's class, campaign tag and the rule that stopped it; what the
+    # sending rules read in the accept batch: opted-out numbers, sends per recipient and
+    # class (caps), recent texts (dedup), numbers found dead.
+    """
+    ALTER TABLE messages ADD COLUMN msg_class TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN campaign TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN stop_reason TEXT;
+    CREATE TABLE suppressions (
+        number TEXT NOT NULL,
+        scope TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (number, scope)
+    ) WITHOUT ROWID;
+    CREATE TABLE policy_sends (
+        number TEXT NOT NULL,
+        msg_class TEXT NOT NULL,
+        account TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX policy_sends_by ON policy_sends (number, msg_class, sent_at);
+    CREATE INDEX policy_sends_age ON policy_sends (sent_at);
+    CREATE TABLE policy_dedup (
+        key TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX policy_dedup_age ON policy_dedup (created_at);
+    CREATE TABLE dead_numbers (
+        number TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_at REAL NOT NULL,
+        dead_until REAL
+    ) WITHOUT ROWID;
+    """,
 )
 
 _COLUMNS = (
     "id, account, source_addr, destination_addr, short_message, data_coding, esm_class, "
     "registered_delivery, source_addr_ton, source_addr_npi, dest_addr_ton, dest_addr_npi, "
-    "service_type, protocol_id, priority_flag, tlvs, route, schedule_at, expires_at, accepted_at"
+    "service_type, protocol_id, priority_flag, tlvs, route, schedule_at, expires_at, accepted_at, "
+    "msg_class, campaign"
 )
 _RECORD = f"SELECT {_COLUMNS}, state, updated_at, attempts, error FROM messages"
 _FINAL = tuple(s.value for s in MessageState if s.final)
@@ -226,13 +262,19 @@ _NOT_FINAL = "state NOT IN (" + ", ".join(f"'{state}'" for state in _FINAL) + ")
 _SEP = "\x1f"  # between the part ids of `sent_ids` (ids are C-strings: never this)
 
 
+_N = len(NewMessage._fields)  # a record row: the message's columns, then these four
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_COLUMNS}, state, updated_at) VALUES ({', '.join('?' * (_N + 2))})"
+)
+
+
 def _record(row: tuple[Any, ...]) -> MessageRecord:
     return MessageRecord(
-        message=NewMessage(*row[:20]),
-        state=MessageState(row[20]),
-        updated_at=row[21],
-        attempts=row[22],
-        error=row[23],
+        message=NewMessage(*row[:_N]),
+        state=MessageState(row[_N]),
+        updated_at=row[_N + 1],
+        attempts=row[_N + 2],
+        error=row[_N + 3],
     )
 
 
@@ -730,34 +772,7 @@ def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -
 
 
 def _accept(conn: sqlite3.Connection, m: NewMessage) -> None:
-    conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}, state, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            m.id,
-            m.account,
-            m.source_addr,
-            m.destination_addr,
-            m.short_message,
-            m.data_coding,
-            m.esm_class,
-            m.registered_delivery,
-            m.source_addr_ton,
-            m.source_addr_npi,
-            m.dest_addr_ton,
-            m.dest_addr_npi,
-            m.service_type,
-            m.protocol_id,
-            m.priority_flag,
-            m.tlvs,
-            m.route,
-            m.schedule_at,
-            m.expires_at,
-            m.accepted_at,
-            MessageState.ACCEPTED.value,
-            m.accepted_at,
-        ),
-    )
+    conn.execute(_INSERT_MESSAGE, (*m, MessageState.ACCEPTED.value, m.accepted_at))
     conn.execute(
         "INSERT INTO message_history VALUES (?, ?, ?)",
         (m.id, m.accepted_at, MessageState.ACCEPTED.value),
@@ -788,7 +803,7 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> l
         "INSERT INTO message_history VALUES (?, ?, ?)", [(row[0], now, dispatching) for row in rows]
     )
     return [
-        MessageRecord(NewMessage(*row[:20]), MessageState.DISPATCHING, now, row[22] + 1, None)
+        MessageRecord(NewMessage(*row[:_N]), MessageState.DISPATCHING, now, row[_N + 2] + 1, None)
         for row in rows
     ]
 
@@ -1050,9 +1065,9 @@ def _overdue_sent(
     ).fetchall()
     return [
         OverdueMessage(
-            _record(row[:24]),
-            row[24] or "",
-            tuple(row[25].split(_SEP)) if row[25] else (),
+            _record(row[: _N + 4]),
+            row[_N + 4] or "",
+            tuple(row[_N + 5].split(_SEP)) if row[_N + 5] else (),
             _part_states(conn, row[0]),
         )
         for row in rows
@@ -1336,7 +1351,7 @@ def _accept_batch(
     accepted = MessageState.ACCEPTED.value
     conn.executemany(
         f"INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"VALUES ({', '.join('?' * (_N + 3))})",
         [(*m, batch_id, accepted, m.accepted_at) for m in messages],
     )
     conn.executemany(

@@ -232,6 +232,24 @@ def test_unicode_long_text_and_binary_go_through_the_smpp_pipeline(
     assert record.message.data_coding == 0 and record.message.short_message == b"Preis: 5\x1be"
 
 
+def test_class_and_campaign_are_kept_with_the_message(gw: Running, client: httpx.Client) -> None:
+    sent = client.post(
+        "/api/v1/messages",
+        json={"to": ["+4915100000011"], "text": "x", "class": "marketing", "campaign": "xmas-a"},
+    )
+    assert sent.status_code == 200, sent.text
+    record = gw.call(gw.gateway.store.get(sent.json()["messages"][0]["id"]))
+    assert (record.message.msg_class, record.message.campaign) == ("marketing", "xmas-a")
+    plain = client.post("/api/v1/messages", json={"to": ["+4915100000011"], "text": "y"})
+    record = gw.call(gw.gateway.store.get(plain.json()["messages"][0]["id"]))
+    assert record.message.msg_class == "transactional"  # the policy's default class
+    unknown = client.post(
+        "/api/v1/messages", json={"to": ["+4915100000011"], "text": "x", "class": "promo"}
+    )
+    assert unknown.status_code == 422 and _error(unknown)["code"] == "unknown_class"
+    assert _error(unknown)["field"] == "class"
+
+
 def test_bad_requests_name_the_field(client: httpx.Client) -> None:
     cases: list[tuple[Any, int, str, str | None]] = [
         ("{not json", 400, "bad_json", None),

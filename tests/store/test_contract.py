@@ -119,6 +119,8 @@ _MESSAGES = st.builds(
     schedule_at=st.none() | _FLOAT,
     expires_at=st.none() | _FLOAT,
     accepted_at=_FLOAT,
+    msg_class=_TEXT,
+    campaign=_TEXT,
 )
 
 

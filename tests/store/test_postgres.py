@@ -62,6 +62,10 @@ def test_nodes_starting_together_migrate_once(postgres_dsn: str, schema: str) ->
                 "unknown_receipts",
                 "id_formats",
                 "batches",
+                "suppressions",
+                "policy_sends",
+                "policy_dedup",
+                "dead_numbers",
             }
         finally:
             await asyncio.gather(*(s.close() for s in stores))
