@@ -21,8 +21,10 @@ __all__ = [
     "DELIVERY_LEASE",
     "INBOUND_DONE",
     "INBOUND_TAKEN",
+    "SUPPRESS_CHUNK",
     "BatchRecord",
     "BatchState",
+    "DeadNumber",
     "Delivery",
     "IncomingReceipt",
     "MessageRecord",
@@ -35,10 +37,12 @@ __all__ = [
     "ReceiptRecord",
     "Settlement",
     "Store",
+    "Suppression",
     "Usage",
     "channels_for",
     "queue_summary",
     "state_of_smpp",
+    "unique_suppressions",
     "usage_windows",
 ]
 
@@ -284,6 +288,24 @@ class OverdueMessage(NamedTuple):
     states: list[int | None]  # every part's latest receipt state
 
 
+class Suppression(NamedTuple):
+    """A number that opted out: `scope` "" for everything, else one sender id (source_addr)."""
+
+    number: str  # international digits, no "+", as destination_addr is stored
+    scope: str
+    created_at: float  # the latest time it was suppressed
+    source: str  # what suppressed it last: "mo:<message>", "api:<account>", "cli", "import"
+
+
+class DeadNumber(NamedTuple):
+    """A number whose receipts said it does not exist (`Store.record_dead_failures`)."""
+
+    number: str
+    failures: int
+    last_at: float
+    dead_until: float | None  # not sent to before this; None while only counting
+
+
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
     """A deliver_sm to queue for an account (see `Store.settle`)."""
@@ -342,6 +364,16 @@ def queue_summary(depths: QueueDepths, now: float) -> dict[str, Any]:
         "deliveries_waiting": {account: n for account, (n, _at) in depths.deliveries.items()},
         "oldest_delivery_age": None if oldest_delivery is None else max(0.0, now - oldest_delivery),
     }
+
+
+SUPPRESS_CHUNK = 10_000  # suppressions per transaction in a bulk import
+
+
+def unique_suppressions(entries: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """`entries` with one per (number, scope), the last given winning (an upsert may not
+    touch a row twice in one statement)."""
+    kept = {(number, scope): source for number, scope, source in entries}
+    return [(number, scope, source) for (number, scope), source in kept.items()]
 
 
 class Store(Protocol):
@@ -602,3 +634,41 @@ class Store(Protocol):
 
     async def usage(self, key: str, now: float) -> Usage:
         """The SIM's counters for the windows `now` falls in (zero for a passed window)."""
+
+    # Suppressions (issue 11: opt-out) and dead numbers; the accept pipeline reads both tables
+    # in its own transaction.
+
+    async def suppress(self, entries: list[tuple[str, str, str]], now: float) -> int:
+        """Suppress (number, scope, source) entries: one that is there already gets the new
+        time and source (the latest opt-out is the one that tells why). Any number of
+        entries: a large list is written in chunks, each its own transaction. How many."""
+
+    async def unsuppress(self, entries: list[tuple[str, str | None]]) -> int:
+        """Remove (number, scope) entries; scope None: every scope of the number. How many."""
+
+    async def suppression(self, number: str) -> list[Suppression]:
+        """The number's suppressions, by scope."""
+
+    async def suppressions_page(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[Suppression]:
+        """Up to `limit` suppressions after (number, scope) `after`, in that order (keyset
+        pages for an export of millions)."""
+
+    async def record_dead_failures(
+        self,
+        failed: list[str],
+        now: float,
+        *,
+        after: int,
+        period: float,
+        delivered: list[str] | None = None,
+    ) -> list[str]:
+        """Receipts of one batch, in one transaction: each number of `delivered` is alive
+        (forgotten); each of `failed` (once per receipt) counts a failure, and one that reaches
+        `after` failures is dead until `now + period`. Failures keep counting past a dead
+        period, so a number still dead is marked again by its next failure. The numbers
+        marked dead by this call."""
+
+    async def dead_numbers_page(self, after: str | None, limit: int) -> list[DeadNumber]:
+        """Up to `limit` numbers counted or dead, after `after`, in number order."""

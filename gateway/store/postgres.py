@@ -41,8 +41,10 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    SUPPRESS_CHUNK,
     BatchRecord,
     BatchState,
+    DeadNumber,
     Delivery,
     IncomingReceipt,
     MessageRecord,
@@ -56,7 +58,9 @@ from gateway.store.base import (
     ReceiptRecord,
     Settlement,
     Store,
+    Suppression,
     Usage,
+    unique_suppressions,
     usage_windows,
 )
 from gateway.telemetry.metrics import Metrics
@@ -1318,6 +1322,123 @@ class PostgresStore:
             row[5] if row[4] == month else 0,
         )
 
+    async def suppress(self, entries: list[tuple[str, str, str]], now: float) -> int:
+        entries = unique_suppressions(entries)
+        if len(entries) <= _SMALL:
+            numbers, scopes, sources = (
+                (list(c) for c in zip(*entries, strict=True)) if entries else ([], [], [])
+            )
+            status = await self._open_pool().execute(_SUPPRESS_SMALL, numbers, scopes, sources, now)
+            return _count(status)
+        # Many: COPY into a temporary table, then one upsert from it per chunk's transaction.
+        written = 0
+        async with self._open_pool().acquire() as conn:
+            for start in range(0, len(entries), _COPY_CHUNK):
+                async with conn.transaction():
+                    await conn.execute(
+                        "CREATE TEMPORARY TABLE suppress_in (number text, scope text, source text) "
+                        "ON COMMIT DROP"
+                    )
+                    await conn.copy_records_to_table(
+                        "suppress_in", records=entries[start : start + _COPY_CHUNK]
+                    )
+                    written += _count(await conn.execute(_SUPPRESS_COPIED, now))
+        return written
+
+    async def unsuppress(self, entries: list[tuple[str, str | None]]) -> int:
+        numbers = [n for n, _s in entries]
+        scopes = [s for _n, s in entries]
+        status = await self._open_pool().execute(
+            "DELETE FROM suppressions s USING unnest($1::text[], $2::text[]) AS u(number, scope) "
+            "WHERE s.number = u.number AND (u.scope IS NULL OR s.scope = u.scope)",
+            numbers,
+            scopes,
+        )
+        return _count(status)
+
+    async def suppression(self, number: str) -> list[Suppression]:
+        rows = await self._open_pool().fetch(
+            "SELECT number, scope, created_at, source FROM suppressions WHERE number = $1 "
+            "ORDER BY scope",
+            number,
+        )
+        return [Suppression(*row) for row in rows]
+
+    async def suppressions_page(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[Suppression]:
+        columns = "SELECT number, scope, created_at, source FROM suppressions"
+        pool = self._open_pool()
+        if after is None:
+            rows = await pool.fetch(f"{columns} ORDER BY number, scope LIMIT $1", limit)
+        else:
+            rows = await pool.fetch(
+                f"{columns} WHERE (number, scope) > ($1, $2) ORDER BY number, scope LIMIT $3",
+                *after,
+                limit,
+            )
+        return [Suppression(*row) for row in rows]
+
+    async def record_dead_failures(
+        self,
+        failed: list[str],
+        now: float,
+        *,
+        after: int,
+        period: float,
+        delivered: list[str] | None = None,
+    ) -> list[str]:
+        counts: dict[str, int] = {}
+        for number in failed:
+            counts[number] = counts.get(number, 0) + 1
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            if delivered:
+                await conn.execute(
+                    "DELETE FROM dead_numbers WHERE number = ANY($1::text[])", delivered
+                )
+            if not counts:
+                return []
+            rows = await conn.fetch(
+                _DEAD_FAILURES, list(counts), list(counts.values()), now, after, period
+            )
+        return [row[0] for row in rows if row[1] == now + period]
+
+    async def dead_numbers_page(self, after: str | None, limit: int) -> list[DeadNumber]:
+        rows = await self._open_pool().fetch(
+            "SELECT number, failures, last_at, dead_until FROM dead_numbers WHERE number > $1 "
+            "ORDER BY number LIMIT $2",
+            "" if after is None else after,
+            limit,
+        )
+        return [DeadNumber(*row) for row in rows]
+
+
+_SMALL = 1000  # suppressions written with one statement; more go through COPY
+_COPY_CHUNK = 10 * SUPPRESS_CHUNK  # COPY is fast: bigger transactions, still bounded
+_SUPPRESS_SMALL = """
+    INSERT INTO suppressions (number, scope, created_at, source)
+    SELECT number, scope, $4::float8, source FROM unnest($1::text[], $2::text[], $3::text[])
+        AS u(number, scope, source)
+    ON CONFLICT (number, scope) DO UPDATE SET
+        created_at = EXCLUDED.created_at, source = EXCLUDED.source
+"""
+_SUPPRESS_COPIED = """
+    INSERT INTO suppressions (number, scope, created_at, source)
+    SELECT number, scope, $1::float8, source FROM suppress_in
+    ON CONFLICT (number, scope) DO UPDATE SET
+        created_at = EXCLUDED.created_at, source = EXCLUDED.source
+"""
+_DEAD_FAILURES = """
+    INSERT INTO dead_numbers AS d (number, failures, last_at, dead_until)
+    SELECT number, n, $3::float8, CASE WHEN n >= $4::int THEN $3::float8 + $5::float8 END
+    FROM unnest($1::text[], $2::int[]) AS u(number, n)
+    ON CONFLICT (number) DO UPDATE SET
+        failures = d.failures + EXCLUDED.failures,
+        last_at = $3,
+        dead_until = CASE WHEN d.failures + EXCLUDED.failures >= $4 THEN $3 + $5
+                     ELSE d.dead_until END
+    RETURNING number, dead_until
+"""
 
 # In an UPDATE every column on the right-hand side is the row's old value, so each count is
 # compared with its old window before the window moves on.

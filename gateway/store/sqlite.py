@@ -37,8 +37,10 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    SUPPRESS_CHUNK,
     BatchRecord,
     BatchState,
+    DeadNumber,
     Delivery,
     IncomingReceipt,
     MessageRecord,
@@ -51,6 +53,7 @@ from gateway.store.base import (
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
+    Suppression,
     Usage,
     usage_windows,
 )
@@ -681,6 +684,38 @@ class SqliteStore:
 
     async def usage(self, key: str, now: float) -> Usage:
         return await self._call(_usage, key, usage_windows(now))
+
+    async def suppress(self, entries: list[tuple[str, str, str]], now: float) -> int:
+        written = 0
+        for start in range(0, len(entries), SUPPRESS_CHUNK):
+            chunk = entries[start : start + SUPPRESS_CHUNK]
+            written += await self._call(_suppress, chunk, now)
+        return written
+
+    async def unsuppress(self, entries: list[tuple[str, str | None]]) -> int:
+        return await self._call(_unsuppress, entries)
+
+    async def suppression(self, number: str) -> list[Suppression]:
+        return await self._call(_suppression, number)
+
+    async def suppressions_page(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[Suppression]:
+        return await self._call(_suppressions_page, after, limit)
+
+    async def record_dead_failures(
+        self,
+        failed: list[str],
+        now: float,
+        *,
+        after: int,
+        period: float,
+        delivered: list[str] | None = None,
+    ) -> list[str]:
+        return await self._call(_dead_failures, failed, delivered or [], now, (after, period))
+
+    async def dead_numbers_page(self, after: str | None, limit: int) -> list[DeadNumber]:
+        return await self._call(_dead_numbers_page, after, limit)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -1406,3 +1441,91 @@ def _cancel_batch(conn: sqlite3.Connection, batch_id: str, now: float) -> int:
             (cancelled, now, batch_id, accepted),
         ).rowcount
     )
+
+
+# -- suppressions and dead numbers ----------------------------------------------------------------
+
+_SUPPRESS = """
+    INSERT INTO suppressions (number, scope, created_at, source) VALUES (?, ?, ?, ?)
+    ON CONFLICT (number, scope) DO UPDATE SET
+        created_at = excluded.created_at, source = excluded.source
+"""
+
+
+def _suppress(conn: sqlite3.Connection, entries: list[tuple[str, str, str]], now: float) -> int:
+    before = conn.total_changes
+    conn.executemany(_SUPPRESS, ((n, s, now, src) for n, s, src in entries))
+    return conn.total_changes - before
+
+
+def _unsuppress(conn: sqlite3.Connection, entries: list[tuple[str, str | None]]) -> int:
+    before = conn.total_changes
+    for number, scope in entries:
+        if scope is None:
+            conn.execute("DELETE FROM suppressions WHERE number = ?", (number,))
+        else:
+            conn.execute("DELETE FROM suppressions WHERE number = ? AND scope = ?", (number, scope))
+    return conn.total_changes - before
+
+
+def _suppression(conn: sqlite3.Connection, number: str) -> list[Suppression]:
+    rows = conn.execute(
+        "SELECT number, scope, created_at, source FROM suppressions WHERE number = ? "
+        "ORDER BY scope",
+        (number,),
+    )
+    return [Suppression(*row) for row in rows]
+
+
+def _suppressions_page(
+    conn: sqlite3.Connection, after: tuple[str, str] | None, limit: int
+) -> list[Suppression]:
+    columns = "SELECT number, scope, created_at, source FROM suppressions"
+    if after is None:
+        rows = conn.execute(f"{columns} ORDER BY number, scope LIMIT ?", (limit,))
+    else:
+        rows = conn.execute(
+            f"{columns} WHERE (number, scope) > (?, ?) ORDER BY number, scope LIMIT ?",
+            (*after, limit),
+        )
+    return [Suppression(*row) for row in rows]
+
+
+_DEAD_FAILURE = """
+    INSERT INTO dead_numbers AS d (number, failures, last_at, dead_until)
+    VALUES (?1, ?2, ?3, CASE WHEN ?2 >= ?4 THEN ?3 + ?5 END)
+    ON CONFLICT (number) DO UPDATE SET
+        failures = d.failures + ?2,
+        last_at = ?3,
+        dead_until = CASE WHEN d.failures + ?2 >= ?4 THEN ?3 + ?5 ELSE d.dead_until END
+    RETURNING number, dead_until
+"""
+
+
+def _dead_failures(
+    conn: sqlite3.Connection,
+    failed: list[str],
+    delivered: list[str],
+    now: float,
+    rule: tuple[int, float],
+) -> list[str]:
+    after, period = rule
+    conn.executemany("DELETE FROM dead_numbers WHERE number = ?", ((n,) for n in delivered))
+    counts: dict[str, int] = {}
+    for number in failed:
+        counts[number] = counts.get(number, 0) + 1
+    dead = []
+    for number, count in counts.items():
+        _n, until = conn.execute(_DEAD_FAILURE, (number, count, now, after, period)).fetchone()
+        if until == now + period:
+            dead.append(number)
+    return dead
+
+
+def _dead_numbers_page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[DeadNumber]:
+    rows = conn.execute(
+        "SELECT number, failures, last_at, dead_until FROM dead_numbers WHERE number > ? "
+        "ORDER BY number LIMIT ?",
+        ("" if after is None else after, limit),
+    )
+    return [DeadNumber(*row) for row in rows]
