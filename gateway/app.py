@@ -48,9 +48,13 @@ from gateway.config import (
 from gateway.control import ControlServer
 from gateway.dispatch import Dispatcher
 from gateway.http import BodyLimit, HttpServer, create_app
+from gateway.http.api import SendRequest, submit_pdu
 from gateway.http.batches import BatchRunner
 from gateway.http.webhooks import WebhookSender
+from gateway.inbound import OptOutRule
+from gateway.policy.keywords import Keywords
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
+from gateway.routing import normalize
 from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
@@ -118,6 +122,7 @@ class Gateway:
             mo_timeout=config.mo_reassembly_timeout,
         )
         self.server.on_accept = self.dispatcher.wake
+        self.dispatcher.set_policy(self._opt_out_rule(config), config.policy.dead_numbers.rule())
         self.port: int | None = None
         self.config_path: str | None = None  # what `reload` reads when given no path
         self._reloading = asyncio.Lock()
@@ -216,6 +221,32 @@ class Gateway:
         self.server.notify(account)
         self.webhooks.wake(account)
 
+    # -- opt-out --------------------------------------------------------------------------------
+
+    def _opt_out_rule(self, config: GatewayConfig) -> OptOutRule:
+        o = config.policy.opt_out
+        return OptOutRule(
+            Keywords.of(o.keywords, o.opt_in_keywords),
+            per_sender=o.scope == "sender",
+            confirmation=o.confirmation,
+            confirm=self._confirm_opt_out,
+        )
+
+    async def _confirm_opt_out(self, account: str, to: str, sender: str, text: str) -> None:
+        """The opt-out confirmation: a transactional message from the address the MO was
+        sent to, as the MO route's account, through the accept pipeline."""
+        config = next((a for a in self.config.accounts if a.system_id == account), None)
+        number = normalize(to, self.config.numbers.plan())
+        if config is None or number is None:
+            return
+        request = SendRequest(to=[f"+{number}"], from_=sender, text=text)
+        pdu = submit_pdu(request, f"+{number}", self.server.clock())
+        status, message_id = await self.server.accept(pdu, config, msg_class="transactional")
+        if message_id:
+            log.info("opt-out confirmation accepted", account=account, message_id=message_id)
+        else:
+            log.warning("opt-out confirmation refused", account=account, status=status)
+
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self, path: str | None = None) -> ReloadResult:
@@ -251,6 +282,7 @@ class Gateway:
             self.server.reconfigure(new)
             self.webhooks.reconfigure(_webhooks(new))
             self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
+            self.dispatcher.set_policy(self._opt_out_rule(new), new.policy.dead_numbers.rule())
             old, self.config = self.config, new
             for name in plan.upstreams.changed + plan.simulated_carriers.changed:
                 await self.dispatcher.replace_driver(self._driver(name, new))

@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.policy.dead import ANY_UPSTREAM, DeadRule
 from gateway.policy.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, Keywords
 from gateway.policy.quiet import QuietHours
 from gateway.policy.rules import Cap, ClassRule, NumberRules
@@ -627,6 +628,33 @@ class OptOutConfig(_Model):
         return self
 
 
+class DeadNumbersConfig(_Model):
+    """Numbers whose receipts say they do not exist (空号): not sent to for a while."""
+
+    errors: Mapping[str, tuple[int, ...]] = Field(
+        default_factory=dict,
+        description='upstream (or "*" for all) -> receipt error codes meaning unknown/absent',
+    )
+    after: int = Field(3, ge=1, description="failures that make a number dead")
+    period: str = Field("30d", description="how long it stays dead: 90s, 15m, 24h, 30d, 2w")
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # seconds
+        if isinstance(value, str):
+            duration(value)
+        return value
+
+    def rule(self) -> DeadRule | None:
+        """None when no error code is listed: nothing is counted."""
+        if not any(self.errors.values()):
+            return None
+        codes = {name: frozenset(c) for name, c in self.errors.items()}
+        return DeadRule(codes, self.after, duration(self.period))
+
+
 class PolicyConfig(_Model):
     """The sending rules (issue 11): message classes and what they must respect."""
 
@@ -638,6 +666,7 @@ class PolicyConfig(_Model):
     refuse_invalid_numbers: bool = True
     refuse_fixed_line: bool = False
     opt_out: OptOutConfig = OptOutConfig()
+    dead_numbers: DeadNumbersConfig = DeadNumbersConfig()
     dedup_window: float = Field(600.0, ge=0, description="seconds; 0 turns dedup off")
     stopped_state: Literal["rejected", "undeliverable"] = "rejected"
 
@@ -795,6 +824,14 @@ def _reference_problems(
             if isinstance(raw_accounts, list) and name in raw_accounts:
                 loc = (*loc, raw_accounts.index(name))
             problems.append((loc, f"unknown account {name!r}; accounts: {_names(ids)}"))
+    for name in config.policy.dead_numbers.errors:
+        if name != ANY_UPSTREAM and name not in known:
+            problems.append(
+                (
+                    ("policy", "dead_numbers", "errors", name),
+                    f"unknown upstream {name!r}; known targets: {_names(known)}",
+                )
+            )
     for i, mo in enumerate(config.mo_routes):
         if mo.account not in ids:
             problems.append(

@@ -48,14 +48,15 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from drivers.base import Diagnosable, Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
-from gateway.inbound import Inbound
+from gateway.inbound import Inbound, OptOutRule
+from gateway.policy.dead import DeadRule
 from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
 from gateway.routing.table import Route, order_targets
@@ -139,7 +140,8 @@ class Dispatcher:
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
-        self.metrics: Metrics | None = None
+        self._metrics: Metrics | None = None
+        self.dead: DeadRule | None = None  # policy.dead_numbers, when it names error codes
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
         self._tickets = _Tickets()  # sends in the order they started
         self.early_wait = early_wait
@@ -174,6 +176,20 @@ class Dispatcher:
         self._retired: list[tuple[float, dict[str, Route]]] = []
         self._passes = 0  # claims that emptied the queue of due messages
         self._passed = asyncio.Event()
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        self._metrics = self._inbound.metrics = metrics
+
+    def set_policy(self, opt_out: OptOutRule | None, dead: DeadRule | None) -> None:
+        """The sending rules' parts applied here (at start and on reload): MO opt-out
+        keywords, and which receipts count towards a dead number."""
+        self._inbound.opt_out = opt_out
+        self.dead = dead
 
     async def start(self) -> None:
         for upstream, (sent, received) in (await self.store.id_formats()).items():
@@ -579,7 +595,7 @@ class Dispatcher:
 
     async def _match_receipts(
         self, batch: list[_Waiting]
-    ) -> tuple[list[_Waiting], list[Settlement], list[NewDelivery], float]:
+    ) -> tuple[list[_Waiting], list[Settlement], list[NewDelivery], float, _Numbers | None]:
         """Match and keep a batch; what it ends, and the notifications it makes."""
         now = self.clock()
         incoming = []
@@ -607,6 +623,8 @@ class Dispatcher:
         notices: list[NewDelivery] = []
         ending: set[str] = set()
         kept: list[_Waiting] = []
+        dead = self.dead
+        numbers = _Numbers() if dead is not None else None
         for n, (w, match) in enumerate(zip(batch, matches, strict=True)):
             if n and not n % _RECEIPT_SLICE:
                 await asyncio.sleep(0)
@@ -637,6 +655,11 @@ class Dispatcher:
             if state is None:
                 continue  # parts still out
             ending.add(message.id)
+            if numbers is not None and dead is not None:
+                if state is MessageState.DELIVERED:
+                    numbers.delivered.append(message.destination_addr)
+                elif dead.counts(r.upstream, r.error):
+                    numbers.failed.append(message.destination_addr)
             if self.metrics is not None:
                 self.metrics.ended(state.name.lower(), message.route, r.upstream)
                 if record.state is MessageState.SENT:
@@ -651,7 +674,7 @@ class Dispatcher:
                     target=r.upstream,
                     upstream_id=r.upstream_id,
                 )
-        return kept, settlements, notices, now
+        return kept, settlements, notices, now, numbers
 
     async def _settle_receipts(
         self,
@@ -659,6 +682,7 @@ class Dispatcher:
         settlements: list[Settlement],
         notices: list[NewDelivery],
         now: float,
+        numbers: _Numbers | None = None,
     ) -> None:
         """End what a matched batch ends (one transaction); then its receipts are durable."""
         try:
@@ -675,11 +699,33 @@ class Dispatcher:
         except Exception as exc:
             _fail(kept, exc)  # kept, but not settled: the carrier sends them again
             return
+        if numbers is not None and (numbers.failed or numbers.delivered):
+            await self._dead_numbers(numbers, now)
         for n, w in enumerate(kept):
             if n and not n % _RECEIPT_SLICE:
                 await asyncio.sleep(0)  # each wakes a driver's task, which answers its carrier
             if not w.done.done():
                 w.done.set_result(None)
+
+    async def _dead_numbers(self, numbers: _Numbers, now: float) -> None:
+        """One write per receipt batch: failures counted, delivered numbers forgotten. A
+        failure here is only logged - the receipts themselves are settled."""
+        dead = self.dead
+        if dead is None:
+            return
+        try:
+            marked = await self.store.record_dead_failures(
+                numbers.failed,
+                now,
+                after=dead.after,
+                period=dead.period,
+                delivered=numbers.delivered,
+            )
+        except Exception:
+            log.exception("dead numbers not counted")
+            return
+        for number in marked:
+            log.info("number marked dead", number=number, until=now + dead.period)
 
     async def _widen(self, waiting: _Waiting) -> None:
         """An id no key matched: a receipt can beat its own submit_sm_resp, so look again
@@ -883,6 +929,14 @@ async def _logged(coro: Any) -> None:
         await coro
     except Exception:
         log.exception("background step failed")
+
+
+@dataclass
+class _Numbers:
+    """A receipt batch's destinations for the dead-number count."""
+
+    failed: list[str] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)

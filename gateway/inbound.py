@@ -72,6 +72,13 @@ copy of its last part arriving meanwhile gets nothing), and *done* in the write 
 its deliveries. A message taken but never done - the process died in between, before the
 last part was answered - is delivered by the timeout path, so it is never lost.
 
+Opt-out: an MO whose whole text is an opt-out keyword (`gateway.policy.keywords`) suppresses
+its sender's number - for every sender id, or with ``scope: sender`` only for the address it
+replied to - and an opt-in keyword removes that; before the MO is queued, so a crash between
+the two only repeats an idempotent write when the upstream resends. The application still
+gets the MO. The confirmation reply (if configured) goes out after, through the accept
+pipeline (`OptOutRule.confirm`); it failing never fails the MO.
+
 Deliberately left out: duplicates of a single-part MO (a repeated ``YES`` is a legitimate
 second message), and cross-node claiming of timed-out partial messages (two nodes sharing a
 PostgreSQL store may both deliver one partial message).
@@ -80,12 +87,13 @@ PostgreSQL store may both deliver one partial message).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.policy.keywords import Keywords, Reply
 from gateway.routing import NumberPlan, normalize
 from gateway.routing.mo import MoRouter
 from gateway.smpp.codec import decode_pdu, encode_pdu
@@ -107,7 +115,10 @@ from gateway.sms.udh import (
 )
 from gateway.store.base import NewDelivery, Store
 
-__all__ = ["MAX_ADDRESS", "Inbound", "app_address"]
+if TYPE_CHECKING:
+    from gateway.telemetry.metrics import Metrics
+
+__all__ = ["MAX_ADDRESS", "Inbound", "OptOutRule", "app_address"]
 
 log = structlog.get_logger("smsgw.inbound")
 
@@ -153,6 +164,20 @@ def app_address(address: str) -> str:
         elif not unicodedata.combining(char):  # an accent that NFKD split off goes
             out.append("?")
     return "".join(out)[:MAX_ADDRESS]
+
+
+# (account, to: the MO's sender, from: the address it was sent to, text): accept a reply.
+Confirm = Callable[[str, str, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class OptOutRule:
+    """What MO replies opt out (`policy.opt_out`), compiled once per configuration."""
+
+    keywords: Keywords
+    per_sender: bool = False  # scope: sender - only what comes from the address replied to
+    confirmation: str | None = None
+    confirm: Confirm | None = None
 
 
 class _Refused(Exception):
@@ -246,6 +271,8 @@ class Inbound:
         self.mo_timeout = mo_timeout
         self.repeat_window = repeat_window
         self.refs = ReferenceAllocator(max_destinations=max_senders, seed=seed)
+        self.opt_out: OptOutRule | None = None  # set from the policy (and on reload)
+        self.metrics: Metrics | None = None
 
     async def take(self, pdu: Any) -> CommandStatus:
         """One inbound PDU; durable when this returns ESME_ROK.
@@ -316,6 +343,12 @@ class Inbound:
             if message.key:  # its parts are done with; a repeat is still recognised
                 await self.store.finish_inbound(message.key, [], now)
             return _refused(message.first, exc)
+        rule = self.opt_out
+        reply = None
+        if rule is not None and text:
+            reply = rule.keywords.classify(text)
+            if reply is not None:
+                reply = await self._opt(reply, message, rule, now)
         ttl = self.delivery_ttl
         deliveries = [NewDelivery(account, "mo", p, ttl) for p in pdus]
         if "mo" in self.webhook_events(account):
@@ -324,7 +357,35 @@ class Inbound:
                 deliveries.append(webhook)
         await self.store.finish_inbound(message.key, deliveries, now)
         self.notify(account)
+        if reply is Reply.OPT_OUT and rule is not None and rule.confirmation and rule.confirm:
+            first = message.first
+            try:
+                await rule.confirm(
+                    account, first.source_addr, first.destination_addr, rule.confirmation
+                )
+            except Exception:  # the opt-out stands; only its confirmation is lost
+                log.exception("opt-out confirmation not sent", account=account)
         return _OK
+
+    async def _opt(
+        self, reply: Reply, message: _Message, rule: OptOutRule, now: float
+    ) -> Reply | None:
+        """Suppress (or free) the MO's sender; None when the sender is not a number."""
+        first = message.first
+        number = normalize(first.source_addr, self.plan)
+        if number is None:
+            log.info("opt-out keyword from a sender that is not a number", kind=reply.value)
+            return None
+        scope = first.destination_addr if rule.per_sender else ""
+        source = f"mo:{_key_text(first.destination_addr)}"  # the number it was sent to
+        if reply is Reply.OPT_OUT:
+            await self.store.suppress([(number, scope, source)], now)
+        else:
+            await self.store.unsuppress([(number, scope)])
+        log.info(reply.value.replace("_", "-"), number=number, scope=scope, source=source)
+        if self.metrics is not None:
+            self.metrics.optout(reply.value, "mo")
+        return reply
 
     def _webhook_delivery(
         self, account: str, message: _Message, pdus: list[bytes]

@@ -123,6 +123,12 @@ class Metrics:
             registry=r,
             buckets=_WEBHOOK,
         )
+        self.optouts = Counter(
+            "smsgw_optouts",
+            "Numbers opted out or back in, by how: mo, api, cli, import",
+            ["kind", "source"],
+            registry=r,
+        )
         self.reload_last_success = Gauge(
             "smsgw_config_reload_last_success_timestamp_seconds",
             "When the configuration was last loaded (start or reload)",
@@ -177,6 +183,10 @@ class Metrics:
         """One store transaction; called from the store's writer thread (thread-safe)."""
         self.store_commit.observe(seconds)
         self.store_batch.observe(size)
+
+    def optout(self, kind: str, source: str, count: int = 1) -> None:
+        """`count` numbers opted out ("opt_out") or back in ("opt_in") through `source`."""
+        self.optouts.labels(kind, source).inc(count)
 
     def reload_done(self, ok: bool) -> None:
         """The reload engineer's hook: count a reload, and stamp a successful one."""
