@@ -239,7 +239,8 @@ class Gateway:
         number = normalize(to, self.config.numbers.plan())
         if config is None or number is None:
             return
-        request = SendRequest(to=[f"+{number}"], from_=sender, text=text)
+        # No receipt: the account's application never sent it, and would not know its id.
+        request = SendRequest(to=[f"+{number}"], from_=sender, text=text, dlr=False)
         pdu = submit_pdu(request, f"+{number}", self.server.clock())
         status, message_id = await self.server.accept(pdu, config, msg_class="transactional")
         if message_id:
