@@ -919,6 +919,9 @@ def _kind(pdu: Any, *, receipts_without_flag: bool) -> str:
     return "mo"
 
 
+_DELIVERED = 2  # message_state DELIVERED (SMPP v3.4 5.2.28)
+
+
 def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> UpstreamReceipt:
     """The receipt a deliver_sm/data_sm carries: TLVs first, the Appendix B text otherwise.
     A stat we cannot read (a vendor's word, junk) is UNKNOWN - still an end - and the raw
@@ -929,12 +932,19 @@ def _receipt_of(upstream: str, pdu: Any, *, intermediate: bool = False) -> Upstr
     state = tlv_value(tlvs, Tag.message_state) if tlvs else None
     raw = _text(pdu)
     error = 0
+    # network_error_code (SMPP v3.4 5.3.2.31): network type, then the error in two octets.
+    network = tlv_value(tlvs, Tag.network_error_code) if tlvs else None
+    if isinstance(network, bytes) and len(network) == 3:
+        error = int.from_bytes(network[1:], "big")
     parsed = None
-    if not isinstance(upstream_id, str) or not isinstance(state, int):
+    # The text too when the TLVs lack something - or for a failure's err: code, which many
+    # carriers write only there (dead numbers count by it); a delivery needs no error.
+    failed = isinstance(state, int) and state != _DELIVERED and not error
+    if not isinstance(upstream_id, str) or not isinstance(state, int) or failed:
         with contextlib.suppress(ReceiptParseError):
             parsed = parse_receipt(raw, lenient=True)
     if parsed is not None:
-        error = parsed.error_code or 0
+        error = error or parsed.error_code or 0
         if not isinstance(upstream_id, str) or not upstream_id.strip("\x00 "):
             upstream_id = parsed.message_id
         if not isinstance(state, int):
