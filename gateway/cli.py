@@ -32,7 +32,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__, recipients
 from gateway.smpp import (
@@ -859,6 +859,102 @@ def _cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_suppress(args: argparse.Namespace) -> int:
+    """The suppression list, through the running gateway's HTTP API (local token)."""
+    import httpx  # noqa: PLC0415 - only the control commands need it
+
+    target = _http_target(args)
+    if target is None:
+        print(
+            "error: smsgw suppress talks to the gateway's HTTP API: configure http: and run it "
+            "(its local token is read from beside the control socket)",
+            file=sys.stderr,
+        )
+        return _EXIT_USAGE
+    base, token = target
+    headers = {"Authorization": f"Bearer {token}"}
+    action = args.suppress_command
+    try:
+        with httpx.Client(
+            base_url=base, timeout=args.timeout, verify=False, headers=headers
+        ) as client:
+            if action == "export":
+                return _export(client, args.file)
+            answer = _suppress_call(client, args)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the gateway at {base} ({exc}): is it running?", file=sys.stderr)
+        return _EXIT_USAGE
+    except OSError as exc:  # the file to import, or to export to
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_FAILED
+    if answer.status_code >= 400:
+        print(f"error: {_error_message(answer)}", file=sys.stderr)
+        return _EXIT_FAILED
+    data = answer.json()
+    if action == "import":
+        print(f"suppressed {data['suppressed']}, invalid {data['invalid']}")
+        for row in data.get("invalid_rows") or []:
+            print(f"  line {row['line']}: {row['value']!r} is not a phone number")
+    elif action == "remove":
+        print(f"{data['number']}: removed ({data['removed']})")
+    else:
+        print(_suppression_text(data))
+    return 0
+
+
+def _suppress_call(client: Any, args: argparse.Namespace) -> Any:
+    from urllib.parse import quote  # noqa: PLC0415
+
+    if args.suppress_command == "import":
+        with open(args.file, "rb") as f:  # streamed: a file of millions is never read whole
+            return client.post(
+                "/api/v1/suppressions/import", content=f, headers={"content-type": "text/csv"}
+            )
+    route = f"/api/v1/suppressions/{quote(args.number, safe='')}"
+    if args.suppress_command == "add":
+        return client.put(route, json={"scope": args.scope})
+    if args.suppress_command == "remove":
+        return client.delete(route, params={} if args.scope is None else {"scope": args.scope})
+    return client.get(route)
+
+
+def _export(client: Any, path: str | None) -> int:
+    with client.stream("GET", "/api/v1/suppressions/export") as answer:
+        if answer.status_code >= 400:
+            answer.read()
+            print(f"error: {_error_message(answer)}", file=sys.stderr)
+            return _EXIT_FAILED
+        out = open(path, "wb") if path else sys.stdout.buffer  # noqa: SIM115 - closed below
+        try:
+            for chunk in answer.iter_bytes():
+                out.write(chunk)
+        finally:
+            if path:
+                out.close()
+            else:
+                out.flush()
+    return 0
+
+
+def _error_message(answer: Any) -> str:
+    try:
+        error = answer.json().get("error")
+        return str(error["message"])
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return f"HTTP {answer.status_code}: {answer.text.strip()[:200]}"
+
+
+def _suppression_text(data: dict[str, Any]) -> str:
+    rows = data.get("suppressions") or []
+    if not rows:
+        return f"{data['number']}: not suppressed"
+    lines = [f"{data['number']}: suppressed"]
+    for row in rows:
+        scope = row["scope"] or "every sender"
+        lines.append(f"  {scope}: since {row['created_at']} ({row['source']})")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"smsgw {_version()}")
@@ -950,6 +1046,30 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
         p.add_argument("--socket", help="the control socket (default: the config's)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("suppress", help="the opt-out list: add, remove, show, import, export")
+    suppress_sub = p.add_subparsers(dest="suppress_command", required=True)
+    for name, text in (
+        ("add", "suppress a number (for every sender, or --scope SENDER)"),
+        ("remove", "remove a number's suppression (every scope, or --scope SENDER)"),
+        ("show", "whether a number is suppressed, and since when"),
+        ("import", "suppress every number of a CSV file: number[,scope] per line"),
+        ("export", "write the whole list as CSV (to FILE, else stdout)"),
+    ):
+        q = suppress_sub.add_parser(name, help=text)
+        if name in ("add", "remove", "show"):
+            q.add_argument("number")
+        if name == "add":
+            q.add_argument("--scope", default="", help="a sender id (source_addr); default: all")
+        if name == "remove":
+            q.add_argument("--scope", help="only this sender id's suppression")
+        if name == "import":
+            q.add_argument("file")
+        if name == "export":
+            q.add_argument("file", nargs="?")
+        q.add_argument("--timeout", type=float, default=600.0, help="seconds for the answer")
+        q.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+        q.set_defaults(func=_cmd_suppress, socket=None)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)
