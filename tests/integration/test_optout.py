@@ -201,3 +201,16 @@ def test_a_100k_line_import_comes_back_in_the_export(boss: httpx.Client) -> None
     )
     assert again.json()["suppressed"] == len(rows) - 1
     assert again.json()["invalid"] == 0
+
+
+def test_dead_numbers_are_listed_in_pages(gw: Running, boss: httpx.Client) -> None:
+    store = gw.gateway.store
+    now = time.time()
+    gw.call(store.record_dead_failures(["4915100000901"] * 3, now, after=3, period=60.0))
+    gw.call(store.record_dead_failures(["4915100000902"], now, after=3, period=60.0))
+    first = boss.get("/api/v1/dead-numbers", params={"limit": 1}).json()
+    assert [d["number"] for d in first["dead_numbers"]] == ["4915100000901"]
+    assert first["dead_numbers"][0]["failures"] == 3 and first["dead_numbers"][0]["dead_until"]
+    rest = boss.get("/api/v1/dead-numbers", params={"after": first["next"]}).json()
+    assert rest["dead_numbers"][0]["number"] == "4915100000902"
+    assert rest["dead_numbers"][0]["dead_until"] is None and rest["next"] is None
