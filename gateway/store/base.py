@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
+from gateway.policy.check import StoreCheck
+from gateway.policy.rules import Verdict
+
 __all__ = [
     "DELIVERY_LEASE",
     "INBOUND_DONE",
@@ -210,6 +213,7 @@ class MessageRecord(NamedTuple):
     updated_at: float
     attempts: int
     error: int | None
+    stop_reason: str | None = None  # a sending rule stopped it at accept (`gateway.policy`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +357,19 @@ class Store(Protocol):
 
     async def accept(self, message: NewMessage) -> None:
         """Store a newly accepted message (group-committed with its neighbours)."""
+
+    async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
+        """Store `message` if the sending rules let it (`gateway.policy.check`), deciding in
+        the transaction that stores it. Returns the verdict: go (stored; counted for caps and
+        dedup), a duplicate (nothing stored: answer with `duplicate_of`), or a stop (stored
+        with its `stop_reason`, for the dispatcher to end with a receipt; not stored when
+        `check.refuse` holds the reason)."""
+        ...
+
+    async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
+        """Forget sends older than the longest cap window and texts older than the dedup
+        window; returns the rows removed."""
+        ...
 
     async def get(self, message_id: str) -> MessageRecord | None: ...
 
