@@ -45,7 +45,7 @@ from pydantic import (
 
 from gateway.policy.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, Keywords
 from gateway.policy.quiet import QuietHours
-from gateway.policy.rules import Cap, ClassRule, NumberRules
+from gateway.policy.rules import Cap, ClassRule, NumberRules, Reason
 from gateway.policy.signature import Signature
 from gateway.routing import NumberPlan, Route, RouteTable, Strategy, Target
 from gateway.routing.mo import MoRoute, MoRouter
@@ -640,6 +640,21 @@ class PolicyConfig(_Model):
     opt_out: OptOutConfig = OptOutConfig()
     dedup_window: float = Field(600.0, ge=0, description="seconds; 0 turns dedup off")
     stopped_state: Literal["rejected", "undeliverable"] = "rejected"
+    refuse_at_submit: Mapping[str, int] = Field(
+        default_factory=lambda: {"invalid_number": 0x0B, "fixed_line": 0x0B},
+        description="reason -> SMPP status: refuse the submit instead of a REJECTD receipt",
+    )
+
+    @field_validator("refuse_at_submit")
+    @classmethod
+    def _reasons(cls, value: Mapping[str, int]) -> Mapping[str, int]:
+        known = {r.value for r in Reason}
+        for reason, status in value.items():
+            if reason not in known:
+                raise ValueError(f"unknown reason {reason!r}; reasons: {_names(known)}")
+            if not 0 < status <= 0xFFFFFFFF:
+                raise ValueError(f"{reason}: {status} is no SMPP error status")
+        return value
 
     @model_validator(mode="after")
     def _known_classes(self) -> PolicyConfig:

@@ -56,6 +56,7 @@ import structlog
 from drivers.base import Diagnosable, Driver, Queryable, ReceiptPolicy, SendResult, UpstreamReceipt
 from gateway.config import DispatchConfig
 from gateway.inbound import Inbound
+from gateway.policy.rules import Reason
 from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
 from gateway.routing.table import Route, order_targets
@@ -134,6 +135,9 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or DispatchConfig()
         self.retention = retention
+        self.stopped_state = MessageState.REJECTED  # how a rule's stop ends (policy.stopped_state)
+        # (longest cap window, dedup window): how long the rules' counts are kept; None: no rules
+        self.policy_windows: tuple[float, float] | None = None
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
@@ -373,6 +377,10 @@ class Dispatcher:
         """Hand one claimed message to a driver (or settle it without one)."""
         message = record.message
         now = self.clock()
+        if record.stop_reason is not None:
+            # A sending rule stopped it at accept: it ends here, its app told by the receipt.
+            await self._end(record, self.stopped_state, _stop_error(record.stop_reason), now)
+            return
         if message.expires_at is not None and now >= message.expires_at:
             await self._end(record, MessageState.EXPIRED, 0, now)
             return
@@ -863,12 +871,23 @@ class Dispatcher:
                 if now >= next_purge:
                     next_purge = now + self.settings.purge_interval
                     gone = await self.store.purge(now - self.retention)
+                    if self.policy_windows is not None:
+                        longest, dedup = self.policy_windows
+                        gone += await self.store.purge_policy(now - longest, now - dedup)
                     if gone:
                         log.info("purged", rows=gone)
                 await self._inbound.housekeeping(now)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
+
+
+def _stop_error(reason: str) -> int:
+    """The receipt's err: for a sending rule's stop (`Reason.error_code`)."""
+    try:
+        return Reason(reason).error_code
+    except ValueError:  # a reason of a newer release: still a stop
+        return _HOPELESS_ERROR
 
 
 def _fail(batch: list[_Waiting], exc: Exception) -> None:
