@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import smpplib.client
 
 from gateway.app import Gateway
@@ -34,6 +35,7 @@ upstreams:
   carrier: {host: 127.0.0.1, port: %(port)d, system_id: gw, password: pw}
 routes: [{name: all, targets: [carrier]}]
 store: {path: "%(db)s"}
+http: {host: 127.0.0.1, port: 0}
 policy:
   service_types: {OTP: otp, MKT: marketing, PAY: payment_reminder}
   classes:
@@ -215,4 +217,33 @@ def test_an_opted_out_number_gets_no_marketing_but_its_otp(tmp_path: Path) -> No
         assert [sm for _, sm in gw.smsc.submits] == [b"Your code is 5555"]
     finally:
         app.close()
+        gw.close()
+
+
+def test_the_same_rules_through_the_http_api(tmp_path: Path) -> None:
+    gw = Running(tmp_path, datetime(2026, 12, 3, 12, 0, tzinfo=SHANGHAI))
+    url = f"http://127.0.0.1:{gw.gateway.http_port}/api/v1/messages"
+    try:
+        with sqlite3.connect(gw.db, timeout=10) as conn:
+            conn.execute(
+                "INSERT INTO suppressions VALUES (?, '', ?, 'api:test')", (CN, gw.clock.now)
+            )
+        send = {"to": [f"+{CN}"], "text": "双十二五折", "class": "marketing"}
+        got = httpx.post(url, json=send, auth=("shop", "secret"), timeout=10).json()
+        assert got["messages"][0]["stopped"] == "opted_out"
+        otp = {"to": [f"+{CN}"], "text": "code 4242", "class": "otp"}
+        first = httpx.post(url, json=otp, auth=("shop", "secret"), timeout=10).json()
+        again = httpx.post(url, json=otp, auth=("shop", "secret"), timeout=10).json()
+        assert again["messages"][0] == {**first["messages"][0], "duplicate": True}
+        invalid = httpx.post(
+            url, json={"to": ["+861380013800"], "text": "x"}, auth=("shop", "secret"), timeout=10
+        )
+        assert invalid.status_code == 422
+        assert invalid.json()["error"]["code"] == "invalid_number"
+        stopped = gw.call(gw.gateway.store.get(got["messages"][0]["id"]))
+        _until(
+            lambda: gw.call(gw.gateway.store.get(stopped.message.id)).state.value == "rejected",
+            "the opted-out marketing message ended REJECTD",
+        )
+    finally:
         gw.close()
