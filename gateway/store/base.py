@@ -12,6 +12,7 @@ only after `accept` returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -591,12 +592,15 @@ class Store(Protocol):
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
         """Accept a chunk of a batch in one transaction: `messages` (marked as the batch's),
         and the batch's cursor moved from `start` to `upto` with `refused` more refused
         (``cursor = (start, upto, refused)``), done when `upto` reaches its size; `report`
         replaces its report. Only while the batch is accepting and its cursor is at `start`:
-        else nothing is written and False returned - a chunk is never accepted twice."""
+        else nothing is written and False returned - a chunk is never accepted twice.
+        `checks` (one per message): the sending rules' store side, as `accept_checked`
+        decides it; a message they drop (duplicate, refused) counts as refused."""
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
         """The batch with its messages counted by state; None if unknown."""

@@ -524,6 +524,52 @@ def _delivery_rows(
     ]
 
 
+async def _checked(
+    conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float
+) -> Verdict:
+    """`Store.accept_checked` in a transaction the caller holds."""
+    # Under a lock on the recipient and class: two nodes accepting for one number wait for
+    # each other, so a cap of one lets one through.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))", f"{m.destination_addr}|{m.msg_class}"
+    )
+    facts = Facts()
+    if check.stopped is None:
+        facts = await _policy_facts(conn, m, check, now)
+    verdict = store_verdict(check, facts)
+    if verdict.duplicate_of is not None:
+        return verdict
+    if verdict.stop is not None and verdict.stop in check.refuse:
+        return verdict
+    stop = verdict.stop.value if verdict.stop is not None else None
+    await conn.execute(_INSERT_ONE, *_values(m), stop)
+    await conn.execute(
+        "INSERT INTO message_history (message_id, at, state) VALUES ($1, $2, $3)",
+        m.id,
+        m.accepted_at,
+        _ACCEPTED,
+    )
+    if stop is not None:
+        return verdict
+    if check.rule.caps:
+        await conn.execute(
+            "INSERT INTO policy_sends VALUES ($1, $2, $3, $4)",
+            m.destination_addr,
+            m.msg_class,
+            m.account,
+            now,
+        )
+    if check.dedup_key is not None and check.rule.dedup:
+        await conn.execute(
+            "INSERT INTO policy_dedup VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
+            "SET message_id = excluded.message_id, created_at = excluded.created_at",
+            check.dedup_key,
+            m.id,
+            now,
+        )
+    return verdict
+
+
 async def _policy_facts(
     conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float
 ) -> Facts:
@@ -757,46 +803,36 @@ class PostgresStore:
     async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
         # One transaction per message, under a lock on its recipient and class: two nodes
         # accepting for one number wait for each other, so a cap of one lets one through.
-        m = message
         async with self._open_pool().acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"{m.destination_addr}|{m.msg_class}"
-            )
-            facts = (
-                Facts() if check.stopped is not None else await _policy_facts(conn, m, check, now)
-            )
-            verdict = store_verdict(check, facts)
-            if verdict.duplicate_of is not None:
-                return verdict
-            if verdict.stop is not None and verdict.stop in check.refuse:
-                return verdict
-            stop = verdict.stop.value if verdict.stop is not None else None
-            await conn.execute(_INSERT_ONE, *_values(m), stop)
-            await conn.execute(
-                "INSERT INTO message_history (message_id, at, state) VALUES ($1, $2, $3)",
-                m.id,
-                m.accepted_at,
-                _ACCEPTED,
-            )
-            if stop is not None:
-                return verdict
-            if check.rule.caps:
+            return await _checked(conn, message, check, now)
+
+    async def _accept_checked_in(
+        self,
+        conn: PoolConnectionProxy,
+        batch_id: str,
+        messages: list[NewMessage],
+        checks: Sequence[StoreCheck],
+        now: float,
+    ) -> None:
+        """A batch chunk's messages through the rules, in the chunk's transaction."""
+        stored = dropped = 0
+        for m, check in zip(messages, checks, strict=True):
+            verdict = await _checked(conn, m, check, now)
+            if verdict.duplicate_of is None and (
+                verdict.stop is None or verdict.stop not in check.refuse
+            ):
                 await conn.execute(
-                    "INSERT INTO policy_sends VALUES ($1, $2, $3, $4)",
-                    m.destination_addr,
-                    m.msg_class,
-                    m.account,
-                    now,
+                    "UPDATE messages SET batch_id = $1 WHERE id = $2", batch_id, m.id
                 )
-            if check.dedup_key is not None and check.rule.dedup:
-                await conn.execute(
-                    "INSERT INTO policy_dedup VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
-                    "SET message_id = excluded.message_id, created_at = excluded.created_at",
-                    check.dedup_key,
-                    m.id,
-                    now,
-                )
-        return verdict
+                stored += 1
+            else:
+                dropped += 1
+        await conn.execute(
+            "UPDATE batches SET accepted = accepted + $1, refused = refused + $2 WHERE id = $3",
+            stored,
+            dropped,
+            batch_id,
+        )
 
     async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
         pool = self._open_pool()
@@ -1358,15 +1394,19 @@ class PostgresStore:
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
         start, upto, refused = cursor
         async with self._open_pool().acquire() as conn, conn.transaction():
+            counted = len(messages) if checks is None else 0
             moved = await conn.fetchval(
-                _BATCH_CURSOR, batch_id, upto, len(messages), refused, report, now, start
+                _BATCH_CURSOR, batch_id, upto, counted, refused, report, now, start
             )
             if moved is None:
                 return False
-            if messages:
+            if checks is not None:
+                await self._accept_checked_in(conn, batch_id, messages, checks, now)
+            elif messages:
                 rows = [_values(m) for m in messages]
                 await conn.execute(
                     _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id

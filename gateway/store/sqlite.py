@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -670,7 +670,12 @@ class SqliteStore:
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
+        if checks is not None:
+            return await self._call(
+                _accept_batch_checked, batch_id, messages, cursor, (now, report), list(checks)
+            )
         return await self._call(_accept_batch, batch_id, messages, cursor, (now, report))
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
@@ -1433,6 +1438,37 @@ def _accept_batch(
     conn.executemany(
         "INSERT INTO message_history VALUES (?, ?, ?)",
         [(m.id, m.accepted_at, accepted) for m in messages],
+    )
+    return True
+
+
+def _accept_batch_checked(  # noqa: PLR0917 - the writer calls its functions positionally
+    conn: sqlite3.Connection,
+    batch_id: str,
+    messages: list[NewMessage],
+    cursor: tuple[int, int, int],
+    extra: tuple[float, str | None],
+    checks: list[StoreCheck],
+) -> bool:
+    """`_accept_batch` with each message through the sending rules (`_accept_checked`)."""
+    start, upto, refused = cursor
+    if not _accept_batch(conn, batch_id, [], (start, upto, refused), extra):
+        return False
+    now = extra[0]
+    stored = dropped = 0
+    for m, check in zip(messages, checks, strict=True):
+        verdict = _accept_checked(conn, m, check, now)
+        kept = verdict.duplicate_of is None and (
+            verdict.stop is None or verdict.stop not in check.refuse
+        )
+        if kept:
+            conn.execute("UPDATE messages SET batch_id = ? WHERE id = ?", (batch_id, m.id))
+            stored += 1
+        else:
+            dropped += 1
+    conn.execute(
+        "UPDATE batches SET accepted = accepted + ?, refused = refused + ? WHERE id = ?",
+        (stored, dropped, batch_id),
     )
     return True
 

@@ -247,3 +247,37 @@ def test_the_same_rules_through_the_http_api(tmp_path: Path) -> None:
         )
     finally:
         gw.close()
+
+
+def test_a_batch_goes_through_the_same_rules(tmp_path: Path) -> None:
+    gw = Running(tmp_path, datetime(2026, 12, 3, 12, 0, tzinfo=SHANGHAI))
+    base = f"http://127.0.0.1:{gw.gateway.http_port}/api/v1/batches"
+    other = "8613900139000"
+    try:
+        with sqlite3.connect(gw.db, timeout=10) as conn:
+            conn.execute(
+                "INSERT INTO suppressions VALUES (?, '', ?, 'api:test')", (CN, gw.clock.now)
+            )
+        batch = {
+            "text": "双十二五折",
+            "class": "marketing",
+            "recipients": [f"+{CN}", f"+{other}", "+861380013800"],
+        }
+        created = httpx.post(base, json=batch, auth=("shop", "secret"), timeout=10)
+        assert created.status_code == 202, created.text
+        batch_id = created.json()["id"]
+
+        def settled() -> dict[str, Any] | None:
+            got = httpx.get(f"{base}/{batch_id}", auth=("shop", "secret"), timeout=10).json()
+            return got if got["state"] == "done" and got["pending"] == 0 else None
+
+        progress = _until(settled, "the batch settled")
+        assert progress["accepted"] == 2 and progress["refused"] == 1
+        assert progress["delivered"] == 1
+        assert [r.get("rule") for r in progress["report"]["refused"]] == ["invalid_number"]
+        sent = [(d, sm.decode("utf-16-be")) for d, sm in gw.smsc.submits]
+        assert sent == [
+            (other, "【XX商城】双十二五折回T退订")
+        ]  # signed; the opted out one not sent
+    finally:
+        gw.close()
