@@ -720,6 +720,24 @@ class SmppServer:
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id, reason
 
+    async def _store_one(self, message: NewMessage, pdu: Any, now: float) -> str | int:
+        """Store one destination's message (through the sending rules when they are on):
+        its id (or an earlier duplicate's), or the status a rule refused it with."""
+        rules = self.rules
+        if not rules.active:
+            await self.store.accept(message)
+            return message.id
+        checked = rules.check(message, pdu, now)
+        if isinstance(checked, Refused):
+            return checked.status
+        message, check = checked
+        verdict = await self.store.accept_checked(message, check, now)
+        if verdict.duplicate_of is not None:
+            return verdict.duplicate_of
+        if verdict.stop is not None and verdict.stop in check.refuse:
+            return rules.refusal_status(verdict.stop)
+        return message.id
+
     def prepare(
         self,
         pdu: Any,
@@ -773,7 +791,7 @@ class SmppServer:
             else:
                 failed.append((i, UnsuccessSme(*dest, message)))
         results = await asyncio.gather(
-            *(self.store.accept(m) for _, _, m in accepted), return_exceptions=True
+            *(self._store_one(m, pdu, now) for _, _, m in accepted), return_exceptions=True
         )
         ids = []
         for (i, dest, message), result in zip(accepted, results, strict=True):
@@ -782,8 +800,10 @@ class SmppServer:
                 failed.append((i, UnsuccessSme(*dest, CommandStatus.ESME_RSYSERR)))
             elif isinstance(result, BaseException):
                 raise result
+            elif isinstance(result, int):  # a sending rule refused this destination
+                failed.append((i, UnsuccessSme(*dest, result)))
             else:
-                ids.append(message.id)
+                ids.append(result)
                 if telemetry.messages:
                     _accepted(message)
         unsuccess = tuple(u for _, u in sorted(failed, key=lambda f: f[0]))
