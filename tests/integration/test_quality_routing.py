@@ -10,7 +10,7 @@ socket timeout; nothing sleeps."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
     r.close()
 
 
-def _events(logs: list[dict[str, Any]], event: str) -> list[tuple[str, str, float]]:
+def _events(logs: list[MutableMapping[str, Any]], event: str) -> list[tuple[str, str, float]]:
     return [(e["route"], e["target"], e["rate"]) for e in logs if e["event"] == event]
 
 
