@@ -194,6 +194,27 @@ def test_quality_route_compiles_with_its_settings_or_the_defaults() -> None:
     assert d.quality == QualitySettings(3600.0, 50, 0.8, 0.9, 0.05)
 
 
+EXAMPLES = sorted((Path(__file__).parents[2] / "config" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_passes_check_config(path: Path) -> None:
+    """As an admin runs it, with a value for each secret the file takes from the environment."""
+    names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    result = _check(path, {name: "7" for name in names})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: ok (")
+
+
+def test_examples_are_found() -> None:
+    assert {p.name for p in EXAMPLES} >= {
+        "carriers.yaml",
+        "postgres.yaml",
+        "shop-cn.yaml",
+        "shop-eu.yaml",
+    }
+
+
 def test_environment_may_give_numbers_and_booleans() -> None:
     text = BASE + "node_id: ${NODE}\nupstreams:\n  c: {host: h, port: 1, system_id: s, "
     text += "password: p, tls: '${TLS}'}\n"
