@@ -36,6 +36,11 @@ Scenarios, all in one run (``--only`` picks some):
 5. ``throughput-nometrics``: ``throughput`` with ``metrics: {enabled: false}`` - run it beside
    ``throughput`` (``--only throughput,throughput-nometrics``) for what the Prometheus
    counters cost per message.
+6. ``throughput-rules`` and ``paced-rules``: ``throughput`` / ``paced`` with every sending rule
+   on (``policy:``: every message of class marketing - number checks, opt-out against a
+   suppression list of ``--suppressions`` numbers (1,000,000 by default, filled before the
+   gateway starts), quiet hours, a cap, dedup) - beside ``throughput`` / ``paced`` for what
+   the rules cost.
 
 The store is SQLite by default; ``--store postgres`` uses PostgreSQL at ``--dsn`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), in a fresh schema per scenario that is dropped
@@ -858,6 +863,19 @@ store:
 {store}
 http: {{host: 127.0.0.1, port: 0}}
 metrics: {{enabled: {metrics}}}
+{policy}"""
+# Every rule on and every message marketing: number checks (invalid ones still sent: the
+# corpus's numbers are made up), opt-out against the suppression list, quiet hours (a
+# minute a day: computed for every message, rarely holding one), a cap counted per message,
+# and dedup (a 1 s window: looked up for every message; the corpus repeats every 10,000).
+RULES = """policy:
+  default_class: marketing
+  refuse_invalid_numbers: false
+  dedup_window: 1
+  classes:
+    marketing:
+      quiet_hours: {start: "03:00", end: "03:01"}
+      caps: [{count: 1000000, per: 30d}]
 """
 SQLITE_STORE = """\
   backend: sqlite
@@ -866,6 +884,45 @@ SQLITE_STORE = """\
 POSTGRES_STORE = """\
   backend: postgres
   dsn: '{dsn}'"""
+
+
+def _suppressed(count: int) -> Any:
+    """`count` numbers for the suppression list, none of them a corpus destination."""
+    return ((f"861{i:010d}", "", 0.0, "bench") for i in range(count))
+
+
+def _fill_suppressions_sqlite(db: Path, count: int) -> None:
+    """The store's schema (made by opening it), then the list in one transaction."""
+    from gateway.store.sqlite import SqliteStore  # noqa: PLC0415 - bench-only import
+
+    async def migrate() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.executemany("INSERT INTO suppressions VALUES (?, ?, ?, ?)", _suppressed(count))
+
+
+def _fill_suppressions_pg(dsn: str, schema: str, count: int) -> None:
+    import asyncpg  # noqa: PLC0415 - only with --store postgres
+
+    from gateway.store.postgres import PostgresStore  # noqa: PLC0415 - bench-only import
+
+    async def fill() -> None:
+        store = PostgresStore(dsn, schema=schema, min_size=1, max_size=2)
+        await store.open()
+        await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.copy_records_to_table(
+                "suppressions", records=list(_suppressed(count)), schema_name=schema
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(fill())
 
 
 @dataclass
@@ -879,6 +936,7 @@ class Scenario:
     profile: str = "none"
     burst: bool = False  # the carrier holds the receipts, then releases them together
     metrics: bool = True  # Prometheus counters on (off: what they cost, side by side)
+    rules: bool = False  # every sending rule on, with a suppression list (issue 11)
 
 
 @dataclass
@@ -1017,9 +1075,18 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     upstream_window=args.upstream_window,
                     store=store,
                     metrics=str(scenario.metrics).lower(),
+                    policy=RULES if scenario.rules else "",
                 ),
                 encoding="utf-8",
             )
+            if scenario.rules:
+                started = time.perf_counter()
+                if args.store == "postgres":
+                    _fill_suppressions_pg(args.dsn, schema, args.suppressions)
+                else:
+                    _fill_suppressions_sqlite(db, args.suppressions)
+                result["suppressions"] = args.suppressions
+                result["suppressions_fill_s"] = round(time.perf_counter() - started, 2)
             command = [
                 sys.executable,
                 str(Path(__file__).resolve()),
@@ -1315,6 +1382,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default="thread",
         help="the gateway's SQLite writer (store.writer)",
     )
+    parser.add_argument(
+        "--suppressions", type=int, default=1_000_000, help="opt-outs for the *-rules scenarios"
+    )
     parser.add_argument("--stall", type=float, default=20.0, help="s without progress: give up")
     parser.add_argument("--max-wait", type=float, default=None, help="s for receipts (600)")
     parser.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none")
@@ -1366,6 +1436,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
         ),
         "burst": Scenario("burst", True, args.burst or 2000, args.binds, args.window, burst=True),
+        "throughput-rules": Scenario(
+            "throughput-rules", True, args.messages, args.binds, args.window, rules=True
+        ),
+        "paced-rules": Scenario(
+            "paced-rules",
+            True,
+            max(1, int(args.rate * args.duration)),
+            args.binds,
+            args.window,
+            rate=args.rate,
+            rules=True,
+        ),
     }
     unknown = set(wanted) - set(scenarios)
     if unknown:

@@ -56,7 +56,7 @@ from gateway.policy.keywords import Keywords
 from gateway.reload import RESTART_NEEDED, ReloadResult, plan_reload
 from gateway.routing import normalize
 from gateway.server.smpp import SmppServer
-from gateway.store.base import QueueDepths, Store, queue_summary
+from gateway.store.base import MessageState, QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
 from gateway.telemetry.history import History, Rates, delivery_rates
@@ -122,7 +122,7 @@ class Gateway:
             mo_timeout=config.mo_reassembly_timeout,
         )
         self.server.on_accept = self.dispatcher.wake
-        self.dispatcher.set_policy(self._opt_out_rule(config), config.policy.dead_numbers.rule())
+        self._policy_to_dispatcher(config)
         self.port: int | None = None
         self.config_path: str | None = None  # what `reload` reads when given no path
         self._reloading = asyncio.Lock()
@@ -281,9 +281,9 @@ class Gateway:
                 await self._add_bank(name, new.modem_banks[name])
             # The swap: synchronous, so no message sees half of it.
             self.server.reconfigure(new)
+            self._policy_to_dispatcher(new)
             self.webhooks.reconfigure(_webhooks(new))
             self.dispatcher.swap_routes(new.route_table(), new.mo_router(), new.numbers.plan())
-            self.dispatcher.set_policy(self._opt_out_rule(new), new.policy.dead_numbers.rule())
             old, self.config = self.config, new
             for name in plan.upstreams.changed + plan.simulated_carriers.changed:
                 await self.dispatcher.replace_driver(self._driver(name, new))
@@ -378,6 +378,14 @@ class Gateway:
             "smpp_listening": self.server.listening(),
             "route_target_usable": any(driver.usable() for driver in self.drivers.values()),
         }
+
+    def _policy_to_dispatcher(self, config: GatewayConfig) -> None:
+        """How the dispatcher ends a rule's stop, how long it keeps the rules' counts, the MO
+        opt-out keywords and which receipts count towards a dead number."""
+        rules = self.server.rules
+        self.dispatcher.stopped_state = MessageState(config.policy.stopped_state)
+        self.dispatcher.policy_windows = rules.windows if rules.active else None
+        self.dispatcher.set_policy(self._opt_out_rule(config), config.policy.dead_numbers.rule())
 
     def _reloaded(self, *, ok: bool, detail: str | list[str] | None = None) -> None:
         self.last_reload = {"at": time.time(), "ok": ok, "detail": detail}

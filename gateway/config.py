@@ -46,9 +46,9 @@ from pydantic import (
 from gateway.policy.dead import ANY_UPSTREAM, DeadRule
 from gateway.policy.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, Keywords
 from gateway.policy.quiet import QuietHours
-from gateway.policy.rules import Cap, ClassRule, NumberRules
+from gateway.policy.rules import Cap, ClassRule, NumberRules, Reason
 from gateway.policy.signature import Signature
-from gateway.routing import NumberPlan, Route, RouteTable, Strategy, Target
+from gateway.routing import NumberPlan, QualitySettings, Route, RouteTable, Strategy, Target
 from gateway.routing.mo import MoRoute, MoRouter
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "ModemBankConfig",
     "ModemConfig",
     "ModemLimitsConfig",
+    "QualityConfig",
     "RouteConfig",
     "SimulatedCarrierConfig",
     "StoreConfig",
@@ -390,14 +391,57 @@ class TargetConfig(_Model):
     price: float | None = Field(None, ge=0)
 
 
+class QualityConfig(_Model):
+    """The `quality` strategy: targets ordered by recent delivery rate, then receipt latency."""
+
+    window: str = Field("1h", description="rolling window, a duration: 15m, 1h, 1d")
+    min_sample: int = Field(50, ge=1, description="final outcomes before a rate counts")
+    demote_below: float = Field(0.8, ge=0, le=1, description="a rate below this demotes")
+    promote_above: float = Field(0.9, ge=0, le=1, description="a demoted one's rate to return")
+    probe_share: float = Field(
+        0.05, ge=0, lt=1, description="share of messages a demoted target still leads"
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # seconds
+        if isinstance(value, str):
+            duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> QualityConfig:
+        if self.demote_below > self.promote_above:
+            raise ValueError("demote_below must not exceed promote_above")
+        return self
+
+    def settings(self) -> QualitySettings:
+        return QualitySettings(
+            duration(self.window),
+            self.min_sample,
+            self.demote_below,
+            self.promote_above,
+            self.probe_share,
+        )
+
+
 class RouteConfig(_Model):
     name: str
     prefixes: tuple[Prefix, ...] = ("",)
     targets: tuple[TargetConfig | str, ...] = Field(min_length=1)
-    strategy: Literal["failover", "weighted", "least_cost"] = "failover"
+    strategy: Literal["failover", "weighted", "least_cost", "quality"] = "failover"
     accounts: frozenset[str] = frozenset()
     source_prefixes: tuple[str, ...] = ()
     service_types: frozenset[str] = frozenset()
+    quality: QualityConfig | None = None
+
+    @model_validator(mode="after")
+    def _quality(self) -> RouteConfig:
+        if self.quality is not None and self.strategy != "quality":
+            raise ValueError("quality settings need strategy: quality")
+        return self
 
     def compile(self) -> Route:
         targets = tuple(
@@ -412,6 +456,7 @@ class RouteConfig(_Model):
             frozenset(self.accounts),
             self.source_prefixes,
             frozenset(self.service_types),
+            (self.quality or QualityConfig()).settings(),
         )
 
 
@@ -669,6 +714,21 @@ class PolicyConfig(_Model):
     dead_numbers: DeadNumbersConfig = DeadNumbersConfig()
     dedup_window: float = Field(600.0, ge=0, description="seconds; 0 turns dedup off")
     stopped_state: Literal["rejected", "undeliverable"] = "rejected"
+    refuse_at_submit: Mapping[str, int] = Field(
+        default_factory=lambda: {"invalid_number": 0x0B, "fixed_line": 0x0B},
+        description="reason -> SMPP status: refuse the submit instead of a REJECTD receipt",
+    )
+
+    @field_validator("refuse_at_submit")
+    @classmethod
+    def _reasons(cls, value: Mapping[str, int]) -> Mapping[str, int]:
+        known = {r.value for r in Reason}
+        for reason, status in value.items():
+            if reason not in known:
+                raise ValueError(f"unknown reason {reason!r}; reasons: {_names(known)}")
+            if not 0 < status <= 0xFFFFFFFF:
+                raise ValueError(f"{reason}: {status} is no SMPP error status")
+        return value
 
     @model_validator(mode="after")
     def _known_classes(self) -> PolicyConfig:

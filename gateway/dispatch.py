@@ -7,7 +7,9 @@ window and throughput limit pace it further.
 
 A send's outcome is recorded: sent (with every part's upstream id, indexed under each canonical
 spelling), retried later with exponential backoff and jitter, or failed - permanently at once,
-temporarily once `max_attempts` sends were tried or the message is `max_age` old. A message no
+temporarily once `max_attempts` sends were tried or the message is `max_age` old. A `quality`
+route's targets are reordered by their recent delivery (`QualityBoard`, one per route, fed
+with every final outcome of the route's messages and kept across reloads). A message no
 target can take now waits without spending an attempt; one whose validity period passes ends
 EXPIRED. One whose every target says it can never send as it is (`Diagnosable`: a modem bank
 whose SIMs all want another PIN or lack an SMSC address) ends FAILED at once
@@ -57,9 +59,11 @@ from drivers.base import Diagnosable, Driver, Queryable, ReceiptPolicy, SendResu
 from gateway.config import DispatchConfig
 from gateway.inbound import Inbound, OptOutRule
 from gateway.policy.dead import DeadRule
+from gateway.policy.rules import Reason
 from gateway.routing import NumberPlan, RouteTable
 from gateway.routing.mo import MoRouter
-from gateway.routing.table import Route, order_targets
+from gateway.routing.quality import QualityBoard
+from gateway.routing.table import Route, Strategy, Target, order_targets
 from gateway.smpp.codec import encode_pdu
 from gateway.smpp.constants import CommandStatus, EsmClass, Tag
 from gateway.smpp.pdu import DeliverSm
@@ -135,6 +139,9 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or DispatchConfig()
         self.retention = retention
+        self.stopped_state = MessageState.REJECTED  # how a rule's stop ends (policy.stopped_state)
+        # (longest cap window, dedup window): how long the rules' counts are kept; None: no rules
+        self.policy_windows: tuple[float, float] | None = None
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
@@ -176,6 +183,10 @@ class Dispatcher:
         self._retired: list[tuple[float, dict[str, Route]]] = []
         self._passes = 0  # claims that emptied the queue of due messages
         self._passed = asyncio.Event()
+        # Quality routes' boards and pick counters (own counters: a shared one would alias
+        # the probe share when routes interleave), by route name.
+        self._boards: dict[str, QualityBoard] = {}
+        self._quality_picks: dict[str, int] = {}
 
     @property
     def metrics(self) -> Metrics | None:
@@ -273,9 +284,42 @@ class Dispatcher:
         if len(route.targets) == 1:  # the common case: no strategy to apply
             driver = self.drivers.get(route.targets[0].name)
             return driver if driver is not None and driver.usable() else None
+        targets = self._order(route)
+        return self.drivers[targets[0].name] if targets else None
+
+    def _order(self, route: Route) -> tuple[Target, ...]:
+        """The route's usable targets in the order to try them, for one message."""
         self._pick += 1
         targets = order_targets(route, self._usable, self._pick)
-        return self.drivers[targets[0].name] if targets else None
+        if route.strategy is Strategy.QUALITY and len(targets) > 1:
+            pick = self._quality_picks[route.name] = self._quality_picks.get(route.name, 0) + 1
+            targets = self._board(route).order(targets, self.clock(), pick)
+        return targets
+
+    def _board(self, route: Route) -> QualityBoard:
+        board = self._boards.get(route.name)
+        if board is None:
+            board = self._boards[route.name] = QualityBoard(route.quality)
+        return board
+
+    def _learn(
+        self, route_name: str, target: str, now: float, delivered: bool, latency: float | None
+    ) -> None:
+        """A final outcome of a message `target` sent, for its route's board if the route
+        is a quality one; a demotion or promotion is logged and counted."""
+        route = self.routes.get(route_name)
+        if route is None or route.strategy is not Strategy.QUALITY or not target:
+            return
+        change = self._board(route).record(target, now, delivered=delivered, latency=latency)
+        if change is None:
+            return
+        rate = round(change.rate, 3)
+        if change.demoted:
+            log.warning("route target demoted", route=route_name, target=target, rate=rate)
+        else:
+            log.info("route target promoted", route=route_name, target=target, rate=rate)
+        if self.metrics is not None:
+            self.metrics.transition(route_name, target, "demoted" if change.demoted else "promoted")
 
     def _route_at(self, name: str, accepted_at: float, current: Route | None) -> Route | None:
         """The route `name` as it was when a message accepted at `accepted_at` was routed;
@@ -300,6 +344,14 @@ class Dispatcher:
         self._retired = [r for r in self._retired if now - r[0] < self.settings.max_age]
         self._retired.append((now, self.routes))
         self.routes = {route.name: route for route in routes.routes}
+        # A quality route kept by name keeps what its board learnt, under its new settings.
+        for name, board in list(self._boards.items()):
+            route = self.routes.get(name)
+            if route is None or route.strategy is not Strategy.QUALITY:
+                del self._boards[name]
+                self._quality_picks.pop(name, None)
+            else:
+                board.settings = route.quality
         self._inbound.router = mo_router
         self._inbound.plan = plan
 
@@ -389,6 +441,10 @@ class Dispatcher:
         """Hand one claimed message to a driver (or settle it without one)."""
         message = record.message
         now = self.clock()
+        if record.stop_reason is not None:
+            # A sending rule stopped it at accept: it ends here, its app told by the receipt.
+            await self._end(record, self.stopped_state, _stop_error(record.stop_reason), now)
+            return
         if message.expires_at is not None and now >= message.expires_at:
             await self._end(record, MessageState.EXPIRED, 0, now)
             return
@@ -506,6 +562,7 @@ class Dispatcher:
         """Settle a message we could not (or may no longer) send, and tell its application."""
         if self.metrics is not None:
             self.metrics.ended(state.name.lower(), record.message.route, target)
+        self._learn(record.message.route, target, now, False, None)
         delivery = self._receipt_delivery(record, state, error, now)
         await self.store.settle(
             record.message.id, state, now, error=error or None, delivery=delivery
@@ -660,10 +717,12 @@ class Dispatcher:
                     numbers.delivered.append(message.destination_addr)
                 elif dead.counts(r.upstream, r.error):
                     numbers.failed.append(message.destination_addr)
+            latency = now - record.updated_at if record.state is MessageState.SENT else None
             if self.metrics is not None:
                 self.metrics.ended(state.name.lower(), message.route, r.upstream)
-                if record.state is MessageState.SENT:
-                    self.metrics.receipt(r.upstream, now - record.updated_at)
+                if latency is not None:
+                    self.metrics.receipt(r.upstream, latency)
+            self._learn(message.route, r.upstream, now, state is MessageState.DELIVERED, latency)
             delivery = self._receipt_delivery(record, state, r.error, now)
             settlements.append(Settlement(message.id, state, r.error or None, delivery))
             if telemetry.messages:
@@ -822,6 +881,9 @@ class Dispatcher:
                 Settlement(o.record.message.id, MessageState.UNKNOWN, None, delivery)
             )
         done = await self.store.settle_many(settlements, now)
+        for o, ok in zip(overdue, done, strict=True):
+            if ok:  # no receipt in time counts against its target
+                self._learn(o.record.message.route, o.upstream, now, False, None)
         for account in sorted(
             {
                 s.delivery.account
@@ -909,12 +971,23 @@ class Dispatcher:
                 if now >= next_purge:
                     next_purge = now + self.settings.purge_interval
                     gone = await self.store.purge(now - self.retention)
+                    if self.policy_windows is not None:
+                        longest, dedup = self.policy_windows
+                        gone += await self.store.purge_policy(now - longest, now - dedup)
                     if gone:
                         log.info("purged", rows=gone)
                 await self._inbound.housekeeping(now)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
+
+
+def _stop_error(reason: str) -> int:
+    """The receipt's err: for a sending rule's stop (`Reason.error_code`)."""
+    try:
+        return Reason(reason).error_code
+    except ValueError:  # a reason of a newer release: still a stop
+        return _HOPELESS_ERROR
 
 
 def _fail(batch: list[_Waiting], exc: Exception) -> None:

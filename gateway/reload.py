@@ -78,6 +78,7 @@ class ReloadPlan:
     mo_routes: bool = False
     numbers: bool = False
     messages: bool = False
+    policy: bool = False
     restart_needed: tuple[str, ...] = ()
 
     def applied(self) -> list[str]:
@@ -92,6 +93,7 @@ class ReloadPlan:
                 ("mo_routes", self.mo_routes),
                 ("numbers", self.numbers),
                 ("messages", self.messages),
+                ("policy", self.policy),
             )
             if flag
         ]
@@ -132,5 +134,8 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         mo_routes=old.mo_routes != new.mo_routes,
         numbers=old.numbers != new.numbers,
         messages=old.messages != new.messages,
+        # Compared as written: adding an empty `policy:` section turns the rules on.
+        policy=(old.policy, "policy" in old.model_fields_set)
+        != (new.policy, "policy" in new.model_fields_set),
         restart_needed=tuple(n for n in RESTART_NEEDED if getattr(old, n) != getattr(new, n)),
     )

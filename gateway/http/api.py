@@ -109,6 +109,11 @@ class SendRequest(BaseModel):
 class Accepted(BaseModel):
     to: str
     id: str
+    stopped: str | None = Field(
+        None,
+        description="a sending rule stopped it (its receipt says REJECTD): the rule's reason",
+    )
+    duplicate: bool = Field(False, description="the same text went to this number lately: its id")
 
 
 class Refused(BaseModel):
@@ -208,24 +213,27 @@ async def send(
         )
     pdus = [submit_pdu(body, to, now) for to in body.to]
     tags = {"msg_class": body.class_ or "", "campaign": body.campaign or ""}
-    results = await asyncio.gather(*(server.accept(pdu, account, **tags) for pdu in pdus))
+    results = await asyncio.gather(*(server.accept_detail(pdu, account, **tags) for pdu in pdus))
     accepted, refused = [], []
-    for i, (to, (status, message_id)) in enumerate(zip(body.to, results, strict=True)):
+    for i, (to, (status, message_id, reason)) in enumerate(zip(body.to, results, strict=True)):
         if gateway.metrics is not None:
             if status == _OK:
                 gateway.metrics.accept(account.system_id)
             else:
                 gateway.metrics.refuse(account.system_id, status)
         if status == _OK:
-            accepted.append(Accepted(to=to, id=message_id))
+            duplicate = reason == "duplicate"
+            stopped = None if duplicate else reason
+            accepted.append(Accepted(to=to, id=message_id, stopped=stopped, duplicate=duplicate))
         else:
             code, _http = status_code(status)
-            refused.append(
-                Refused(to=to, field=f"to[{i}]", code=code, message=_explain(status, to))
-            )
+            message = _explain(status, to)
+            if reason is not None:  # a sending rule refused it: name the rule
+                code, message = reason, f"{to}: refused by the sending rules ({reason})"
+            refused.append(Refused(to=to, field=f"to[{i}]", code=code, message=message))
     if not accepted:
         first = refused[0]
-        _code, http = status_code(results[0][0])
+        http = status_code(results[0][0])[1]
         raise ApiError(http, first.code, first.message, field=first.field)
     return SendResponse(messages=accepted, refused=refused)
 

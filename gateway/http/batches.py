@@ -36,7 +36,9 @@ from gateway import recipients
 from gateway.http.api import SendRequest, submit_pdu
 from gateway.http.auth import Caller, caller, gateway_of
 from gateway.http.errors import ApiError, ErrorBody, errors
+from gateway.policy.check import StoreCheck
 from gateway.routing.numbers import NumberPlan, normalize
+from gateway.server.rules import Refused
 from gateway.store.base import BatchRecord, BatchState, MessageState, NewBatch, NewMessage
 
 if TYPE_CHECKING:
@@ -454,9 +456,12 @@ class BatchRunner:
         account = self.server.auth.accounts.get(record.account)
         same = _request(send, template)  # a text without placeholders: one for every row
         pending: asyncio.Task[bool] | None = None
+        rules = self.server.rules
+        tags = {"msg_class": same.class_ or "", "campaign": same.campaign or ""}
         for start in range(record.accepted_upto, record.size, self.chunk):
             now = self.server.clock()
             messages: list[NewMessage] = []
+            checks: list[StoreCheck] | None = [] if rules.active else None
             refused = 0
             changed = False
             for number, fields in rows[start : start + self.chunk]:
@@ -465,7 +470,15 @@ class BatchRunner:
                     continue
                 body = _request(send, recipients.render(template, fields)) if fields else same
                 pdu = submit_pdu(body, number, now)
-                message = self.server.prepare(pdu, account, now)
+                message = self.server.prepare(pdu, account, now, **tags)
+                reason = None
+                if isinstance(message, NewMessage) and checks is not None:
+                    checked = rules.check(message, pdu, now)
+                    if isinstance(checked, Refused):
+                        message, reason = checked.status, checked.reason.value
+                    else:
+                        message, check = checked
+                        checks.append(check)
                 if isinstance(message, NewMessage):
                     messages.append(message)
                     continue
@@ -473,7 +486,10 @@ class BatchRunner:
                 if self.metrics is not None:
                     self.metrics.refuse(record.account, message)
                 if len(report["refused"]) < _REPORTED:
-                    report["refused"].append({"to": number, "status": int(message)})
+                    entry: dict[str, Any] = {"to": number, "status": int(message)}
+                    if reason is not None:
+                        entry["rule"] = reason
+                    report["refused"].append(entry)
                     changed = True
             if pending is not None and not await pending:
                 return  # cancelled (or another node took it on)
@@ -481,7 +497,9 @@ class BatchRunner:
                 return
             cursor = (start, min(start + self.chunk, record.size), refused)
             kept = json.dumps(report) if changed else None
-            pending = asyncio.ensure_future(self._store_chunk(batch_id, messages, cursor, kept))
+            pending = asyncio.ensure_future(
+                self._store_chunk(batch_id, messages, cursor, kept, checks)
+            )
         if pending is not None:
             await pending
 
@@ -491,9 +509,10 @@ class BatchRunner:
         messages: list[NewMessage],
         cursor: tuple[int, int, int],
         report: str | None,
+        checks: list[StoreCheck] | None = None,
     ) -> bool:
         ok = await self.store.accept_batch(
-            batch_id, messages, cursor, self.server.clock(), report=report
+            batch_id, messages, cursor, self.server.clock(), report=report, checks=checks
         )
         if ok:
             self.server.stored(messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.routing.numbers import NumberPlan, normalize
+from gateway.routing.quality import QualityBoard, QualitySettings, Transition
 from gateway.routing.table import (
     Route,
     RouteDecision,
@@ -14,11 +15,14 @@ from gateway.routing.table import (
 
 __all__ = [
     "NumberPlan",
+    "QualityBoard",
+    "QualitySettings",
     "Route",
     "RouteDecision",
     "RouteTable",
     "Strategy",
     "Target",
+    "Transition",
     "normalize",
     "select_route",
 ]

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gateway.routing.table import Target
+if TYPE_CHECKING:  # table.py holds a route's QualitySettings: no import cycle at run time
+    from gateway.routing.table import Target
 
 __all__ = ["QualityBoard", "QualitySettings", "Transition"]
 

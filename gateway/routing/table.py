@@ -16,7 +16,9 @@ give the same decision and tests need no state:
 * failover: the usable targets in the order written;
 * weighted: a weighted round-robin over the usable targets driven by `pick` (consecutive picks
   give each target its share), the others after it as fallbacks;
-* least_cost: the usable targets by price, then in the order written.
+* least_cost: the usable targets by price, then in the order written;
+* quality: the usable targets in the order written here; the dispatcher reorders them by
+  their recent delivery (`quality.QualityBoard.order`), which needs outcomes and the clock.
 
 Nothing here knows drivers, sockets or the clock (compare Kannel's ``smscconn_usable``).
 """
@@ -26,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+
+from gateway.routing.quality import QualitySettings
 
 __all__ = [
     "Route",
@@ -42,6 +46,7 @@ class Strategy(Enum):
     FAILOVER = "failover"
     WEIGHTED = "weighted"
     LEAST_COST = "least_cost"
+    QUALITY = "quality"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class Route:
         accounts: only messages from these accounts (system_id); empty: any account.
         source_prefixes: only messages whose source_addr starts so; empty: any source.
         service_types: only messages with one of these service_type values; empty: any.
+        quality: the `quality` strategy's window and thresholds (unused by the others).
     """
 
     name: str
@@ -78,6 +84,7 @@ class Route:
     accounts: frozenset[str] = field(default_factory=frozenset)
     source_prefixes: tuple[str, ...] = ()
     service_types: frozenset[str] = field(default_factory=frozenset)
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     def __post_init__(self) -> None:
         if not self.targets:

@@ -43,6 +43,7 @@ from gateway.config import AccountConfig, GatewayConfig
 from gateway.routing import NumberPlan, RouteTable, normalize
 from gateway.server.auth import Authenticator
 from gateway.server.limits import TokenBucket
+from gateway.server.rules import AcceptRules, Refused
 from gateway.server.validate import ADDRESS_MAX, Rejected, check_replace, check_submit
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.errors import LocalSmppError
@@ -162,6 +163,7 @@ class SmppServer:
         self.routes: RouteTable = config.route_table()
         self.plan: NumberPlan = config.numbers.plan()
         self.ids = MessageIdGenerator(config.node_id)
+        self.rules = AcceptRules(config)
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self.tls_port: int | None = None  # where the TLS listener is, once started
@@ -277,6 +279,7 @@ class SmppServer:
         self.auth = auth
         self.routes = config.route_table()
         self.plan = config.numbers.plan()
+        self.rules = AcceptRules(config)
         old_buckets = self._buckets
         self._buckets = {}
         for account in config.accounts:
@@ -678,18 +681,62 @@ class SmppServer:
         """The accept pipeline of a submit_sm / data_sm (SMPP and HTTP alike): validate,
         route, store durably. Returns (status, our message id; "" unless accepted).
         `msg_class` and `campaign`: as the HTTP request names them (see `prepare`)."""
-        message = self.prepare(pdu, account, self.clock(), msg_class=msg_class, campaign=campaign)
+        status, message_id, _reason = await self.accept_detail(
+            pdu, account, msg_class=msg_class, campaign=campaign
+        )
+        return status, message_id
+
+    async def accept_detail(
+        self, pdu: Any, account: AccountConfig, *, msg_class: str = "", campaign: str = ""
+    ) -> tuple[int, str, str | None]:
+        """`accept`, and the sending rule that stopped, refused or deduplicated the message
+        (a `Reason` value, "duplicate"), or None."""
+        now = self.clock()
+        message = self.prepare(pdu, account, now, msg_class=msg_class, campaign=campaign)
         if not isinstance(message, NewMessage):
-            return message, ""
+            return message, "", None
+        rules = self.rules
+        reason = None
         try:
-            await self.store.accept(message)  # durable before the response
+            if not rules.active:
+                await self.store.accept(message)  # durable before the response
+            else:
+                checked = rules.check(message, pdu, now)
+                if isinstance(checked, Refused):
+                    return checked.status, "", checked.reason.value
+                message, check = checked
+                verdict = await self.store.accept_checked(message, check, now)
+                if verdict.duplicate_of is not None:
+                    return CommandStatus.ESME_ROK, verdict.duplicate_of, "duplicate"
+                if verdict.stop is not None:
+                    reason = verdict.stop.value
+                    if verdict.stop in check.refuse:
+                        return rules.refusal_status(verdict.stop), "", reason
         except Exception as exc:
             log.error("store refused a message", error=str(exc))
-            return CommandStatus.ESME_RSYSERR, ""
+            return CommandStatus.ESME_RSYSERR, "", None
         if telemetry.messages:
             _accepted(message)
         self.on_accept()
-        return CommandStatus.ESME_ROK, message.id
+        return CommandStatus.ESME_ROK, message.id, reason
+
+    async def _store_one(self, message: NewMessage, pdu: Any, now: float) -> str | int:
+        """Store one destination's message (through the sending rules when they are on):
+        its id (or an earlier duplicate's), or the status a rule refused it with."""
+        rules = self.rules
+        if not rules.active:
+            await self.store.accept(message)
+            return message.id
+        checked = rules.check(message, pdu, now)
+        if isinstance(checked, Refused):
+            return checked.status
+        message, check = checked
+        verdict = await self.store.accept_checked(message, check, now)
+        if verdict.duplicate_of is not None:
+            return verdict.duplicate_of
+        if verdict.stop is not None and verdict.stop in check.refuse:
+            return rules.refusal_status(verdict.stop)
+        return message.id
 
     def prepare(
         self,
@@ -744,7 +791,7 @@ class SmppServer:
             else:
                 failed.append((i, UnsuccessSme(*dest, message)))
         results = await asyncio.gather(
-            *(self.store.accept(m) for _, _, m in accepted), return_exceptions=True
+            *(self._store_one(m, pdu, now) for _, _, m in accepted), return_exceptions=True
         )
         ids = []
         for (i, dest, message), result in zip(accepted, results, strict=True):
@@ -753,8 +800,10 @@ class SmppServer:
                 failed.append((i, UnsuccessSme(*dest, CommandStatus.ESME_RSYSERR)))
             elif isinstance(result, BaseException):
                 raise result
+            elif isinstance(result, int):  # a sending rule refused this destination
+                failed.append((i, UnsuccessSme(*dest, result)))
             else:
-                ids.append(message.id)
+                ids.append(result)
                 if telemetry.messages:
                     _accepted(message)
         unsuccess = tuple(u for _, u in sorted(failed, key=lambda f: f[0]))

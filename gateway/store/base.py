@@ -12,10 +12,14 @@ only after `accept` returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
+
+from gateway.policy.check import StoreCheck
+from gateway.policy.rules import Verdict
 
 __all__ = [
     "DELIVERY_LEASE",
@@ -214,6 +218,7 @@ class MessageRecord(NamedTuple):
     updated_at: float
     attempts: int
     error: int | None
+    stop_reason: str | None = None  # a sending rule stopped it at accept (`gateway.policy`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +390,19 @@ class Store(Protocol):
 
     async def accept(self, message: NewMessage) -> None:
         """Store a newly accepted message (group-committed with its neighbours)."""
+
+    async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
+        """Store `message` if the sending rules let it (`gateway.policy.check`), deciding in
+        the transaction that stores it. Returns the verdict: go (stored; counted for caps and
+        dedup), a duplicate (nothing stored: answer with `duplicate_of`), or a stop (stored
+        with its `stop_reason`, for the dispatcher to end with a receipt; not stored when
+        `check.refuse` holds the reason)."""
+        ...
+
+    async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
+        """Forget sends older than the longest cap window and texts older than the dedup
+        window; returns the rows removed."""
+        ...
 
     async def get(self, message_id: str) -> MessageRecord | None: ...
 
@@ -606,12 +624,15 @@ class Store(Protocol):
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
         """Accept a chunk of a batch in one transaction: `messages` (marked as the batch's),
         and the batch's cursor moved from `start` to `upto` with `refused` more refused
         (``cursor = (start, upto, refused)``), done when `upto` reaches its size; `report`
         replaces its report. Only while the batch is accepting and its cursor is at `start`:
-        else nothing is written and False returned - a chunk is never accepted twice."""
+        else nothing is written and False returned - a chunk is never accepted twice.
+        `checks` (one per message): the sending rules' store side, as `accept_checked`
+        decides it; a message they drop (duplicate, refused) counts as refused."""
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
         """The batch with its messages counted by state; None if unknown."""

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from gateway.policy.check import StoreCheck, store_verdict
+from gateway.policy.rules import Facts, Verdict
 from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
@@ -303,7 +305,12 @@ _ACCEPT = f"""
     INSERT INTO message_history (message_id, at, state)
     SELECT id, accepted_at, '{_ACCEPTED}' FROM m
 """
-_RECORD = f"{_COLUMNS}, state, updated_at, attempts, error"
+_RECORD = f"{_COLUMNS}, state, updated_at, attempts, error, stop_reason"
+_INSERT_ONE = (
+    f"INSERT INTO messages ({_COLUMNS}, stop_reason, state, updated_at) "
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_TYPES) + 2))}, "
+    f"'{_ACCEPTED}', ${_FIELDS.index('accepted_at') + 1})"
+)
 
 _ACCEPT_BATCH = f"""
     WITH m AS (
@@ -521,12 +528,98 @@ def _delivery_rows(
     ]
 
 
+async def _checked(
+    conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float
+) -> Verdict:
+    """`Store.accept_checked` in a transaction the caller holds."""
+    # Under a lock on the recipient and class: two nodes accepting for one number wait for
+    # each other, so a cap of one lets one through.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))", f"{m.destination_addr}|{m.msg_class}"
+    )
+    facts = Facts()
+    if check.stopped is None:
+        facts = await _policy_facts(conn, m, check, now)
+    verdict = store_verdict(check, facts)
+    if verdict.duplicate_of is not None:
+        return verdict
+    if verdict.stop is not None and verdict.stop in check.refuse:
+        return verdict
+    stop = verdict.stop.value if verdict.stop is not None else None
+    await conn.execute(_INSERT_ONE, *_values(m), stop)
+    await conn.execute(
+        "INSERT INTO message_history (message_id, at, state) VALUES ($1, $2, $3)",
+        m.id,
+        m.accepted_at,
+        _ACCEPTED,
+    )
+    if stop is not None:
+        return verdict
+    if check.rule.caps:
+        await conn.execute(
+            "INSERT INTO policy_sends VALUES ($1, $2, $3, $4)",
+            m.destination_addr,
+            m.msg_class,
+            m.account,
+            now,
+        )
+    if check.dedup_key is not None and check.rule.dedup:
+        await conn.execute(
+            "INSERT INTO policy_dedup VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
+            "SET message_id = excluded.message_id, created_at = excluded.created_at",
+            check.dedup_key,
+            m.id,
+            now,
+        )
+    return verdict
+
+
+async def _policy_facts(
+    conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float
+) -> Facts:
+    number = m.destination_addr
+    dead = await conn.fetchval(
+        "SELECT 1 FROM dead_numbers WHERE number = $1 AND dead_until > $2", number, now
+    )
+    suppressed = None
+    if check.rule.opt_out:
+        suppressed = await conn.fetchval(
+            "SELECT 1 FROM suppressions WHERE number = $1 AND scope IN ('', $2) LIMIT 1",
+            number,
+            check.scope,
+        )
+    duplicate = None
+    if check.dedup_key is not None and check.rule.dedup:
+        duplicate = await conn.fetchval(
+            "SELECT message_id FROM policy_dedup WHERE key = $1 AND created_at > $2",
+            check.dedup_key,
+            now - check.dedup_window,
+        )
+    sent = {}
+    for cap in check.rule.caps:
+        sent[cap.window] = int(
+            await conn.fetchval(
+                "SELECT count(*) FROM policy_sends WHERE number = $1 AND msg_class = $2 "
+                "AND sent_at > $3",
+                number,
+                m.msg_class,
+                now - cap.window,
+            )
+        )
+    return Facts(
+        suppressed=suppressed is not None,
+        dead=dead is not None,
+        sent=sent,
+        duplicate_of=duplicate,
+    )
+
+
 def _count(status: str) -> int:
     """Rows a command touched, from its status tag ("INSERT 0 3", "UPDATE 1", "DELETE 2")."""
     return int(status.rsplit(" ", 1)[-1])
 
 
-_N = len(NewMessage._fields)  # a record row: the message's columns, then these four
+_N = len(NewMessage._fields)  # a record row: the message's columns, then these five
 
 
 def _record(row: asyncpg.Record) -> MessageRecord:
@@ -537,6 +630,7 @@ def _record(row: asyncpg.Record) -> MessageRecord:
         updated_at=values[_N + 1],
         attempts=values[_N + 2],
         error=values[_N + 3],
+        stop_reason=values[_N + 4],
     )
 
 
@@ -709,6 +803,50 @@ class PostgresStore:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._accepts.put_nowait((message, fut))
         await fut
+
+    async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
+        # One transaction per message, under a lock on its recipient and class: two nodes
+        # accepting for one number wait for each other, so a cap of one lets one through.
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            return await _checked(conn, message, check, now)
+
+    async def _accept_checked_in(
+        self,
+        conn: PoolConnectionProxy,
+        batch_id: str,
+        messages: list[NewMessage],
+        checks: Sequence[StoreCheck],
+        now: float,
+    ) -> None:
+        """A batch chunk's messages through the rules, in the chunk's transaction."""
+        stored = dropped = 0
+        for m, check in zip(messages, checks, strict=True):
+            verdict = await _checked(conn, m, check, now)
+            if verdict.duplicate_of is None and (
+                verdict.stop is None or verdict.stop not in check.refuse
+            ):
+                await conn.execute(
+                    "UPDATE messages SET batch_id = $1 WHERE id = $2", batch_id, m.id
+                )
+                stored += 1
+            else:
+                dropped += 1
+        await conn.execute(
+            "UPDATE batches SET accepted = accepted + $1, refused = refused + $2 WHERE id = $3",
+            stored,
+            dropped,
+            batch_id,
+        )
+
+    async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
+        pool = self._open_pool()
+        gone = _count(
+            await pool.execute("DELETE FROM policy_sends WHERE sent_at < $1", sends_before)
+        )
+        gone += _count(
+            await pool.execute("DELETE FROM policy_dedup WHERE created_at < $1", dedup_before)
+        )
+        return gone
 
     async def get(self, message_id: str) -> MessageRecord | None:
         row = await self._open_pool().fetchrow(
@@ -1060,8 +1198,8 @@ class PostgresStore:
         return [
             OverdueMessage(
                 _record(row),
-                row[_N + 4] or "",
-                tuple(row[_N + 5] or ()),
+                row[_N + 5] or "",
+                tuple(row[_N + 6] or ()),
                 states.get(row[0], [None]),
             )
             for row in rows
@@ -1260,15 +1398,19 @@ class PostgresStore:
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
         start, upto, refused = cursor
         async with self._open_pool().acquire() as conn, conn.transaction():
+            counted = len(messages) if checks is None else 0
             moved = await conn.fetchval(
-                _BATCH_CURSOR, batch_id, upto, len(messages), refused, report, now, start
+                _BATCH_CURSOR, batch_id, upto, counted, refused, report, now, start
             )
             if moved is None:
                 return False
-            if messages:
+            if checks is not None:
+                await self._accept_checked_in(conn, batch_id, messages, checks, now)
+            elif messages:
                 rows = [_values(m) for m in messages]
                 await conn.execute(
                     _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id

@@ -29,10 +29,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from gateway.policy.check import StoreCheck, store_verdict
+from gateway.policy.rules import Facts, Verdict
 from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
@@ -259,13 +261,13 @@ _COLUMNS = (
     "service_type, protocol_id, priority_flag, tlvs, route, schedule_at, expires_at, accepted_at, "
     "msg_class, campaign"
 )
-_RECORD = f"SELECT {_COLUMNS}, state, updated_at, attempts, error FROM messages"
+_RECORD = f"SELECT {_COLUMNS}, state, updated_at, attempts, error, stop_reason FROM messages"
 _FINAL = tuple(s.value for s in MessageState if s.final)
 _NOT_FINAL = "state NOT IN (" + ", ".join(f"'{state}'" for state in _FINAL) + ")"
 _SEP = "\x1f"  # between the part ids of `sent_ids` (ids are C-strings: never this)
 
 
-_N = len(NewMessage._fields)  # a record row: the message's columns, then these four
+_N = len(NewMessage._fields)  # a record row: the message's columns, then these five
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_COLUMNS}, state, updated_at) VALUES ({', '.join('?' * (_N + 2))})"
 )
@@ -278,6 +280,7 @@ def _record(row: tuple[Any, ...]) -> MessageRecord:
         updated_at=row[_N + 1],
         attempts=row[_N + 2],
         error=row[_N + 3],
+        stop_reason=row[_N + 4],
     )
 
 
@@ -498,6 +501,12 @@ class SqliteStore:
     async def accept(self, message: NewMessage) -> None:
         await self._call(_accept, message)
 
+    async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
+        return await self._call(_accept_checked, message, check, now)
+
+    async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
+        return await self._call(_purge_policy, sends_before, dedup_before)
+
     async def get(self, message_id: str) -> MessageRecord | None:
         return await self._call(_get, message_id)
 
@@ -664,7 +673,12 @@ class SqliteStore:
         now: float,
         *,
         report: str | None = None,
+        checks: Sequence[StoreCheck] | None = None,
     ) -> bool:
+        if checks is not None:
+            return await self._call(
+                _accept_batch_checked, batch_id, messages, cursor, (now, report), list(checks)
+            )
         return await self._call(_accept_batch, batch_id, messages, cursor, (now, report))
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
@@ -838,7 +852,9 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> l
         "INSERT INTO message_history VALUES (?, ?, ?)", [(row[0], now, dispatching) for row in rows]
     )
     return [
-        MessageRecord(NewMessage(*row[:_N]), MessageState.DISPATCHING, now, row[_N + 2] + 1, None)
+        MessageRecord(
+            NewMessage(*row[:_N]), MessageState.DISPATCHING, now, row[_N + 2] + 1, None, row[_N + 4]
+        )
         for row in rows
     ]
 
@@ -1100,9 +1116,9 @@ def _overdue_sent(
     ).fetchall()
     return [
         OverdueMessage(
-            _record(row[: _N + 4]),
-            row[_N + 4] or "",
-            tuple(row[_N + 5].split(_SEP)) if row[_N + 5] else (),
+            _record(row[: _N + 5]),
+            row[_N + 5] or "",
+            tuple(row[_N + 6].split(_SEP)) if row[_N + 6] else (),
             _part_states(conn, row[0]),
         )
         for row in rows
@@ -1286,6 +1302,71 @@ def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:
     return len(ids)
 
 
+def _policy_facts(conn: sqlite3.Connection, m: NewMessage, check: StoreCheck, now: float) -> Facts:
+    number = m.destination_addr
+    dead = conn.execute(
+        "SELECT 1 FROM dead_numbers WHERE number = ? AND dead_until > ?", (number, now)
+    ).fetchone()
+    suppressed = None
+    if check.rule.opt_out:
+        suppressed = conn.execute(
+            "SELECT 1 FROM suppressions WHERE number = ? AND scope IN ('', ?) LIMIT 1",
+            (number, check.scope),
+        ).fetchone()
+    duplicate = None
+    if check.dedup_key is not None and check.rule.dedup:
+        duplicate = conn.execute(
+            "SELECT message_id FROM policy_dedup WHERE key = ? AND created_at > ?",
+            (check.dedup_key, now - check.dedup_window),
+        ).fetchone()
+    sent = {
+        cap.window: conn.execute(
+            "SELECT count(*) FROM policy_sends WHERE number = ? AND msg_class = ? AND sent_at > ?",
+            (number, m.msg_class, now - cap.window),
+        ).fetchone()[0]
+        for cap in check.rule.caps
+    }
+    return Facts(
+        suppressed=suppressed is not None,
+        dead=dead is not None,
+        sent=sent,
+        duplicate_of=duplicate[0] if duplicate else None,
+    )
+
+
+def _accept_checked(
+    conn: sqlite3.Connection, m: NewMessage, check: StoreCheck, now: float
+) -> Verdict:
+    facts = Facts() if check.stopped is not None else _policy_facts(conn, m, check, now)
+    verdict = store_verdict(check, facts)
+    if verdict.duplicate_of is not None:
+        return verdict
+    if verdict.stop is not None:
+        if verdict.stop not in check.refuse:
+            _accept(conn, m)
+            conn.execute(
+                "UPDATE messages SET stop_reason = ? WHERE id = ?", (verdict.stop.value, m.id)
+            )
+        return verdict
+    _accept(conn, m)
+    if check.rule.caps:
+        conn.execute(
+            "INSERT INTO policy_sends VALUES (?, ?, ?, ?)",
+            (m.destination_addr, m.msg_class, m.account, now),
+        )
+    if check.dedup_key is not None and check.rule.dedup:
+        conn.execute(
+            "INSERT OR REPLACE INTO policy_dedup VALUES (?, ?, ?)", (check.dedup_key, m.id, now)
+        )
+    return verdict
+
+
+def _purge_policy(conn: sqlite3.Connection, sends_before: float, dedup_before: float) -> int:
+    gone = conn.execute("DELETE FROM policy_sends WHERE sent_at < ?", (sends_before,)).rowcount
+    gone += conn.execute("DELETE FROM policy_dedup WHERE created_at < ?", (dedup_before,)).rowcount
+    return int(gone)
+
+
 def _purge(conn: sqlite3.Connection, before: float) -> int:
     marks = ", ".join("?" for _ in _FINAL)
     gone = conn.execute(
@@ -1392,6 +1473,37 @@ def _accept_batch(
     conn.executemany(
         "INSERT INTO message_history VALUES (?, ?, ?)",
         [(m.id, m.accepted_at, accepted) for m in messages],
+    )
+    return True
+
+
+def _accept_batch_checked(  # noqa: PLR0917 - the writer calls its functions positionally
+    conn: sqlite3.Connection,
+    batch_id: str,
+    messages: list[NewMessage],
+    cursor: tuple[int, int, int],
+    extra: tuple[float, str | None],
+    checks: list[StoreCheck],
+) -> bool:
+    """`_accept_batch` with each message through the sending rules (`_accept_checked`)."""
+    start, upto, refused = cursor
+    if not _accept_batch(conn, batch_id, [], (start, upto, refused), extra):
+        return False
+    now = extra[0]
+    stored = dropped = 0
+    for m, check in zip(messages, checks, strict=True):
+        verdict = _accept_checked(conn, m, check, now)
+        kept = verdict.duplicate_of is None and (
+            verdict.stop is None or verdict.stop not in check.refuse
+        )
+        if kept:
+            conn.execute("UPDATE messages SET batch_id = ? WHERE id = ?", (batch_id, m.id))
+            stored += 1
+        else:
+            dropped += 1
+    conn.execute(
+        "UPDATE batches SET accepted = accepted + ?, refused = refused + ? WHERE id = ?",
+        (stored, dropped, batch_id),
     )
     return True
 

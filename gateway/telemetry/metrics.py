@@ -83,6 +83,12 @@ class Metrics:
             registry=r,
             buckets=_RECEIPT,
         )
+        self.route_transitions = Counter(
+            "smsgw_route_target_transitions",
+            "A quality route's target demoted (its delivery rate fell) or promoted back",
+            ["route", "target", "change"],
+            registry=r,
+        )
         self.binds = Gauge(
             "smsgw_binds", "Application binds, by account and type", ["account", "type"],
             registry=r,
@@ -172,6 +178,10 @@ class Metrics:
         if child is None:
             child = self._receipts[target] = self.receipt_latency.labels(target)
         child.observe(max(0.0, latency))
+
+    def transition(self, route: str, target: str, change: str) -> None:
+        """`change`: demoted or promoted (rare: not cached)."""
+        self.route_transitions.labels(route, target, change).inc()
 
     def webhook_delivery(self, account: str, outcome: str) -> None:
         self.webhook_deliveries.labels(account, outcome).inc()

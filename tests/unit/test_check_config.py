@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.routing import QualitySettings, Strategy
 
 BASE = """\
 accounts: [{system_id: shop, password: pw}]
@@ -100,6 +101,21 @@ BROKEN = [
         "\n  accounts[0].webhook.events[1] (line 7): Input should be 'receipt', 'mo' or 'state'",
     ),
     (
+        "quality",
+        "accounts: [{system_id: shop, password: pw}]\nsimulated_carriers: {a: {}, b: {}}\n"
+        "routes:\n  - name: q\n    strategy: quality\n    targets: [a, b]\n"
+        "    quality: {window: 10x, min_sample: 0, probe_share: 1}\n"
+        "  - name: t\n    strategy: quality\n    targets: [a, b]\n"
+        "    quality: {demote_below: 0.95, promote_above: 0.9}\n"
+        "  - name: f\n    targets: [a]\n    quality: {window: 1h}\n",
+        "\n  routes[0].quality.window (line 7): '10x' is not a duration: write e.g. 90s, 15m, "
+        "24h, 30d"
+        "\n  routes[0].quality.min_sample (line 7): Input should be greater than or equal to 1"
+        "\n  routes[0].quality.probe_share (line 7): Input should be less than 1"
+        "\n  routes[1].quality (line 11): demote_below must not exceed promote_above"
+        "\n  routes[2] (line 12): quality settings need strategy: quality",
+    ),
+    (
         "host-not-an-address",
         BASE + "listen:\n  host: not an address\n",
         "listen.host (line 5): 'not an address' is neither an IP address nor a host name "
@@ -163,6 +179,40 @@ def test_shipped_default_passes_check_config() -> None:
     result = _check(Path(__file__).parents[2] / "config" / "gateway.yaml")
     assert result.returncode == 0, result.stderr
     assert "1 modem bank with 2 modems" in result.stdout
+
+
+def test_quality_route_compiles_with_its_settings_or_the_defaults() -> None:
+    text = (
+        "simulated_carriers: {a: {}, b: {}}\nroutes:\n"
+        "  - {name: q, strategy: quality, targets: [a, b], quality: {window: 10m, min_sample: 20,"
+        " probe_share: 0.1}}\n"
+        "  - {name: d, strategy: quality, targets: [a, b]}\n"
+    )
+    q, d = load_config("x.yaml", text=text).route_table().routes
+    assert q.strategy is Strategy.QUALITY
+    assert q.quality == QualitySettings(600.0, 20, 0.8, 0.9, 0.1)
+    assert d.quality == QualitySettings(3600.0, 50, 0.8, 0.9, 0.05)
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "config" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_passes_check_config(path: Path) -> None:
+    """As an admin runs it, with a value for each secret the file takes from the environment."""
+    names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    result = _check(path, {name: "7" for name in names})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: ok (")
+
+
+def test_examples_are_found() -> None:
+    assert {p.name for p in EXAMPLES} >= {
+        "carriers.yaml",
+        "postgres.yaml",
+        "shop-cn.yaml",
+        "shop-eu.yaml",
+    }
 
 
 def test_environment_may_give_numbers_and_booleans() -> None:

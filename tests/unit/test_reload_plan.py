@@ -69,6 +69,14 @@ def test_mo_routes_numbers_and_message_rules_apply_live() -> None:
     assert plan.applied() == ["mo_routes", "numbers", "messages"]
 
 
+def test_a_policy_section_added_changed_or_removed_applies_live() -> None:
+    with_rules = BASE + "policy: {dedup_window: 60}\n"
+    assert plan_reload(_config(BASE), _config(with_rules)).applied() == ["policy"]
+    assert plan_reload(_config(BASE), _config(BASE + "policy: {}\n")).applied() == ["policy"]
+    assert plan_reload(_config(with_rules), _config(with_rules)).applied() == []
+    assert plan_reload(_config(with_rules), _config(BASE)).applied() == ["policy"]
+
+
 def test_banks_added_and_removed_apply_live() -> None:
     new = BASE + "modem_banks: {usb: {emulate: 2}}\n"
     plan = plan_reload(_config(BASE), _config(new))

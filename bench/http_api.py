@@ -2,9 +2,10 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/http.py             # 20,000 sends, 16 at once; a 100,000 batch; 3 times
-    .venv/bin/python bench/http.py --quick     # smoke run: 2,000 sends, a batch of 10,000, once
-    .venv/bin/python bench/http.py --sends 50000 --concurrency 32 --repeats 3 --json /tmp/http.json
+    .venv/bin/python bench/http_api.py         # 20,000 sends, 16 at once; a 100,000 batch; 3 times
+    .venv/bin/python bench/http_api.py --quick # smoke run: 2,000 sends, a batch of 10,000, once
+    .venv/bin/python bench/http_api.py --sends 50000 --concurrency 32 --repeats 3 \
+        --json /tmp/http.json
 
 Two processes on loopback, the gateway started fresh for every repeat of every scenario:
 
@@ -47,11 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# This file is bench/http.py: run as a script, its directory comes first on sys.path and would
-# shadow the standard library's `http` package, which httpx imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-import httpx  # noqa: E402 - after the sys.path fix above
+import httpx
 
 CONFIG = """
 listen: {host: 127.0.0.1, port: 0}
