@@ -72,6 +72,11 @@ def test_receipts_with_a_listed_error_mark_a_number_dead(tmp_path: Path) -> None
         until = dead["4915100000001"].dead_until
         assert until is not None and until >= started + 2 * 86_400
         assert (dead["4915100000002"].failures, dead["4915100000002"].dead_until) == (1, None)
+        # the accept pipeline reads it: the next message to the dead number is stopped
+        _send(running.port, [("4915100000001", "one more")])
+        stopped = running.call(running.gateway.store.dead_numbers_page(None, 1))
+        assert stopped[0].failures == 3  # not sent, so not counted again
+        assert [d for d, _ in running.smsc.submits].count("4915100000001") == 3
         # a delivered receipt forgets the number's failures
         running.smsc.behaviour.fail_share = 0.0
         _send(running.port, [("4915100000002", "hello again")])

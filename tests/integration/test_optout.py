@@ -125,6 +125,13 @@ def test_an_opt_out_reply_suppresses_the_sender_and_is_confirmed(
         "the confirmation sent to the MO's sender",
     )
     assert sent[0].text == CONFIRM
+    # the accept pipeline reads what the reply wrote: marketing stops, an OTP goes
+    url = f"{gw.url}/api/v1/messages"
+    for cls, stopped in (("marketing", "opted_out"), ("otp", None)):
+        send = {"to": ["+8613800138001"], "text": f"{cls}", "class": cls, "dlr": False}
+        got = httpx.post(url, json=send, auth=("shop", "secret"), timeout=10)
+        assert got.status_code == 200, got.text
+        assert got.json()["messages"][0].get("stopped") == stopped
     # full width, and the opt-in word frees the number again
     _mo(gw, app, "+8613800138002", " ＳＴＯＰ！")
     assert _scopes(boss, "8613800138002") == [("", "mo:4915100000001")]
