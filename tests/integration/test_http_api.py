@@ -27,6 +27,7 @@ import trustme
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.http.auth import REJECT_DELAY
+from gateway.smpp.receipt import canonical_ids
 from tests.integration.loop import LoopThread
 from tests.integration.serve import Served
 
@@ -201,7 +202,9 @@ def test_send_query_and_receipt(gw: Running, client: httpx.Client) -> None:
     assert info["history"][0][1] == "accepted"
     assert info["receipts"] and info["receipts"][0]["upstream"] == "sim"
     assert info["upstream_ids"][0]["upstream"] == "sim" and info["upstream_ids"][0]["part"] == 1
-    assert info["upstream_ids"][0]["id"] == info["receipts"][0]["upstream_id"].lower()
+    # As the store indexes it: lower case, without the leading zeros of a run of digits.
+    indexed = canonical_ids(info["receipts"][0]["upstream_id"])[0].removeprefix("s:")
+    assert info["upstream_ids"][0]["id"] == indexed
     assert "stat:DELIVRD" in info["receipts"][0]["raw"]
     # Another account does not see it; an admin does.
     other = httpx.get(f"{gw.url}/api/v1/messages/{ids[0]}", auth=("slow", "slow"))
