@@ -193,9 +193,11 @@ def query_sql(
     select = ", ".join([*columns, sums])
     sql = f"SELECT {select} FROM delivery_stats WHERE {' AND '.join(conditions)}"
     if columns:
-        sql += f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}"
-    else:
-        sql += " HAVING count(*) > 0"
+        sql += f" GROUP BY {', '.join(columns)}"
+    # a message handed to a target leaves a row of zeros under "" (no target yet)
+    sql += " HAVING " + " OR ".join(f"sum({c}) <> 0" for c in STATS_COUNTERS)
+    if columns:
+        sql += f" ORDER BY {', '.join(columns)}"
     args: list[object] = [
         int(v) if c == "hour" else v for c, v in zip(filters, where.values(), strict=True)
     ]
