@@ -55,6 +55,7 @@ from gateway.server.smpp import SmppServer
 from gateway.store.base import QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
+from gateway.telemetry.delivery import DAY, DeliveryStats
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.sources import sample, totals, watch
@@ -113,6 +114,7 @@ class Gateway:
             clock=clock,
             settings=config.dispatch,
             retention=config.store.retention_days * 86_400.0,
+            stats_retention=config.store.stats_retention_days * 86_400.0,
             mo_router=config.mo_router(),
             plan=config.numbers.plan(),
             mo_timeout=config.mo_reassembly_timeout,
@@ -129,6 +131,7 @@ class Gateway:
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self.queues: QueueDepths | None = None  # the last count, for the metrics
+        self.delivery = DeliveryStats(self.store)  # the status page's and metrics' rates
         self.started_at = time.time()
         self.last_reload: dict[str, Any] | None = None  # when, ok, what (the status page)
         # The node's own CLI's HTTP credential (admin), written beside the control socket.
@@ -461,6 +464,7 @@ class Gateway:
         now = time.time()
         metrics = self.metrics
         outcomes = metrics.outcome_counts() if metrics is not None else {}
+        stats = await self.delivery.read()
         sent: dict[str, float] = {}
         for (outcome, _route, target), count in outcomes.items():
             if outcome == "sent":
@@ -511,7 +515,11 @@ class Gateway:
             "throughput": None
             if metrics is None
             else {**asdict(totals(metrics)), **self.history.series()},
-            "delivery": delivery_rates(outcomes),
+            # the store's last day; the counters since start when the store cannot say
+            "delivery": delivery_rates(outcomes)
+            if stats is None
+            else self.delivery.per_route(now - DAY),
+            "delivery_window": "since start" if stats is None else "last 24 h",
             "last_reload": self.last_reload,
         }
 

@@ -465,6 +465,9 @@ class StoreConfig(_Model):
     path: Path = Path("var/smsgw.sqlite3")
     dsn: str | None = None
     retention_days: int = Field(30, ge=1)
+    stats_retention_days: int = Field(
+        90, ge=1, description="days delivery statistics are kept (they outlive their messages)"
+    )
     writer: Literal["thread", "process"] = Field(
         "thread", description="SQLite: the writer is a thread, or a process of its own"
     )

@@ -103,6 +103,7 @@ class Dispatcher:
         notify: called with an account name when a deliver_sm was queued for it.
         settings: attempts, age, backoff, in-flight cap, delivery TTL, purge interval.
         retention: seconds final messages are kept (the store's `retention_days`).
+        stats_retention: seconds delivery statistics are kept (`stats_retention_days`).
         early_wait: how long a receipt whose id is not known yet waits for the sends in
             flight to be recorded (carriers send receipts before submit_sm_resp).
         webhook_events: what an account's webhook wants (`WebhookConfig.events`; empty: no
@@ -119,6 +120,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         settings: DispatchConfig | None = None,
         retention: float = 30 * 86_400.0,
+        stats_retention: float = 90 * 86_400.0,
         poll_interval: float = 0.5,
         mo_router: MoRouter | None = None,
         plan: NumberPlan | None = None,
@@ -134,6 +136,7 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or DispatchConfig()
         self.retention = retention
+        self.stats_retention = stats_retention
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
@@ -863,6 +866,7 @@ class Dispatcher:
                 if now >= next_purge:
                     next_purge = now + self.settings.purge_interval
                     gone = await self.store.purge(now - self.retention)
+                    gone += await self.store.forget_stats(now - self.stats_retention)
                     if gone:
                         log.info("purged", rows=gone)
                 await self._inbound.housekeeping(now)

@@ -179,3 +179,26 @@ def test_smsgw_stats_prints_a_table_and_json(gw: Running) -> None:
     assert [(r["route"], r["target"]) for r in rows] == [("b", "flaky")]
     bad = _smsgw("stats", "-c", str(gw.path), "--group", "colour", "--timeout", "10")
     assert bad.returncode == 1 and bad.stderr.startswith("error: group: unknown colour")
+
+
+def test_status_feed_and_metrics_read_the_store(gw: Running) -> None:
+    def fed() -> dict[str, Any] | None:
+        # read at most every 5 s (DeliveryStats.ttl): the first read may predate the sends
+        live = httpx.get(f"{gw.url}/api/v1/status/live", auth=("boss", "boss")).json()
+        return live if len(live["delivery"]) == 2 else None
+
+    live = _until(fed, "the status feed's delivery rows")
+    assert live["delivery_window"] == "last 24 h"
+    rows = {(r["route"], r["target"]): r for r in live["delivery"]}
+    assert set(rows) == {("a", "good"), ("b", "flaky")}
+    assert rows["a", "good"]["rate"] == 1.0 and rows["a", "good"]["sent"] == PER_VARIANT
+    assert rows["b", "flaky"]["pending"] == 0
+
+    def scraped() -> str | None:
+        text = httpx.get(f"{gw.url}/metrics").text
+        return text if 'smsgw_delivery_rate{route="a",target="good"} 1.0' in text else None
+
+    text = _until(scraped, "the delivery rate gauge")
+    assert 'smsgw_delivery_rate{route="b",target="flaky"}' in text
+    # bounded labels: no campaign, no number
+    assert not [line for line in text.splitlines() if "campaign" in line or "49151" in line]
