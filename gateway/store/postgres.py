@@ -62,6 +62,7 @@ from gateway.store.base import (
 )
 from gateway.store.stats import (
     DIM_NAMES,
+    KEY_COLUMNS,
     MESSAGE_DIMS,
     StatsBatch,
     count_change,
@@ -302,6 +303,13 @@ _ACCEPTED = MessageState.ACCEPTED.value
 _DISPATCHING = MessageState.DISPATCHING.value
 _FINAL = [s.value for s in MessageState if s.final]
 
+# The accept group commit stays one statement: its stats rows (summed in Python, where the
+# destination's country and operator are known) are upserted from arrays beside it.
+_N_TYPES = len(_TYPES)
+_STATS_ARRAYS = ", ".join(
+    f"${n}::{'bigint' if c in ('hour', 'accepted') else 'text'}[]"
+    for n, c in enumerate((*KEY_COLUMNS, "accepted"), _N_TYPES + 1)
+)
 _ACCEPT = f"""
     WITH m AS (
         INSERT INTO messages ({_COLUMNS}, state, updated_at)
@@ -309,6 +317,11 @@ _ACCEPT = f"""
         FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
             AS t ({_COLUMNS})
         RETURNING id, accepted_at
+    ), s AS (
+        INSERT INTO delivery_stats ({", ".join(KEY_COLUMNS)}, accepted)
+        SELECT * FROM unnest({_STATS_ARRAYS})
+        ON CONFLICT ({", ".join(KEY_COLUMNS)})
+        DO UPDATE SET accepted = delivery_stats.accepted + excluded.accepted
     )
     INSERT INTO message_history (message_id, at, state)
     SELECT id, accepted_at, '{_ACCEPTED}' FROM m
@@ -541,6 +554,16 @@ async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
         await conn.executemany(_UPSERT_STATS, rows)
 
 
+def _accept_stats(messages: Sequence[NewMessage]) -> list[list[object]]:
+    """The stats arrays of `_ACCEPT`: each key column, then the accepted count."""
+    batch = StatsBatch()
+    for m in messages:
+        dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
+        batch.add(dims, "accepted")
+    rows = [(*key, values[0]) for key, values in batch.rows.items()]
+    return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
+
+
 async def _count_new(conn: PoolConnectionProxy, messages: Sequence[NewMessage]) -> None:
     batch = StatsBatch()
     for m in messages:
@@ -746,9 +769,11 @@ class PostgresStore:
         assert pool is not None  # close() waits for the writer before it drops the pool
         rows = [_values(m) for m in messages]
         started = time.perf_counter()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_ACCEPT, *(list(column) for column in zip(*rows, strict=True)))
-            await _count_new(conn, messages)
+        await pool.execute(
+            _ACCEPT,
+            *(list(column) for column in zip(*rows, strict=True)),
+            *_accept_stats(messages),
+        )
         self.commits += 1
         if self.metrics is not None:  # the accept batches: what groups here is what scales
             self.metrics.committed(time.perf_counter() - started, len(messages))
