@@ -609,8 +609,15 @@ def _store(config: GatewayConfig) -> Store:
         from gateway.store.postgres import PostgresStore  # noqa: PLC0415 - asyncpg only if used
 
         assert config.store.dsn is not None  # the config's validator insists
-        return PostgresStore(config.store.dsn, node=config.node_id)
-    return SqliteStore(config.store.path, node=config.node_id, writer=config.store.writer)
+        return PostgresStore(
+            config.store.dsn, node=config.node_id, prefix_digits=config.store.stats_prefix_digits
+        )
+    return SqliteStore(
+        config.store.path,
+        node=config.node_id,
+        writer=config.store.writer,
+        prefix_digits=config.store.stats_prefix_digits,
+    )
 
 
 async def run(config: GatewayConfig, path: str | None = None) -> None:

@@ -41,6 +41,7 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    PREFIX_DIGITS,
     BatchRecord,
     BatchState,
     Delivery,
@@ -554,9 +555,9 @@ async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
         await conn.executemany(_UPSERT_STATS, rows)
 
 
-def _accept_stats(messages: Sequence[NewMessage]) -> list[list[object]]:
+def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[list[object]]:
     """The stats arrays of `_ACCEPT`: each key column, then the accepted count."""
-    batch = StatsBatch()
+    batch = StatsBatch(prefix_digits)
     for m in messages:
         dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
         batch.add(dims, "accepted")
@@ -564,8 +565,10 @@ def _accept_stats(messages: Sequence[NewMessage]) -> list[list[object]]:
     return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
 
 
-async def _count_new(conn: PoolConnectionProxy, messages: Sequence[NewMessage]) -> None:
-    batch = StatsBatch()
+async def _count_new(
+    conn: PoolConnectionProxy, messages: Sequence[NewMessage], prefix_digits: int
+) -> None:
+    batch = StatsBatch(prefix_digits)
     for m in messages:
         dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
         batch.add(dims, "accepted")
@@ -573,10 +576,10 @@ async def _count_new(conn: PoolConnectionProxy, messages: Sequence[NewMessage]) 
 
 
 async def _count_ends(
-    conn: PoolConnectionProxy, rows: Sequence[asyncpg.Record], state: MessageState, now: float
+    conn: PoolConnectionProxy, rows: Sequence[asyncpg.Record], batch: StatsBatch, now: float
 ) -> None:
-    """Rows of (old state, sent_at, dims...) that ended in `state`."""
-    batch = StatsBatch()
+    """Rows of (old state, sent_at, dims...) that were cancelled."""
+    state = MessageState.CANCELLED
     for row in rows:
         count_change(batch, tuple(row)[2:], (row[0], state.value), now, row[1])
     await _write_stats(conn, batch)
@@ -647,8 +650,10 @@ class PostgresStore:
         max_size: int = 10,
         schema: str | None = None,
         max_batch: int = 1024,
+        prefix_digits: int = PREFIX_DIGITS,
     ) -> None:
         self.dsn = dsn
+        self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.min_size = min_size
         self.max_size = max_size
@@ -772,7 +777,7 @@ class PostgresStore:
         await pool.execute(
             _ACCEPT,
             *(list(column) for column in zip(*rows, strict=True)),
-            *_accept_stats(messages),
+            *_accept_stats(messages, self.prefix_digits),
         )
         self.commits += 1
         if self.metrics is not None:  # the accept batches: what groups here is what scales
@@ -814,7 +819,7 @@ class PostgresStore:
             )
             if old is None:
                 return False
-            batch = StatsBatch()
+            batch = StatsBatch(self.prefix_digits)
             count_change(batch, tuple(old)[2:], (old[0], state.value), now, old[1])
             await _write_stats(conn, batch)
         return True
@@ -997,7 +1002,7 @@ class PostgresStore:
             if not sent:
                 return False
             if old is not None:
-                batch = StatsBatch()
+                batch = StatsBatch(self.prefix_digits)
                 count_sent(batch, tuple(old)[1:], old[0], upstream)
                 await _write_stats(conn, batch)
             # linked even when the message already ended: its later receipts are known
@@ -1120,7 +1125,7 @@ class PostgresStore:
                     _FINAL,
                     [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
                 )
-                batch = StatsBatch()
+                batch = StatsBatch(self.prefix_digits)
                 for row in settled:
                     taken.add(row[0])
                     count_change(batch, tuple(row)[3:], ("sent", row[1]), now, row[2])
@@ -1329,7 +1334,7 @@ class PostgresStore:
         if short_message is None:
             async with pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(_CANCEL, message_id, account, now)
-                await _count_ends(conn, rows, MessageState.CANCELLED, now)
+                await _count_ends(conn, rows, StatsBatch(self.prefix_digits), now)
             return bool(rows)
         if times is None:
             status = await pool.execute(
@@ -1391,7 +1396,7 @@ class PostgresStore:
                 await conn.execute(
                     _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id
                 )
-                await _count_new(conn, messages)
+                await _count_new(conn, messages, self.prefix_digits)
         return True
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
@@ -1420,7 +1425,7 @@ class PostgresStore:
         async with self._open_pool().acquire() as conn, conn.transaction():
             await conn.execute(_STOP_BATCH, batch_id, now)
             rows = await conn.fetch(_CANCEL_BATCH, batch_id, now)
-            await _count_ends(conn, rows, MessageState.CANCELLED, now)
+            await _count_ends(conn, rows, StatsBatch(self.prefix_digits), now)
             return len(rows)
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:

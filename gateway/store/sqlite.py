@@ -37,6 +37,7 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    PREFIX_DIGITS,
     BatchRecord,
     BatchState,
     Delivery,
@@ -310,8 +311,10 @@ class SqliteStore:
         max_batch: int = 1024,
         node: int = 0,
         writer: Literal["thread", "process"] = "thread",
+        prefix_digits: int = PREFIX_DIGITS,
     ) -> None:
         self.path = str(path)
+        self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.writer = writer
         self._child: asyncio.subprocess.Process | None = None  # the writer process
@@ -335,13 +338,15 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         if self.writer == "process":
             await self._open_process()
-            return
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="smsgw-sqlite-writer", daemon=True
-        )
-        self._thread.start()
-        await ready
+        else:
+            ready: asyncio.Future[None] = self._loop.create_future()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="smsgw-sqlite-writer", daemon=True
+            )
+            self._thread.start()
+            await ready
+        if self.prefix_digits != PREFIX_DIGITS:  # an operation: it reaches a writer process too
+            await self._call(_configure_stats, self.prefix_digits)
 
     async def close(self) -> None:
         if self._child is not None:
@@ -1307,6 +1312,10 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
             (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
+
+
+def _configure_stats(conn: sqlite3.Connection, prefix_digits: int) -> None:
+    _stats(conn).prefix_digits = prefix_digits
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:

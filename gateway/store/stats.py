@@ -90,7 +90,7 @@ def group_columns(group: tuple[str, ...]) -> list[str]:
     return [_GROUP_COLUMN[g] for g in group]
 
 
-def _key(dims: Dims) -> Key:
+def _key(dims: Dims, prefix_digits: int) -> Key:
     accepted_at, account, route, target, msg_class, campaign, destination = dims
     info = number_info(destination)
     hour = accepted_at // 3600 * 3600
@@ -103,17 +103,18 @@ def _key(dims: Dims) -> Key:
         campaign,
         info.country or "",
         info.operator,
-        destination[:PREFIX_DIGITS],
+        destination[:prefix_digits],
     )
 
 
 class StatsBatch:
     """The counter changes of one transaction, summed per row key."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("prefix_digits", "rows")
 
-    def __init__(self) -> None:
+    def __init__(self, prefix_digits: int = PREFIX_DIGITS) -> None:
         self.rows: dict[Key, list[int]] = {}
+        self.prefix_digits = prefix_digits  # `store.stats_prefix_digits`
 
     def add(self, dims: Dims, counter: str, n: int = 1, *, target: str | None = None) -> None:
         """`n` more (or fewer) in `counter` of the row of a message with `dims` (`target`
@@ -126,14 +127,14 @@ class StatsBatch:
         self._row(dims)[len(STATS_COUNTERS) + latency_bucket(seconds)] += 1
 
     def _row(self, dims: Dims) -> list[int]:
-        key = _key(dims)
+        key = _key(dims, self.prefix_digits)
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = [0] * len(VALUE_COLUMNS)
         return row
 
     def copy(self) -> StatsBatch:
-        other = StatsBatch()
+        other = StatsBatch(self.prefix_digits)
         other.rows = {k: list(v) for k, v in self.rows.items()}
         return other
 

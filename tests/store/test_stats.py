@@ -158,3 +158,18 @@ def test_stats_row_of_nothing() -> None:
     assert row.delivery_rate is None
     assert row.latency_p50 is None
     assert row.pending == 0
+
+
+def test_prefix_digits_is_the_stores_setting(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        await store.close()
+        short = db.make(0)
+        short.prefix_digits = 3  # as store.stats_prefix_digits sets it
+        await short.open()
+        db.opened.append(short)
+        await short.accept(msg(1))
+        await short.set_state("m0001", MessageState.FAILED, T0 + 2)
+        rows = await short.stats(T0 - 3600, T0 + 3600, ("prefix",))
+        assert [(r.key, r.accepted, r.failed) for r in rows] == [({"prefix": "491"}, 1, 1)]
+
+    db.run(body)
