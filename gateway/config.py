@@ -469,7 +469,7 @@ class StoreConfig(_Model):
         90, ge=1, description="days delivery statistics are kept (they outlive their messages)"
     )
     stats_prefix_digits: int = Field(
-        5,
+        3,
         ge=0,
         le=8,
         description="leading destination digits kept as the statistics' prefix: at most "
