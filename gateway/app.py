@@ -59,6 +59,7 @@ from gateway.server.smpp import SmppServer
 from gateway.store.base import MessageState, QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
+from gateway.telemetry.delivery import DAY, DeliveryStats
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.sources import sample, totals, watch
@@ -117,6 +118,7 @@ class Gateway:
             clock=clock,
             settings=config.dispatch,
             retention=config.store.retention_days * 86_400.0,
+            stats_retention=config.store.stats_retention_days * 86_400.0,
             mo_router=config.mo_router(),
             plan=config.numbers.plan(),
             mo_timeout=config.mo_reassembly_timeout,
@@ -134,6 +136,7 @@ class Gateway:
         self.http: HttpServer | None = None
         self.http_port: int | None = None
         self.queues: QueueDepths | None = None  # the last count, for the metrics
+        self.delivery = DeliveryStats(self.store)  # the status page's and metrics' rates
         self.started_at = time.time()
         self.last_reload: dict[str, Any] | None = None  # when, ok, what (the status page)
         # The node's own CLI's HTTP credential (admin), written beside the control socket.
@@ -502,6 +505,7 @@ class Gateway:
         now = time.time()
         metrics = self.metrics
         outcomes = metrics.outcome_counts() if metrics is not None else {}
+        stats = await self.delivery.read()
         sent: dict[str, float] = {}
         for (outcome, _route, target), count in outcomes.items():
             if outcome == "sent":
@@ -552,7 +556,11 @@ class Gateway:
             "throughput": None
             if metrics is None
             else {**asdict(totals(metrics)), **self.history.series()},
-            "delivery": delivery_rates(outcomes),
+            # the store's last day; the counters since start when the store cannot say
+            "delivery": delivery_rates(outcomes)
+            if stats is None
+            else self.delivery.per_route(now - DAY),
+            "delivery_window": "since start" if stats is None else "last 24 h",
             "last_reload": self.last_reload,
         }
 
@@ -642,8 +650,15 @@ def _store(config: GatewayConfig) -> Store:
         from gateway.store.postgres import PostgresStore  # noqa: PLC0415 - asyncpg only if used
 
         assert config.store.dsn is not None  # the config's validator insists
-        return PostgresStore(config.store.dsn, node=config.node_id)
-    return SqliteStore(config.store.path, node=config.node_id, writer=config.store.writer)
+        return PostgresStore(
+            config.store.dsn, node=config.node_id, prefix_digits=config.store.stats_prefix_digits
+        )
+    return SqliteStore(
+        config.store.path,
+        node=config.node_id,
+        writer=config.store.writer,
+        prefix_digits=config.store.stats_prefix_digits,
+    )
 
 
 async def run(config: GatewayConfig, path: str | None = None) -> None:

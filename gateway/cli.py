@@ -703,6 +703,7 @@ _HTTP_CALLS = {
     "modem.ussd": ("POST", "/api/v1/modems/{bank}/{modem}/ussd"),
     "message.query": ("GET", "/api/v1/messages/{id}"),
     "status": ("GET", "/api/v1/status"),
+    "stats": ("GET", "/api/v1/stats"),
     "reload": ("POST", "/api/v1/reload"),
 }
 
@@ -724,6 +725,10 @@ def _ask_http(
         body = {"code": params.get("code"), "wait": params.get("wait", 30.0)}
     elif command == "message.query":
         route = route.format(id=params.get("id", ""))
+    elif command == "stats":
+        from urllib.parse import urlencode  # noqa: PLC0415
+
+        route += "?" + urlencode({k: v for k, v in params.items() if v is not None})
     elif command == "reload" and params.get("path"):
         print("error: over HTTP the gateway reloads its own file; use --socket", file=sys.stderr)
         return _EXIT_USAGE, None
@@ -792,6 +797,59 @@ def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     table = [head, *rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def _rate(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, float) else "-"
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.1f}s" if isinstance(value, int | float) else "-"
+
+
+_STATS_COLUMNS = (
+    "SENT",
+    "DELIVERED",
+    "FAILED",
+    "EXPIRED",
+    "REJECTED",
+    "PENDING",
+    "RATE",
+    "P50",
+    "P95",
+)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    target = _http_target(args)
+    if target is None:
+        print("error: smsgw stats needs the gateway's HTTP API (an http: section)", file=sys.stderr)
+        return _EXIT_USAGE
+    params = {"group": args.group, "since": args.since, "until": args.until}
+    params |= {"campaign": args.campaign, "class": args.msg_class}
+    code, found = _ask_http(target, args.timeout, "stats", params)
+    if code or not isinstance(found, dict):
+        return code or _EXIT_FAILED
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    group = [str(g) for g in found.get("group") or []]
+    rows = [
+        (
+            *(_cell(row.get(g)) if g != "hour" else _when(row.get(g))[:16] for g in group),
+            *(str(row.get(k, 0)) for k in ("sent", "delivered", "failed", "expired", "rejected")),
+            str(row.get("pending", 0)),
+            _rate(row.get("delivery_rate")),
+            _seconds(row.get("latency_p50")),
+            _seconds(row.get("latency_p95")),
+        )
+        for row in found.get("rows") or []
+    ]
+    if not rows:
+        print("no messages in that time")
+        return 0
+    print("\n".join(_table((*(g.upper() for g in group), *_STATS_COLUMNS), rows)))
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -1070,6 +1128,23 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--timeout", type=float, default=600.0, help="seconds for the answer")
         q.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
         q.set_defaults(func=_cmd_suppress, socket=None)
+
+    p = sub.add_parser("stats", help="delivery statistics per route, target, campaign...")
+    p.add_argument(
+        "--group",
+        default="route,target",
+        help="comma-separated: hour, account, route, target, class, campaign, country, "
+        "operator, prefix (default: route,target)",
+    )
+    p.add_argument("--since", default="24h", help="ISO 8601 or a duration back (default 24h)")
+    p.add_argument("--until", help="ISO 8601 or a duration back (default: now)")
+    p.add_argument("--campaign", help="only this campaign tag")
+    p.add_argument("--class", dest="msg_class", help="only this message class")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for the answer")
+    p.add_argument("-c", "--config", help="default: config/gateway.yaml when it exists")
+    p.add_argument("--socket", help="unused: stats come through the HTTP API")
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda _args: print(__version__) or 0)

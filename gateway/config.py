@@ -511,6 +511,16 @@ class StoreConfig(_Model):
     path: Path = Path("var/smsgw.sqlite3")
     dsn: str | None = None
     retention_days: int = Field(30, ge=1)
+    stats_retention_days: int = Field(
+        90, ge=1, description="days delivery statistics are kept (they outlive their messages)"
+    )
+    stats_prefix_digits: int = Field(
+        3,
+        ge=0,
+        le=8,
+        description="leading destination digits kept as the statistics' prefix: at most "
+        "10^n rows per hour and route (0: none)",
+    )
     writer: Literal["thread", "process"] = Field(
         "thread", description="SQLite: the writer is a thread, or a process of its own"
     )

@@ -108,6 +108,7 @@ class Dispatcher:
         notify: called with an account name when a deliver_sm was queued for it.
         settings: attempts, age, backoff, in-flight cap, delivery TTL, purge interval.
         retention: seconds final messages are kept (the store's `retention_days`).
+        stats_retention: seconds delivery statistics are kept (`stats_retention_days`).
         early_wait: how long a receipt whose id is not known yet waits for the sends in
             flight to be recorded (carriers send receipts before submit_sm_resp).
         webhook_events: what an account's webhook wants (`WebhookConfig.events`; empty: no
@@ -124,6 +125,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         settings: DispatchConfig | None = None,
         retention: float = 30 * 86_400.0,
+        stats_retention: float = 90 * 86_400.0,
         poll_interval: float = 0.5,
         mo_router: MoRouter | None = None,
         plan: NumberPlan | None = None,
@@ -142,6 +144,7 @@ class Dispatcher:
         self.stopped_state = MessageState.REJECTED  # how a rule's stop ends (policy.stopped_state)
         # (longest cap window, dedup window): how long the rules' counts are kept; None: no rules
         self.policy_windows: tuple[float, float] | None = None
+        self.stats_retention = stats_retention
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
@@ -974,6 +977,7 @@ class Dispatcher:
                     if self.policy_windows is not None:
                         longest, dedup = self.policy_windows
                         gone += await self.store.purge_policy(now - longest, now - dedup)
+                    gone += await self.store.forget_stats(now - self.stats_retention)
                     if gone:
                         log.info("purged", rows=gone)
                 await self._inbound.housekeeping(now)

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http import api, batches, errors, status_page, suppressions
+from gateway.http import api, batches, errors, stats, status_page, suppressions
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -92,6 +92,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(api.router)
     app.include_router(batches.router)
     app.include_router(suppressions.router)
+    app.include_router(stats.router)
     app.include_router(status_page.router)
     return app
 

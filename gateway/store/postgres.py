@@ -43,6 +43,7 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    PREFIX_DIGITS,
     SUPPRESS_CHUNK,
     BatchRecord,
     BatchState,
@@ -59,12 +60,24 @@ from gateway.store.base import (
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
+    StatsRow,
     Store,
     Suppression,
     Usage,
     unique_suppressions,
     usage_windows,
 )
+from gateway.store.stats import (
+    DIM_NAMES,
+    KEY_COLUMNS,
+    MESSAGE_DIMS,
+    StatsBatch,
+    count_change,
+    count_sent,
+    query_sql,
+    upsert_sql,
+)
+from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -255,6 +268,9 @@ MIGRATIONS: tuple[str, ...] = (
         dead_until double precision
     );
     """,
+    # 9 (issue 11): delivery statistics, counted in each state change's transaction; when a
+    # message was last handed to an upstream (receipt latency).
+    "ALTER TABLE messages ADD COLUMN sent_at double precision;" + stats_schema("bigint", "text"),
 )
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
@@ -294,6 +310,13 @@ _ACCEPTED = MessageState.ACCEPTED.value
 _DISPATCHING = MessageState.DISPATCHING.value
 _FINAL = [s.value for s in MessageState if s.final]
 
+# The accept group commit stays one statement: its stats rows (summed in Python, where the
+# destination's country and operator are known) are upserted from arrays beside it.
+_N_TYPES = len(_TYPES)
+_STATS_ARRAYS = ", ".join(
+    f"${n}::{'bigint' if c in ('hour', 'accepted') else 'text'}[]"
+    for n, c in enumerate((*KEY_COLUMNS, "accepted"), _N_TYPES + 1)
+)
 _ACCEPT = f"""
     WITH m AS (
         INSERT INTO messages ({_COLUMNS}, state, updated_at)
@@ -301,6 +324,11 @@ _ACCEPT = f"""
         FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
             AS t ({_COLUMNS})
         RETURNING id, accepted_at
+    ), s AS (
+        INSERT INTO delivery_stats ({", ".join(KEY_COLUMNS)}, accepted)
+        SELECT * FROM unnest({_STATS_ARRAYS})
+        ON CONFLICT ({", ".join(KEY_COLUMNS)})
+        DO UPDATE SET accepted = delivery_stats.accepted + excluded.accepted
     )
     INSERT INTO message_history (message_id, at, state)
     SELECT id, accepted_at, '{_ACCEPTED}' FROM m
@@ -347,12 +375,12 @@ _CANCEL_BATCH = f"""
     WITH u AS (
         UPDATE messages SET state = '{MessageState.CANCELLED.value}', updated_at = $2
         WHERE batch_id = $1 AND state = '{_ACCEPTED}'
-        RETURNING id
+        RETURNING id, sent_at, {MESSAGE_DIMS}
     ), h AS (
         INSERT INTO message_history (message_id, at, state)
         SELECT id, $2, '{MessageState.CANCELLED.value}' FROM u
     )
-    SELECT count(*) FROM u
+    SELECT 'accepted', sent_at, {DIM_NAMES} FROM u
 """
 
 _BATCH_COLUMNS = (
@@ -381,15 +409,20 @@ _CLAIM = f"""
     SELECT {_RECORD} FROM claimed ORDER BY accepted_at, id
 """
 
-_SET_STATE = """
-    WITH u AS (
-        UPDATE messages
-        SET state = $2, updated_at = $3, error = coalesce($4, error),
-            attempts = attempts + $5, schedule_at = coalesce($6, schedule_at)
-        WHERE id = $1
-        RETURNING id
+# The row as it was (its old state and stats key), locked, then changed.
+_SET_STATE = f"""
+    WITH o AS (
+        SELECT id, state, sent_at, {MESSAGE_DIMS} FROM messages WHERE id = $1 FOR UPDATE
+    ), u AS (
+        UPDATE messages AS m
+        SET state = $2, updated_at = $3, error = coalesce($4, m.error),
+            attempts = m.attempts + $5, schedule_at = coalesce($6, m.schedule_at)
+        FROM o WHERE m.id = o.id
+        RETURNING m.id
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state) SELECT id, $3, $2 FROM u
     )
-    INSERT INTO message_history (message_id, at, state) SELECT id, $3, $2 FROM u
+    SELECT state, sent_at, {DIM_NAMES} FROM o
 """
 
 # For each key in order, its latest link; the first key that has one wins.
@@ -435,7 +468,12 @@ _INSERT_UNKNOWN = """
 # "Already final?" and "settle" as one statement: the update takes only messages not final
 # (row locks serialize two nodes or two batches), and only what it took gets its history row
 # and its receipt for the application.
-_SETTLE_MANY = """
+_M_DIMS = (
+    "m.accepted_at, m.account, m.route, coalesce(m.sent_to, '') AS target, m.msg_class, "
+    "m.campaign, m.destination_addr"
+)
+_U_DIMS = "u.accepted_at, u.account, u.route, u.target, u.msg_class, u.campaign, u.destination_addr"
+_SETTLE_MANY = f"""
     WITH t AS (
         SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[],
             $6::text[], $7::bytea[], $8::double precision[], $11::text[])
@@ -444,7 +482,7 @@ _SETTLE_MANY = """
         UPDATE messages AS m
         SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
         FROM t WHERE m.id = t.id AND NOT (m.state = ANY($10::text[]))
-        RETURNING m.id
+        RETURNING m.id, m.sent_at, {_M_DIMS}
     ), h AS (
         INSERT INTO message_history (message_id, at, state)
         SELECT t.id, $9, t.state FROM t JOIN u ON u.id = t.id
@@ -456,7 +494,7 @@ _SETTLE_MANY = """
         WHERE t.pdu IS NOT NULL
         ORDER BY t.i, c.n
     )
-    SELECT t.i FROM t JOIN u ON u.id = t.id
+    SELECT t.i, t.state, u.sent_at, {_U_DIMS} FROM t JOIN u ON u.id = t.id
 """
 
 _PART_STATES = """
@@ -497,10 +535,12 @@ _CANCEL = f"""
     WITH u AS (
         UPDATE messages SET state = '{MessageState.CANCELLED.value}', updated_at = $3
         WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'
-        RETURNING id
+        RETURNING id, sent_at, {MESSAGE_DIMS}
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state)
+        SELECT id, $3, '{MessageState.CANCELLED.value}' FROM u
     )
-    INSERT INTO message_history (message_id, at, state)
-    SELECT id, $3, '{MessageState.CANCELLED.value}' FROM u
+    SELECT 'accepted', sent_at, {DIM_NAMES} FROM u
 """
 
 _REQUEUE = f"""
@@ -517,6 +557,45 @@ _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
 _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
 
+_UPSERT_STATS = upsert_sql(lambda n: f"${n}")
+
+
+async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
+    rows = batch.take()
+    if rows:
+        await conn.executemany(_UPSERT_STATS, rows)
+
+
+def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[list[object]]:
+    """The stats arrays of `_ACCEPT`: each key column, then the accepted count."""
+    batch = StatsBatch(prefix_digits)
+    for m in messages:
+        dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
+        batch.add(dims, "accepted")
+    rows = [(*key, values[0]) for key, values in batch.rows.items()]
+    return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
+
+
+async def _count_new(
+    conn: PoolConnectionProxy, messages: Sequence[NewMessage], prefix_digits: int
+) -> None:
+    batch = StatsBatch(prefix_digits)
+    for m in messages:
+        dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
+        batch.add(dims, "accepted")
+    await _write_stats(conn, batch)
+
+
+async def _count_ends(
+    conn: PoolConnectionProxy, rows: Sequence[asyncpg.Record], batch: StatsBatch, now: float
+) -> None:
+    """Rows of (old state, sent_at, dims...) that were cancelled."""
+    state = MessageState.CANCELLED
+    for row in rows:
+        count_change(batch, tuple(row)[2:], (row[0], state.value), now, row[1])
+    await _write_stats(conn, batch)
+
+
 def _delivery_rows(
     deliveries: Sequence[NewDelivery], now: float
 ) -> list[tuple[str, str, bytes, float, float, str]]:
@@ -529,7 +608,7 @@ def _delivery_rows(
 
 
 async def _checked(
-    conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float
+    conn: PoolConnectionProxy, m: NewMessage, check: StoreCheck, now: float, prefix_digits: int
 ) -> Verdict:
     """`Store.accept_checked` in a transaction the caller holds."""
     # Under a lock on the recipient and class: two nodes accepting for one number wait for
@@ -553,6 +632,7 @@ async def _checked(
         m.accepted_at,
         _ACCEPTED,
     )
+    await _count_new(conn, [m], prefix_digits)
     if stop is not None:
         return verdict
     if check.rule.caps:
@@ -669,8 +749,10 @@ class PostgresStore:
         max_size: int = 10,
         schema: str | None = None,
         max_batch: int = 1024,
+        prefix_digits: int = PREFIX_DIGITS,
     ) -> None:
         self.dsn = dsn
+        self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.min_size = min_size
         self.max_size = max_size
@@ -791,7 +873,11 @@ class PostgresStore:
         assert pool is not None  # close() waits for the writer before it drops the pool
         rows = [_values(m) for m in messages]
         started = time.perf_counter()
-        await pool.execute(_ACCEPT, *(list(column) for column in zip(*rows, strict=True)))
+        await pool.execute(
+            _ACCEPT,
+            *(list(column) for column in zip(*rows, strict=True)),
+            *_accept_stats(messages, self.prefix_digits),
+        )
         self.commits += 1
         if self.metrics is not None:  # the accept batches: what groups here is what scales
             self.metrics.committed(time.perf_counter() - started, len(messages))
@@ -808,7 +894,7 @@ class PostgresStore:
         # One transaction per message, under a lock on its recipient and class: two nodes
         # accepting for one number wait for each other, so a cap of one lets one through.
         async with self._open_pool().acquire() as conn, conn.transaction():
-            return await _checked(conn, message, check, now)
+            return await _checked(conn, message, check, now, self.prefix_digits)
 
     async def _accept_checked_in(
         self,
@@ -821,7 +907,7 @@ class PostgresStore:
         """A batch chunk's messages through the rules, in the chunk's transaction."""
         stored = dropped = 0
         for m, check in zip(messages, checks, strict=True):
-            verdict = await _checked(conn, m, check, now)
+            verdict = await _checked(conn, m, check, now, self.prefix_digits)
             if verdict.duplicate_of is None and (
                 verdict.stop is None or verdict.stop not in check.refuse
             ):
@@ -870,10 +956,16 @@ class PostgresStore:
         tried: bool = True,
     ) -> bool:
         bump = 1 if state is MessageState.DISPATCHING else 0 if tried else -1
-        status = await self._open_pool().execute(
-            _SET_STATE, message_id, state.value, now, error, bump, retry_at
-        )
-        return _count(status) == 1
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                _SET_STATE, message_id, state.value, now, error, bump, retry_at
+            )
+            if old is None:
+                return False
+            batch = StatsBatch(self.prefix_digits)
+            count_change(batch, tuple(old)[2:], (old[0], state.value), now, old[1])
+            await _write_stats(conn, batch)
+        return True
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
         rows = await self._open_pool().fetch(
@@ -1029,9 +1121,16 @@ class PostgresStore:
     ) -> bool:
         rows = [(part, key) for part, keys in enumerate(part_keys) for key in keys]
         async with self._open_pool().acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                f"SELECT sent_to, {MESSAGE_DIMS} FROM messages "
+                "WHERE id = $1 AND NOT (state = ANY($2::text[])) FOR UPDATE",
+                message_id,
+                _FINAL,
+            )
             sent = await conn.fetchval(
                 "WITH u AS (UPDATE messages SET state = $2, updated_at = $3, parts = $4, "
-                "sent_to = $5, sent_ids = $6 WHERE id = $1 AND NOT (state = ANY($7::text[])) "
+                "sent_to = $5, sent_ids = $6, sent_at = $3 "
+                "WHERE id = $1 AND NOT (state = ANY($7::text[])) "
                 "RETURNING id), h AS (INSERT INTO message_history (message_id, at, state) "
                 "SELECT id, $3, $2 FROM u) "
                 "SELECT count(*) + (SELECT count(*) FROM messages WHERE id = $1) FROM u",
@@ -1045,6 +1144,10 @@ class PostgresStore:
             )
             if not sent:
                 return False
+            if old is not None:
+                batch = StatsBatch(self.prefix_digits)
+                count_sent(batch, tuple(old)[1:], old[0], upstream)
+                await _write_stats(conn, batch)
             # linked even when the message already ended: its later receipts are known
             await conn.execute(
                 "INSERT INTO upstream_ids (upstream, key, message_id, part) "
@@ -1151,23 +1254,25 @@ class PostgresStore:
         async with self._open_pool().acquire() as conn, conn.transaction():
             taken: set[int] = set()
             if rows:
-                taken = {
-                    row[0]
-                    for row in await conn.fetch(
-                        _SETTLE_MANY,
-                        [i for i, _s in rows],
-                        [s.message_id for _i, s in rows],
-                        [s.state.value for _i, s in rows],
-                        [s.error for _i, s in rows],
-                        [s.delivery.account if s.delivery else None for _i, s in rows],
-                        [s.delivery.kind if s.delivery else None for _i, s in rows],
-                        [s.delivery.pdu if s.delivery else None for _i, s in rows],
-                        [s.delivery.ttl if s.delivery else None for _i, s in rows],
-                        now,
-                        _FINAL,
-                        [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
-                    )
-                }
+                settled = await conn.fetch(
+                    _SETTLE_MANY,
+                    [i for i, _s in rows],
+                    [s.message_id for _i, s in rows],
+                    [s.state.value for _i, s in rows],
+                    [s.error for _i, s in rows],
+                    [s.delivery.account if s.delivery else None for _i, s in rows],
+                    [s.delivery.kind if s.delivery else None for _i, s in rows],
+                    [s.delivery.pdu if s.delivery else None for _i, s in rows],
+                    [s.delivery.ttl if s.delivery else None for _i, s in rows],
+                    now,
+                    _FINAL,
+                    [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
+                )
+                batch = StatsBatch(self.prefix_digits)
+                for row in settled:
+                    taken.add(row[0])
+                    count_change(batch, tuple(row)[3:], ("sent", row[1]), now, row[2])
+                await _write_stats(conn, batch)
             if deliveries:
                 await conn.executemany(
                     "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
@@ -1339,6 +1444,26 @@ class PostgresStore:
     async def requeue_interrupted(self, now: float) -> int:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
 
+    async def stats(
+        self,
+        since: float,
+        until: float,
+        group: tuple[str, ...],
+        *,
+        where: dict[str, str] | None = None,
+    ) -> list[StatsRow]:
+        sql, args = query_sql(group, where or {}, lambda n: f"${n}")
+        start = int(since // 3600 * 3600)
+        rows = await self._open_pool().fetch(sql, start, until, *args)
+        return [StatsRow.of_row(group, tuple(row)) for row in rows]
+
+    async def forget_stats(self, before: float) -> int:
+        return _count(
+            await self._open_pool().execute(
+                "DELETE FROM delivery_stats WHERE hour + 3600 <= $1", before
+            )
+        )
+
     async def change_pending(
         self,
         message_id: str,
@@ -1350,8 +1475,11 @@ class PostgresStore:
     ) -> bool:
         pool = self._open_pool()
         if short_message is None:
-            status = await pool.execute(_CANCEL, message_id, account, now)
-        elif times is None:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(_CANCEL, message_id, account, now)
+                await _count_ends(conn, rows, StatsBatch(self.prefix_digits), now)
+            return bool(rows)
+        if times is None:
             status = await pool.execute(
                 "UPDATE messages SET short_message = $4, updated_at = $3 "
                 f"WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'",
@@ -1415,6 +1543,7 @@ class PostgresStore:
                 await conn.execute(
                     _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id
                 )
+                await _count_new(conn, messages, self.prefix_digits)
         return True
 
     async def batch(self, batch_id: str) -> BatchRecord | None:
@@ -1442,7 +1571,9 @@ class PostgresStore:
     async def cancel_batch(self, batch_id: str, now: float) -> int:
         async with self._open_pool().acquire() as conn, conn.transaction():
             await conn.execute(_STOP_BATCH, batch_id, now)
-            return int(await conn.fetchval(_CANCEL_BATCH, batch_id, now))
+            rows = await conn.fetch(_CANCEL_BATCH, batch_id, now)
+            await _count_ends(conn, rows, StatsBatch(self.prefix_digits), now)
+            return len(rows)
 
     async def count_usage(self, key: str, now: float, count: int = 1) -> Usage:
         row = await self._open_pool().fetchrow(_COUNT_USAGE, key, *usage_windows(now), count)

@@ -39,6 +39,7 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    PREFIX_DIGITS,
     SUPPRESS_CHUNK,
     BatchRecord,
     BatchState,
@@ -55,10 +56,21 @@ from gateway.store.base import (
     ReceiptMatch,
     ReceiptRecord,
     Settlement,
+    StatsRow,
     Suppression,
     Usage,
     usage_windows,
 )
+from gateway.store.stats import (
+    MESSAGE_DIMS,
+    Dims,
+    StatsBatch,
+    count_change,
+    count_sent,
+    query_sql,
+    upsert_sql,
+)
+from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -253,6 +265,9 @@ MIGRATIONS: tuple[str, ...] = (
         dead_until REAL
     ) WITHOUT ROWID;
     """,
+    # 11 (issue 11): delivery statistics, counted in each state change's transaction; when a
+    # message was last handed to an upstream (receipt latency).
+    "ALTER TABLE messages ADD COLUMN sent_at REAL;" + stats_schema("INTEGER", "TEXT"),
 )
 
 _COLUMNS = (
@@ -302,8 +317,10 @@ class SqliteStore:
         max_batch: int = 1024,
         node: int = 0,
         writer: Literal["thread", "process"] = "thread",
+        prefix_digits: int = PREFIX_DIGITS,
     ) -> None:
         self.path = str(path)
+        self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.writer = writer
         self._child: asyncio.subprocess.Process | None = None  # the writer process
@@ -327,13 +344,15 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         if self.writer == "process":
             await self._open_process()
-            return
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="smsgw-sqlite-writer", daemon=True
-        )
-        self._thread.start()
-        await ready
+        else:
+            ready: asyncio.Future[None] = self._loop.create_future()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="smsgw-sqlite-writer", daemon=True
+            )
+            self._thread.start()
+            await ready
+        if self.prefix_digits != PREFIX_DIGITS:  # an operation: it reaches a writer process too
+            await self._call(_configure_stats, self.prefix_digits)
 
     async def close(self) -> None:
         if self._child is not None:
@@ -651,6 +670,22 @@ class SqliteStore:
     async def requeue_interrupted(self, now: float) -> int:
         return await self._call(_requeue, now, self.node)
 
+    async def stats(
+        self,
+        since: float,
+        until: float,
+        group: tuple[str, ...],
+        *,
+        where: dict[str, str] | None = None,
+    ) -> list[StatsRow]:
+        sql, args = query_sql(group, where or {}, lambda _n: "?")
+        start = int(since // 3600 * 3600)
+        rows = await self._call(_fetch, sql, (start, until, *args))
+        return [StatsRow.of_row(group, row) for row in rows]
+
+    async def forget_stats(self, before: float) -> int:
+        return await self._call(_forget_stats, before)
+
     async def change_pending(
         self,
         message_id: str,
@@ -732,9 +767,32 @@ class SqliteStore:
         return await self._call(_dead_numbers_page, after, limit)
 
 
+class _Connection(sqlite3.Connection):
+    """The writer's connection, with the statistics its transaction has counted so far."""
+
+    stats: StatsBatch
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stats = StatsBatch()
+
+
+def _stats(conn: sqlite3.Connection) -> StatsBatch:
+    # A bare connection (a test's) counts into a batch nobody writes.
+    return conn.stats if isinstance(conn, _Connection) else StatsBatch()
+
+
+_UPSERT_STATS = upsert_sql(lambda _n: "?")
+
+
+def _write_stats(conn: sqlite3.Connection) -> None:
+    if isinstance(conn, _Connection) and conn.stats.rows:
+        conn.executemany(_UPSERT_STATS, conn.stats.take())
+
+
 def connect(path: str) -> sqlite3.Connection:
     """The writer's connection: WAL, synchronous=FULL, foreign keys, migrations applied."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=_Connection)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # a returned commit survives a power cut
     conn.execute("PRAGMA foreign_keys=ON")
@@ -762,6 +820,7 @@ def _ops_transaction(
     conn: sqlite3.Connection, ops: Ops, *, isolate: bool
 ) -> list[tuple[Any, BaseException | None]]:
     results: list[tuple[Any, BaseException | None]] = []
+    stats = _stats(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
         for fn, args in ops:
@@ -772,16 +831,20 @@ def _ops_transaction(
                     raise _OpFailed from exc
                 continue
             conn.execute("SAVEPOINT op")
+            counted = stats.copy()  # a failed operation's counts go with its writes
             try:
                 value = fn(conn, *args)
             except Exception as exc:
                 conn.execute("ROLLBACK TO op")
+                stats.rows = counted.rows
                 results.append((None, exc))
             else:
                 results.append((value, None))
             conn.execute("RELEASE op")
+        _write_stats(conn)
         conn.execute("COMMIT")
     except BaseException:
+        stats.rows = {}
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
@@ -826,6 +889,26 @@ def _accept(conn: sqlite3.Connection, m: NewMessage) -> None:
         "INSERT INTO message_history VALUES (?, ?, ?)",
         (m.id, m.accepted_at, MessageState.ACCEPTED.value),
     )
+    _count_new(conn, m)
+
+
+def _dims(m: NewMessage) -> Dims:
+    return (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
+
+
+def _count_new(conn: sqlite3.Connection, m: NewMessage) -> None:
+    _stats(conn).add(_dims(m), "accepted")
+
+
+# A state change's stats need the message's key and old state: read with the row's update.
+_OLD = f"SELECT state, sent_at, {MESSAGE_DIMS} FROM messages WHERE id = ?"
+
+
+def _count_change(
+    conn: sqlite3.Connection, old: tuple[Any, ...] | None, state: str, now: float
+) -> None:
+    if old is not None:
+        count_change(_stats(conn), old[2:], (old[0], state), now, old[1])
 
 
 def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
@@ -868,14 +951,16 @@ def _set_state(
 ) -> bool:
     error, retry_at, tried = extra  # (error code, due again at, a send was tried)
     bump = 1 if state is MessageState.DISPATCHING else 0 if tried else -1
-    cur = conn.execute(
+    old = conn.execute(_OLD, (message_id,)).fetchone()
+    if old is None:
+        return False
+    conn.execute(
         "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error), "
         "attempts = attempts + ?, schedule_at = coalesce(?, schedule_at) WHERE id = ?",
         (state.value, now, error, bump, retry_at, message_id),
     )
-    if cur.rowcount == 0:
-        return False
     conn.execute("INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, state.value))
+    _count_change(conn, old, state.value, now)
     return True
 
 
@@ -1009,13 +1094,17 @@ def _record_sent(
 ) -> bool:
     part_keys, part_ids = parts
     sent = MessageState.SENT.value
+    old = conn.execute(
+        f"SELECT sent_to, {MESSAGE_DIMS} FROM messages WHERE id = ? AND {_NOT_FINAL}", (message_id,)
+    ).fetchone()
     cur = conn.execute(
-        f"UPDATE messages SET state = ?, updated_at = ?, parts = ?, sent_to = ?, sent_ids = ? "
-        f"WHERE id = ? AND {_NOT_FINAL}",
-        (sent, now, max(1, len(part_keys)), upstream, _SEP.join(part_ids), message_id),
+        "UPDATE messages SET state = ?, updated_at = ?, parts = ?, sent_to = ?, sent_ids = ?, "
+        f"sent_at = ? WHERE id = ? AND {_NOT_FINAL}",
+        (sent, now, max(1, len(part_keys)), upstream, _SEP.join(part_ids), now, message_id),
     )
     if cur.rowcount:
         conn.execute("INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, sent))
+        count_sent(_stats(conn), old[1:], old[0], upstream)
     elif conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
         return False
     # linked even when the message already ended: its later receipts are then known, not lost
@@ -1086,14 +1175,15 @@ def _settle_many(
     done: list[bool] = []
     for s in settlements:
         # "already final?" and "settle" in one statement: only one settlement ever wins
-        cur = conn.execute(
+        old = conn.execute(
             "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error) "
-            f"WHERE id = ? AND {_NOT_FINAL}",
+            f"WHERE id = ? AND {_NOT_FINAL} RETURNING 'sent', sent_at, {MESSAGE_DIMS}",
             (s.state.value, now, s.error, s.message_id),
-        )
-        if not cur.rowcount:
+        ).fetchone()
+        if old is None:
             done.append(False)
             continue
+        _count_change(conn, old, s.state.value, now)
         conn.execute(
             "INSERT INTO message_history VALUES (?, ?, ?)", (s.message_id, now, s.state.value)
         )
@@ -1248,16 +1338,18 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
     expiry) of a message not yet handed to an upstream; False when it is unknown, another
     account's, or already on its way."""
     if short_message is None:
-        cur = conn.execute(
-            "UPDATE messages SET state = ?, updated_at = ? "
-            "WHERE id = ? AND account = ? AND state = ?",
-            (MessageState.CANCELLED.value, now, message_id, account, MessageState.ACCEPTED.value),
-        )
-        if cur.rowcount:
+        cancelled = MessageState.CANCELLED.value
+        old = conn.execute(
+            "UPDATE messages SET state = ?, updated_at = ? WHERE id = ? AND account = ? "
+            f"AND state = ? RETURNING 'accepted', sent_at, {MESSAGE_DIMS}",
+            (cancelled, now, message_id, account, MessageState.ACCEPTED.value),
+        ).fetchone()
+        if old is not None:
             conn.execute(
-                "INSERT INTO message_history VALUES (?, ?, ?)",
-                (message_id, now, MessageState.CANCELLED.value),
+                "INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, cancelled)
             )
+            _count_change(conn, old, cancelled, now)
+        return old is not None
     elif times is None:
         cur = conn.execute(
             "UPDATE messages SET short_message = ?, updated_at = ? "
@@ -1271,6 +1363,21 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
             (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
         )
     return cur.rowcount == 1
+
+
+def _configure_stats(conn: sqlite3.Connection, prefix_digits: int) -> None:
+    _stats(conn).prefix_digits = prefix_digits
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _forget_stats(conn: sqlite3.Connection, before: float) -> int:
+    # an hour goes once all of it is before `before`
+    return int(
+        conn.execute("DELETE FROM delivery_stats WHERE hour + 3600 <= ?", (before,)).rowcount
+    )
 
 
 def _ping(conn: sqlite3.Connection) -> bool:
@@ -1474,6 +1581,8 @@ def _accept_batch(
         "INSERT INTO message_history VALUES (?, ?, ?)",
         [(m.id, m.accepted_at, accepted) for m in messages],
     )
+    for m in messages:
+        _count_new(conn, m)
     return True
 
 
@@ -1547,12 +1656,14 @@ def _cancel_batch(conn: sqlite3.Connection, batch_id: str, now: float) -> int:
         "SELECT id, ?, ? FROM messages WHERE batch_id = ? AND state = ?",
         (now, cancelled, batch_id, accepted),
     )
-    return int(
-        conn.execute(
-            "UPDATE messages SET state = ?, updated_at = ? WHERE batch_id = ? AND state = ?",
-            (cancelled, now, batch_id, accepted),
-        ).rowcount
-    )
+    rows = conn.execute(
+        "UPDATE messages SET state = ?, updated_at = ? WHERE batch_id = ? AND state = ? "
+        f"RETURNING 'accepted', sent_at, {MESSAGE_DIMS}",
+        (cancelled, now, batch_id, accepted),
+    ).fetchall()
+    for old in rows:
+        _count_change(conn, old, cancelled, now)
+    return len(rows)
 
 
 # -- suppressions and dead numbers ----------------------------------------------------------------

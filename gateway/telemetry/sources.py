@@ -41,6 +41,7 @@ async def sample(metrics: Metrics, gateway: Gateway, interval: float = QUEUE_INT
                 gateway.queues = await gateway.store.queue_depths()
             except Exception as exc:  # a store hiccup must not end the sampling
                 log.warning("queue depths not read", error=str(exc))
+            await gateway.delivery.read()  # logs its own failure
             await asyncio.sleep(interval)
     finally:
         for task in (lag, history):
@@ -173,7 +174,25 @@ def watch(metrics: Metrics, gateway: Gateway) -> None:
             (([a], max(0.0, now - at)) for a, (_n, at) in q.deliveries.items()),
         )
 
+    def delivery() -> Iterator[Metric]:
+        # From the store's counters (last hour and the one before it, whole hours); labels
+        # bounded by the configuration: routes x targets, never numbers or campaigns.
+        rows = gateway.delivery.per_route(time.time() - 3600)
+        yield gauge(
+            "smsgw_delivery_rate",
+            "Delivered of the messages ended after a send, accepted since the previous hour",
+            ["route", "target"],
+            (([r["route"], r["target"]], r["rate"]) for r in rows if r["rate"] is not None),
+        )
+        yield gauge(
+            "smsgw_delivery_pending",
+            "Messages accepted since the previous hour and not ended yet",
+            ["route", "target"],
+            (([r["route"], r["target"]], float(r["pending"])) for r in rows),
+        )
+
     metrics.add_source(upstreams)
+    metrics.add_source(delivery)
     metrics.add_source(queues)
     metrics.add_source(modems)
     metrics.add_source(dispatch)

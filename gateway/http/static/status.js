@@ -144,11 +144,18 @@ function renderQueues(q) {
   $("q-oldest-delivery").textContent = age(q.oldest_delivery_age);
 }
 
-function renderDelivery(rows) {
+function secs(v) {
+  return v === null || v === undefined ? "–" : `${v.toFixed(1)} s`;
+}
+
+function renderDelivery(rows, window) {
+  $("delivery-window").textContent = window || "since start";
   fill("delivery", rows.map((r) => ({
     key: `${r.route}/${r.target}`,
     cells: [r.route, r.target, num(r.sent), num(r.delivered), num(r.failed), num(r.expired),
-      r.rate === null ? "–" : `${(r.rate * 100).toFixed(1)} %`],
+      r.pending === undefined ? "–" : num(r.pending),
+      r.rate === null ? "–" : `${(r.rate * 100).toFixed(1)} %`,
+      r.latency_p50 === undefined ? "–" : `${secs(r.latency_p50)} / ${secs(r.latency_p95)}`],
   })));
 }
 
@@ -221,7 +228,7 @@ function render(s) {
   renderModems(s.modems || []);
   renderBinds(s.sessions || []);
   renderUpstreams(s.upstreams || {}, s.targets || []);
-  renderDelivery(s.delivery || []);
+  renderDelivery(s.delivery || [], s.delivery_window);
   renderReload(s.last_reload);
   document.body.dataset.updated = String(s.now);
 }
