@@ -610,6 +610,9 @@ class CapConfig(_Model):
 
     count: int = Field(ge=1)
     per: str = Field(description="a duration: 90s, 15m, 24h, 30d, 2w, or seconds")
+    per_account: bool = Field(
+        False, description="count each account (brand) apart; default: all accounts together"
+    )
 
     @field_validator("per", mode="before")
     @classmethod
@@ -621,7 +624,7 @@ class CapConfig(_Model):
         return value
 
     def cap(self) -> Cap:
-        return Cap(self.count, duration(self.per))
+        return Cap(self.count, duration(self.per), self.per_account)
 
 
 class SignatureConfig(_Model):
@@ -631,6 +634,12 @@ class SignatureConfig(_Model):
     hint: str = ""
     position: Literal["start", "end"] = "start"
     mode: Literal["fix", "enforce"] = "fix"
+    accounts: frozenset[str] = Field(
+        frozenset(), description="only for these accounts (brands); in `signatures:`"
+    )
+    countries: frozenset[str] = Field(
+        frozenset(), description="only to these countries (ISO codes, e.g. CN); in `signatures:`"
+    )
 
     @model_validator(mode="after")
     def _something(self) -> SignatureConfig:
@@ -651,7 +660,21 @@ class ClassConfig(_Model):
     quiet_hours: QuietHoursConfig | None = Field(None, description="never applied to otp")
     caps: tuple[CapConfig, ...] = ()
     signature: SignatureConfig | None = None
+    signatures: tuple[SignatureConfig, ...] = Field(
+        (),
+        description="per account and/or destination country, the first that matches; "
+        "else `signature`",
+    )
     dedup: bool = True
+
+    def signature_for(self, account: str, country: str | None) -> Signature | None:
+        """The signature rule for a message of `account` to a number of `country`."""
+        for choice in self.signatures:
+            if (not choice.accounts or account in choice.accounts) and (
+                not choice.countries or country in choice.countries
+            ):
+                return choice.rule()
+        return self.signature.rule() if self.signature is not None else None
 
     def rule(self, name: str) -> ClassRule:
         return ClassRule(
@@ -717,6 +740,12 @@ class PolicyConfig(_Model):
     default_class: str = "transactional"
     service_types: Mapping[str, str] = Field(
         default_factory=dict, description="SMPP service_type -> class"
+    )
+    class_tlv: int | None = Field(
+        None, ge=0x1400, le=0x3FFF, description="a vendor TLV tag whose value names the class"
+    )
+    campaign_tlv: int | None = Field(
+        None, ge=0x1400, le=0x3FFF, description="a vendor TLV tag whose value is the campaign"
     )
     refuse_invalid_numbers: bool = True
     refuse_fixed_line: bool = False

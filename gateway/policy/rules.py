@@ -43,10 +43,12 @@ class Reason(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Cap:
-    """At most `count` messages of a class to one recipient in any `window` seconds."""
+    """At most `count` messages of a class to one recipient in any `window` seconds; with
+    `per_account`, from each account (brand) apart."""
 
     count: int
     window: float
+    per_account: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ class Facts:
 
     suppressed: bool = False
     dead: bool = False
-    sent: Mapping[float, int] = field(default_factory=dict)  # cap window -> sent within it
+    sent: Mapping[Cap, int] = field(default_factory=dict)  # cap -> sent within its window
     duplicate_of: str | None = None
 
 
@@ -111,7 +113,7 @@ def decide(
     if rule.dedup and facts.duplicate_of is not None:
         return Verdict(duplicate_of=facts.duplicate_of)
     for cap in rule.caps:
-        if facts.sent.get(cap.window, 0) >= cap.count:
+        if facts.sent.get(cap, 0) >= cap.count:
             return Verdict(Reason.FREQUENCY_CAP, cap=cap)
     fixed = None
     if rule.signature is not None and text is not None:

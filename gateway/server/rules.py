@@ -15,7 +15,7 @@ text with an earlier id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig
 from gateway.policy.check import StoreCheck, dedup_key
@@ -50,6 +50,8 @@ class AcceptRules:
         policy = config.policy
         self.policy = policy
         self.rules: dict[str, ClassRule] = policy.rules()
+        # Classes whose signature depends on the account or the destination country.
+        self.chosen = {name: c for name, c in policy.classes.items() if c.signatures}
         self.numbers = policy.numbers()
         self.refuse = {Reason(k): v for k, v in policy.refuse_at_submit.items()}
         self.scope_by_sender = policy.opt_out.scope == "sender"
@@ -63,6 +65,9 @@ class AcceptRules:
         store must check; or the refusal of a rule that refuses at submit."""
         rule = self.rules.get(message.msg_class) or self.rules[self.policy.default_class]
         info = number_info(message.destination_addr)
+        choices = self.chosen.get(rule.name)
+        if choices is not None:
+            rule = replace(rule, signature=choices.signature_for(message.account, info.country))
         text = _text(pdu)
         pre = decide(rule, info, Facts(), text=text, now=now, numbers=self.numbers)
         refuse = frozenset(self.refuse)

@@ -77,6 +77,7 @@ from gateway.smpp.session import (
     Session,
     State,
 )
+from gateway.smpp.tlv import tlv_raw
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 from gateway.telemetry import logging as telemetry
@@ -720,6 +721,24 @@ class SmppServer:
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id, reason
 
+    def _class_of(self, pdu: Any) -> str:
+        """A submit's class: its class TLV (when configured and naming a class), else its
+        service_type's, else the policy's default."""
+        policy = self.config.policy
+        named = self._tlv_text(pdu, policy.class_tlv)
+        if named and named in self.rules.rules:
+            return named
+        return policy.service_types.get(pdu.service_type) or policy.default_class
+
+    @staticmethod
+    def _tlv_text(pdu: Any, tag: int | None) -> str:
+        if tag is None or not pdu.tlvs:
+            return ""
+        raw = tlv_raw(pdu.tlvs, tag)
+        if raw is None:
+            return ""
+        return raw.rstrip(b"\x00").decode("ascii", "replace")[:64]
+
     async def _store_one(self, message: NewMessage, pdu: Any, now: float) -> str | int:
         """Store one destination's message (through the sending rules when they are on):
         its id (or an earlier duplicate's), or the status a rule refused it with."""
@@ -858,10 +877,8 @@ class SmppServer:
             schedule_at=times[0],
             expires_at=times[1],
             accepted_at=now,
-            msg_class=msg_class
-            or self.config.policy.service_types.get(pdu.service_type)
-            or self.config.policy.default_class,
-            campaign=campaign,
+            msg_class=msg_class or self._class_of(pdu),
+            campaign=campaign or self._tlv_text(pdu, self.config.policy.campaign_tlv),
         )
 
 

@@ -677,13 +677,14 @@ async def _policy_facts(
         )
     sent = {}
     for cap in check.rule.caps:
-        sent[cap.window] = int(
+        sent[cap] = int(
             await conn.fetchval(
                 "SELECT count(*) FROM policy_sends WHERE number = $1 AND msg_class = $2 "
-                "AND sent_at > $3",
+                "AND sent_at > $3 AND ($4 = '' OR account = $4)",
                 number,
                 m.msg_class,
                 now - cap.window,
+                m.account if cap.per_account else "",
             )
         )
     return Facts(

@@ -1426,13 +1426,14 @@ def _policy_facts(conn: sqlite3.Connection, m: NewMessage, check: StoreCheck, no
             "SELECT message_id FROM policy_dedup WHERE key = ? AND created_at > ?",
             (check.dedup_key, now - check.dedup_window),
         ).fetchone()
-    sent = {
-        cap.window: conn.execute(
-            "SELECT count(*) FROM policy_sends WHERE number = ? AND msg_class = ? AND sent_at > ?",
-            (number, m.msg_class, now - cap.window),
+    sent = {}
+    for cap in check.rule.caps:
+        who = m.account if cap.per_account else ""  # "": every account's sends count
+        sent[cap] = conn.execute(
+            "SELECT count(*) FROM policy_sends WHERE number = ?1 AND msg_class = ?2 "
+            "AND sent_at > ?3 AND (?4 = '' OR account = ?4)",
+            (number, m.msg_class, now - cap.window, who),
         ).fetchone()[0]
-        for cap in check.rule.caps
-    }
     return Facts(
         suppressed=suppressed is not None,
         dead=dead is not None,

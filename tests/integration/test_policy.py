@@ -23,8 +23,11 @@ import smpplib.client
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.policy.rules import Reason
+from gateway.smpp.pdu import BindTransmitter, SubmitSm
+from gateway.smpp.tlv import Tlv
 from tests.fakes.smsc import FakeSmsc
 from tests.integration.loop import LoopThread
+from tests.integration.wire import Raw
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CN = "8613800138000"  # a China Mobile number (phonenumbers: Asia/Shanghai)
@@ -38,6 +41,7 @@ store: {path: "%(db)s"}
 http: {host: 127.0.0.1, port: 0}
 policy:
   service_types: {OTP: otp, MKT: marketing, PAY: payment_reminder}
+  campaign_tlv: 0x1501
   classes:
     marketing:
       quiet_hours: {start: "21:00", end: "08:00"}
@@ -279,5 +283,29 @@ def test_a_batch_goes_through_the_same_rules(tmp_path: Path) -> None:
         assert sent == [
             (other, "【XX商城】双十二五折回T退订")
         ]  # signed; the opted out one not sent
+    finally:
+        gw.close()
+
+
+def test_the_campaign_comes_from_a_configured_tlv(tmp_path: Path) -> None:
+    """smpplib writes no vendor TLV: the project's codec on a plain socket does."""
+    gw = Running(tmp_path, datetime(2026, 12, 3, 12, 0, tzinfo=SHANGHAI))
+    try:
+        with Raw(gw.port) as raw:
+            raw.bind(BindTransmitter(system_id="shop", password="secret", sequence_number=1))
+            raw.send(
+                SubmitSm(
+                    source_addr="Shop",
+                    dest_addr_ton=1,
+                    destination_addr=CN,
+                    service_type="PAY",
+                    short_message=b"Your order shipped",
+                    tlvs=(Tlv(0x1501, b"xmas-b\x00"),),
+                    sequence_number=2,
+                )
+            )
+            (resp,) = raw.read(1)
+        record = gw.call(gw.gateway.store.get(resp.message_id))
+        assert (record.message.campaign, record.message.msg_class) == ("xmas-b", "payment_reminder")
     finally:
         gw.close()

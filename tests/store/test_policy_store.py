@@ -70,3 +70,19 @@ def test_a_stop_found_before_the_store_is_stored_with_it(db: Db) -> None:
         assert [(r.message.id, r.stop_reason) for r in claimed] == [("m0001", "signature_missing")]
 
     db.run(body)
+
+
+def test_a_cap_per_account_counts_each_account_apart(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        rule = ClassRule("marketing", caps=(Cap(1, 86400.0, per_account=True),), dedup=False)
+        check = StoreCheck(rule)
+
+        def to_cn(i: int, account: str) -> object:
+            return msg(i, destination_addr="8613800138000", msg_class="marketing", account=account)
+
+        assert (await store.accept_checked(to_cn(1, "shop-a"), check, T0)).go
+        assert (await store.accept_checked(to_cn(2, "shop-b"), check, T0 + 1)).go
+        again = await store.accept_checked(to_cn(3, "shop-a"), check, T0 + 2)
+        assert again.stop is Reason.FREQUENCY_CAP
+
+    db.run(body)

@@ -87,3 +87,25 @@ def test_durations() -> None:
     for bad in ("0s", "-1h", "1y", "soon"):
         with pytest.raises(ValueError):
             duration(bad)
+
+
+def test_signatures_per_account_and_country() -> None:
+    text = (
+        BASE
+        + """
+policy:
+  classes:
+    marketing:
+      signature: {signature: "Shop:", hint: "STOP to 12345"}
+      signatures:
+        - {signature: "【XX商城】", hint: "回T退订", countries: [CN]}
+        - {signature: "Brand B:", hint: "STOP to 999", accounts: [shop-b]}
+"""
+    )
+    marketing = load_config("t.yaml", text=text).policy.classes["marketing"]
+    cn = marketing.signature_for("shop", "CN")
+    assert cn is not None and cn.signature == "【XX商城】"
+    b = marketing.signature_for("shop-b", "DE")
+    assert b is not None and b.signature == "Brand B:"
+    default = marketing.signature_for("shop", "DE")
+    assert default is not None and default.signature == "Shop:"

@@ -36,7 +36,7 @@ def test_cn_marketing_gets_signature_and_hint_and_waits_for_morning() -> None:
     assert decide(rule, number, Facts(suppressed=True), text="x", now=_at(3)).stop is (
         Reason.OPTED_OUT
     )
-    capped = decide(rule, number, Facts(sent={30 * 86_400.0: 4}), text="x", now=_at(3))
+    capped = decide(rule, number, Facts(sent={rule.caps[0]: 4}), text="x", now=_at(3))
     assert capped.stop is Reason.FREQUENCY_CAP
 
 
@@ -45,7 +45,7 @@ def test_cn_classes_by_service_type_and_their_caps() -> None:
     assert policy.service_types["PAY"] == "payment_reminder"
     rules = policy.rules()
     pay = rules["payment_reminder"]
-    verdict = decide(pay, number_info(CN_MOBILE), Facts(sent={86_400.0: 2}), text="x", now=0.0)
+    verdict = decide(pay, number_info(CN_MOBILE), Facts(sent={pay.caps[0]: 2}), text="x", now=0.0)
     assert verdict.stop is Reason.FREQUENCY_CAP
     # OTP: signed, but never held at night
     otp = decide(rules["otp"], number_info(CN_MOBILE), Facts(), text="验证码 123456", now=_at(14))

@@ -44,8 +44,8 @@ def test_opted_out_numbers_get_no_marketing_but_their_otp() -> None:
 
 
 def test_the_third_payment_reminder_in_a_day_is_stopped() -> None:
-    assert decide(REMINDER, CN, Facts(sent={86400.0: 1}), text="x", now=NOON).go
-    stopped = decide(REMINDER, CN, Facts(sent={86400.0: 2}), text="x", now=NOON)
+    assert decide(REMINDER, CN, Facts(sent={REMINDER.caps[0]: 1}), text="x", now=NOON).go
+    stopped = decide(REMINDER, CN, Facts(sent={REMINDER.caps[0]: 2}), text="x", now=NOON)
     assert stopped.stop is Reason.FREQUENCY_CAP and stopped.cap == Cap(2, 86400.0)
 
 
