@@ -16,7 +16,7 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import PhoneNumberType, carrier, geocoder, timezone
 
-__all__ = ["Kind", "NumberInfo", "number_info"]
+__all__ = ["Kind", "NumberInfo", "number_info", "preload"]
 
 _T = PhoneNumberType
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -77,3 +77,9 @@ def number_info(digits: str) -> NumberInfo:
         carrier.name_for_number(parsed, "en"),
         geocoder.description_for_number(parsed, "en"),
     )
+
+
+def preload() -> None:
+    """Load every region's numbering metadata now (about 50 ms), not at the first number of
+    each country while messages wait."""
+    phonenumbers.PhoneMetadata.load_all()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig
 from gateway.policy.check import StoreCheck, dedup_key
-from gateway.policy.numbers import number_info
+from gateway.policy.numbers import number_info, preload
 from gateway.policy.rules import ClassRule, Facts, Reason, decide
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.errors import SmppError
@@ -47,6 +47,8 @@ class AcceptRules:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.active = "policy" in config.model_fields_set
+        if self.active:
+            preload()
         policy = config.policy
         self.policy = policy
         self.rules: dict[str, ClassRule] = policy.rules()
