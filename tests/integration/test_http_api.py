@@ -30,6 +30,7 @@ from gateway.http.auth import REJECT_DELAY
 from gateway.smpp.receipt import canonical_ids
 from tests.integration.loop import LoopThread
 from tests.integration.serve import Served
+from tests.integration.wait import until
 
 TOKEN = "shop-token-0123456789abcdef"
 
@@ -84,14 +85,7 @@ def client(gw: Running) -> Iterator[httpx.Client]:
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
+    return until(check, what, timeout)
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from gateway.config import load_config
 from gateway.sms import Encoding, decode_text
 from tests.integration.loop import LoopThread
 from tests.integration.test_modem_bank import App
+from tests.integration.wait import until
 
 CONFIRM = "You will get no more offers. Reply START to get them again."
 MODEM = "+4915100000001"
@@ -89,12 +90,7 @@ def boss(gw: Running) -> Iterator[httpx.Client]:
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
-    return value
+    return until(check, what, timeout)
 
 
 def _text(pdu: Any) -> str:

@@ -27,6 +27,7 @@ from gateway.smpp.pdu import BindTransmitter, SubmitSm
 from gateway.smpp.tlv import Tlv
 from tests.fakes.smsc import FakeSmsc
 from tests.integration.loop import LoopThread
+from tests.integration.wait import until
 from tests.integration.wire import Raw
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -132,12 +133,7 @@ class App:
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.02)
-    return value
+    return until(check, what, timeout)
 
 
 def test_the_rules_at_noon(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.config import load_config
 from tests.integration.loop import LoopThread
+from tests.integration.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_VARIANT = 20
@@ -57,14 +57,7 @@ class Running(LoopThread):
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.1)
+    return until(check, what, timeout)
 
 
 @pytest.fixture(scope="module")
