@@ -52,8 +52,33 @@ def dedup_key(account: str, destination: str, data_coding: int, body: bytes) -> 
     return digest.hexdigest()
 
 
+_GO = Verdict()
+
+
 def store_verdict(check: StoreCheck, facts: Facts) -> Verdict:
-    """The verdict on what the store knows; number, text and quiet hours were checked before."""
+    """The verdict on what the store knows; number, text and quiet hours were checked before.
+
+    The store side of `decide`, in its order (dead, opted out, duplicate, caps), written out:
+    it runs in the store's writer for every checked message, so it allocates nothing when the
+    message may go. (`tests/unit/test_policy_check.py` holds it equal to `decide`.)"""
+    if check.stopped is not None:
+        return Verdict(check.stopped)
+    if facts.dead:
+        return Verdict(Reason.DEAD_NUMBER)
+    rule = check.rule
+    if rule.opt_out and facts.suppressed:
+        return Verdict(Reason.OPTED_OUT)
+    if rule.dedup and facts.duplicate_of is not None:
+        return Verdict(duplicate_of=facts.duplicate_of)
+    if facts.sent:
+        for cap in rule.caps:
+            if facts.sent.get(cap, 0) >= cap.count:
+                return Verdict(Reason.FREQUENCY_CAP, cap=cap)
+    return _GO
+
+
+def decided(check: StoreCheck, facts: Facts) -> Verdict:
+    """`store_verdict` as `decide` gives it (the reference the fast one is tested against)."""
     if check.stopped is not None:
         return Verdict(check.stopped)
     rule = replace(check.rule, quiet=None, signature=None)

@@ -56,6 +56,7 @@ class AcceptRules:
         self.chosen = {name: c for name, c in policy.classes.items() if c.signatures}
         self.numbers = policy.numbers()
         self.refuse = {Reason(k): v for k, v in policy.refuse_at_submit.items()}
+        self._refused = frozenset(self.refuse)
         self.scope_by_sender = policy.opt_out.scope == "sender"
         longest = max((c.window for r in self.rules.values() for c in r.caps), default=0.0)
         self.windows = (max(longest, 1.0), max(policy.dedup_window, 1.0))
@@ -72,7 +73,7 @@ class AcceptRules:
             rule = replace(rule, signature=choices.signature_for(message.account, info.country))
         text = _text(pdu)
         pre = decide(rule, info, Facts(), text=text, now=now, numbers=self.numbers)
-        refuse = frozenset(self.refuse)
+        refuse = self._refused
         if pre.stop is not None:
             if pre.stop in self.refuse:
                 return Refused(self.refuse[pre.stop], pre.stop)
