@@ -726,6 +726,16 @@ def _lock_key(schema: str | None) -> int:
 
 
 _Pending = tuple[NewMessage, "asyncio.Future[None]"]
+_Checked = tuple[NewMessage, StoreCheck, float, "asyncio.Future[Verdict]"]
+
+
+def _settle_verdict(fut: asyncio.Future[Verdict], outcome: Verdict | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
 
 
 class PostgresStore:
@@ -767,6 +777,8 @@ class PostgresStore:
         self.metrics: Metrics | None = None  # the gateway's, when metrics are on
         self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
         self._done_writer: asyncio.Task[None] | None = None
+        self._checked: list[_Checked] = []  # accept_checked, group-committed
+        self._checked_writer: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -814,6 +826,9 @@ class PostgresStore:
         if self._done_writer is not None:
             await asyncio.wait([self._done_writer])  # answered deliveries are removed first
             self._done_writer = None
+        if self._checked_writer is not None:
+            await asyncio.wait([self._checked_writer])  # checked accepts are written first
+            self._checked_writer = None
         self._pool = None
         try:
             await asyncio.wait_for(pool.close(), timeout=30)
@@ -892,10 +907,46 @@ class PostgresStore:
         await fut
 
     async def accept_checked(self, message: NewMessage, check: StoreCheck, now: float) -> Verdict:
-        # One transaction per message, under a lock on its recipient and class: two nodes
-        # accepting for one number wait for each other, so a cap of one lets one through.
-        async with self._open_pool().acquire() as conn, conn.transaction():
-            return await _checked(conn, message, check, now, self.prefix_digits)
+        # Group-committed like accept: the messages that arrive while one transaction runs
+        # go together in the next one.
+        self._open_pool()
+        fut: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._checked.append((message, check, now, fut))
+        if self._checked_writer is None or self._checked_writer.done():
+            self._checked_writer = asyncio.create_task(self._write_checked())
+        return await fut
+
+    async def _write_checked(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        while self._checked:
+            batch, self._checked = self._checked[: self.max_batch], self._checked[self.max_batch :]
+            # One lock order (recipient, class) on every node: two nodes' batches cannot
+            # deadlock on each other's locks; a stable sort keeps arrival order per recipient.
+            batch.sort(key=lambda item: (item[0].destination_addr, item[0].msg_class))
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    verdicts = [
+                        await _checked(conn, m, check, now, self.prefix_digits)
+                        for m, check, now, _fut in batch
+                    ]
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle_verdict(batch[0][3], exc)
+                    continue
+                # A bad message (a duplicate id), or a deadlock after all: each alone.
+                for m, check, now, fut in batch:
+                    try:
+                        async with pool.acquire() as conn, conn.transaction():
+                            _settle_verdict(
+                                fut, await _checked(conn, m, check, now, self.prefix_digits)
+                            )
+                    except Exception as alone:
+                        _settle_verdict(fut, alone)
+                continue
+            self.commits += 1
+            for (_m, _check, _now, fut), verdict in zip(batch, verdicts, strict=True):
+                _settle_verdict(fut, verdict)
 
     async def _accept_checked_in(
         self,

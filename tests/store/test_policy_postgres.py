@@ -35,6 +35,8 @@ def test_a_cap_and_dedup_hold_across_two_nodes(postgres_dsn: str, schema: str) -
                 )
             )
             assert sum(v.go for v in verdicts) == 2
+            # Group-committed: the twenty went in a transaction or two per node, not twenty.
+            assert 2 <= one.commits + two.commits <= 4
             assert all(v.stop is Reason.FREQUENCY_CAP for v in verdicts if not v.go)
             key = dedup_key("shop", CN, 0, b"code 1")
             otp = StoreCheck(ClassRule("otp"), dedup_key=key, dedup_window=600)
