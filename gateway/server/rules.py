@@ -16,14 +16,17 @@ text with an earlier id.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.policy.check import StoreCheck, dedup_key
 from gateway.policy.numbers import number_info, preload
 from gateway.policy.rules import ClassRule, Facts, Reason, decide
+from gateway.smpp.codec import encode_tlvs
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.errors import SmppError
 from gateway.smpp.message import message_content
+from gateway.smpp.tlv import with_tlv
 from gateway.sms.errors import SmsError
 from gateway.sms.gsm7 import encode_gsm7
 from gateway.store.base import NewMessage
@@ -71,7 +74,7 @@ class AcceptRules:
         choices = self.chosen.get(rule.name)
         if choices is not None:
             rule = replace(rule, signature=choices.signature_for(message.account, info.country))
-        text = _text(pdu)
+        text = _text(pdu) if rule.signature is not None else None  # only a signature reads it
         pre = decide(rule, info, Facts(), text=text, now=now, numbers=self.numbers)
         refuse = self._refused
         if pre.stop is not None:
@@ -79,7 +82,7 @@ class AcceptRules:
                 return Refused(self.refuse[pre.stop], pre.stop)
             return message, StoreCheck(rule, refuse=refuse, stopped=pre.stop)
         if pre.text is not None:
-            message = _with_text(message, pre.text)
+            message = _with_text(message, pre.text, pdu)
         if pre.hold_until is not None:
             message = message._replace(schedule_at=max(message.schedule_at or 0.0, pre.hold_until))
         key = None
@@ -105,7 +108,7 @@ def _text(pdu: object) -> str | None:
         return None
 
 
-def _with_text(message: NewMessage, text: str) -> NewMessage:
+def _with_text(message: NewMessage, text: str, pdu: Any) -> NewMessage:
     """`message` carrying `text`: GSM 7-bit if it fits (and the app did not ask for UCS-2),
     else UCS-2; in message_payload when longer than short_message holds."""
     body: bytes
@@ -116,21 +119,8 @@ def _with_text(message: NewMessage, text: str) -> NewMessage:
             body, coding = encode_gsm7(text), 0
         except SmsError:
             body, coding = text.encode("utf-16-be"), 8
-    tlvs = _without_payload(message.tlvs)
+    tlvs = tuple(t for t in pdu.tlvs if t.tag != _PAYLOAD)
     if len(body) > _SHORT_MAX:
-        tlvs += _PAYLOAD.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
-        body = b""
-    return message._replace(short_message=body, data_coding=coding, tlvs=tlvs)
-
-
-def _without_payload(raw: bytes) -> bytes:
-    out, i = bytearray(), 0
-    while i + 4 <= len(raw):
-        tag, length = (
-            int.from_bytes(raw[i : i + 2], "big"),
-            int.from_bytes(raw[i + 2 : i + 4], "big"),
-        )
-        if tag != _PAYLOAD:
-            out += raw[i : i + 4 + length]
-        i += 4 + length
-    return bytes(out)
+        tlvs, body = with_tlv(tlvs, _PAYLOAD, body), b""
+    raw = encode_tlvs(tlvs) if tlvs else b""
+    return message._replace(short_message=body, data_coding=coding, tlvs=raw)

@@ -45,6 +45,7 @@ from gateway.server.auth import Authenticator
 from gateway.server.limits import TokenBucket
 from gateway.server.rules import AcceptRules, Refused
 from gateway.server.validate import ADDRESS_MAX, Rejected, check_replace, check_submit
+from gateway.smpp.codec import encode_tlvs
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.errors import LocalSmppError
 from gateway.smpp.pdu import (
@@ -853,9 +854,7 @@ class SmppServer:
         )
         if route is None:
             return CommandStatus.ESME_RINVDSTADR
-        raw_tlvs = b"".join(
-            t.to_bytes(2, "big") + len(v).to_bytes(2, "big") + v for t, v in pdu.tlvs
-        )
+        raw_tlvs = encode_tlvs(pdu.tlvs) if pdu.tlvs else b""
         return NewMessage(
             id=self.ids.next_id(now),
             account=account.system_id,

@@ -60,6 +60,7 @@ __all__ = [
     "decode_body",
     "decode_pdu",
     "encode_pdu",
+    "encode_tlvs",
     "peek_header",
 ]
 
@@ -218,11 +219,15 @@ def _enc_unsuccess_list(items: tuple[UnsuccessSme, ...]) -> bytes:
 
 
 def _enc_tlvs(tlvs: tuple[Tlv, ...]) -> bytes:
+    """TLVs as on the wire (tag, length, value each), as a PDU and the store carry them."""
     pack = _TLV_HEAD.pack
     try:
         return b"".join([pack(t, len(v)) + v for t, v in tlvs])
     except (struct.error, TypeError, ValueError):
         raise LocalSmppError("TLV tag or length out of range", S.ESME_RINVPARLEN) from None
+
+
+encode_tlvs = _enc_tlvs
 
 
 # -- generation ----------------------------------------------------------------------------------
