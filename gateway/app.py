@@ -62,6 +62,7 @@ from gateway.telemetry import systemd
 from gateway.telemetry.delivery import DAY, DeliveryStats
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.mqtt import MqttLink, link_for
 from gateway.telemetry.sources import sample, totals, watch
 
 if TYPE_CHECKING:
@@ -144,6 +145,10 @@ class Gateway:
         self._sampling: asyncio.Task[None] | None = None
         self.history = History()  # the status page's 15 minutes, sampled beside the queues
         self._rates = Rates()
+        # The broker link (events, notices between nodes, remote banks); None without `mqtt:`.
+        self.mqtt: MqttLink | None = (
+            link_for(config.mqtt, config.node_name()) if config.mqtt is not None else None
+        )
         # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
         # is not left waiting for them until its forced exit.
         self.closing = asyncio.Event()
@@ -151,6 +156,8 @@ class Gateway:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         self.closing.clear()
         await self.store.open()
+        if self.mqtt is not None:
+            self.mqtt.start()  # in the background: a broker that is away never holds us up
         requeued = await self.store.requeue_interrupted(time.time())
         if requeued:
             log.warning("resuming messages interrupted by a stop", count=requeued)
@@ -214,6 +221,8 @@ class Gateway:
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
         await self.webhooks.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()  # after the dispatcher: its last events go out first
         await self.store.close()
         for emulated in self.emulated.values():
             await asyncio.to_thread(_stop_emulated, emulated)

@@ -50,6 +50,7 @@ from gateway.policy.rules import Cap, ClassRule, NumberRules, Reason
 from gateway.policy.signature import Signature
 from gateway.routing import NumberPlan, QualitySettings, Route, RouteTable, Strategy, Target
 from gateway.routing.mo import MoRoute, MoRouter
+from gateway.telemetry.mqtt import broker_address
 
 __all__ = [
     "AccountConfig",
@@ -811,6 +812,44 @@ class HttpConfig(_Model):
         return self
 
 
+class MqttTlsConfig(_Model):
+    ca: Path | None = Field(None, description="PEM CA bundle; default: the system's")
+    cert: Path | None = Field(None, description="PEM client certificate")
+    key: Path | None = Field(None, description="PEM key of cert")
+    insecure: bool = Field(False, description="skip the broker's host name check (tests only)")
+
+
+class MqttConfig(_Model):
+    """The MQTT broker: events out, notices between nodes, remote modem-bank agents."""
+
+    url: str = Field(..., description="mqtt://host:1883 or mqtts://host:8883")
+    client_id: str | None = Field(
+        None, description="fixed id: the broker keeps the session (default: one per run)"
+    )
+    username: str | None = None
+    password: str | None = None
+    tls: MqttTlsConfig | None = Field(None, description="TLS settings (mqtts:// turns TLS on)")
+    topic_prefix: str = Field("smsgw", min_length=1)
+    node: str | None = Field(
+        None, description="this node's name in topics (default: node<node_id>)"
+    )
+    queue: int = Field(10_000, ge=1, description="messages kept while the broker is away")
+    keepalive: int = Field(30, ge=5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        broker_address(value)
+        return value
+
+    @field_validator("topic_prefix", "node")
+    @classmethod
+    def _topic_part(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"[#+\x00]", value):
+            raise ValueError("may not hold the MQTT wildcards + and #")
+        return value
+
+
 class MetricsConfig(_Model):
     """Prometheus metrics; off only to measure what they cost (bench/e2e.py)."""
 
@@ -841,6 +880,7 @@ class GatewayConfig(_Model):
     http: HttpConfig | None = Field(None, description="no HTTP server unless configured")
     policy: PolicyConfig = PolicyConfig()
     metrics: MetricsConfig = MetricsConfig()
+    mqtt: MqttConfig | None = Field(None, description="no MQTT unless configured")
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> GatewayConfig:
@@ -858,6 +898,12 @@ class GatewayConfig(_Model):
             loc, message = problems[0]
             raise ValueError(f"{_path(loc)}: {message}")
         return self
+
+    def node_name(self) -> str:
+        """This node in MQTT topics and the status: as configured, else node<node_id>."""
+        if self.mqtt is not None and self.mqtt.node:
+            return self.mqtt.node
+        return f"node{self.node_id}"
 
     def control_path(self) -> Path | None:
         """Where the control socket is: as configured, else ``smsgw.sock`` in systemd's

@@ -37,3 +37,14 @@ def corpus_path() -> Path:
     if not CORPUS.exists():
         pytest.fail(f"the standard corpus is missing: {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A Mosquitto broker of the test's own (see tests/broker.py); stopped after it."""
+    from tests.broker import Broker
+
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.kill()
