@@ -66,7 +66,7 @@ writer process when it has one, and the
 carrier, os.times for the client) and the gateway's RSS over the run (/proc/PID/status VmRSS,
 sampled every second); after the gateway has stopped, the message states in its SQLite file.
 ``--profile py-spy`` (or ``cprofile``) records where the gateway spends its time during the
-throughput scenario.
+throughput and throughput-rules scenarios.
 
 Every wait is bounded and every process is killed on the way out. Timings on a shared 2-core
 machine are noisy: the load average at start and end is printed and kept in the JSON.
@@ -1437,7 +1437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "burst": Scenario("burst", True, args.burst or 2000, args.binds, args.window, burst=True),
         "throughput-rules": Scenario(
-            "throughput-rules", True, args.messages, args.binds, args.window, rules=True
+            "throughput-rules",
+            True,
+            args.messages,
+            args.binds,
+            args.window,
+            rules=True,
+            profile=args.profile,
         ),
         "paced-rules": Scenario(
             "paced-rules",

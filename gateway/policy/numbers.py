@@ -43,8 +43,19 @@ class NumberInfo:
     kind: Kind
     country: str | None = None  # ISO 3166 region, e.g. "CN"
     zones: tuple[str, ...] = ()  # IANA time zones; several for a number spanning many
-    operator: str = ""  # the carrier the number range was given to (not ported numbers)
-    area: str = ""  # the geocoder's region, where it has one
+    digits: str = ""
+
+    # Operator and area are looked up only when asked: no rule needs them, and the carrier
+    # and geocoder lookups cost as much as the rest of `number_info` together.
+    @property
+    def operator(self) -> str:
+        """The carrier the number range was given to (not ported numbers)."""
+        return _place(self.digits)[0] if self.kind is not Kind.INVALID else ""
+
+    @property
+    def area(self) -> str:
+        """The geocoder's region, where it has one."""
+        return _place(self.digits)[1] if self.kind is not Kind.INVALID else ""
 
     @property
     def can_receive_sms(self) -> bool | None:
@@ -67,16 +78,19 @@ def number_info(digits: str) -> NumberInfo:
     region = phonenumbers.region_code_for_number(parsed)
     if region in (None, "ZZ"):
         return NumberInfo(Kind.UNKNOWN)
-    if not phonenumbers.is_possible_number(parsed) or not phonenumbers.is_valid_number(parsed):
-        return NumberInfo(Kind.INVALID, region)
+    # number_type is UNKNOWN exactly when is_valid_number is false (both ask the region's
+    # patterns), so one call answers both.
+    kind = phonenumbers.number_type(parsed)
+    if kind is _T.UNKNOWN or not phonenumbers.is_possible_number(parsed):
+        return NumberInfo(Kind.INVALID, region, digits=digits)
     zones = tuple(z for z in timezone.time_zones_for_number(parsed) if z != _UNKNOWN_ZONE)
-    return NumberInfo(
-        _KINDS.get(phonenumbers.number_type(parsed), Kind.OTHER),
-        region,
-        zones,
-        carrier.name_for_number(parsed, "en"),
-        geocoder.description_for_number(parsed, "en"),
-    )
+    return NumberInfo(_KINDS.get(kind, Kind.OTHER), region, zones, digits)
+
+
+@lru_cache(maxsize=4096)
+def _place(digits: str) -> tuple[str, str]:
+    parsed = phonenumbers.parse("+" + digits, None)
+    return carrier.name_for_number(parsed, "en"), geocoder.description_for_number(parsed, "en")
 
 
 def preload() -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gateway.policy.check import StoreCheck, store_verdict
-from gateway.policy.rules import Facts, Verdict
+from gateway.policy.rules import Cap, Facts, Verdict
 from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
@@ -823,13 +823,27 @@ def _ops_transaction(
     stats = _stats(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for fn, args in ops:
+        i, count = 0, len(ops)
+        while i < count:
+            fn, args = ops[i]
             if not isolate:
                 try:
+                    if fn is _accept_checked:
+                        # A run of checked accepts reads its facts with one query per kind.
+                        j = i + 1
+                        while j < count and ops[j][0] is _accept_checked:
+                            j += 1
+                        if j - i > 1:
+                            verdicts = _accept_checked_run(conn, [a for _, a in ops[i:j]])
+                            results.extend((v, None) for v in verdicts)
+                            i = j
+                            continue
                     results.append((fn(conn, *args), None))
                 except Exception as exc:
                     raise _OpFailed from exc
+                i += 1
                 continue
+            i += 1
             conn.execute("SAVEPOINT op")
             counted = stats.copy()  # a failed operation's counts go with its writes
             try:
@@ -1467,6 +1481,156 @@ def _accept_checked(
             "INSERT OR REPLACE INTO policy_dedup VALUES (?, ?, ?)", (check.dedup_key, m.id, now)
         )
     return verdict
+
+
+_CHUNK = 500  # numbers per IN (...): far below SQLite's variable limit
+
+
+def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
+    return [values[k : k + _CHUNK] for k in range(0, len(values), _CHUNK)]
+
+
+def _marks(values: Sequence[str]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _accept_checked_run(conn: sqlite3.Connection, items: list[tuple[Any, ...]]) -> list[Verdict]:
+    """`_accept_checked` for each of `items` (message, check, now), in order, with the same
+    verdicts: the facts of the whole run are read with one query per kind (dead, opted out,
+    dedup, each class's cap window) instead of four to six per message, and what an earlier
+    message of the run adds (a send counted, a dedup key) is seen by the later ones."""
+    checked = [(m, c, now) for m, c, now in items if c.stopped is None]
+    numbers = sorted({m.destination_addr for m, _, _ in checked})
+    dead: dict[str, float] = {}
+    suppressed: dict[str, set[str]] = {}
+    for chunk in _chunks(numbers):
+        marks = _marks(chunk)
+        dead.update(
+            conn.execute(
+                f"SELECT number, dead_until FROM dead_numbers WHERE number IN ({marks}) "
+                "AND dead_until IS NOT NULL",
+                chunk,
+            ).fetchall()
+        )
+        if any(c.rule.opt_out for _, c, _ in checked):
+            for number, scope in conn.execute(
+                f"SELECT number, scope FROM suppressions WHERE number IN ({marks})", chunk
+            ):
+                suppressed.setdefault(number, set()).add(scope)
+    keys = sorted({c.dedup_key for _, c, _ in checked if c.dedup_key is not None and c.rule.dedup})
+    dedup: dict[str, tuple[str, float]] = {}
+    for chunk in _chunks(keys):
+        for key, message_id, created in conn.execute(
+            f"SELECT key, message_id, created_at FROM policy_dedup WHERE key IN ({_marks(chunk)})",
+            chunk,
+        ):
+            dedup[key] = (message_id, created)
+    # Sends counted per (number, class, account): the rows inside the window of the run's
+    # latest message as counts, and the few between its earliest and latest window start
+    # one by one, so each message counts exactly the sends its own window holds.
+    counted: dict[tuple[str, float], dict[tuple[str, str], int]] = {}
+    edge: dict[tuple[str, float], list[tuple[str, str, float]]] = {}
+    nows = [now for _, _, now in checked]
+    for msg_class, window in sorted(
+        {(m.msg_class, cap.window) for m, c, _ in checked for cap in c.rule.caps}
+    ):
+        class_numbers = sorted(
+            {m.destination_addr for m, _, _ in checked if m.msg_class == msg_class}
+        )
+        late, early = max(nows) - window, min(nows) - window
+        counts: dict[tuple[str, str], int] = {}  # (number, account) and (number, ""): all
+        rows: list[tuple[str, str, float]] = []
+        for chunk in _chunks(class_numbers):
+            marks = _marks(chunk)
+            for number, account, n in conn.execute(
+                f"SELECT number, account, count(*) FROM policy_sends WHERE number IN ({marks}) "
+                "AND msg_class = ? AND sent_at > ? GROUP BY number, account",
+                (*chunk, msg_class, late),
+            ):
+                counts[number, account] = n
+                counts[number, ""] = counts.get((number, ""), 0) + n
+            if early < late:
+                rows += conn.execute(
+                    "SELECT number, account, sent_at FROM policy_sends "
+                    f"WHERE number IN ({marks}) AND msg_class = ? AND sent_at > ? "
+                    "AND sent_at <= ?",
+                    (*chunk, msg_class, early, late),
+                ).fetchall()
+        counted[msg_class, window] = counts
+        edge[msg_class, window] = rows
+
+    verdicts: list[Verdict] = []
+    stored: list[NewMessage] = []
+    stops: list[tuple[str, str]] = []
+    added: list[tuple[str, str, str, float]] = []  # this run's sends: number, class, account, at
+    for m, check, now in items:
+        if check.stopped is not None:
+            facts = Facts()
+        else:
+            number, rule = m.destination_addr, check.rule
+            sent: dict[Cap, int] = {}
+            for cap in rule.caps:
+                who = m.account if cap.per_account else ""  # "": every account's sends count
+                since = now - cap.window
+                n = counted[m.msg_class, cap.window].get((number, who), 0)
+                for num, account, at in edge[m.msg_class, cap.window]:
+                    n += num == number and at > since and (not who or account == who)
+                for num, cls, account, at in added:
+                    n += (
+                        num == number
+                        and cls == m.msg_class
+                        and at > since
+                        and (not who or account == who)
+                    )
+                sent[cap] = n
+            scopes = suppressed.get(number)
+            first = dedup.get(check.dedup_key) if check.dedup_key is not None else None
+            until = dead.get(number)
+            facts = Facts(
+                suppressed=scopes is not None and ("" in scopes or check.scope in scopes),
+                dead=until is not None and until > now,
+                sent=sent,
+                duplicate_of=first[0]
+                if first is not None and first[1] > now - check.dedup_window
+                else None,
+            )
+        verdict = store_verdict(check, facts)
+        verdicts.append(verdict)
+        if verdict.duplicate_of is not None:
+            continue
+        if verdict.stop is not None:
+            if verdict.stop not in check.refuse:
+                stored.append(m)
+                stops.append((verdict.stop.value, m.id))
+            continue
+        stored.append(m)
+        if check.rule.caps:
+            added.append((m.destination_addr, m.msg_class, m.account, now))
+        if check.dedup_key is not None and check.rule.dedup:
+            dedup[check.dedup_key] = (m.id, now)
+    accepted = MessageState.ACCEPTED.value
+    conn.executemany(_INSERT_MESSAGE, [(*m, accepted, m.accepted_at) for m in stored])
+    conn.executemany(
+        "INSERT INTO message_history VALUES (?, ?, ?)",
+        [(m.id, m.accepted_at, accepted) for m in stored],
+    )
+    for m in stored:
+        _count_new(conn, m)
+    if stops:
+        conn.executemany("UPDATE messages SET stop_reason = ? WHERE id = ?", stops)
+    new_keys = {
+        c.dedup_key: dedup[c.dedup_key]
+        for m, c, _ in items
+        if c.dedup_key is not None and c.rule.dedup and dedup.get(c.dedup_key, ("",))[0] == m.id
+    }
+    if new_keys:
+        conn.executemany(
+            "INSERT OR REPLACE INTO policy_dedup VALUES (?, ?, ?)",
+            [(key, mid, at) for key, (mid, at) in new_keys.items()],
+        )
+    if added:
+        conn.executemany("INSERT INTO policy_sends VALUES (?, ?, ?, ?)", added)
+    return verdicts
 
 
 def _purge_policy(conn: sqlite3.Connection, sends_before: float, dedup_before: float) -> int:
