@@ -44,7 +44,7 @@ from pydantic import (
 )
 
 from gateway.policy.dead import ANY_UPSTREAM, DeadRule
-from gateway.policy.keywords import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, Keywords
+from gateway.policy.keywords import LANGUAGE_OPT_IN, LANGUAGE_OPT_OUT, Keywords
 from gateway.policy.quiet import QuietHours
 from gateway.policy.rules import Cap, ClassRule, NumberRules, Reason
 from gateway.policy.signature import Signature
@@ -694,17 +694,40 @@ BUILTIN_CLASSES = ("otp", "transactional", "marketing")
 class OptOutConfig(_Model):
     """Replies that opt a number out of (and back into) what `opt_out` classes send."""
 
-    keywords: tuple[str, ...] = DEFAULT_OPT_OUT
-    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN
+    keywords: tuple[str, ...] | Mapping[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(LANGUAGE_OPT_OUT),
+        description="a list, or lists per language (the language picks the confirmation)",
+    )
+    opt_in_keywords: tuple[str, ...] | Mapping[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(LANGUAGE_OPT_IN)
+    )
     scope: Literal["global", "sender"] = Field(
         "global", description="sender: an opt-out stops only what comes from the same sender id"
     )
-    confirmation: str | None = Field(None, description="replied to an opt-out, if set")
+    confirmation: str | Mapping[str, str] | None = Field(
+        None,
+        description='replied to an opt-out, if set: a text, or texts per language ("*": '
+        "for any other)",
+    )
 
     @model_validator(mode="after")
     def _keywords(self) -> OptOutConfig:
         Keywords.of(self.keywords, self.opt_in_keywords)  # raises on overlaps and blanks
+        if isinstance(self.confirmation, Mapping):
+            languages = set(self.keywords) if isinstance(self.keywords, Mapping) else set()
+            unknown = sorted(set(self.confirmation) - languages - {"*"})
+            if unknown:
+                raise ValueError(
+                    f"confirmation: no keywords of language {', '.join(unknown)} "
+                    f"(keywords has: {', '.join(sorted(languages)) or 'one list'})"
+                )
         return self
+
+    def confirmation_for(self, language: str) -> str | None:
+        """The confirmation for an opt-out in `language`."""
+        if isinstance(self.confirmation, Mapping):
+            return self.confirmation.get(language) or self.confirmation.get("*")
+        return self.confirmation
 
 
 class DeadNumbersConfig(_Model):

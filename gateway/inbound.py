@@ -87,7 +87,7 @@ PostgreSQL store may both deliver one partial message).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -176,8 +176,14 @@ class OptOutRule:
 
     keywords: Keywords
     per_sender: bool = False  # scope: sender - only what comes from the address replied to
-    confirmation: str | None = None
+    # The reply to an opt-out: one text, or one per keyword language ("*": any other).
+    confirmation: str | Mapping[str, str] | None = None
     confirm: Confirm | None = None
+
+    def confirmation_for(self, language: str) -> str | None:
+        if isinstance(self.confirmation, Mapping):
+            return self.confirmation.get(language) or self.confirmation.get("*")
+        return self.confirmation
 
 
 class _Refused(Exception):
@@ -344,11 +350,12 @@ class Inbound:
                 await self.store.finish_inbound(message.key, [], now)
             return _refused(message.first, exc)
         rule = self.opt_out
-        reply = None
+        reply, language = None, ""
         if rule is not None and text:
-            reply = rule.keywords.classify(text)
-            if reply is not None:
-                reply = await self._opt(reply, message, rule, now)
+            found = rule.keywords.match(text)
+            if found is not None:
+                reply = await self._opt(found[0], message, rule, now)
+                language = found[1]
         ttl = self.delivery_ttl
         deliveries = [NewDelivery(account, "mo", p, ttl) for p in pdus]
         if "mo" in self.webhook_events(account):
@@ -357,12 +364,11 @@ class Inbound:
                 deliveries.append(webhook)
         await self.store.finish_inbound(message.key, deliveries, now)
         self.notify(account)
-        if reply is Reply.OPT_OUT and rule is not None and rule.confirmation and rule.confirm:
+        confirmation = rule.confirmation_for(language) if rule is not None else None
+        if reply is Reply.OPT_OUT and rule is not None and confirmation and rule.confirm:
             first = message.first
             try:
-                await rule.confirm(
-                    account, first.source_addr, first.destination_addr, rule.confirmation
-                )
+                await rule.confirm(account, first.source_addr, first.destination_addr, confirmation)
             except Exception:  # the opt-out stands; only its confirmation is lost
                 log.exception("opt-out confirmation not sent", account=account)
         return _OK

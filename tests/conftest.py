@@ -8,10 +8,13 @@ reproducible and a failure there can be replayed locally with HYPOTHESIS_PROFILE
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.broker import Broker
 
 settings.register_profile(
     "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
@@ -40,10 +43,8 @@ def corpus_path() -> Path:
 
 
 @pytest.fixture
-def mqtt_broker(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A Mosquitto broker of the test's own (see tests/broker.py); stopped after it."""
-    from tests.broker import Broker
-
     broker = Broker(tmp_path_factory.mktemp("mosquitto"))
     broker.start()
     yield broker

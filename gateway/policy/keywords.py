@@ -11,20 +11,29 @@ unsubscribes anyone).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = [
     "DEFAULT_OPT_IN",
     "DEFAULT_OPT_OUT",
+    "LANGUAGE_OPT_IN",
+    "LANGUAGE_OPT_OUT",
     "Keywords",
     "Reply",
     "fold",
 ]
 
-DEFAULT_OPT_OUT = ("TD", "T", "N", "退订", "取消", "STOP", "UNSUBSCRIBE", "STOPALL", "END", "QUIT")
-DEFAULT_OPT_IN = ("START", "订阅", "UNSTOP", "YES")
+# Per language: a reply's language picks its confirmation text. TD/T/N are the Chinese
+# carriers' convention (退订 in pinyin), the English ones the CTIA/ICO set.
+LANGUAGE_OPT_OUT: Mapping[str, tuple[str, ...]] = {
+    "zh": ("TD", "T", "N", "退订", "取消"),
+    "en": ("STOP", "UNSUBSCRIBE", "STOPALL", "END", "QUIT"),
+}
+LANGUAGE_OPT_IN: Mapping[str, tuple[str, ...]] = {"zh": ("订阅",), "en": ("START", "UNSTOP", "YES")}
+DEFAULT_OPT_OUT = tuple(k for ks in LANGUAGE_OPT_OUT.values() for k in ks)
+DEFAULT_OPT_IN = tuple(k for ks in LANGUAGE_OPT_IN.values() for k in ks)
 
 
 class Reply(Enum):
@@ -40,32 +49,52 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", kept)
 
 
+Lists = Iterable[str] | Mapping[str, Iterable[str]]
+
+
+def _by_language(lists: Lists) -> dict[str, str]:
+    """Folded keyword -> its language ("" for a plain list)."""
+    groups = lists.items() if isinstance(lists, Mapping) else [("", lists)]
+    found: dict[str, str] = {}
+    for language, keywords in groups:
+        for keyword in keywords:
+            folded = fold(keyword)
+            if not folded:
+                raise ValueError("a keyword must have a letter, digit or ideograph")
+            found.setdefault(folded, language)  # a keyword in two languages: the first
+    return found
+
+
 @dataclass(frozen=True)
 class Keywords:
-    """Folded opt-out and opt-in keywords (a keyword in both lists is refused)."""
+    """Folded opt-out and opt-in keywords (a keyword in both lists is refused), each with
+    its language when the lists were given per language."""
 
     opt_out: frozenset[str]
     opt_in: frozenset[str]
+    language: Mapping[str, str] = field(default_factory=dict)  # folded keyword -> language
 
     @classmethod
-    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str]) -> Keywords:
-        out = {fold(k) for k in opt_out}
-        into = {fold(k) for k in opt_in}
-        if "" in out or "" in into:
-            raise ValueError("a keyword must have a letter, digit or ideograph")
-        both = out & into
+    def of(cls, opt_out: Lists, opt_in: Lists) -> Keywords:
+        out, into = _by_language(opt_out), _by_language(opt_in)
+        both = out.keys() & into.keys()
         if both:
             raise ValueError(f"keywords both opt out and opt in: {', '.join(sorted(both))}")
-        return cls(frozenset(out), frozenset(into))
+        return cls(frozenset(out), frozenset(into), {**into, **out})
 
     def classify(self, text: str) -> Reply | None:
         """What the reply asks for, if it is a keyword."""
+        found = self.match(text)
+        return None if found is None else found[0]
+
+    def match(self, text: str) -> tuple[Reply, str] | None:
+        """What the reply asks for and the language of its keyword ("" if not given)."""
         folded = fold(text)
         if folded in self.opt_out:
-            return Reply.OPT_OUT
+            return Reply.OPT_OUT, self.language.get(folded, "")
         if folded in self.opt_in:
-            return Reply.OPT_IN
+            return Reply.OPT_IN, self.language.get(folded, "")
         return None
 
 
-DEFAULT = Keywords.of(DEFAULT_OPT_OUT, DEFAULT_OPT_IN)
+DEFAULT = Keywords.of(LANGUAGE_OPT_OUT, LANGUAGE_OPT_IN)

@@ -50,6 +50,13 @@ def test_scope_sender_suppresses_for_the_address_replied_to(tmp_path: Path) -> N
             assert [s.scope for s in await store.suppression("4915188888")] == [""]
             assert confirmed == [("shop", "4915188888", "4930123", "bye")]
 
+            # Confirmations per language: the keyword's language picks the text.
+            texts = {"zh": "您已退订", "*": "You are unsubscribed"}
+            dispatcher.set_policy(OptOutRule(DEFAULT, confirmation=texts, confirm=confirm), None)
+            await dispatcher.inbound(_mo("ＴＤ", source="8613800000001"))
+            await dispatcher.inbound(_mo("Unsubscribe", source="4915177777"))
+            assert [c[3] for c in confirmed[1:]] == ["您已退订", "You are unsubscribed"]
+
     run(body)
 
 

@@ -65,7 +65,9 @@ def _seed(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO dead_numbers VALUES (?, 3, ?, ?)", (NUMBERS[2], T0, T0 + 30.0))
     # Earlier sends, some at the windows' edges.
     for at in (T0 - 9.5, T0 - 4.0, T0 - 0.5):
-        conn.execute("INSERT INTO policy_sends VALUES (?, 'marketing', 'shop', ?)", (NUMBERS[0], at))
+        conn.execute(
+            "INSERT INTO policy_sends VALUES (?, 'marketing', 'shop', ?)", (NUMBERS[0], at)
+        )
     conn.execute("INSERT INTO policy_dedup VALUES ('shop/0/0', 'old', ?)", (T0 - 2.0,))
 
 

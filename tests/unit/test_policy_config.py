@@ -65,6 +65,10 @@ def test_otp_never_gets_quiet_hours() -> None:
         ("{classes: {m: {quiet_hours: {start: '25:00', end: '08:00'}}}}", "time of day"),
         ("{classes: {m: {signature: {}}}}", "signature, a hint"),
         ("{opt_out: {keywords: [STOP], opt_in_keywords: [stop]}}", "both opt out and opt in"),
+        (
+            "{opt_out: {keywords: {en: [STOP]}, confirmation: {de: Tschüss}}}",
+            "no keywords of language de",
+        ),
         ("{classes: {m: {quiet: 1}}}", "quiet"),
     ],
 )

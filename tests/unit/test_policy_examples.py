@@ -84,3 +84,9 @@ def test_eu_marketing_and_fixed_lines() -> None:
     assert keywords.classify("Stop.") is Reply.OPT_OUT
     assert keywords.classify("unsubscribe") is Reply.OPT_OUT
     assert keywords.classify("START") is Reply.OPT_IN
+    # Per language: the keyword's language picks the confirmation.
+    assert keywords.match("stopp") == (Reply.OPT_OUT, "de")
+    assert keywords.match("Arrêt !") == (Reply.OPT_OUT, "fr")
+    assert keywords.match("ＳＴＯＰ") == (Reply.OPT_OUT, "en")
+    confirm = policy.opt_out.confirmation_for
+    assert "ANMELDEN" in (confirm("de") or "") and "REPRISE" in (confirm("fr") or "")

@@ -68,3 +68,17 @@ def test_padding_never_changes_the_answer(keyword: str, before: str, after: str)
 @given(st.text(max_size=20))
 def test_fold_is_idempotent(text: str) -> None:
     assert fold(fold(text)) == fold(text)
+
+
+def test_lists_per_language_tell_the_language_of_the_reply() -> None:
+    keywords = Keywords.of({"zh": ["退订", "TD"], "en": ["STOP"]}, {"zh": ["订阅"]})
+    assert keywords.match("  退订！") == (Reply.OPT_OUT, "zh")
+    assert keywords.match("ｔｄ") == (Reply.OPT_OUT, "zh")
+    assert keywords.match("Stop.") == (Reply.OPT_OUT, "en")
+    assert keywords.match("订阅") == (Reply.OPT_IN, "zh")
+    assert keywords.match("stop now") is None
+    assert Keywords.of(["STOP"], []).match("stop") == (Reply.OPT_OUT, "")
+    assert DEFAULT.match("TD") == (Reply.OPT_OUT, "zh")
+    assert DEFAULT.match("UNSUBSCRIBE") == (Reply.OPT_OUT, "en")
+    with pytest.raises(ValueError, match="both opt out and opt in"):
+        Keywords.of({"en": ["STOP"]}, {"de": ["stop"]})
