@@ -94,7 +94,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway.policy.keywords import Keywords, Reply
-from gateway.routing import NumberPlan, normalize
+from gateway.routing import NumberPlan, normalize, sender_key
 from gateway.routing.mo import MoRouter
 from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId, CommandStatus, Tag
@@ -382,7 +382,7 @@ class Inbound:
         if number is None:
             log.info("opt-out keyword from a sender that is not a number", kind=reply.value)
             return None
-        scope = first.destination_addr if rule.per_sender else ""
+        scope = sender_key(first.destination_addr, self.plan) if rule.per_sender else ""
         source = f"mo:{_key_text(first.destination_addr)}"  # the number it was sent to
         if reply is Reply.OPT_OUT:
             await self.store.suppress([(number, scope, source)], now)

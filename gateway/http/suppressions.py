@@ -5,7 +5,8 @@ Admin only, every endpoint (the list is the recipients' wish, not one account's)
 account or the node's local token (the `smsgw suppress` CLI, whose changes are recorded with
 source "cli"). Numbers are normalised by the number plan, as destinations are, so a lookup of
 ``+86 138 0013 8000`` finds what an MO from ``8613800138000`` suppressed. Scope "" (the
-default) is every sender id; any other scope is one sender id (source_addr as sent).
+default) is every sender id; any other scope is one sender id (a numeric one normalised like
+a number, so "+4930123" and "004930123" are one sender; an alphanumeric one as written).
 
 Import reads the body as it streams in and writes every `IMPORT_CHUNK` rows, so a file of
 millions (up to http.max_body) never sits in memory as rows. Export streams keyset pages.
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.http.auth import Caller, admin, gateway_of
 from gateway.http.errors import ApiError, errors
-from gateway.routing import normalize
+from gateway.routing import normalize, sender_key
 from gateway.store.base import SUPPRESS_CHUNK, Suppression
 
 __all__ = ["IMPORT_CHUNK", "router"]
@@ -126,7 +127,7 @@ async def import_csv(request: Request, _who: Annotated[Caller, Depends(admin)]) 
             if not fields or not "".join(fields).strip():
                 continue
             number = normalize(fields[0].strip(), plan)
-            scope = fields[1].strip() if len(fields) > 1 else ""
+            scope = sender_key(fields[1], plan) if len(fields) > 1 else ""
             if number is None or len(scope) > _MAX_SCOPE:
                 if rows == 1:
                     continue  # a header
@@ -185,8 +186,8 @@ async def add(
     body: SuppressRequest | None = None,
 ) -> dict[str, Any]:
     digits = _number(request, number)
-    scope = body.scope if body is not None else ""
     gateway = gateway_of(request)
+    scope = sender_key(body.scope, gateway.config.numbers.plan()) if body is not None else ""
     await gateway.store.suppress([(digits, scope, _source(who))], gateway.server.clock())
     _count(request, "opt_out", _source(who).split(":")[0], 1)
     return await lookup(number, request, who)
@@ -205,7 +206,10 @@ async def remove(
     scope: Annotated[str | None, Query(max_length=_MAX_SCOPE)] = None,
 ) -> dict[str, Any]:
     digits = _number(request, number)
-    removed = await gateway_of(request).store.unsuppress([(digits, scope)])
+    gateway = gateway_of(request)
+    if scope is not None:
+        scope = sender_key(scope, gateway.config.numbers.plan())
+    removed = await gateway.store.unsuppress([(digits, scope)])
     if not removed:
         raise ApiError(404, "not_found", f"{digits} is not suppressed", field="number")
     _count(request, "opt_in", _source(who).split(":")[0], removed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.routing.numbers import NumberPlan, normalize
+from gateway.routing.numbers import NumberPlan, normalize, sender_key
 from gateway.routing.quality import QualityBoard, QualitySettings, Transition
 from gateway.routing.table import (
     Route,
@@ -25,4 +25,5 @@ __all__ = [
     "Transition",
     "normalize",
     "select_route",
+    "sender_key",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NumberPlan", "normalize"]
+__all__ = ["NumberPlan", "normalize", "sender_key"]
 
 _SEPARATORS = str.maketrans("", "", " -.()/\t")
 
@@ -62,3 +62,10 @@ def normalize(number: str, plan: NumberPlan = NumberPlan()) -> str | None:
     if plan.country_code and plan.national_prefix and digits.startswith(plan.national_prefix):
         return plan.country_code + digits[len(plan.national_prefix) :]
     return digits
+
+
+def sender_key(address: str, plan: NumberPlan = NumberPlan()) -> str:
+    """A sender id as an opt-out's scope: a numeric one normalised like any number (so the
+    MO's "+4930123" and the app's "030123" are one sender), an alphanumeric one as written."""
+    address = address.strip()
+    return normalize(address, plan) or address

@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.policy.check import StoreCheck, dedup_key
 from gateway.policy.numbers import number_info, preload
 from gateway.policy.rules import ClassRule, Facts, Reason, decide
+from gateway.routing import sender_key
 from gateway.smpp.codec import encode_tlvs
 from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.errors import SmppError
@@ -61,6 +62,7 @@ class AcceptRules:
         self.refuse = {Reason(k): v for k, v in policy.refuse_at_submit.items()}
         self._refused = frozenset(self.refuse)
         self.scope_by_sender = policy.opt_out.scope == "sender"
+        self.plan = config.numbers.plan()
         longest = max((c.window for r in self.rules.values() for c in r.caps), default=0.0)
         self.windows = (max(longest, 1.0), max(policy.dedup_window, 1.0))
 
@@ -89,7 +91,7 @@ class AcceptRules:
         if self.policy.dedup_window > 0 and rule.dedup:
             body = message.short_message or message.tlvs
             key = dedup_key(message.account, message.destination_addr, message.data_coding, body)
-        scope = message.source_addr if self.scope_by_sender else ""
+        scope = sender_key(message.source_addr, self.plan) if self.scope_by_sender else ""
         return message, StoreCheck(rule, scope, key, self.policy.dedup_window, refuse)
 
     def refusal_status(self, reason: Reason) -> int:

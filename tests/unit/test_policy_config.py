@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import time
+from pathlib import Path
 
 import pytest
 
 from gateway.config import ConfigError, duration, load_config
 from gateway.policy.quiet import QuietHours
 from gateway.policy.rules import Cap
+from gateway.routing import NumberPlan, sender_key
+from gateway.server.rules import AcceptRules
+from gateway.store.base import NewMessage
 
 BASE = """
 accounts: [{system_id: shop, password: secret}]
@@ -113,3 +117,23 @@ policy:
     assert b is not None and b.signature == "Brand B:"
     default = marketing.signature_for("shop", "DE")
     assert default is not None and default.signature == "Shop:"
+
+
+def test_a_sender_scope_is_one_sender_however_it_is_written(tmp_path: Path) -> None:
+    plan = NumberPlan(country_code="49", national_prefix="0", international_prefix="00")
+    assert sender_key("+4930123", plan) == sender_key("004930123", plan) == "4930123"
+    assert sender_key("030123", plan) == "4930123"
+    assert sender_key(" Shop ", plan) == "Shop"  # alphanumeric: as written
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        BASE
+        + "numbers: {country_code: '49', national_prefix: '0'}\n"
+        + "policy: {default_class: marketing, opt_out: {scope: sender}}\n"
+    )
+    rules = AcceptRules(load_config(path))
+    message = NewMessage(
+        id="m1", account="shop", source_addr="030123", destination_addr="4915112345678",
+        short_message=b"hi", accepted_at=0.0,
+    )  # fmt: skip
+    checked = rules.check(message, None, 0.0)
+    assert isinstance(checked, tuple) and checked[1].scope == "4930123"  # as the MO's "+4930123"
