@@ -1,7 +1,7 @@
 """The sending rules with smpplib as the application (issue 11's acceptance): a marketing
 message at 23:00 recipient time waits for 08:00 (the gateway's clock is the test's), the third
 payment reminder in 24 h ends REJECTD, a duplicate submit gets the first id, a signature is
-added and the parts follow, an opted-out number gets no marketing but its OTP, invalid
+added and the parts follow, a number that replied 退订 gets no marketing but its OTP, invalid
 numbers are refused at submit. The carrier is a fake SMSC that sends receipts.
 """
 
@@ -38,6 +38,7 @@ accounts: [{system_id: shop, password: secret}]
 upstreams:
   carrier: {host: 127.0.0.1, port: %(port)d, system_id: gw, password: pw}
 routes: [{name: all, targets: [carrier]}]
+mo_routes: [{account: shop, prefixes: [""]}]
 store: {path: "%(db)s"}
 http: {host: 127.0.0.1, port: 0}
 policy:
@@ -88,12 +89,17 @@ class App:
             "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
         )
         self.receipts: dict[str, str] = {}  # our id -> receipt text
+        self.mo: list[tuple[str, bytes]] = []  # (source_addr, short_message) of each MO
         self.lock = threading.Lock()
         self.client.set_message_received_handler(self._received)
         self.client.connect()
         self.client.bind_transceiver(system_id="shop", password="secret")
 
     def _received(self, pdu: Any) -> None:
+        if not int(pdu.esm_class) & 0x04:  # not a receipt: an MO
+            with self.lock:
+                self.mo.append((pdu.source_addr.decode(), pdu.short_message))
+            return
         text = pdu.short_message.decode("latin-1")
         found = re.search(r"id:(\S+)", text)
         if found:
@@ -204,10 +210,15 @@ def test_an_opted_out_number_gets_no_marketing_but_its_otp(tmp_path: Path) -> No
     gw = Running(tmp_path, datetime(2026, 12, 3, 12, 0, tzinfo=SHANGHAI))
     app = App(gw.port)
     try:
-        with sqlite3.connect(gw.db, timeout=10) as conn:  # as an MO "退订" would leave it
-            conn.execute(
-                "INSERT INTO suppressions VALUES (?, '', ?, 'mo:test')", (CN, gw.clock.now)
-            )
+        # The recipient replies 退订 (an MO from the carrier); the app still gets the reply.
+        gw.call(gw.smsc.send_mo(CN, "10690001", [("退订".encode("utf-16-be"), 0)]))
+        deadline = time.monotonic() + 15
+        while not app.mo:
+            assert time.monotonic() < deadline, "the MO did not reach the app"
+            app.client.read_once()
+        assert app.mo == [(CN, "退订".encode("utf-16-be"))]
+        found = gw.call(gw.gateway.store.suppression(CN))
+        assert [(s.scope, s.source) for s in found] == [("", "mo:10690001")]
         _, promo = app.submit(CN, "【XX商城】双十二五折回T退订".encode("utf-16-be"), "MKT", 8)
         _, otp = app.submit(CN, b"Your code is 5555", "OTP")
         assert "stat:REJECTD" in app.receipt(promo)
