@@ -437,10 +437,12 @@ _BATCH_COLUMNS = (
 )
 
 # SKIP LOCKED: rows another node is claiming right now are left to it. MATERIALIZED keeps
-# the locking subquery evaluated once, before the update.
+# the locking subquery evaluated once, before the update. The update finds its rows by arrays
+# (initplans), not a join: a join plans a hash over every partition's rows; this probes the
+# primary key of the partitions within the claimed accept times only.
 _CLAIM = f"""
     WITH due AS MATERIALIZED (
-        SELECT id FROM messages
+        SELECT id, accepted_at FROM messages
         WHERE state = '{_ACCEPTED}' AND (schedule_at IS NULL OR schedule_at <= $1)
         ORDER BY accepted_at, id
         LIMIT $2
@@ -448,7 +450,9 @@ _CLAIM = f"""
     ), claimed AS (
         UPDATE messages AS m
         SET state = '{_DISPATCHING}', updated_at = $1, attempts = m.attempts + 1, claimed_by = $3
-        FROM due WHERE m.id = due.id
+        WHERE m.id = ANY(ARRAY(SELECT id FROM due))
+            AND m.accepted_at BETWEEN (SELECT min(accepted_at) FROM due)
+                AND (SELECT max(accepted_at) FROM due)
         RETURNING m.*
     ), logged AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -472,6 +476,18 @@ _SET_STATE = f"""
         SELECT id, $3, $2, accepted_at FROM u
     )
     SELECT state, sent_at, {DIM_NAMES} FROM o
+"""
+
+# Lookups by id carry no accepted_at: each partition's primary-key index is probed once
+# (test_postgres_plans.py holds every hot query to index scans).
+_GET = f"SELECT {_RECORD} FROM messages WHERE id = $1"
+_GET_MANY = f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])"
+_WAITING = f"SELECT count(*), min(accepted_at) FROM messages WHERE state = '{_ACCEPTED}'"
+_HISTORY = "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq"
+_OVERDUE = f"""
+    SELECT {_RECORD}, sent_to, sent_ids FROM messages
+    WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4)
+    ORDER BY updated_at LIMIT $3
 """
 
 # For each key in order, its latest link; the first key that has one wins.
@@ -556,27 +572,28 @@ _PART_STATES = """
     WHERE m.id = $1
 """
 
+# An array, not IN (...): IN plans a hash semi join over a sequential scan of the table.
 _PENDING = """
     UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $6
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM deliveries
         WHERE account = $1 AND id > $4 AND expires_at > $2
             AND (lease_until <= $2 OR leased_by = $5) AND channel = 'smpp'
         ORDER BY id LIMIT $3
         FOR UPDATE SKIP LOCKED
-    )
+    ))
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
 """
 
 _PENDING_WEBHOOKS = """
     UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $4
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM deliveries
         WHERE channel = 'webhook' AND account = $1 AND expires_at > $2 AND next_at <= $2
             AND lease_until <= $2
         ORDER BY id LIMIT $3
         FOR UPDATE SKIP LOCKED
-    )
+    ))
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel
 """
 
@@ -1137,9 +1154,7 @@ class PostgresStore:
         return gone
 
     async def get(self, message_id: str) -> MessageRecord | None:
-        row = await self._open_pool().fetchrow(
-            f"SELECT {_RECORD} FROM messages WHERE id = $1", message_id
-        )
+        row = await self._open_pool().fetchrow(_GET, message_id)
         return None if row is None else _record(row)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
@@ -1171,7 +1186,7 @@ class PostgresStore:
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
         rows = await self._read_pool().fetch(
-            "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq",
+            _HISTORY,
             message_id,
         )
         return [(row[0], MessageState(row[1])) for row in rows]
@@ -1385,14 +1400,7 @@ class PostgresStore:
             )
             ids = sorted({message_id for message_id, _part in found.values()})
             records = (
-                {
-                    row[0]: _record(row)
-                    for row in await conn.fetch(
-                        f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])", ids
-                    )
-                }
-                if ids
-                else {}
+                {row[0]: _record(row) for row in await conn.fetch(_GET_MANY, ids)} if ids else {}
             )
             kept = [(i, r) for i, r in enumerate(receipts) if i in found and found[i][0] in records]
             unknown = [
@@ -1492,9 +1500,7 @@ class PostgresStore:
     ) -> list[OverdueMessage]:
         async with self._open_pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT {_RECORD}, sent_to, sent_ids FROM messages "
-                "WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4) "
-                "ORDER BY updated_at LIMIT $3",
+                _OVERDUE,
                 MessageState.SENT.value,
                 before,
                 limit,
@@ -1690,9 +1696,7 @@ class PostgresStore:
 
     async def queue_depths(self) -> QueueDepths:
         pool = self._read_pool()
-        row = await pool.fetchrow(
-            "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
-        )
+        row = await pool.fetchrow(_WAITING)
         rows = await pool.fetch(
             "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
         )
