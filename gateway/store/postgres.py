@@ -68,6 +68,7 @@ from gateway.store.base import (
     unique_suppressions,
     usage_windows,
 )
+from gateway.store.ids import parse_id
 from gateway.store.stats import (
     DIM_NAMES,
     KEY_COLUMNS,
@@ -478,9 +479,13 @@ _SET_STATE = f"""
     SELECT state, sent_at, {DIM_NAMES} FROM o
 """
 
-# Lookups by id carry no accepted_at: each partition's primary-key index is probed once
-# (test_postgres_plans.py holds every hot query to index scans).
+# Lookups by id alone probe each partition's primary-key index once (test_postgres_plans.py
+# holds every hot query to index scans). `get` first tries the accept time an id of ours
+# carries (ids.py), within `_ID_SLACK`: one or two partitions; ids that don't parse or whose
+# message was accepted at another time (a clock stepped back) fall back to all partitions.
 _GET = f"SELECT {_RECORD} FROM messages WHERE id = $1"
+_GET_NEAR = f"{_GET} AND accepted_at BETWEEN $2 AND $3"
+_ID_SLACK = 3600.0
 _GET_MANY = f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])"
 _WAITING = f"SELECT count(*), min(accepted_at) FROM messages WHERE state = '{_ACCEPTED}'"
 _HISTORY = "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq"
@@ -1154,7 +1159,14 @@ class PostgresStore:
         return gone
 
     async def get(self, message_id: str) -> MessageRecord | None:
-        row = await self._open_pool().fetchrow(_GET, message_id)
+        pool = self._open_pool()
+        parsed = parse_id(message_id)
+        if parsed is not None:
+            at = parsed[0]
+            row = await pool.fetchrow(_GET_NEAR, message_id, at - _ID_SLACK, at + _ID_SLACK)
+            if row is not None:
+                return _record(row)
+        row = await pool.fetchrow(_GET, message_id)
         return None if row is None else _record(row)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ SOME_ID = f"m{2 * PER_DAY + 17:08d}"  # in the third day
 # Each hot query and arguments of the right types.
 QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "get (HTTP status, query_sm)": (pg._GET, (SOME_ID,)),
+    "get near the id's time": (pg._GET_NEAR, (SOME_ID, START + DAY, START + DAY + 3600)),
     "history": (pg._HISTORY, (SOME_ID,)),
     "receipt match: upstream ids": (pg._FIND_MANY, ([0], [0], ["up"], [f"k{SOME_ID}"])),
     "receipt match: one upstream id": (pg._FIND, ("up", [f"k{SOME_ID}"])),
@@ -149,3 +151,14 @@ def test_hot_query_uses_indexes(name: str, plans: dict[str, tuple[Any, dict[str,
     # a sequential scan is allowed only of what is (nearly) empty: DEFAULT, partitions ahead
     full = [(kind, rel) for kind, rel in scans if kind == "Seq Scan" and sizes.get(rel, 0) > 100]
     assert not full, (full, json.dumps(plan, indent=1)[:3000])
+
+
+def test_a_lookup_near_the_ids_time_reads_one_partition(
+    plans: dict[str, tuple[Any, dict[str, float]]],
+) -> None:
+    plan, _sizes = plans["get near the id's time"]
+    assert {rel for _kind, rel in _scans(plan)} == {f"messages_p{_stamp(START + DAY)}"}
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y%m%d_%H%M", time.gmtime(at))
