@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from gateway.store.base import MessageState, ReceiptRecord
+from gateway.store.ids import MessageIdGenerator
 from gateway.store.postgres import MIGRATIONS, PostgresStore
 from tests.store import T0, msg
 from tests.store.conftest import TIMEOUT
@@ -170,6 +171,33 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(postgres_dsn: str, sc
             assert depths.waiting == 0
             assert await store.stats(T0, T0 + 3600, ("account",)) != []
             assert await store.purge(T0 + 100) == 0  # a write path, on the primary
+        finally:
+            await store.close()
+
+    _run(body)
+
+
+def test_get_finds_a_message_whether_or_not_its_id_tells_its_accept_time(
+    postgres_dsn: str, schema: str
+) -> None:
+    store = PostgresStore(postgres_dsn, schema=schema, min_size=1)
+    ids = MessageIdGenerator(node_id=3)
+
+    async def body() -> None:
+        await store.open()
+        try:
+            await store.maintain(T0)
+            near = ids.next_id(T0 + 5)  # as the server makes them: the same clock reading
+            far = ids.next_id(T0 + 6)  # ... but accepted a day earlier (a clock stepped back)
+            await store.accept(msg(1, id=near, accepted_at=T0 + 5))
+            await store.accept(msg(2, id=far, accepted_at=T0 - DAY))
+            found = [await store.get(i) for i in (near, far, "m-plain", ids.next_id(T0 + 7))]
+            assert [r.message.accepted_at if r else None for r in found] == [
+                T0 + 5,
+                T0 - DAY,
+                None,
+                None,
+            ]
         finally:
             await store.close()
 
