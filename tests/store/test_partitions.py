@@ -202,3 +202,32 @@ def test_get_finds_a_message_whether_or_not_its_id_tells_its_accept_time(
             await store.close()
 
     _run(body)
+
+
+def test_a_locked_table_delays_new_partitions_not_the_start(postgres_dsn: str, schema: str) -> None:
+    first = PostgresStore(postgres_dsn, schema=schema, min_size=1)
+    more = PostgresStore(postgres_dsn, schema=schema, min_size=1, partitions_ahead=5)
+
+    async def body() -> None:
+        await first.open()
+        conn = await asyncpg.connect(postgres_dsn, server_settings={"search_path": schema})
+        try:
+            before = await _partitions(conn, schema, "messages")
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("LOCK TABLE messages IN ACCESS SHARE MODE")  # a long reader
+            await more.open()  # would add two partitions: gives up after the lock wait
+            assert await _partitions(conn, schema, "messages") == before
+            await more.accept(msg(1))  # DEFAULT
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await more.maintain(time.time())
+            await tx.rollback()
+            await more.maintain(time.time())  # the next purge's turn
+            assert len(await _partitions(conn, schema, "messages")) == len(before) + 2
+            assert await more.get("m0001") is not None
+        finally:
+            await conn.close()
+            await more.close()
+            await first.close()
+
+    _run(body)

@@ -27,6 +27,11 @@ PER_DAY = 10_000
 NOW = START + DAYS * DAY
 SOME_ID = f"m{2 * PER_DAY + 17:08d}"  # in the third day
 
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y%m%d_%H%M", time.gmtime(at))
+
+
 # Each hot query and arguments of the right types.
 QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "get (HTTP status, query_sm)": (pg._GET, (SOME_ID,)),
@@ -59,6 +64,10 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "pending deliveries": (pg._PENDING, ("shop7", NOW, 100, 0, 0, 30.0)),
     "pending webhooks": (pg._PENDING_WEBHOOKS, ("shop7", NOW, 100, 30.0, 0)),
     "queue depth": (pg._WAITING, ()),
+    "retention: keep a day?": (
+        pg._KEEPS.format(part=f"messages_p{_stamp(START)}"),
+        (pg._UNFINISHED, pg._FINAL, NOW),
+    ),
 }
 
 
@@ -158,7 +167,3 @@ def test_a_lookup_near_the_ids_time_reads_one_partition(
 ) -> None:
     plan, _sizes = plans["get near the id's time"]
     assert {rel for _kind, rel in _scans(plan)} == {f"messages_p{_stamp(START + DAY)}"}
-
-
-def _stamp(at: float) -> str:
-    return time.strftime("%Y%m%d_%H%M", time.gmtime(at))
