@@ -497,6 +497,16 @@ _OVERDUE = f"""
     ORDER BY updated_at LIMIT $3
 """
 
+# Links only to a stored message; says whether there is one.
+_LINK = """
+    WITH k AS (SELECT EXISTS (SELECT 1 FROM messages WHERE id = $3) AS known), i AS (
+        INSERT INTO upstream_ids (upstream, key, message_id, part)
+        SELECT $1, key, $3, $4 FROM unnest($2::text[]) AS key, k WHERE k.known
+        ON CONFLICT DO NOTHING
+    )
+    SELECT known FROM k
+"""
+
 # For each key in order, its latest link; the first key that has one wins.
 _FIND = """
     SELECT u.message_id, u.part
@@ -1219,15 +1229,9 @@ class PostgresStore:
     async def link_upstream_id(
         self, upstream: str, keys: tuple[str, ...], message_id: str, part: int = 0
     ) -> None:
-        await self._open_pool().execute(
-            "INSERT INTO upstream_ids (upstream, key, message_id, part) "
-            "SELECT $1, key, $3, $4 FROM unnest($2::text[]) AS key "
-            "ON CONFLICT DO NOTHING",
-            upstream,
-            list(keys),
-            message_id,
-            part,
-        )
+        known = await self._open_pool().fetchval(_LINK, upstream, list(keys), message_id, part)
+        if not known:  # as the foreign key did before partitioning (migration 10)
+            raise asyncpg.ForeignKeyViolationError(f"no message {message_id!r}")
 
     async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
         found = await self.find_part(upstream, keys)

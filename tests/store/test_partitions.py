@@ -119,6 +119,11 @@ def test_purge_drops_only_partitions_whose_messages_are_all_final(
             await store.accept(msg(3, accepted_at=T0 - DAY))  # yesterday, still waiting
             await store.add_receipt(ReceiptRecord("m0002", 0, "up", "y", 2, 0, T0 - DAY))
             await store.link_upstream_id("up", ("y",), "m0002")
+            # no foreign keys to a partitioned table, refused all the same (as SQLite does)
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await store.link_upstream_id("up", ("z",), "nope")
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await store.add_receipt(ReceiptRecord("nope", 0, "up", "z", 2, 0, T0))
             await store.set_state("m0001", MessageState.DELIVERED, T0 + 10)
             await store.set_state("m0002", MessageState.DELIVERED, T0 - DAY + 5)
             # yesterday holds a message not final: kept whole, its final row deleted as before
