@@ -23,6 +23,11 @@ The schema lives in `MIGRATIONS`, applied in order under a transaction-scoped ad
 (nodes starting together don't race) and recorded in ``smsgw_schema``. Timestamps are float
 seconds (double precision) as in the `Store` interface. With `schema`, every table lives in
 that PostgreSQL schema (created if missing) through the pool's ``search_path``.
+
+`messages` and `message_history` are range-partitioned by the message's ``accepted_at`` (one
+partition per day, created ahead by `maintain`, a DEFAULT partition for the rest), so retention
+drops a day at once; see docs/SCALING.md. With `replica_dsn`, reads that may lag (statistics,
+queue depths, history) use a second pool; anything read before a write stays on the primary.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ from gateway.store.stats import (
 from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["MIGRATIONS", "PostgresStore"]
+__all__ = ["MIGRATIONS", "PARTITIONED", "PARTITIONS_AHEAD", "PARTITION_SECONDS", "PostgresStore"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -931,6 +936,8 @@ class PostgresStore:
         partition_seconds: float = PARTITION_SECONDS,
         partitions_ahead: int = PARTITIONS_AHEAD,
     ) -> None:
+        if partition_seconds < 60 or partition_seconds % 60:
+            raise ValueError("partition_seconds must be whole minutes (partition names)")
         self.dsn = dsn
         self.replica_dsn = replica_dsn
         self.partition_seconds = partition_seconds
