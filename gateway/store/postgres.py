@@ -671,7 +671,7 @@ _KEEPS = """
 
 # Retention's leftover path, row by row (the DEFAULT partition, partitions still holding
 # unfinished messages): without foreign keys, what hangs off a message goes with it here.
-PURGE_ROWS = """
+_PURGE_ROWS = """
     WITH d AS (
         DELETE FROM messages WHERE updated_at < $1 AND state = ANY($2::text[])
         RETURNING id, accepted_at
@@ -915,9 +915,9 @@ class PostgresStore:
         schema: keep the tables in this PostgreSQL schema (created if missing) instead of
             the connection's default.
         max_batch: most accepted messages per transaction.
-        replica_dsn: a read replica (or a read-only role) for the read-only queries - status
-            lookups, statistics, queue depths - on its own pool of the same size; None: all
-            queries go to `dsn`.
+        replica_dsn: a read replica (or a read-only role) for the reads that may lag -
+            statistics, queue depths, a message's history and upstream ids, unknown
+            receipts - on its own pool of the same size; None: all queries go to `dsn`.
         partition_seconds: the period of one messages/history partition.
         partitions_ahead: partitions kept created beyond the current one.
     """
@@ -1661,7 +1661,7 @@ class PostgresStore:
         await self.maintain(time.time())
         gone = await self._drop_partitions(before)
         async with self._open_pool().acquire() as conn, conn.transaction():
-            gone += int(await conn.fetchval(PURGE_ROWS, before, _FINAL))
+            gone += int(await conn.fetchval(_PURGE_ROWS, before, _FINAL))
             gone += _count(
                 await conn.execute("DELETE FROM deliveries WHERE expires_at < $1", before)
             )
