@@ -660,7 +660,12 @@ def _store(config: GatewayConfig) -> Store:
 
         assert config.store.dsn is not None  # the config's validator insists
         return PostgresStore(
-            config.store.dsn, node=config.node_id, prefix_digits=config.store.stats_prefix_digits
+            config.store.dsn,
+            node=config.node_id,
+            prefix_digits=config.store.stats_prefix_digits,
+            min_size=config.store.pool_min,
+            max_size=config.store.pool_max,
+            replica_dsn=config.store.replica_dsn,
         )
     return SqliteStore(
         config.store.path,

@@ -525,11 +525,27 @@ class StoreConfig(_Model):
     writer: Literal["thread", "process"] = Field(
         "thread", description="SQLite: the writer is a thread, or a process of its own"
     )
+    replica_dsn: str | None = Field(
+        None,
+        description="PostgreSQL: a read replica for status, statistics and queue-depth reads "
+        "(its own pool of pool_min..pool_max); unset: everything goes to dsn",
+    )
+    pool_min: int = Field(2, ge=0, description="PostgreSQL: connections kept open per pool")
+    pool_max: int = Field(
+        10,
+        ge=1,
+        description="PostgreSQL: most connections per pool; nodes x pools x pool_max must stay "
+        "under the server's max_connections (docs/SCALING.md)",
+    )
 
     @model_validator(mode="after")
     def _dsn(self) -> StoreConfig:
         if self.backend == "postgres" and not self.dsn:
             raise ValueError("backend postgres needs a dsn")
+        if self.replica_dsn is not None and self.backend != "postgres":
+            raise ValueError("replica_dsn needs backend postgres")
+        if self.pool_min > self.pool_max:
+            raise ValueError("pool_min must not exceed pool_max")
         return self
 
 

@@ -23,13 +23,20 @@ The schema lives in `MIGRATIONS`, applied in order under a transaction-scoped ad
 (nodes starting together don't race) and recorded in ``smsgw_schema``. Timestamps are float
 seconds (double precision) as in the `Store` interface. With `schema`, every table lives in
 that PostgreSQL schema (created if missing) through the pool's ``search_path``.
+
+`messages` and `message_history` are range-partitioned by the message's ``accepted_at`` (one
+partition per day, created ahead by `maintain`, a DEFAULT partition for the rest), so retention
+drops a day at once; see docs/SCALING.md. With `replica_dsn`, reads that may lag (statistics,
+queue depths, history) use a second pool; anything read before a write stays on the primary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import operator
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -67,6 +74,7 @@ from gateway.store.base import (
     unique_suppressions,
     usage_windows,
 )
+from gateway.store.ids import parse_id
 from gateway.store.stats import (
     DIM_NAMES,
     KEY_COLUMNS,
@@ -80,7 +88,7 @@ from gateway.store.stats import (
 from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
 
-__all__ = ["MIGRATIONS", "PostgresStore"]
+__all__ = ["MIGRATIONS", "PARTITIONED", "PARTITIONS_AHEAD", "PARTITION_SECONDS", "PostgresStore"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -271,7 +279,55 @@ MIGRATIONS: tuple[str, ...] = (
     # 9 (issue 11): delivery statistics, counted in each state change's transaction; when a
     # message was last handed to an upstream (receipt latency).
     "ALTER TABLE messages ADD COLUMN sent_at double precision;" + stats_schema("bigint", "text"),
+    # 10 (issue 12): messages and their history partitioned by accept time, so retention drops
+    # whole partitions. A partitioned table's keys must hold the partition key: the primary key
+    # becomes (id, accepted_at) (ids are unique by construction, ids.py), history carries its
+    # message's accepted_at, and the foreign keys to messages go (purge deletes what hangs off
+    # a message itself). Existing rows land in the DEFAULT partition; `_maintain` moves them
+    # into a dated partition when it creates one for their range.
+    """
+    ALTER TABLE upstream_ids DROP CONSTRAINT upstream_ids_message_id_fkey;
+    ALTER TABLE receipts DROP CONSTRAINT receipts_message_id_fkey;
+    ALTER TABLE message_history RENAME TO message_history_old;
+    ALTER INDEX message_history_id RENAME TO message_history_old_id;
+    ALTER TABLE messages RENAME TO messages_old;
+    ALTER INDEX messages_due RENAME TO messages_old_due;
+    ALTER INDEX messages_state RENAME TO messages_old_state;
+    ALTER INDEX messages_batch RENAME TO messages_old_batch;
+    CREATE TABLE messages (LIKE messages_old INCLUDING DEFAULTS) PARTITION BY RANGE (accepted_at);
+    ALTER TABLE messages ADD PRIMARY KEY (id, accepted_at);
+    CREATE INDEX messages_due ON messages (accepted_at, id) WHERE state = 'accepted';
+    CREATE INDEX messages_state ON messages (state, updated_at);
+    CREATE INDEX messages_batch ON messages (batch_id, state) WHERE batch_id IS NOT NULL;
+    CREATE TABLE messages_default PARTITION OF messages DEFAULT;
+    INSERT INTO messages SELECT * FROM messages_old;
+    CREATE SEQUENCE message_history_seq;
+    CREATE TABLE message_history (
+        seq bigint NOT NULL DEFAULT nextval('message_history_seq'),
+        message_id text NOT NULL,
+        at double precision NOT NULL,
+        state text NOT NULL,
+        accepted_at double precision NOT NULL,  -- its message's: the same partition bounds
+        PRIMARY KEY (seq, accepted_at)
+    ) PARTITION BY RANGE (accepted_at);
+    ALTER SEQUENCE message_history_seq OWNED BY message_history.seq;
+    CREATE INDEX message_history_id ON message_history (message_id, seq);
+    CREATE TABLE message_history_default PARTITION OF message_history DEFAULT;
+    INSERT INTO message_history (seq, message_id, at, state, accepted_at)
+    SELECT h.seq, h.message_id, h.at, h.state, m.accepted_at
+    FROM message_history_old AS h JOIN messages_old AS m ON m.id = h.message_id;
+    SELECT setval('message_history_seq', coalesce(max(seq), 0) + 1, false)
+    FROM message_history_old;
+    DROP TABLE message_history_old;
+    DROP TABLE messages_old;
+    """,
 )
+
+# Partitioned by accept time (migration 10): the parents and their DEFAULT partitions.
+PARTITIONED = ("messages", "message_history")
+PARTITION_SECONDS = 86_400.0  # one partition per UTC day
+PARTITIONS_AHEAD = 3  # partitions created beyond the current one, so inserts rarely hit DEFAULT
+_DDL_LOCK_WAIT = "2s"  # longest wait for a partition's DDL lock (lock_timeout)
 
 # NewMessage's fields in order, with their column types (the unnest arrays need them).
 _TYPES = {
@@ -330,8 +386,8 @@ _ACCEPT = f"""
         ON CONFLICT ({", ".join(KEY_COLUMNS)})
         DO UPDATE SET accepted = delivery_stats.accepted + excluded.accepted
     )
-    INSERT INTO message_history (message_id, at, state)
-    SELECT id, accepted_at, '{_ACCEPTED}' FROM m
+    INSERT INTO message_history (message_id, at, state, accepted_at)
+    SELECT id, accepted_at, '{_ACCEPTED}', accepted_at FROM m
 """
 _RECORD = f"{_COLUMNS}, state, updated_at, attempts, error, stop_reason"
 _INSERT_ONE = (
@@ -348,8 +404,8 @@ _ACCEPT_BATCH = f"""
             AS t ({_COLUMNS})
         RETURNING id, accepted_at
     )
-    INSERT INTO message_history (message_id, at, state)
-    SELECT id, accepted_at, '{_ACCEPTED}' FROM m
+    INSERT INTO message_history (message_id, at, state, accepted_at)
+    SELECT id, accepted_at, '{_ACCEPTED}', accepted_at FROM m
 """
 
 # The cursor moves only from where the caller read it, in the chunk's own transaction: a
@@ -377,8 +433,8 @@ _CANCEL_BATCH = f"""
         WHERE batch_id = $1 AND state = '{_ACCEPTED}'
         RETURNING id, sent_at, {MESSAGE_DIMS}
     ), h AS (
-        INSERT INTO message_history (message_id, at, state)
-        SELECT id, $2, '{MessageState.CANCELLED.value}' FROM u
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, $2, '{MessageState.CANCELLED.value}', accepted_at FROM u
     )
     SELECT 'accepted', sent_at, {DIM_NAMES} FROM u
 """
@@ -389,10 +445,12 @@ _BATCH_COLUMNS = (
 )
 
 # SKIP LOCKED: rows another node is claiming right now are left to it. MATERIALIZED keeps
-# the locking subquery evaluated once, before the update.
+# the locking subquery evaluated once, before the update. The update finds its rows by arrays
+# (initplans), not a join: a join plans a hash over every partition's rows; this probes the
+# primary key of the partitions within the claimed accept times only.
 _CLAIM = f"""
     WITH due AS MATERIALIZED (
-        SELECT id FROM messages
+        SELECT id, accepted_at FROM messages
         WHERE state = '{_ACCEPTED}' AND (schedule_at IS NULL OR schedule_at <= $1)
         ORDER BY accepted_at, id
         LIMIT $2
@@ -400,11 +458,13 @@ _CLAIM = f"""
     ), claimed AS (
         UPDATE messages AS m
         SET state = '{_DISPATCHING}', updated_at = $1, attempts = m.attempts + 1, claimed_by = $3
-        FROM due WHERE m.id = due.id
+        WHERE m.id = ANY(ARRAY(SELECT id FROM due))
+            AND m.accepted_at BETWEEN (SELECT min(accepted_at) FROM due)
+                AND (SELECT max(accepted_at) FROM due)
         RETURNING m.*
     ), logged AS (
-        INSERT INTO message_history (message_id, at, state)
-        SELECT id, $1, '{_DISPATCHING}' FROM claimed
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, $1, '{_DISPATCHING}', accepted_at FROM claimed
     )
     SELECT {_RECORD} FROM claimed ORDER BY accepted_at, id
 """
@@ -418,11 +478,38 @@ _SET_STATE = f"""
         SET state = $2, updated_at = $3, error = coalesce($4, m.error),
             attempts = m.attempts + $5, schedule_at = coalesce($6, m.schedule_at)
         FROM o WHERE m.id = o.id
-        RETURNING m.id
+        RETURNING m.id, m.accepted_at
     ), h AS (
-        INSERT INTO message_history (message_id, at, state) SELECT id, $3, $2 FROM u
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, $3, $2, accepted_at FROM u
     )
     SELECT state, sent_at, {DIM_NAMES} FROM o
+"""
+
+# Lookups by id alone probe each partition's primary-key index once (test_postgres_plans.py
+# holds every hot query to index scans). `get` first tries the accept time an id of ours
+# carries (ids.py), within `_ID_SLACK`: one or two partitions; ids that don't parse or whose
+# message was accepted at another time (a clock stepped back) fall back to all partitions.
+_GET = f"SELECT {_RECORD} FROM messages WHERE id = $1"
+_GET_NEAR = f"{_GET} AND accepted_at BETWEEN $2 AND $3"
+_ID_SLACK = 3600.0
+_GET_MANY = f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])"
+_WAITING = f"SELECT count(*), min(accepted_at) FROM messages WHERE state = '{_ACCEPTED}'"
+_HISTORY = "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq"
+_OVERDUE = f"""
+    SELECT {_RECORD}, sent_to, sent_ids FROM messages
+    WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4)
+    ORDER BY updated_at LIMIT $3
+"""
+
+# Links only to a stored message; says whether there is one.
+_LINK = """
+    WITH k AS (SELECT EXISTS (SELECT 1 FROM messages WHERE id = $3) AS known), i AS (
+        INSERT INTO upstream_ids (upstream, key, message_id, part)
+        SELECT $1, key, $3, $4 FROM unnest($2::text[]) AS key, k WHERE k.known
+        ON CONFLICT DO NOTHING
+    )
+    SELECT known FROM k
 """
 
 # For each key in order, its latest link; the first key that has one wins.
@@ -484,8 +571,8 @@ _SETTLE_MANY = f"""
         FROM t WHERE m.id = t.id AND NOT (m.state = ANY($10::text[]))
         RETURNING m.id, m.sent_at, {_M_DIMS}
     ), h AS (
-        INSERT INTO message_history (message_id, at, state)
-        SELECT t.id, $9, t.state FROM t JOIN u ON u.id = t.id
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT t.id, $9, t.state, u.accepted_at FROM t JOIN u ON u.id = t.id
     ), d AS (
         INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel)
         SELECT t.account, t.kind, t.pdu, $9, $9 + t.ttl, c.channel FROM t JOIN u ON u.id = t.id
@@ -507,27 +594,28 @@ _PART_STATES = """
     WHERE m.id = $1
 """
 
+# An array, not IN (...): IN plans a hash semi join over a sequential scan of the table.
 _PENDING = """
     UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $6
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM deliveries
         WHERE account = $1 AND id > $4 AND expires_at > $2
             AND (lease_until <= $2 OR leased_by = $5) AND channel = 'smpp'
         ORDER BY id LIMIT $3
         FOR UPDATE SKIP LOCKED
-    )
+    ))
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
 """
 
 _PENDING_WEBHOOKS = """
     UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $4
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM deliveries
         WHERE channel = 'webhook' AND account = $1 AND expires_at > $2 AND next_at <= $2
             AND lease_until <= $2
         ORDER BY id LIMIT $3
         FOR UPDATE SKIP LOCKED
-    )
+    ))
     RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel
 """
 
@@ -537,8 +625,8 @@ _CANCEL = f"""
         WHERE id = $1 AND account = $2 AND state = '{_ACCEPTED}'
         RETURNING id, sent_at, {MESSAGE_DIMS}
     ), h AS (
-        INSERT INTO message_history (message_id, at, state)
-        SELECT id, $3, '{MessageState.CANCELLED.value}' FROM u
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, $3, '{MessageState.CANCELLED.value}', accepted_at FROM u
     )
     SELECT 'accepted', sent_at, {DIM_NAMES} FROM u
 """
@@ -547,9 +635,10 @@ _REQUEUE = f"""
     WITH u AS (
         UPDATE messages SET state = '{_ACCEPTED}', updated_at = $1
         WHERE state = '{_DISPATCHING}' AND coalesce(claimed_by, $2) = $2
-        RETURNING id
+        RETURNING id, accepted_at
     )
-    INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
+    INSERT INTO message_history (message_id, at, state, accepted_at)
+    SELECT id, $1, '{_ACCEPTED}', accepted_at FROM u
 """
 
 
@@ -558,6 +647,44 @@ _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = 
 
 
 _UPSERT_STATS = upsert_sql(lambda n: f"${n}")
+
+# A parent's dated partitions and their bounds (DEFAULT has no FROM and is left out).
+_PARTITIONS = """
+    SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+    FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+    WHERE i.inhparent = to_regclass($1)
+"""
+_BOUNDS = re.compile(r"FROM \('?([^')]+)'?\) TO \('?([^')]+)'?\)")
+
+# Whether a day partition must stay: a message in it not final, or one changed since the cutoff.
+_UNFINISHED = [s.value for s in MessageState if not s.final]
+# Scalar subqueries in the index's order, not EXISTS (which drops ORDER BY and LIMIT): the
+# plan stays an index probe even where such rows are common.
+_KEEPS = """
+    SELECT (
+        SELECT state FROM {part} WHERE state = ANY($1::text[]) ORDER BY state, updated_at LIMIT 1
+    ) IS NOT NULL OR (
+        SELECT state FROM {part} WHERE state = ANY($2::text[]) AND updated_at >= $3
+        ORDER BY state, updated_at LIMIT 1
+    ) IS NOT NULL
+"""
+
+# Retention's leftover path, row by row (the DEFAULT partition, partitions still holding
+# unfinished messages): without foreign keys, what hangs off a message goes with it here.
+_PURGE_ROWS = """
+    WITH d AS (
+        DELETE FROM messages WHERE updated_at < $1 AND state = ANY($2::text[])
+        RETURNING id, accepted_at
+    ), h AS (
+        DELETE FROM message_history AS h USING d
+        WHERE h.message_id = d.id AND h.accepted_at = d.accepted_at
+    ), r AS (
+        DELETE FROM receipts WHERE message_id IN (SELECT id FROM d)
+    ), u AS (
+        DELETE FROM upstream_ids WHERE message_id IN (SELECT id FROM d)
+    )
+    SELECT count(*) FROM d
+"""
 
 
 async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
@@ -627,7 +754,7 @@ async def _checked(
     stop = verdict.stop.value if verdict.stop is not None else None
     await conn.execute(_INSERT_ONE, *_values(m), stop)
     await conn.execute(
-        "INSERT INTO message_history (message_id, at, state) VALUES ($1, $2, $3)",
+        "INSERT INTO message_history (message_id, at, state, accepted_at) VALUES ($1, $2, $3, $2)",
         m.id,
         m.accepted_at,
         _ACCEPTED,
@@ -715,6 +842,45 @@ def _record(row: asyncpg.Record) -> MessageRecord:
     )
 
 
+async def _partitions(
+    conn: PoolConnectionProxy, parent: str
+) -> list[tuple[str, tuple[float, float]]]:
+    """`parent`'s dated partitions: (name, (from, to))."""
+    found = []
+    for name, bound in await conn.fetch(_PARTITIONS, parent):
+        match = _BOUNDS.search(bound)
+        if match is not None:
+            found.append((str(name), (float(match[1]), float(match[2]))))
+    return found
+
+
+async def _add_partition(conn: PoolConnectionProxy, parent: str, lo: float, hi: float) -> None:
+    name = _quote(f"{parent}_p{time.strftime('%Y%m%d_%H%M', time.gmtime(lo))}")
+    default = _quote(f"{parent}_default")
+    stray = await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {default} WHERE accepted_at >= $1 AND accepted_at < $2)",
+        lo,
+        hi,
+    )
+    if not stray:
+        await conn.execute(
+            f"CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({lo!r}) TO ({hi!r})"
+        )
+        return
+    # Locked first: no insert may put a row of this range into DEFAULT before the attach.
+    await conn.execute(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
+    await conn.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)")
+    await conn.execute(
+        f"WITH moved AS (DELETE FROM {default} WHERE accepted_at >= $1 AND accepted_at < $2 "
+        f"RETURNING *) INSERT INTO {name} SELECT * FROM moved",
+        lo,
+        hi,
+    )
+    await conn.execute(
+        f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lo!r}) TO ({hi!r})"
+    )
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -749,6 +915,11 @@ class PostgresStore:
         schema: keep the tables in this PostgreSQL schema (created if missing) instead of
             the connection's default.
         max_batch: most accepted messages per transaction.
+        replica_dsn: a read replica (or a read-only role) for the reads that may lag -
+            statistics, queue depths, a message's history and upstream ids, unknown
+            receipts - on its own pool of the same size; None: all queries go to `dsn`.
+        partition_seconds: the period of one messages/history partition.
+        partitions_ahead: partitions kept created beyond the current one.
     """
 
     def __init__(
@@ -761,8 +932,17 @@ class PostgresStore:
         schema: str | None = None,
         max_batch: int = 1024,
         prefix_digits: int = PREFIX_DIGITS,
+        replica_dsn: str | None = None,
+        partition_seconds: float = PARTITION_SECONDS,
+        partitions_ahead: int = PARTITIONS_AHEAD,
     ) -> None:
+        if partition_seconds < 60 or partition_seconds % 60:
+            raise ValueError("partition_seconds must be whole minutes (partition names)")
         self.dsn = dsn
+        self.replica_dsn = replica_dsn
+        self.partition_seconds = partition_seconds
+        self.partitions_ahead = partitions_ahead
+        self._replica: asyncpg.Pool | None = None
         self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.min_size = min_size
@@ -789,13 +969,25 @@ class PostgresStore:
         pool = await asyncpg.create_pool(
             self.dsn, min_size=self.min_size, max_size=self.max_size, server_settings=settings
         )
+        replica = None
         try:
             async with pool.acquire() as conn:
                 await self._migrate(conn)
+                # busy tables: start anyway, DEFAULT takes the rows until the next purge
+                with contextlib.suppress(asyncpg.LockNotAvailableError):
+                    await self._maintain(conn, time.time())
+            if self.replica_dsn is not None:
+                replica = await asyncpg.create_pool(
+                    self.replica_dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    server_settings=settings,
+                )
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+        self._replica = replica
         self._closing = False
         self._accepts = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_accepts(), name="smsgw-postgres-writer")
@@ -830,15 +1022,25 @@ class PostgresStore:
             await asyncio.wait([self._checked_writer])  # checked accepts are written first
             self._checked_writer = None
         self._pool = None
-        try:
-            await asyncio.wait_for(pool.close(), timeout=30)
-        except TimeoutError:  # a connection was never given back: don't hang the shutdown
-            pool.terminate()
+        replica, self._replica = self._replica, None
+        for each in (pool, replica):
+            if each is None:
+                continue
+            try:
+                await asyncio.wait_for(each.close(), timeout=30)
+            except TimeoutError:  # a connection was never given back: don't hang the shutdown
+                each.terminate()
 
     def _open_pool(self) -> asyncpg.Pool:
         if self._pool is None or self._closing:
             raise RuntimeError("store is not open")
         return self._pool
+
+    def _read_pool(self) -> asyncpg.Pool:
+        """The replica's pool for read-only queries, else the primary's. A replica lags: only
+        reads whose answer may be a moment old come here, never a read before a write."""
+        pool = self._open_pool()
+        return pool if self._replica is None else self._replica
 
     # -- group commit for accept ------------------------------------------------------------------
 
@@ -987,9 +1189,14 @@ class PostgresStore:
         return gone
 
     async def get(self, message_id: str) -> MessageRecord | None:
-        row = await self._open_pool().fetchrow(
-            f"SELECT {_RECORD} FROM messages WHERE id = $1", message_id
-        )
+        pool = self._open_pool()
+        parsed = parse_id(message_id)
+        if parsed is not None:
+            at = parsed[0]
+            row = await pool.fetchrow(_GET_NEAR, message_id, at - _ID_SLACK, at + _ID_SLACK)
+            if row is not None:
+                return _record(row)
+        row = await pool.fetchrow(_GET, message_id)
         return None if row is None else _record(row)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
@@ -1020,8 +1227,8 @@ class PostgresStore:
         return True
 
     async def history(self, message_id: str) -> list[tuple[float, MessageState]]:
-        rows = await self._open_pool().fetch(
-            "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq",
+        rows = await self._read_pool().fetch(
+            _HISTORY,
             message_id,
         )
         return [(row[0], MessageState(row[1])) for row in rows]
@@ -1029,15 +1236,9 @@ class PostgresStore:
     async def link_upstream_id(
         self, upstream: str, keys: tuple[str, ...], message_id: str, part: int = 0
     ) -> None:
-        await self._open_pool().execute(
-            "INSERT INTO upstream_ids (upstream, key, message_id, part) "
-            "SELECT $1, key, $3, $4 FROM unnest($2::text[]) AS key "
-            "ON CONFLICT DO NOTHING",
-            upstream,
-            list(keys),
-            message_id,
-            part,
-        )
+        known = await self._open_pool().fetchval(_LINK, upstream, list(keys), message_id, part)
+        if not known:  # as the foreign key did before partitioning (migration 10)
+            raise asyncpg.ForeignKeyViolationError(f"no message {message_id!r}")
 
     async def find_by_upstream_id(self, upstream: str, keys: tuple[str, ...]) -> str | None:
         found = await self.find_part(upstream, keys)
@@ -1055,9 +1256,11 @@ class PostgresStore:
     async def add_receipt(self, receipt: ReceiptRecord) -> list[int | None]:
         r = receipt
         async with self._open_pool().acquire() as conn, conn.transaction():
-            await conn.execute(
+            # The foreign key went with partitioning (migration 10): refused here instead.
+            inserted = await conn.execute(
                 "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
-                "error, received_at, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "error, received_at, raw) SELECT $1, $2, $3, $4, $5, $6, $7, $8 "
+                "WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1)",
                 r.message_id,
                 r.part,
                 r.upstream,
@@ -1067,6 +1270,8 @@ class PostgresStore:
                 r.received_at,
                 r.raw,
             )
+            if not _count(inserted):
+                raise asyncpg.ForeignKeyViolationError(f"no message {r.message_id!r}")
             rows = await conn.fetch(_PART_STATES, r.message_id)
         states: list[int | None] = [None] * (rows[0][0] if rows else 1)
         for _parts, part, state in rows:
@@ -1075,7 +1280,7 @@ class PostgresStore:
         return states
 
     async def upstream_ids(self, message_id: str) -> list[tuple[int, str, str]]:
-        rows = await self._open_pool().fetch(
+        rows = await self._read_pool().fetch(
             "SELECT part, upstream, key FROM upstream_ids WHERE message_id = $1 "
             "AND key LIKE 's:%' ORDER BY part, upstream, key",
             message_id,
@@ -1183,8 +1388,8 @@ class PostgresStore:
                 "WITH u AS (UPDATE messages SET state = $2, updated_at = $3, parts = $4, "
                 "sent_to = $5, sent_ids = $6, sent_at = $3 "
                 "WHERE id = $1 AND NOT (state = ANY($7::text[])) "
-                "RETURNING id), h AS (INSERT INTO message_history (message_id, at, state) "
-                "SELECT id, $3, $2 FROM u) "
+                "RETURNING id, accepted_at), h AS (INSERT INTO message_history "
+                "(message_id, at, state, accepted_at) SELECT id, $3, $2, accepted_at FROM u) "
                 "SELECT count(*) + (SELECT count(*) FROM messages WHERE id = $1) FROM u",
                 message_id,
                 MessageState.SENT.value,
@@ -1231,14 +1436,7 @@ class PostgresStore:
             )
             ids = sorted({message_id for message_id, _part in found.values()})
             records = (
-                {
-                    row[0]: _record(row)
-                    for row in await conn.fetch(
-                        f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])", ids
-                    )
-                }
-                if ids
-                else {}
+                {row[0]: _record(row) for row in await conn.fetch(_GET_MANY, ids)} if ids else {}
             )
             kept = [(i, r) for i, r in enumerate(receipts) if i in found and found[i][0] in records]
             unknown = [
@@ -1338,9 +1536,7 @@ class PostgresStore:
     ) -> list[OverdueMessage]:
         async with self._open_pool().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT {_RECORD}, sent_to, sent_ids FROM messages "
-                "WHERE state = $1 AND updated_at < $2 AND ($4::text IS NULL OR sent_to = $4) "
-                "ORDER BY updated_at LIMIT $3",
+                _OVERDUE,
                 MessageState.SENT.value,
                 before,
                 limit,
@@ -1376,7 +1572,7 @@ class PostgresStore:
         )
 
     async def unknown_receipts(self, limit: int = 100) -> list[ReceiptRecord]:
-        rows = await self._open_pool().fetch(
+        rows = await self._read_pool().fetch(
             "SELECT upstream, upstream_id, message_state, error, received_at, raw "
             "FROM unknown_receipts ORDER BY seq DESC LIMIT $1",
             limit,
@@ -1462,14 +1658,10 @@ class PostgresStore:
                     _settle(fut, None)
 
     async def purge(self, before: float) -> int:
+        await self.maintain(time.time())
+        gone = await self._drop_partitions(before)
         async with self._open_pool().acquire() as conn, conn.transaction():
-            gone = _count(
-                await conn.execute(
-                    "DELETE FROM messages WHERE updated_at < $1 AND state = ANY($2::text[])",
-                    before,
-                    _FINAL,
-                )
-            )
+            gone += int(await conn.fetchval(_PURGE_ROWS, before, _FINAL))
             gone += _count(
                 await conn.execute("DELETE FROM deliveries WHERE expires_at < $1", before)
             )
@@ -1478,15 +1670,77 @@ class PostgresStore:
             )
         return gone
 
+    # -- partitions -------------------------------------------------------------------------------
+
+    async def maintain(self, now: float) -> None:
+        """Create the partitions for `now`'s period and `partitions_ahead` more, if missing.
+
+        Rows already in DEFAULT for a new partition's range are moved into it before it is
+        attached (ATTACH refuses while DEFAULT holds rows of that range). Under the migration
+        lock, so nodes doing this together don't race.
+
+        Raises:
+            asyncpg.LockNotAvailableError: a table stayed locked for `_DDL_LOCK_WAIT`.
+        """
+        async with self._open_pool().acquire() as conn:
+            await self._maintain(conn, now)
+
+    async def _maintain(self, conn: PoolConnectionProxy, now: float) -> None:
+        step = self.partition_seconds
+        start = now // step * step
+        wanted = [
+            (start + k * step, start + (k + 1) * step) for k in range(self.partitions_ahead + 1)
+        ]
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+            # Adding a partition locks its parent exclusively: waiting long in the lock queue
+            # would stall every hot query queued behind it. Failing is cheap (DEFAULT takes the
+            # rows; the next purge tries again).
+            await conn.execute(f"SET LOCAL lock_timeout = '{_DDL_LOCK_WAIT}'")
+            for parent in PARTITIONED:
+                have = [bounds for _name, bounds in await _partitions(conn, parent)]
+                for lo, hi in wanted:
+                    if any(a < hi and lo < b for a, b in have):
+                        continue  # covered (or overlapped, after a change of period)
+                    await _add_partition(conn, parent, lo, hi)
+
+    async def _drop_partitions(self, before: float) -> int:
+        """Drop the dated partitions entirely older than `before` whose messages are all final.
+
+        A partition holding any message not final (or changed since `before`) is kept whole;
+        the row-deleting purge takes its final rows. Returns the messages dropped.
+        """
+        gone = 0
+        async with self._open_pool().acquire() as conn:
+            history = {b: n for n, b in await _partitions(conn, "message_history")}
+            for name, (lo, hi) in sorted(await _partitions(conn, "messages"), key=lambda p: p[1]):
+                if hi > before:
+                    continue
+                async with conn.transaction():
+                    # a short lock wait: DROP takes the parent's lock, hot paths must not queue
+                    await conn.execute(f"SET LOCAL lock_timeout = '{_DDL_LOCK_WAIT}'")
+                    # Two probes of the (state, updated_at) index, not a scan: a day kept for
+                    # one waiting message is checked again at every purge.
+                    keeps = _KEEPS.format(part=_quote(name))
+                    if await conn.fetchval(keeps, _UNFINISHED, _FINAL, before):
+                        continue
+                    count = await conn.fetchval(f"SELECT count(*) FROM {_quote(name)}")
+                    ids = f"SELECT id FROM {_quote(name)}"
+                    await conn.execute(f"DELETE FROM receipts WHERE message_id IN ({ids})")
+                    await conn.execute(f"DELETE FROM upstream_ids WHERE message_id IN ({ids})")
+                    await conn.execute(f"DROP TABLE {_quote(name)}")
+                    if (lo, hi) in history:
+                        await conn.execute(f"DROP TABLE {_quote(history[lo, hi])}")
+                    gone += int(count)
+        return gone
+
     async def ping(self) -> bool:
         # A hot standby (a replica DSN by mistake) is read-only: not ready to accept.
         return not await self._open_pool().fetchval("SELECT pg_is_in_recovery()")
 
     async def queue_depths(self) -> QueueDepths:
-        pool = self._open_pool()
-        row = await pool.fetchrow(
-            "SELECT count(*), min(accepted_at) FROM messages WHERE state = 'accepted'"
-        )
+        pool = self._read_pool()
+        row = await pool.fetchrow(_WAITING)
         rows = await pool.fetch(
             "SELECT account, count(*), min(created_at) FROM deliveries GROUP BY account"
         )
@@ -1506,7 +1760,7 @@ class PostgresStore:
     ) -> list[StatsRow]:
         sql, args = query_sql(group, where or {}, lambda n: f"${n}")
         start = int(since // 3600 * 3600)
-        rows = await self._open_pool().fetch(sql, start, until, *args)
+        rows = await self._read_pool().fetch(sql, start, until, *args)
         return [StatsRow.of_row(group, tuple(row)) for row in rows]
 
     async def forget_stats(self, before: float) -> int:
