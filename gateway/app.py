@@ -463,11 +463,11 @@ class Gateway:
 
     async def message_info(self, message_id: str) -> dict[str, Any] | None:
         """A message's state, history and receipts (raw text too), or None if unknown."""
-        record = await self.store.get(message_id)
+        record = await self.store.get(message_id, lagging=True)
         if record is None:
             return None
         m = record.message
-        receipts = await self.store.receipts(message_id)
+        receipts = await self.store.receipts(message_id, lagging=True)
         return {
             "id": m.id,
             "account": m.account,

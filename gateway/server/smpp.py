@@ -622,7 +622,8 @@ class SmppServer:
         """query_sm from the store; cancel_sm / replace_sm while the message is still ours."""
         seq = pdu.sequence_number
         now = self.clock()
-        record = await self.store.get(pdu.message_id)
+        # query_sm may read a replica; cancel and replace act on what they read: the primary.
+        record = await self.store.get(pdu.message_id, lagging=isinstance(pdu, QuerySm))
         found = (
             record is not None
             and record.message.account == account.system_id

@@ -532,7 +532,9 @@ class Store(Protocol):
         window; returns the rows removed."""
         ...
 
-    async def get(self, message_id: str) -> MessageRecord | None: ...
+    async def get(self, message_id: str, *, lagging: bool = False) -> MessageRecord | None:
+        """The message, or None. `lagging`: an answer a moment old will do (query_sm, the
+        HTTP status): PostgreSQL may read it from `replica_dsn`."""
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
         """Accepted messages whose schedule has come, oldest first, marked dispatching and
@@ -581,8 +583,8 @@ class Store(Protocol):
         """Keep a receipt for one part of a stored message; returns, for every part of the
         message (its `parts`), the message_state of its latest receipt (None: none yet)."""
 
-    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
-        """The message's receipts in the order they came."""
+    async def receipts(self, message_id: str, *, lagging: bool = False) -> list[ReceiptRecord]:
+        """The message's receipts in the order they came (`lagging`: as for `get`)."""
 
     # Concatenated inbound (MO) messages, kept part by part until whole, and remembered for
     # a while once handed on, so a part sent again is recognised (see `gateway.inbound`):

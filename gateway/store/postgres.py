@@ -1188,8 +1188,8 @@ class PostgresStore:
         )
         return gone
 
-    async def get(self, message_id: str) -> MessageRecord | None:
-        pool = self._open_pool()
+    async def get(self, message_id: str, *, lagging: bool = False) -> MessageRecord | None:
+        pool = self._read_pool() if lagging else self._open_pool()
         parsed = parse_id(message_id)
         if parsed is not None:
             at = parsed[0]
@@ -1287,8 +1287,9 @@ class PostgresStore:
         )
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
-    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
-        rows = await self._open_pool().fetch(
+    async def receipts(self, message_id: str, *, lagging: bool = False) -> list[ReceiptRecord]:
+        pool = self._read_pool() if lagging else self._open_pool()
+        rows = await pool.fetch(
             "SELECT message_id, part, upstream, upstream_id, message_state, error, received_at, "
             "raw FROM receipts WHERE message_id = $1 ORDER BY seq",
             message_id,

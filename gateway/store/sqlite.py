@@ -526,7 +526,7 @@ class SqliteStore:
     async def purge_policy(self, sends_before: float, dedup_before: float) -> int:
         return await self._call(_purge_policy, sends_before, dedup_before)
 
-    async def get(self, message_id: str) -> MessageRecord | None:
+    async def get(self, message_id: str, *, lagging: bool = False) -> MessageRecord | None:
         return await self._call(_get, message_id)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
@@ -565,7 +565,7 @@ class SqliteStore:
     async def add_receipt(self, receipt: ReceiptRecord) -> list[int | None]:
         return await self._call(_add_receipt, receipt)
 
-    async def receipts(self, message_id: str) -> list[ReceiptRecord]:
+    async def receipts(self, message_id: str, *, lagging: bool = False) -> list[ReceiptRecord]:
         return await self._call(_receipts, message_id)
 
     async def upstream_ids(self, message_id: str) -> list[tuple[int, str, str]]:

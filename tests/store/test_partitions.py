@@ -236,3 +236,33 @@ def test_a_locked_table_delays_new_partitions_not_the_start(postgres_dsn: str, s
             await first.close()
 
     _run(body)
+
+
+def test_lagging_reads_are_the_replicas(postgres_dsn: str, schema: str) -> None:
+    """A replica that has not caught up at all (a database of its own with the schema but
+    none of the rows): query_sm's and the HTTP status's reads (`lagging=True`) see it, every
+    read before a write sees the primary."""
+    replica_db = f"replica_{schema[-12:]}"
+    replica = postgres_dsn.rsplit("/", 1)[0] + f"/{replica_db}"
+
+    async def body() -> None:
+        admin = await asyncpg.connect(postgres_dsn, timeout=10)
+        await admin.execute(f'CREATE DATABASE "{replica_db}"')
+        try:
+            behind = PostgresStore(replica, schema=schema, min_size=1)  # the schema, no rows
+            await behind.open()
+            await behind.close()
+            store = PostgresStore(postgres_dsn, schema=schema, min_size=1, replica_dsn=replica)
+            await store.open()
+            try:
+                await store.accept(msg(1))
+                assert (await store.get("m0001")) is not None  # the primary's
+                assert await store.get("m0001", lagging=True) is None  # the replica's
+                assert await store.receipts("m0001", lagging=True) == []
+            finally:
+                await store.close()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{replica_db}" WITH (FORCE)')
+            await admin.close()
+
+    _run(body)
