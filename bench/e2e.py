@@ -41,6 +41,11 @@ Scenarios, all in one run (``--only`` picks some):
    suppression list of ``--suppressions`` numbers (1,000,000 by default, filled before the
    gateway starts), quiet hours, a cap, dedup) - beside ``throughput`` / ``paced`` for what
    the rules cost.
+7. ``throughput-mqtt``: ``throughput`` with ``mqtt:`` pointed at the machine's broker
+   (``--mqtt-url``, default ``mqtt://127.0.0.1:1883``; a topic prefix of the run's own) and a
+   subscriber process counting the events - beside ``throughput`` for what the MQTT events
+   (docs/EVENTS.md) cost. The gateway's own count of events the broker acknowledged and of
+   those it dropped is read from its /metrics before it stops.
 
 The store is SQLite by default; ``--store postgres`` uses PostgreSQL at ``--dsn`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), in a fresh schema per scenario that is dropped
@@ -861,9 +866,9 @@ routes:
     targets: [carrier]
 store:
 {store}
-http: {{host: 127.0.0.1, port: 0}}
+http: {{host: 127.0.0.1, port: {http_port}}}
 metrics: {{enabled: {metrics}}}
-{policy}"""
+{mqtt}{policy}"""
 # Every rule on and every message marketing: number checks (invalid ones still sent: the
 # corpus's numbers are made up), opt-out against the suppression list, quiet hours (a
 # minute a day: computed for every message, rarely holding one), a cap counted per message,
@@ -937,6 +942,7 @@ class Scenario:
     burst: bool = False  # the carrier holds the receipts, then releases them together
     metrics: bool = True  # Prometheus counters on (off: what they cost, side by side)
     rules: bool = False  # every sending rule on, with a suppression list (issue 11)
+    mqtt: bool = False  # MQTT events on, to --mqtt-url, with a subscriber counting them
 
 
 @dataclass
@@ -1050,6 +1056,8 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
     schema: str | None = None
     lag_path = tmp / "gateway-lag.json"
     t_release: float | None = None
+    counter: subprocess.Popen[bytes] | None = None
+    http_port = _free_port()
     try:
         carrier = Carrier()
         port = carrier.port
@@ -1076,6 +1084,10 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     store=store,
                     metrics=str(scenario.metrics).lower(),
                     policy=RULES if scenario.rules else "",
+                    http_port=http_port,
+                    mqtt=MQTT.format(url=args.mqtt_url, prefix=f"bench{os.getpid()}")
+                    if scenario.mqtt
+                    else "",
                 ),
                 encoding="utf-8",
             )
@@ -1087,6 +1099,8 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     _fill_suppressions_sqlite(db, args.suppressions)
                 result["suppressions"] = args.suppressions
                 result["suppressions_fill_s"] = round(time.perf_counter() - started, 2)
+            if scenario.mqtt:  # subscribed before the gateway publishes anything
+                counter = _start_counter(args.mqtt_url, f"bench{os.getpid()}", tmp)
             command = [
                 sys.executable,
                 str(Path(__file__).resolve()),
@@ -1193,8 +1207,12 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 result["profile_error"] = err.decode(errors="replace")[-500:]
             with contextlib.suppress(OSError):
                 result["profile_summary"] = summarise_pyspy(Path(result["profile"]))
+        if scenario.mqtt:
+            result["mqtt"] = _scrape_mqtt(http_port)
         if gateway is not None:
             result["gateway_exit"] = _stop(gateway, 30.0)
+            if counter is not None:
+                result.setdefault("mqtt", {})["received"] = _stop_counter(counter, tmp)
             if schema is not None:
                 result["store_states"] = _pg_states(args.dsn, schema)
             else:
@@ -1214,7 +1232,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         if log_path.exists():
             result["gateway_log_tail"] = log_path.read_text(errors="replace")[-2000:]
     finally:
-        for proc in (client, profiler):
+        for proc in (client, profiler, counter):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
@@ -1231,6 +1249,111 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         else:
             result["tmp"] = str(tmp)
     return result
+
+
+MQTT = """mqtt: {{url: "{url}", topic_prefix: {prefix}, node: gw}}
+"""
+
+
+def _start_counter(url: str, prefix: str, tmp: Path) -> subprocess.Popen[bytes]:
+    """The subscriber process (`--mqtt-count`), once it is subscribed."""
+    ready = tmp / "mqtt-ready"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--mqtt-count",
+            f"{url} {prefix} {tmp}",
+        ],
+        cwd=REPO_ROOT,
+    )
+    deadline = time.monotonic() + 15.0
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the MQTT subscriber did not subscribe")
+        time.sleep(0.05)
+    return proc
+
+
+def _stop_counter(proc: subprocess.Popen[bytes], tmp: Path) -> dict[str, int]:
+    """Stop the subscriber once its count has been still for a second (the gateway flushed
+    its queue when it stopped); what it received, by event type."""
+    out = tmp / "mqtt-count.json"
+    last, still = -1, time.monotonic()
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            now = sum(json.loads(out.read_text(encoding="utf-8")).values())
+            if now != last:
+                last, still = now, time.monotonic()
+        if time.monotonic() - still > 1.5:
+            break
+        time.sleep(0.25)
+    proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    return cast(dict[str, int], json.loads(out.read_text(encoding="utf-8")))
+
+
+def counter_entry(spec: str) -> int:
+    """`--mqtt-count "URL PREFIX DIR"`: count events on PREFIX/# by type into
+    DIR/mqtt-count.json (rewritten every 0.2 s) until SIGTERM."""
+    import aiomqtt  # noqa: PLC0415 - only in the subscriber process
+
+    from gateway.telemetry.mqtt import broker_address  # noqa: PLC0415
+
+    url, prefix, directory = spec.split(" ", 2)
+    host, port, *_ = broker_address(url)
+    counts: Counter[str] = Counter()
+    out = Path(directory) / "mqtt-count.json"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+        async def write() -> None:
+            while True:
+                out.write_text(json.dumps(counts), encoding="utf-8")
+                await asyncio.sleep(0.2)
+
+        async with aiomqtt.Client(host, port) as client:
+            await client.subscribe(f"{prefix}/#", qos=1)
+            (Path(directory) / "mqtt-ready").touch()
+
+            async def read() -> None:
+                async for message in client.messages:
+                    # the topic names the type: no JSON parse, so the counter keeps up
+                    counts[str(message.topic).split("/", 2)[2]] += 1
+
+            tasks = [asyncio.create_task(read()), asyncio.create_task(write())]
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+        out.write_text(json.dumps(counts), encoding="utf-8")
+
+    asyncio.run(main())
+    return 0
+
+
+def _scrape_mqtt(http_port: int) -> dict[str, float]:
+    """The gateway's smsgw_mqtt_* figures, from its /metrics."""
+    import urllib.request  # noqa: PLC0415 - only here
+
+    deadline = time.monotonic() + 10.0
+    figures: dict[str, float] = {}
+    while time.monotonic() < deadline:  # until its queue is empty (or 10 s)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        figures = {
+            line.split()[0].removeprefix("smsgw_mqtt_"): float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("smsgw_mqtt_") and not line.startswith("smsgw_mqtt_published_c")
+        }
+        figures = {k: v for k, v in figures.items() if not k.endswith("_created")}
+        if not figures.get("queued"):
+            break
+        time.sleep(0.2)
+    return figures
 
 
 def _rss_summary(idle: float | None, rss: list[tuple[float, float]]) -> dict[str, Any]:
@@ -1397,6 +1520,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--gateway", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--lag-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mqtt-count", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker of throughput-mqtt"
+    )
     args = parser.parse_args(argv)
     if args.messages is None:
         args.messages = 5_000 if args.quick else 100_000
@@ -1415,6 +1542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_entry(args.client)
     if args.gateway:
         return gateway_entry(args.gateway, args.lag_out)
+    if args.mqtt_count:
+        return counter_entry(args.mqtt_count)
     if args.workload == "corpus" and not args.corpus.exists():
         print(f"error: no corpus at {args.corpus} (--corpus PATH or --workload otp)")
         return 2
@@ -1426,6 +1555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "throughput-nometrics": Scenario(
             "throughput-nometrics", True, args.messages, args.binds, args.window, metrics=False
+        ),
+        "throughput-mqtt": Scenario(
+            "throughput-mqtt", True, args.messages, args.binds, args.window, mqtt=True
         ),
         "paced": Scenario(
             "paced",
@@ -1505,6 +1637,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{r['run_seconds']:.1f} s",
                 flush=True,
             )
+            if "mqtt" in r:
+                m = r["mqtt"]
+                print(
+                    f"  mqtt: published {m.get('published_total', 0):,.0f}, dropped "
+                    f"{m.get('dropped_total', 0):,.0f}, received by the subscriber "
+                    f"{sum(m.get('received', {}).values()):,} {dict(m.get('received', {}))}",
+                    flush=True,
+                )
             lag = r.get("loop_lag") or {}
             if "worst_under_load_ms" in lag:
                 print(

@@ -60,6 +60,7 @@ from gateway.store.base import MessageState, QueueDepths, Store, queue_summary
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import systemd
 from gateway.telemetry.delivery import DAY, DeliveryStats
+from gateway.telemetry.events import Events, watch_signal
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.mqtt import MqttLink, link_for
@@ -149,6 +150,13 @@ class Gateway:
         self.mqtt: MqttLink | None = (
             link_for(config.mqtt, config.node_name()) if config.mqtt is not None else None
         )
+        # Operator events on that link (a no-op sink without it), handed to each part.
+        self.events = Events(self.mqtt)
+        self.server.events = self.dispatcher.events = self.events
+        for driver in drivers.values():
+            if isinstance(driver, SmppUpstream | ModemBank):
+                driver.events = self.events
+        self._signals: asyncio.Task[None] | None = None
         # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
         # is not left waiting for them until its forced exit.
         self.closing = asyncio.Event()
@@ -183,6 +191,10 @@ class Gateway:
             self._write_local_token()
         if self.metrics is not None:
             self._sampling = asyncio.get_running_loop().create_task(sample(self.metrics, self))
+        if self.events.enabled:
+            self._signals = asyncio.get_running_loop().create_task(
+                watch_signal(self.events, self.modems)
+            )
         control_path = self.config.control_path()
         if control_path is not None:
             control = ControlServer(
@@ -216,6 +228,11 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
             self._sampling = None
+        if self._signals is not None:
+            self._signals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._signals
+            self._signals = None
         await self.batches.stop()
         await self.server.stop()
         # Drivers stop (nothing new comes in), then what they handed over is kept.
@@ -337,6 +354,7 @@ class Gateway:
 
     async def _add_bank(self, name: str, config: ModemBankConfig) -> None:
         bank = ModemBank(name, config, self.store, clock=self.clock)
+        bank.events = self.events
         bank.ports.update(await self._emulate(name, config))
         await self.dispatcher.add_driver(bank)
         self.banks[name] = bank
@@ -401,6 +419,7 @@ class Gateway:
 
     def _reloaded(self, *, ok: bool, detail: str | list[str] | None = None) -> None:
         self.last_reload = {"at": time.time(), "ok": ok, "detail": detail}
+        self.events.reload(ok, detail)
         if self.metrics is not None:
             self.metrics.reload_done(ok)
 
@@ -408,6 +427,7 @@ class Gateway:
         if name in config.upstreams:
             upstream = SmppUpstream(name, config.upstreams[name])
             upstream.metrics = self.metrics  # a reload's upstream counts like a started one
+            upstream.events = self.events
             return upstream
         sim = config.simulated_carriers[name]
         return SimulatedCarrier(
@@ -571,6 +591,7 @@ class Gateway:
             else self.delivery.per_route(now - DAY),
             "delivery_window": "since start" if stats is None else "last 24 h",
             "last_reload": self.last_reload,
+            "mqtt": None if self.mqtt is None else self.mqtt.status(),
         }
 
 

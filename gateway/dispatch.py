@@ -82,6 +82,7 @@ from gateway.store.base import (
     state_of_smpp,
 )
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["Dispatcher"]
@@ -151,6 +152,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._metrics: Metrics | None = None
+        self._events = Events.off()
         self.dead: DeadRule | None = None  # policy.dead_numbers, when it names error codes
         self._early: dict[tuple[str, str], UpstreamReceipt] = {}
         self._tickets = _Tickets()  # sends in the order they started
@@ -198,6 +200,14 @@ class Dispatcher:
     @metrics.setter
     def metrics(self, metrics: Metrics | None) -> None:
         self._metrics = self._inbound.metrics = metrics
+
+    @property
+    def events(self) -> Events:
+        return self._events
+
+    @events.setter
+    def events(self, events: Events) -> None:
+        self._events = self._inbound.events = events
 
     def set_policy(self, opt_out: OptOutRule | None, dead: DeadRule | None) -> None:
         """The sending rules' parts applied here (at start and on reload): MO opt-out
@@ -543,6 +553,9 @@ class Dispatcher:
         part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
         self._learnt(upstream)
         await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
+        self._events.message_state(
+            message.id, "sent", message.account, message.route, target=upstream
+        )
         if telemetry.messages:
             _lifecycle("sent", record, target=upstream, upstream_id=",".join(result.part_ids))
         if self.metrics is not None:
@@ -567,9 +580,14 @@ class Dispatcher:
             self.metrics.ended(state.name.lower(), record.message.route, target)
         self._learn(record.message.route, target, now, False, None)
         delivery = self._receipt_delivery(record, state, error, now)
-        await self.store.settle(
+        settled = await self.store.settle(
             record.message.id, state, now, error=error or None, delivery=delivery
         )
+        if settled:  # not already ended another way
+            m = record.message
+            self._events.message_state(
+                m.id, state.value, m.account, m.route, target=target or None, error=error or None
+            )
         if telemetry.messages:
             _lifecycle("failed", record, state=state.name, error=error)
         if delivery is not None:
@@ -639,7 +657,7 @@ class Dispatcher:
 
     async def _match_and_settle(self, batch: list[_Waiting]) -> None:
         try:
-            ending = await self._match_receipts(batch)
+            kept, settlements, notices, now, numbers, ended = await self._match_receipts(batch)
         except Exception as exc:
             if len(batch) > 1:  # one receipt the store refuses must not fail its neighbours
                 half = len(batch) // 2
@@ -649,13 +667,21 @@ class Dispatcher:
             log.exception("receipt not kept; the upstream will send it again")
             _fail(batch, exc)  # the driver answers a temporary error
             return
-        task = asyncio.get_running_loop().create_task(self._settle_receipts(*ending))
+        settle = self._settle_receipts(kept, settlements, notices, now, numbers, ended=ended)
+        task = asyncio.get_running_loop().create_task(settle)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
     async def _match_receipts(
         self, batch: list[_Waiting]
-    ) -> tuple[list[_Waiting], list[Settlement], list[NewDelivery], float, _Numbers | None]:
+    ) -> tuple[
+        list[_Waiting],
+        list[Settlement],
+        list[NewDelivery],
+        float,
+        _Numbers | None,
+        list[tuple[MessageRecord, str]],
+    ]:
         """Match and keep a batch; what it ends, and the notifications it makes."""
         now = self.clock()
         incoming = []
@@ -683,6 +709,8 @@ class Dispatcher:
         notices: list[NewDelivery] = []
         ending: set[str] = set()
         kept: list[_Waiting] = []
+        events = self._events
+        ended: list[tuple[MessageRecord, str]] = []  # per settlement: for its event
         dead = self.dead
         numbers = _Numbers() if dead is not None else None
         for n, (w, match) in enumerate(zip(batch, matches, strict=True)):
@@ -700,6 +728,16 @@ class Dispatcher:
             record = match.record
             message = record.message
             final = None if r.intermediate else state_of_smpp(r.message_state)
+            if events.enabled:
+                stat = "enroute" if final is None else final.value
+                events.receipt(
+                    r.upstream,
+                    r.upstream_id,
+                    message_id=message.id,
+                    state=stat,
+                    message_state=r.message_state,
+                    error=r.error,
+                )
             if final is None:  # ENROUTE / ACCEPTD / an intermediate notification
                 if message.registered_delivery & 0x10 and not record.state.final:
                     notice = self._receipt_delivery(
@@ -728,6 +766,7 @@ class Dispatcher:
             self._learn(message.route, r.upstream, now, state is MessageState.DELIVERED, latency)
             delivery = self._receipt_delivery(record, state, r.error, now)
             settlements.append(Settlement(message.id, state, r.error or None, delivery))
+            ended.append((record, r.upstream))
             if telemetry.messages:
                 _lifecycle(
                     "receipt",
@@ -736,7 +775,7 @@ class Dispatcher:
                     target=r.upstream,
                     upstream_id=r.upstream_id,
                 )
-        return kept, settlements, notices, now, numbers
+        return kept, settlements, notices, now, numbers, ended
 
     async def _settle_receipts(
         self,
@@ -745,11 +784,15 @@ class Dispatcher:
         notices: list[NewDelivery],
         now: float,
         numbers: _Numbers | None = None,
+        *,
+        ended: list[tuple[MessageRecord, str]] | None = None,
     ) -> None:
         """End what a matched batch ends (one transaction); then its receipts are durable."""
         try:
             if settlements or notices:
                 done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
+                if self._events.enabled and ended:
+                    self._ended_events(settlements, done, ended)
                 accounts = {d.account for d in notices}
                 accounts.update(
                     s.delivery.account
@@ -768,6 +811,21 @@ class Dispatcher:
                 await asyncio.sleep(0)  # each wakes a driver's task, which answers its carrier
             if not w.done.done():
                 w.done.set_result(None)
+
+    def _ended_events(
+        self,
+        settlements: list[Settlement],
+        done: list[bool],
+        ended: list[tuple[MessageRecord, str]],
+    ) -> None:
+        """The state events of what a receipt batch ended (those the store did end)."""
+        events = self._events
+        for s, ok, (record, target) in zip(settlements, done, ended, strict=True):
+            if ok:
+                m = record.message
+                events.message_state(
+                    m.id, s.state.value, m.account, m.route, target=target, error=s.error
+                )
 
     async def _dead_numbers(self, numbers: _Numbers, now: float) -> None:
         """One write per receipt batch: failures counted, delivered numbers forgotten. A
@@ -801,6 +859,15 @@ class Dispatcher:
         """Still unknown after the look that waits for sends: kept (raw) in the store and
         counted; held in memory too, in case its id is recorded later after all."""
         self.unknown_receipts += 1
+        final = None if receipt.intermediate else state_of_smpp(receipt.message_state)
+        self._events.receipt(
+            receipt.upstream,
+            receipt.upstream_id,
+            message_id=None,
+            state="enroute" if final is None else final.value,
+            message_state=receipt.message_state,
+            error=receipt.error,
+        )
         spelling = self._spelling(receipt.upstream)
         for key in spelling.received(receipt.upstream_id, widened=True, learn=False):
             self._early[(receipt.upstream, key)] = receipt
@@ -887,6 +954,8 @@ class Dispatcher:
         for o, ok in zip(overdue, done, strict=True):
             if ok:  # no receipt in time counts against its target
                 self._learn(o.record.message.route, o.upstream, now, False, None)
+                m = o.record.message
+                self._events.message_state(m.id, "unknown", m.account, m.route, target=o.upstream)
         for account in sorted(
             {
                 s.delivery.account

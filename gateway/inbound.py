@@ -114,6 +114,7 @@ from gateway.sms.udh import (
     concat_ie,
 )
 from gateway.store.base import NewDelivery, Store
+from gateway.telemetry.events import Events
 
 if TYPE_CHECKING:
     from gateway.telemetry.metrics import Metrics
@@ -279,6 +280,7 @@ class Inbound:
         self.refs = ReferenceAllocator(max_destinations=max_senders, seed=seed)
         self.opt_out: OptOutRule | None = None  # set from the policy (and on reload)
         self.metrics: Metrics | None = None
+        self.events = Events.off()
 
     async def take(self, pdu: Any) -> CommandStatus:
         """One inbound PDU; durable when this returns ESME_ROK.
@@ -364,6 +366,7 @@ class Inbound:
                 deliveries.append(webhook)
         await self.store.finish_inbound(message.key, deliveries, now)
         self.notify(account)
+        self.events.mo(first.source_addr, destination, account, text, len(message.parts))
         confirmation = rule.confirmation_for(language) if rule is not None else None
         if reply is Reply.OPT_OUT and rule is not None and confirmation and rule.confirm:
             first = message.first

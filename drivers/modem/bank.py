@@ -97,6 +97,7 @@ from gateway.store.base import (
     Usage,
     usage_windows,
 )
+from gateway.telemetry.events import Events
 
 __all__ = [
     "STATE_OF_REPORT",
@@ -432,6 +433,7 @@ class ModemBank:
         self._sticky: OrderedDict[tuple[str, str, int, int], tuple[_Slot, float]] = OrderedDict()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.events = Events.off()  # the gateway's MQTT events (set by the app)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -823,6 +825,7 @@ class ModemBank:
         slot = self._by_modem.get(id(modem))
         if slot is None:
             return
+        self.events.modem_state(self.bank, slot.config.name, modem.state.value)
         hopeless = self.unusable_reason()
         if hopeless is not None and self._hopeless is None:
             log.error("modem bank cannot send: fix and restart", bank=self.bank, reason=hopeless)

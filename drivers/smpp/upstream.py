@@ -91,6 +91,7 @@ from gateway.smpp.tlv import tlv_value
 from gateway.sms.errors import SmsError
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
 from gateway.store.base import MessageRecord
+from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["SmppUpstream"]
@@ -241,6 +242,7 @@ class SmppUpstream:
         ]
         self._sink: ReceiptSink | None = None
         self.metrics: Metrics | None = None
+        self.events = Events.off()  # the gateway's MQTT events (set by the app)
         self._stopping = False
         self._bound = asyncio.Event()
         self._log = log.bind(upstream=name)
@@ -701,6 +703,8 @@ class SmppUpstream:
             conn.timer = None
         if conn.session is session:
             conn.session = conn.writer = None
+        if conn.bound:  # a link that never bound is no news (a failed reconnect)
+            self.events.upstream_link(self.name, conn.name, "down", self.last_error)
         conn.bound = False
         for waiter in conn.waiting.values():
             if not waiter.done():
@@ -795,6 +799,7 @@ class SmppUpstream:
                 return
             conn.bound = conn.bound_once = True
             self._log.info("upstream bound", connection=conn.name, peer=pdu.system_id)
+            self.events.upstream_link(self.name, conn.name, "bound", None)
             self._update_bound()
             self._pump()
             return

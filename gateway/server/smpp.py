@@ -82,6 +82,7 @@ from gateway.smpp.tlv import tlv_raw
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["SmppServer"]
@@ -159,6 +160,7 @@ class SmppServer:
         self.config = config
         self.on_accept = on_accept
         self.metrics: Metrics | None = None
+        self.events = Events.off()  # the gateway's MQTT events (set by the app)
         self.store = store
         self.clock = clock
         self.auth = Authenticator(config.accounts)
@@ -720,6 +722,7 @@ class SmppServer:
             return CommandStatus.ESME_RSYSERR, "", None
         if telemetry.messages:
             _accepted(message)
+        self.events.accepted((message,))
         self.on_accept()
         return CommandStatus.ESME_ROK, message.id, reason
 
@@ -786,6 +789,7 @@ class SmppServer:
         if telemetry.messages:
             for message in messages:
                 _accepted(message)
+        self.events.accepted(messages)
         if messages:
             self.on_accept()
 
@@ -827,6 +831,8 @@ class SmppServer:
                 ids.append(result)
                 if telemetry.messages:
                     _accepted(message)
+                if result == message.id:  # not an earlier duplicate's id
+                    self.events.accepted((message,))
         unsuccess = tuple(u for _, u in sorted(failed, key=lambda f: f[0]))
         if not ids:
             return CommandStatus.ESME_RSUBMITFAIL, "", unsuccess

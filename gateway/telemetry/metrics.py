@@ -6,6 +6,8 @@ label children cached per (account / route, target): a dict lookup and an `.inc(
 Labels are bounded by the configuration: accounts, routes, targets, binds, modems - never a
 message id or a phone number.
 
+The MQTT link's counts (`smsgw_mqtt_*`) are the link's own, read at scrape time too.
+
 Gauges of state (upstream links, modems, queues) are read at scrape time by `_StateCollector`
 from callables the gateway registers (`add_source`): nothing is updated per message for them.
 
@@ -24,12 +26,12 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.smpp.constants import CommandStatus
 
-__all__ = ["Metrics", "Source"]
+__all__ = ["Metrics", "Source", "counter", "gauge"]
 
 # A scrape-time source: yields metric families built from in-memory state.
 Source = Callable[[], Iterable[Metric]]
@@ -245,6 +247,13 @@ def _status_name(status: int) -> str:
         return CommandStatus(status).name
     except ValueError:
         return f"0x{status:08X}"
+
+
+def counter(name: str, doc: str, value: float) -> Metric:
+    """A counter read at scrape time from a count kept elsewhere (`name` without _total)."""
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
 
 
 def gauge(

@@ -162,17 +162,19 @@ class MqttLink:
     ) -> bool:
         """Queue a message (bytes, str, or anything JSON takes); False if the queue was full
         and it was dropped. Never waits."""
+        # Full: dropped before it is serialised - under a flood of events (the broker away,
+        # or slower than the traffic) a dropped one should cost next to nothing.
+        if len(self._queue) >= self._limit:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("mqtt_queue_full", dropped=self.dropped, limit=self._limit)
+            return False
         if isinstance(payload, str):
             data = payload.encode()
         elif isinstance(payload, bytes | bytearray):
             data = bytes(payload)
         else:
             data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(self._queue) >= self._limit:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("mqtt_queue_full", dropped=self.dropped, limit=self._limit)
-            return False
         self._queue.append(_Out(topic, data, qos, retain))
         self._wake.set()
         return True

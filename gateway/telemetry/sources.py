@@ -15,7 +15,7 @@ from prometheus_client.core import Metric
 from drivers.smpp.upstream import SmppUpstream
 from gateway.store.base import QueueDepths
 from gateway.telemetry.history import Totals
-from gateway.telemetry.metrics import Metrics, gauge
+from gateway.telemetry.metrics import Metrics, counter, gauge
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -191,7 +191,24 @@ def watch(metrics: Metrics, gateway: Gateway) -> None:
             (([r["route"], r["target"]], float(r["pending"])) for r in rows),
         )
 
+    def mqtt() -> Iterator[Metric]:
+        link = gateway.mqtt
+        if link is None:
+            return
+        yield gauge(
+            "smsgw_mqtt_connected", "1 if the MQTT broker link is up", [],
+            [([], float(link.connected.is_set()))],
+        )  # fmt: skip
+        yield counter("smsgw_mqtt_published", "Events the broker acknowledged", link.published)
+        yield counter(
+            "smsgw_mqtt_dropped", "Events dropped: the queue was full (broker away)", link.dropped
+        )
+        yield gauge(
+            "smsgw_mqtt_queued", "Events waiting for the broker", [], [([], float(link.queued))]
+        )
+
     metrics.add_source(upstreams)
+    metrics.add_source(mqtt)
     metrics.add_source(delivery)
     metrics.add_source(queues)
     metrics.add_source(modems)
