@@ -239,7 +239,8 @@ class Gateway:
         await self.dispatcher.stop()
         await self.webhooks.stop()
         if self.mqtt is not None:
-            await self.mqtt.stop()  # after the dispatcher: its last events go out first
+            self.events.flush()  # after the dispatcher: its last events go out first
+            await self.mqtt.stop()
         await self.store.close()
         for emulated in self.emulated.values():
             await asyncio.to_thread(_stop_emulated, emulated)
@@ -591,7 +592,9 @@ class Gateway:
             else self.delivery.per_route(now - DAY),
             "delivery_window": "since start" if stats is None else "last 24 h",
             "last_reload": self.last_reload,
-            "mqtt": None if self.mqtt is None else self.mqtt.status(),
+            "mqtt": None
+            if self.mqtt is None
+            else {**self.mqtt.status(), "events_dropped": self.events.dropped},
         }
 
 

@@ -7,12 +7,13 @@ import asyncio
 import json
 from typing import Any
 
-from gateway.telemetry.events import Events, watch_signal
+from gateway.telemetry.events import FLUSH, MAX_BATCH, Events, watch_signal
 from gateway.telemetry.mqtt import MqttLink
 
 
 def _queued(link: MqttLink) -> list[tuple[str, dict[str, Any]]]:
-    return [(o.topic, json.loads(o.payload)) for o in link._queue]
+    """Each event handed to the link (a message's payload is an array of them)."""
+    return [(o.topic, e) for o in link._queue for e in json.loads(o.payload)]
 
 
 def test_off_is_a_no_op() -> None:
@@ -35,6 +36,8 @@ def test_payloads_carry_the_envelope_on_their_topic() -> None:
         events.modem_state("b", "m1", "ready")
         events.upstream_link("carrier", "0/trx", "down", "reset")
         events.reload(False, "routes: bad")
+        assert not link._queue  # batched: nothing is handed over before the flush
+        events.flush()
         return _queued(link)
 
     queued = asyncio.run(main())
@@ -64,11 +67,47 @@ def test_signal_is_published_on_change_only() -> None:
             rows[:] = [{"bank": "b", "name": "m1", "signal_dbm": next(readings, None)}]
             return rows
 
-        task = asyncio.create_task(watch_signal(Events(link), read, interval=0))
+        events = Events(link)
+        task = asyncio.create_task(watch_signal(events, read, interval=0))
         for _ in range(6):
             await asyncio.sleep(0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        events.flush()
         return _queued(link)
 
     assert [e["dbm"] for _, e in asyncio.run(main())] == [-93, -71, None]
+
+
+def test_events_are_batched_per_topic_in_order_and_bounded() -> None:
+    async def main() -> MqttLink:
+        link = MqttLink("mqtt://127.0.0.1:1", node="n", prefix="p")
+        events = Events(link, clock=lambda: 1.0)
+        for i in range(MAX_BATCH + 3):
+            events.message_state(f"m{i}", "sent", "shop", "all")
+        events.reload(True, None)
+        # A full batch goes at once; the rest when the timer fires.
+        assert len(link._queue) == 1
+        await asyncio.sleep(FLUSH * 3)
+        return link
+
+    link = asyncio.run(main())
+    sizes = [(o.topic, len(json.loads(o.payload))) for o in link._queue]
+    assert sizes == [("p/n/message/state", MAX_BATCH), ("p/n/message/state", 3), ("p/n/reload", 1)]
+    ids = [e["id"] for t, e in _queued(link) if t.endswith("state")]
+    assert ids == [f"m{i}" for i in range(MAX_BATCH + 3)]
+
+
+def test_a_refused_batch_counts_its_events() -> None:
+    async def main() -> Events:
+        link = MqttLink("mqtt://127.0.0.1:1", node="n", prefix="p", queue=1)
+        events = Events(link)
+        events.reload(True, None)
+        events.flush()
+        for i in range(4):
+            events.message_state(f"m{i}", "sent", "shop", "all")
+        events.flush()  # the link's queue is full: four events lost, and counted
+        return events
+
+    events = asyncio.run(main())
+    assert events.dropped == 4 and events.link is not None and events.link.dropped == 1
