@@ -1296,7 +1296,7 @@ def _stop_counter(proc: subprocess.Popen[bytes], tmp: Path) -> dict[str, int]:
 
 
 def counter_entry(spec: str) -> int:
-    """`--mqtt-count "URL PREFIX DIR"`: count events on PREFIX/# by type into
+    """`--mqtt-count "URL PREFIX DIR"`: count events (in the arrays) on PREFIX/# by type into
     DIR/mqtt-count.json (rewritten every 0.2 s) until SIGTERM."""
     import aiomqtt  # noqa: PLC0415 - only in the subscriber process
 
@@ -1322,8 +1322,10 @@ def counter_entry(spec: str) -> int:
 
             async def read() -> None:
                 async for message in client.messages:
-                    # the topic names the type: no JSON parse, so the counter keeps up
-                    counts[str(message.topic).split("/", 2)[2]] += 1
+                    # a payload is an array of events, all of the topic's type
+                    assert isinstance(message.payload, bytes)
+                    events = len(json.loads(message.payload))
+                    counts[str(message.topic).split("/", 2)[2]] += events
 
             tasks = [asyncio.create_task(read()), asyncio.create_task(write())]
             await stop.wait()
@@ -1640,8 +1642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "mqtt" in r:
                 m = r["mqtt"]
                 print(
-                    f"  mqtt: published {m.get('published_total', 0):,.0f}, dropped "
-                    f"{m.get('dropped_total', 0):,.0f}, received by the subscriber "
+                    f"  mqtt: published {m.get('published_total', 0):,.0f} MQTT messages, dropped "
+                    f"{m.get('dropped_total', 0):,.0f}, events received by the subscriber "
                     f"{sum(m.get('received', {}).values()):,} {dict(m.get('received', {}))}",
                     flush=True,
                 )
