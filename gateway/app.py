@@ -62,7 +62,7 @@ from gateway.telemetry import systemd
 from gateway.telemetry.delivery import DAY, DeliveryStats
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.mqtt import MqttLink, link_for
+from gateway.telemetry.mqtt import MqttLink, MqttMessage, link_for
 from gateway.telemetry.sources import sample, totals, watch
 
 if TYPE_CHECKING:
@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 __all__ = ["Emulated", "Gateway", "run"]
 
 log = structlog.get_logger("smsgw")
+
+# Seconds the deliveries queued are gathered before one notice names their accounts to the
+# other nodes: short against a receipt's way (tens of ms), long enough to fold a burst.
+_NOTICE_TICK = 0.005
 
 
 @dataclass
@@ -149,6 +153,10 @@ class Gateway:
         self.mqtt: MqttLink | None = (
             link_for(config.mqtt, config.node_name()) if config.mqtt is not None else None
         )
+        # Deliveries queued here announced to the other nodes (`_notify`), one tick at a time.
+        self._noticed: set[str] = set()
+        self._notice_timer: asyncio.TimerHandle | None = None
+        self.notices_sent = 0
         # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
         # is not left waiting for them until its forced exit.
         self.closing = asyncio.Event()
@@ -157,6 +165,7 @@ class Gateway:
         self.closing.clear()
         await self.store.open()
         if self.mqtt is not None:
+            await self.mqtt.subscribe(self.mqtt.topic_of("+", "deliveries"), self._on_notice)
             self.mqtt.start()  # in the background: a broker that is away never holds us up
         requeued = await self.store.requeue_interrupted(time.time())
         if requeued:
@@ -221,7 +230,19 @@ class Gateway:
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
         await self.webhooks.stop()
+        # Nothing of ours is in flight now: other nodes take our claims and leased deliveries
+        # at once rather than after the lease.
+        try:
+            released = await self.store.release(time.time())
+        except Exception:  # the store is going away: the lease ends them anyway
+            log.exception("could not hand over this node's claims and leases")
+        else:
+            if released:
+                log.info("handed over to the other nodes", count=released)
         if self.mqtt is not None:
+            if self._notice_timer is not None:  # the last tick's notice goes out too
+                self._notice_timer.cancel()
+                self._send_notice()
             await self.mqtt.stop()  # after the dispatcher: its last events go out first
         await self.store.close()
         for emulated in self.emulated.values():
@@ -229,9 +250,37 @@ class Gateway:
         self.emulated.clear()
 
     def _notify(self, account: str) -> None:
-        """A deliver_sm was queued for `account`: its binds and its webhook sender look."""
+        """A deliver_sm was queued for `account`: its binds and its webhook sender look, and
+        so, through the broker, do the other nodes' binds (the app may be bound there)."""
         self.server.notify(account)
         self.webhooks.wake(account)
+        if self.mqtt is not None:
+            # Coalesced: the accounts named within one tick go out in one notice, so a
+            # receipt burst costs at most one broker message per tick, not one per receipt.
+            self._noticed.add(account)
+            if self._notice_timer is None:
+                loop = asyncio.get_running_loop()
+                self._notice_timer = loop.call_later(_NOTICE_TICK, self._send_notice)
+
+    def _send_notice(self) -> None:
+        self._notice_timer = None
+        accounts, self._noticed = sorted(self._noticed), set()
+        if accounts and self.mqtt is not None:
+            self.mqtt.publish(self.mqtt.topic("deliveries"), {"v": 1, "accounts": accounts})
+            self.notices_sent += 1
+
+    def _on_notice(self, message: MqttMessage) -> None:
+        """Another node queued deliveries: wake this node's binds of those accounts (the
+        webhooks are that node's to send). A lost notice costs only the rescan's delay."""
+        node = message.topic.split("/")[-2]
+        if self.mqtt is None or node == self.mqtt.node:
+            return
+        data = message.json()
+        if not isinstance(data, dict) or data.get("v") != 1:
+            return
+        for account in data.get("accounts", ()):
+            if isinstance(account, str):
+                self.server.notify(account)
 
     # -- opt-out --------------------------------------------------------------------------------
 
@@ -660,13 +709,17 @@ def _store(config: GatewayConfig) -> Store:
 
         assert config.store.dsn is not None  # the config's validator insists
         return PostgresStore(
-            config.store.dsn, node=config.node_id, prefix_digits=config.store.stats_prefix_digits
+            config.store.dsn,
+            node=config.node_id,
+            prefix_digits=config.store.stats_prefix_digits,
+            lease=config.dispatch.delivery_lease,
         )
     return SqliteStore(
         config.store.path,
         node=config.node_id,
         writer=config.store.writer,
         prefix_digits=config.store.stats_prefix_digits,
+        lease=config.dispatch.delivery_lease,
     )
 
 

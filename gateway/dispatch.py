@@ -211,11 +211,13 @@ class Dispatcher:
             self._saved[upstream] = self._spelling(upstream).bases
         for driver in self.drivers.values():
             await driver.start(self)
+        await self.store.heartbeat(self.clock())  # before the first claim: it is ours
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run()),
             loop.create_task(self._housekeeping()),
             loop.create_task(self._receipt_timeouts()),
+            loop.create_task(self._leases()),
         ]
 
     async def stop(self) -> None:
@@ -984,6 +986,26 @@ class Dispatcher:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
+
+    async def _leases(self) -> None:
+        """Nodes sharing the store: say this one is alive, four times per lease, and take
+        back the messages a node silent for a whole lease had claimed."""
+        lease = self.settings.delivery_lease
+        while True:
+            await asyncio.sleep(lease / 4)
+            now = self.clock()
+            try:
+                if await self.store.heartbeat(now):
+                    # Silent for a lease (a stalled loop, a lost database): its sends still
+                    # in flight may go twice, as after a crash - at least once, never lost.
+                    log.warning("this node was taken for dead; its claims were taken over")
+                taken = await self.store.take_over(now, lease)
+            except Exception:
+                log.exception("node heartbeat failed")
+                continue
+            if taken:
+                log.warning("took over the messages of a silent node", count=taken)
+                self.wake()
 
 
 def _stop_error(reason: str) -> int:
