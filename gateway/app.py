@@ -129,6 +129,7 @@ class Gateway:
             mo_timeout=config.mo_reassembly_timeout,
         )
         self.server.on_accept = self.dispatcher.wake
+        self.dispatcher.shared_store = config.store.backend == "postgres"
         self._policy_to_dispatcher(config)
         self.port: int | None = None
         self.config_path: str | None = None  # what `reload` reads when given no path
@@ -252,7 +253,7 @@ class Gateway:
     def _notify(self, account: str) -> None:
         """A deliver_sm was queued for `account`: its binds and its webhook sender look, and
         so, through the broker, do the other nodes' binds (the app may be bound there)."""
-        self.server.notify(account)
+        self.server.notify(account, rewind=self.mqtt is not None)
         self.webhooks.wake(account)
         if self.mqtt is not None:
             # Coalesced: the accounts named within one tick go out in one notice, so a
@@ -280,7 +281,7 @@ class Gateway:
             return
         for account in data.get("accounts", ()):
             if isinstance(account, str):
-                self.server.notify(account)
+                self.server.notify(account, rewind=True)
 
     # -- opt-out --------------------------------------------------------------------------------
 

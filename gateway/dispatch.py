@@ -91,6 +91,8 @@ log = structlog.get_logger("smsgw.dispatch")
 _NO_TARGET_WAIT = 0.2  # seconds to wait for a busy target's window before requeueing
 _NO_TARGET_RETRY = 1.0  # seconds before a message no target could take is looked at again
 _EARLY_MAX = 100_000  # receipts held for ids not yet recorded
+_OTHER_NODE_LOOKS = 6  # looks again for a send another node has not recorded yet
+_OTHER_NODE_WAIT = 0.05  # seconds before the first of them; doubles
 _RECEIPT_BATCH = 512  # receipts matched and settled in one store transaction at most
 # Receipts a batch handles between two turns of the event loop: building a receipt for
 # the application costs 25-50 us, so a whole batch at once would stall the loop 15-25 ms.
@@ -146,6 +148,8 @@ class Dispatcher:
         self.policy_windows: tuple[float, float] | None = None
         self.stats_retention = stats_retention
         self.poll_interval = poll_interval
+        # Other nodes share the store (PostgreSQL): a receipt may name their sends.
+        self.shared_store = False
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
         self._tasks: list[asyncio.Task[None]] = []
@@ -695,6 +699,9 @@ class Dispatcher:
                 if not w.widened:
                     self._spawn(self._widen(w))  # not durable yet: its caller waits on
                     continue
+                if self.shared_store and w.looks < _OTHER_NODE_LOOKS:
+                    self._spawn(self._look_again(w))  # another node's send, not recorded yet
+                    continue
                 self._unknown(r)
                 kept.append(w)
                 continue
@@ -797,6 +804,15 @@ class Dispatcher:
         another spelling of a number match (a different message may carry it meanwhile)."""
         await self._tickets.wait_older(waiting.ticket, self.early_wait)
         waiting.widened = True
+        self._queue_receipt(waiting)
+
+    async def _look_again(self, waiting: _Waiting) -> None:
+        """Nodes sharing the store: the carrier may hand a receipt to this node's link for a
+        message another node sent and has not recorded yet (its loop busy), which
+        `_tickets` cannot see. Look again a few times, 0.05 s doubling (3.15 s in all), before
+        keeping it as unknown."""
+        await asyncio.sleep(_OTHER_NODE_WAIT * 2**waiting.looks)
+        waiting.looks += 1
         self._queue_receipt(waiting)
 
     def _unknown(self, receipt: UpstreamReceipt) -> None:
@@ -1048,6 +1064,7 @@ class _Waiting:
     done: asyncio.Future[None]
     widened: bool = False  # the second look (every older send recorded): the last one
     queried: bool = False  # our query_sm's answer, not a receipt the carrier sent
+    looks: int = 0  # later looks for another node's send (a shared store), after the second
 
 
 def _outcome(multipart: str, states: list[int | None], final: MessageState) -> MessageState | None:
