@@ -588,6 +588,9 @@ _UPSERT_STATS = upsert_sql(lambda n: f"${n}")
 async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
     rows = batch.take()
     if rows:
+        # One lock order for every transaction on every node: two settles upserting the same
+        # rows in other orders deadlocked (seen under bench/nodes.py: receipts refused).
+        rows.sort(key=repr)
         await conn.executemany(_UPSERT_STATS, rows)
 
 
