@@ -75,6 +75,9 @@ log = structlog.get_logger("smsgw")
 # Seconds the deliveries queued are gathered before one notice names their accounts to the
 # other nodes: short against a receipt's way (tens of ms), long enough to fold a burst.
 _NOTICE_TICK = 0.005
+# Seconds after another node's notice for an account during which this node's own notices
+# for it page from the start too (see `Gateway._notify`).
+_REMOTE_RECENT = 2.0
 
 
 @dataclass
@@ -157,6 +160,7 @@ class Gateway:
         # Deliveries queued here announced to the other nodes (`_notify`), one tick at a time.
         self._noticed: set[str] = set()
         self._notice_timer: asyncio.TimerHandle | None = None
+        self._remote_notice: dict[str, float] = {}  # account -> when another node's came
         self.notices_sent = 0
         # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
         # is not left waiting for them until its forced exit.
@@ -253,7 +257,11 @@ class Gateway:
     def _notify(self, account: str) -> None:
         """A deliver_sm was queued for `account`: its binds and its webhook sender look, and
         so, through the broker, do the other nodes' binds (the app may be bound there)."""
-        self.server.notify(account, rewind=self.mqtt is not None)
+        # Paged from the start only while other nodes queue for this account too: one of
+        # theirs with a higher id may have been offered before this one committed.
+        remote = self._remote_notice.get(account)
+        rewind = remote is not None and time.monotonic() - remote < _REMOTE_RECENT
+        self.server.notify(account, rewind=rewind)
         self.webhooks.wake(account)
         if self.mqtt is not None:
             # Coalesced: the accounts named within one tick go out in one notice, so a
@@ -281,6 +289,7 @@ class Gateway:
             return
         for account in data.get("accounts", ()):
             if isinstance(account, str):
+                self._remote_notice[account] = time.monotonic()
                 self.server.notify(account, rewind=True)
 
     # -- opt-out --------------------------------------------------------------------------------

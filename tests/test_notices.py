@@ -54,3 +54,17 @@ def test_a_notice_wakes_this_nodes_binds_unless_it_is_its_own(tmp_path: Path) ->
     assert woken == []
     gateway._on_notice(MqttMessage("gw/node9/deliveries", payload))
     assert woken == [("shop", True)]
+
+
+def test_own_deliveries_rewind_only_while_other_nodes_queue_too(tmp_path: Path) -> None:
+    async def body() -> None:
+        gateway = _gateway(tmp_path)
+        woken: list[tuple[str, bool]] = []
+        gateway.server.notify = lambda account, *, rewind=False: woken.append((account, rewind))  # type: ignore[method-assign]
+        gateway._notify("shop")
+        gateway._on_notice(MqttMessage("gw/node9/deliveries", b'{"v": 1, "accounts": ["shop"]}'))
+        gateway._notify("shop")
+        gateway._notify("bank")
+        assert woken == [("shop", False), ("shop", True), ("shop", True), ("bank", False)]
+
+    asyncio.run(body())
