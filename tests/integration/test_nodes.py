@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ from tests.integration.test_crash import start_gateway
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 LEASE = 3.0  # dispatch.delivery_lease: how soon a dead node's claims are taken over
+INFLIGHT = 64  # dispatch.max_inflight in CONFIG
 RESCAN = 5.0  # the server's rescan (gateway.server.smpp._REDELIVER): what MQTT must beat
 HAPROXY_CFG = Path(__file__).parents[2] / "contrib" / "haproxy" / "haproxy.cfg"
 
@@ -57,7 +59,7 @@ accounts: [{{system_id: app, password: pw, window: 200}}]
 upstreams:
   carrier: {{host: 127.0.0.1, port: {carrier}, system_id: gw, password: pw, window: 64}}
 routes: [{{name: all, targets: [carrier]}}]
-dispatch: {{max_inflight: 64, delivery_lease: {lease}, retry_backoff: 0.2,
+dispatch: {{max_inflight: {inflight}, delivery_lease: {lease}, retry_backoff: 0.2,
            max_retry_backoff: 1.0}}
 store: {{backend: postgres, dsn: "{dsn}"}}
 mqtt: {{url: "{mqtt}", topic_prefix: nodes-test}}
@@ -254,6 +256,7 @@ def cluster(tmp_path: Path, shared_dsn: str, mqtt_broker: Broker) -> Iterator[Cl
                     http=http,
                     carrier=carrier_port,
                     lease=LEASE,
+                    inflight=INFLIGHT,
                     dsn=shared_dsn,
                     mqtt=mqtt_broker.url,
                 ),
@@ -424,15 +427,25 @@ def test_kill_9_of_a_node_loses_no_receipt(cluster: Cluster) -> None:
     }
     duplicates = {i: len(receiver.got[i]) for i in acked if len(receiver.got.get(i, ())) > 1}
     unexplained = {i: n for i, n in duplicates.items() if acked[i] not in interrupted}
+    taken = [
+        json.loads(line).get("count", 0)
+        for log in cluster.logs
+        for line in list(log)
+        if "took over the messages of a silent node" in line
+    ]
     print(
         f"kill -9 of node B after {killed_at - started:.1f}s: acknowledged={len(acked)} "
         f"unacknowledged={len(submitter.waiting)} "
         f"receipts_in={len(set(acked) & set(receiver.got))} "
         f"lost={len(lost)} all_in_after={waited:.1f}s duplicates={len(duplicates)} "
         f"(interrupted deliveries: {len(interrupted)}, carrier resubmits: "
-        f"{sum(n - 1 for n in dests.values())}) unexplained_duplicates={len(unexplained)}"
+        f"{sum(n - 1 for n in dests.values())}) unexplained_duplicates={len(unexplained)} "
+        f"taken_over_from_B={sum(taken)}"
     )
     assert len(acked) >= 250
     assert not lost, lost[:10]
     assert waited < LEASE + 30
     assert not unexplained, unexplained
+    # What B had sent and not recorded went again after the takeover: at most its sends in
+    # flight (dispatch.max_inflight), as after a crash and restart.
+    assert sum(n - 1 for n in dests.values()) <= INFLIGHT
