@@ -296,14 +296,29 @@ def _until(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)  # polling, bounded by the deadline
 
 
-def _haproxy(tmp_path: Path, cluster: Cluster) -> tuple[subprocess.Popen[bytes], int]:
-    """haproxy with contrib/haproxy/haproxy.cfg, its bind and servers pointed at the nodes."""
+def _haproxy_binary() -> str:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(binary, os.X_OK):
         message = "haproxy is not installed (apt-get install haproxy)"
         if _under_ci():
             pytest.fail(message)
         pytest.skip(message)
+    return binary
+
+
+def test_the_contrib_haproxy_config_is_valid() -> None:
+    check = subprocess.run(
+        [_haproxy_binary(), "-c", "-f", str(HAPROXY_CFG)],
+        check=False,
+        capture_output=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def _haproxy(tmp_path: Path, cluster: Cluster) -> tuple[subprocess.Popen[bytes], int]:
+    """haproxy with contrib/haproxy/haproxy.cfg, its bind and servers pointed at the nodes."""
+    binary = _haproxy_binary()
     port = _free_port()
     text = HAPROXY_CFG.read_text(encoding="utf-8")
     text = text.replace("bind :2775", f"bind 127.0.0.1:{port}")
