@@ -1533,6 +1533,8 @@ class PostgresStore:
         return _count(await self._open_pool().execute(_TAKE_OVER, now, lease, self.node))
 
     async def release(self, now: float) -> int:
+        if self._pool is None or self._closing:  # a second stop: handed over already
+            return 0
         async with self._open_pool().acquire() as conn, conn.transaction():
             count = _count(await conn.execute(_REQUEUE, now, self.node))
             count += _count(
