@@ -404,7 +404,7 @@ def test_receipts_cross_nodes_at_once(tmp_path: Path, cluster: Cluster, via: str
     assert len(cross) == count and not local
     # The notice, not the rescan, delivered them: found by the rescan they would wait 2.5 s
     # on average, up to 5 s. (1.5 s, not 1 s, for p99: this 2-core VM, shared, has shown
-    # 0.9 s; most of a tail is another node's send not yet recorded - `_look_again`.)
+    # 0.6 s; most of a tail is another node's send not yet recorded - `_look_again`.)
     assert _pct(cross, 0.5) < 0.5
     assert _pct(cross, 0.99) < 1.5 < RESCAN
     assert duplicates == 0
