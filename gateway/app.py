@@ -63,7 +63,7 @@ from gateway.telemetry.delivery import DAY, DeliveryStats
 from gateway.telemetry.events import Events, watch_signal
 from gateway.telemetry.history import History, Rates, delivery_rates
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.mqtt import MqttLink, link_for
+from gateway.telemetry.mqtt import MqttLink, MqttMessage, link_for
 from gateway.telemetry.sources import sample, totals, watch
 
 if TYPE_CHECKING:
@@ -72,6 +72,13 @@ if TYPE_CHECKING:
 __all__ = ["Emulated", "Gateway", "run"]
 
 log = structlog.get_logger("smsgw")
+
+# Seconds the deliveries queued are gathered before one notice names their accounts to the
+# other nodes: short against a receipt's way (tens of ms), long enough to fold a burst.
+_NOTICE_TICK = 0.005
+# Seconds after another node's notice for an account during which this node's own notices
+# for it page from the start too (see `Gateway._notify`).
+_REMOTE_RECENT = 2.0
 
 
 @dataclass
@@ -126,6 +133,7 @@ class Gateway:
             mo_timeout=config.mo_reassembly_timeout,
         )
         self.server.on_accept = self.dispatcher.wake
+        self.dispatcher.shared_store = config.store.backend == "postgres"
         self._policy_to_dispatcher(config)
         self.port: int | None = None
         self.config_path: str | None = None  # what `reload` reads when given no path
@@ -157,6 +165,11 @@ class Gateway:
             if isinstance(driver, SmppUpstream | ModemBank):
                 driver.events = self.events
         self._signals: asyncio.Task[None] | None = None
+        # Deliveries queued here announced to the other nodes (`_notify`), one tick at a time.
+        self._noticed: set[str] = set()
+        self._notice_timer: asyncio.TimerHandle | None = None
+        self._remote_notice: dict[str, float] = {}  # account -> when another node's came
+        self.notices_sent = 0
         # Set first thing in `stop`: the status page's event streams end on it, so uvicorn
         # is not left waiting for them until its forced exit.
         self.closing = asyncio.Event()
@@ -165,6 +178,7 @@ class Gateway:
         self.closing.clear()
         await self.store.open()
         if self.mqtt is not None:
+            await self.mqtt.subscribe(self.mqtt.topic_of("+", "deliveries"), self._on_notice)
             self.mqtt.start()  # in the background: a broker that is away never holds us up
         requeued = await self.store.requeue_interrupted(time.time())
         if requeued:
@@ -238,8 +252,20 @@ class Gateway:
         # Drivers stop (nothing new comes in), then what they handed over is kept.
         await self.dispatcher.stop()
         await self.webhooks.stop()
+        # Nothing of ours is in flight now: other nodes take our claims and leased deliveries
+        # at once rather than after the lease.
+        try:
+            released = await self.store.release(time.time())
+        except Exception:  # the store is going away: the lease ends them anyway
+            log.exception("could not hand over this node's claims and leases")
+        else:
+            if released:
+                log.info("handed over to the other nodes", count=released)
         if self.mqtt is not None:
             self.events.flush()  # after the dispatcher: its last events go out first
+            if self._notice_timer is not None:  # the last tick's notice goes out too
+                self._notice_timer.cancel()
+                self._send_notice()
             await self.mqtt.stop()
         await self.store.close()
         for emulated in self.emulated.values():
@@ -247,9 +273,42 @@ class Gateway:
         self.emulated.clear()
 
     def _notify(self, account: str) -> None:
-        """A deliver_sm was queued for `account`: its binds and its webhook sender look."""
-        self.server.notify(account)
+        """A deliver_sm was queued for `account`: its binds and its webhook sender look, and
+        so, through the broker, do the other nodes' binds (the app may be bound there)."""
+        # Paged from the start only while other nodes queue for this account too: one of
+        # theirs with a higher id may have been offered before this one committed.
+        remote = self._remote_notice.get(account)
+        rewind = remote is not None and time.monotonic() - remote < _REMOTE_RECENT
+        self.server.notify(account, rewind=rewind)
         self.webhooks.wake(account)
+        if self.mqtt is not None:
+            # Coalesced: the accounts named within one tick go out in one notice, so a
+            # receipt burst costs at most one broker message per tick, not one per receipt.
+            self._noticed.add(account)
+            if self._notice_timer is None:
+                loop = asyncio.get_running_loop()
+                self._notice_timer = loop.call_later(_NOTICE_TICK, self._send_notice)
+
+    def _send_notice(self) -> None:
+        self._notice_timer = None
+        accounts, self._noticed = sorted(self._noticed), set()
+        if accounts and self.mqtt is not None:
+            self.mqtt.publish(self.mqtt.topic("deliveries"), {"v": 1, "accounts": accounts})
+            self.notices_sent += 1
+
+    def _on_notice(self, message: MqttMessage) -> None:
+        """Another node queued deliveries: wake this node's binds of those accounts (the
+        webhooks are that node's to send). A lost notice costs only the rescan's delay."""
+        node = message.topic.split("/")[-2]
+        if self.mqtt is None or node == self.mqtt.node:
+            return
+        data = message.json()
+        if not isinstance(data, dict) or data.get("v") != 1:
+            return
+        for account in data.get("accounts", ()):
+            if isinstance(account, str):
+                self._remote_notice[account] = time.monotonic()
+                self.server.notify(account, rewind=True)
 
     # -- opt-out --------------------------------------------------------------------------------
 
@@ -690,12 +749,14 @@ def _store(config: GatewayConfig) -> Store:
             min_size=config.store.pool_min,
             max_size=config.store.pool_max,
             replica_dsn=config.store.replica_dsn,
+            lease=config.dispatch.delivery_lease,
         )
     return SqliteStore(
         config.store.path,
         node=config.node_id,
         writer=config.store.writer,
         prefix_digits=config.store.stats_prefix_digits,
+        lease=config.dispatch.delivery_lease,
     )
 
 

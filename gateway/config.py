@@ -496,6 +496,15 @@ class DispatchConfig(_Model):
     delivery_ttl: float = Field(
         86_400.0, gt=0, description="how long a receipt or MO waits for its application"
     )
+    delivery_lease: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "seconds a node keeps a receipt or MO it offered to an application before another "
+            "node sharing the store may offer it; also how long a node may be silent (no "
+            "heartbeat) before another takes over the messages it had claimed for sending"
+        ),
+    )
     purge_interval: float = Field(3600.0, gt=0, description="seconds between retention purges")
     receipt_timeout: float = Field(
         72 * 3600.0,

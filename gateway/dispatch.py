@@ -92,6 +92,8 @@ log = structlog.get_logger("smsgw.dispatch")
 _NO_TARGET_WAIT = 0.2  # seconds to wait for a busy target's window before requeueing
 _NO_TARGET_RETRY = 1.0  # seconds before a message no target could take is looked at again
 _EARLY_MAX = 100_000  # receipts held for ids not yet recorded
+_OTHER_NODE_LOOKS = 6  # looks again for a send another node has not recorded yet
+_OTHER_NODE_WAIT = 0.05  # seconds before the first of them; doubles
 _RECEIPT_BATCH = 512  # receipts matched and settled in one store transaction at most
 # Receipts a batch handles between two turns of the event loop: building a receipt for
 # the application costs 25-50 us, so a whole batch at once would stall the loop 15-25 ms.
@@ -147,6 +149,8 @@ class Dispatcher:
         self.policy_windows: tuple[float, float] | None = None
         self.stats_retention = stats_retention
         self.poll_interval = poll_interval
+        # Other nodes share the store (PostgreSQL): a receipt may name their sends.
+        self.shared_store = False
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()  # a send finished: a window may have room again
         self._tasks: list[asyncio.Task[None]] = []
@@ -221,11 +225,13 @@ class Dispatcher:
             self._saved[upstream] = self._spelling(upstream).bases
         for driver in self.drivers.values():
             await driver.start(self)
+        await self.store.heartbeat(self.clock())  # before the first claim: it is ours
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run()),
             loop.create_task(self._housekeeping()),
             loop.create_task(self._receipt_timeouts()),
+            loop.create_task(self._leases()),
         ]
 
     async def stop(self) -> None:
@@ -721,6 +727,9 @@ class Dispatcher:
                 if not w.widened:
                     self._spawn(self._widen(w))  # not durable yet: its caller waits on
                     continue
+                if self.shared_store and w.looks < _OTHER_NODE_LOOKS:
+                    self._spawn(self._look_again(w))  # another node's send, not recorded yet
+                    continue
                 self._unknown(r)
                 kept.append(w)
                 continue
@@ -853,6 +862,15 @@ class Dispatcher:
         another spelling of a number match (a different message may carry it meanwhile)."""
         await self._tickets.wait_older(waiting.ticket, self.early_wait)
         waiting.widened = True
+        self._queue_receipt(waiting)
+
+    async def _look_again(self, waiting: _Waiting) -> None:
+        """Nodes sharing the store: the carrier may hand a receipt to this node's link for a
+        message another node sent and has not recorded yet (its loop busy), which
+        `_tickets` cannot see. Look again a few times, 0.05 s doubling (3.15 s in all), before
+        keeping it as unknown."""
+        await asyncio.sleep(_OTHER_NODE_WAIT * 2**waiting.looks)
+        waiting.looks += 1
         self._queue_receipt(waiting)
 
     def _unknown(self, receipt: UpstreamReceipt) -> None:
@@ -1054,6 +1072,26 @@ class Dispatcher:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.settings.purge_interval, self._inbound.mo_timeout / 4))
 
+    async def _leases(self) -> None:
+        """Nodes sharing the store: say this one is alive, four times per lease, and take
+        back the messages a node silent for a whole lease had claimed."""
+        lease = self.settings.delivery_lease
+        while True:
+            await asyncio.sleep(lease / 4)
+            now = self.clock()
+            try:
+                if await self.store.heartbeat(now):
+                    # Silent for a lease (a stalled loop, a lost database): its sends still
+                    # in flight may go twice, as after a crash - at least once, never lost.
+                    log.warning("this node was taken for dead; its claims were taken over")
+                taken = await self.store.take_over(now, lease)
+            except Exception:
+                log.exception("node heartbeat failed")
+                continue
+            if taken:
+                log.warning("took over the messages of a silent node", count=taken)
+                self.wake()
+
 
 def _stop_error(reason: str) -> int:
     """The receipt's err: for a sending rule's stop (`Reason.error_code`)."""
@@ -1095,6 +1133,7 @@ class _Waiting:
     done: asyncio.Future[None]
     widened: bool = False  # the second look (every older send recorded): the last one
     queried: bool = False  # our query_sm's answer, not a receipt the carrier sent
+    looks: int = 0  # later looks for another node's send (a shared store), after the second
 
 
 def _outcome(multipart: str, states: list[int | None], final: MessageState) -> MessageState | None:

@@ -317,8 +317,17 @@ class SmppServer:
         bucket = self._buckets.get(system_id)
         return 0.0 if bucket is None else bucket.wait(count)
 
-    def notify(self, account: str) -> None:
-        """Deliveries were queued for `account`: wake its receiving sessions."""
+    def notify(self, account: str, *, rewind: bool = False) -> None:
+        """Deliveries were queued for `account`: wake its receiving sessions.
+
+        Args:
+            rewind: page from the start, not on from the last delivery offered. Nodes
+                sharing a store commit their deliveries in an order that is not their ids'
+                (a lower id may become visible after a higher one was offered), so a notice
+                that another node may have written gets a full look.
+        """
+        if rewind:
+            self._cursor.pop(account, None)
         for conn in self._bound.get(account, ()):
             conn.wake.set()
 

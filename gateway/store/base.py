@@ -62,7 +62,9 @@ __all__ = [
 ]
 
 
-DELIVERY_LEASE = 120.0  # seconds a node keeps the deliveries it offered from other nodes
+# Seconds a node keeps the deliveries it offered from other nodes, and how long a node may go
+# silent before another takes over its claimed messages: the default of `dispatch.delivery_lease`.
+DELIVERY_LEASE = 15.0
 # An inbound message's marker row (part 0) in the backends' inbound_parts: taken (whole, being
 # handed on) or done (queued for its application). No PDU is this short.
 INBOUND_TAKEN = b"taken"
@@ -685,8 +687,9 @@ class Store(Protocol):
     ) -> list[Delivery]:
         """Deliveries for `account` not expired, oldest first; only ids above `after` (ids
         grow, so a caller can page on from the last one it saw). The rows returned are leased
-        to this store's node for `DELIVERY_LEASE` seconds: other nodes sharing the database
-        skip them until it ends (`delivery_done` removes them for good)."""
+        to this store's node for its `lease` seconds (`DELIVERY_LEASE` unless configured):
+        other nodes sharing the database skip them until it ends (`delivery_done` removes
+        them for good)."""
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 
@@ -756,6 +759,23 @@ class Store(Protocol):
         died) go back to accepted; other nodes' claims are theirs. A message may then reach its
         upstream twice - at most the ones in flight when the process died - but none is lost.
         Returns how many."""
+
+    # Nodes sharing one database (PostgreSQL); a single-node store answers these trivially.
+
+    async def heartbeat(self, now: float) -> bool:
+        """This node is alive at `now` (written every lease/4 while it runs). True when its
+        row was made afresh: the first beat, or another node took this one for dead."""
+
+    async def take_over(self, now: float, lease: float) -> int:
+        """Messages claimed (DISPATCHING) by another node that has written no heartbeat for
+        `lease` seconds go back to accepted, as `requeue_interrupted` does for this node's at
+        its start: that node is dead, so the same bound on repeats holds (its sends in flight
+        when it died). Returns how many."""
+
+    async def release(self, now: float) -> int:
+        """A clean stop, after the dispatcher and the server stopped: this node's claimed
+        messages go back to accepted and its delivery leases end, so other nodes take them
+        at once rather than after the lease; its heartbeat is removed. Returns how many."""
 
     # Batches (POST /api/v1/batches): a durable recipient list accepted chunk by chunk.
 

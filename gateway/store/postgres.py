@@ -321,6 +321,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE message_history_old;
     DROP TABLE messages_old;
     """,
+    # 11 (issue 12): each node's last heartbeat, so another node can take over the messages a
+    # dead one had claimed (see `take_over`).
+    "CREATE TABLE node_heartbeats (node integer PRIMARY KEY, seen_at double precision NOT NULL);",
 )
 
 # Partitioned by accept time (migration 10): the parents and their DEFAULT partitions.
@@ -642,6 +645,28 @@ _REQUEUE = f"""
 """
 
 
+# xmax = 0: the row was inserted, not updated - this node's row had been removed (a takeover).
+_HEARTBEAT = """
+    INSERT INTO node_heartbeats (node, seen_at) VALUES ($1, $2)
+    ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at
+    RETURNING xmax = 0
+"""
+
+# The silent node's row is deleted in the same statement: of two nodes taking over at once,
+# the second waits on that row's lock, then finds it gone and takes nothing.
+_TAKE_OVER = f"""
+    WITH dead AS (
+        DELETE FROM node_heartbeats
+        WHERE seen_at < $1::double precision - $2::double precision AND node <> $3
+        RETURNING node
+    ), u AS (
+        UPDATE messages SET state = '{_ACCEPTED}', updated_at = $1
+        WHERE state = '{_DISPATCHING}' AND claimed_by IN (SELECT node FROM dead)
+        RETURNING id
+    )
+    INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
+"""
+
 _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
 _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
@@ -690,6 +715,9 @@ _PURGE_ROWS = """
 async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
     rows = batch.take()
     if rows:
+        # One lock order for every transaction on every node: two settles upserting the same
+        # rows in other orders deadlocked (seen under bench/nodes.py: receipts refused).
+        rows.sort(key=repr)
         await conn.executemany(_UPSERT_STATS, rows)
 
 
@@ -935,6 +963,7 @@ class PostgresStore:
         replica_dsn: str | None = None,
         partition_seconds: float = PARTITION_SECONDS,
         partitions_ahead: int = PARTITIONS_AHEAD,
+        lease: float = DELIVERY_LEASE,
     ) -> None:
         if partition_seconds < 60 or partition_seconds % 60:
             raise ValueError("partition_seconds must be whole minutes (partition names)")
@@ -943,6 +972,7 @@ class PostgresStore:
         self.partition_seconds = partition_seconds
         self.partitions_ahead = partitions_ahead
         self._replica: asyncpg.Pool | None = None
+        self.lease = lease  # seconds a delivery offered by this node stays its own
         self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.min_size = min_size
@@ -1598,7 +1628,7 @@ class PostgresStore:
         self, account: str, now: float, limit: int, *, after: int = 0
     ) -> list[Delivery]:
         rows = await self._open_pool().fetch(
-            _PENDING, account, now, limit, after, self.node, DELIVERY_LEASE
+            _PENDING, account, now, limit, after, self.node, self.lease
         )
         return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
@@ -1750,6 +1780,27 @@ class PostgresStore:
 
     async def requeue_interrupted(self, now: float) -> int:
         return _count(await self._open_pool().execute(_REQUEUE, now, self.node))
+
+    async def heartbeat(self, now: float) -> bool:
+        return bool(await self._open_pool().fetchval(_HEARTBEAT, self.node, now))
+
+    async def take_over(self, now: float, lease: float) -> int:
+        return _count(await self._open_pool().execute(_TAKE_OVER, now, lease, self.node))
+
+    async def release(self, now: float) -> int:
+        if self._pool is None or self._closing:  # a second stop: handed over already
+            return 0
+        async with self._open_pool().acquire() as conn, conn.transaction():
+            count = _count(await conn.execute(_REQUEUE, now, self.node))
+            count += _count(
+                await conn.execute(
+                    "UPDATE deliveries SET lease_until = 0, leased_by = NULL "
+                    "WHERE leased_by = $1 AND lease_until > 0",
+                    self.node,
+                )
+            )
+            await conn.execute("DELETE FROM node_heartbeats WHERE node = $1", self.node)
+        return count
 
     async def stats(
         self,

@@ -318,8 +318,10 @@ class SqliteStore:
         node: int = 0,
         writer: Literal["thread", "process"] = "thread",
         prefix_digits: int = PREFIX_DIGITS,
+        lease: float = DELIVERY_LEASE,
     ) -> None:
         self.path = str(path)
+        self.lease = lease  # one node per file: kept for `pending_deliveries` as PostgreSQL does
         self.prefix_digits = prefix_digits  # of the destination, kept in delivery_stats
         self.node = node
         self.writer = writer
@@ -642,7 +644,7 @@ class SqliteStore:
     async def pending_deliveries(
         self, account: str, now: float, limit: int, *, after: int = 0
     ) -> list[Delivery]:
-        return await self._call(_pending, account, now, limit, (after, self.node))
+        return await self._call(_pending, account, now, limit, (after, self.node, self.lease))
 
     async def delivery_done(self, delivery_id: int) -> None:
         await self._call(_delivery_done, delivery_id)
@@ -669,6 +671,17 @@ class SqliteStore:
 
     async def requeue_interrupted(self, now: float) -> int:
         return await self._call(_requeue, now, self.node)
+
+    # One node per SQLite file: nobody to take over from, nobody to hand over to.
+
+    async def heartbeat(self, now: float) -> bool:
+        return False
+
+    async def take_over(self, now: float, lease: float) -> int:
+        return 0
+
+    async def release(self, now: float) -> int:
+        return 0
 
     async def stats(
         self,
@@ -1283,9 +1296,13 @@ def _enqueue_new(conn: sqlite3.Connection, d: NewDelivery, now: float) -> None:
 
 
 def _pending(
-    conn: sqlite3.Connection, account: str, now: float, limit: int, where: tuple[int, int]
+    conn: sqlite3.Connection,
+    account: str,
+    now: float,
+    limit: int,
+    where: tuple[int, int, float],
 ) -> list[Delivery]:
-    after, node = where
+    after, node, lease = where
     rows = conn.execute(
         "SELECT id, account, kind, pdu, created_at, expires_at, attempts FROM deliveries "
         "WHERE account = ? AND id > ? AND expires_at > ? AND (lease_until <= ? OR leased_by = ?) "
@@ -1297,7 +1314,7 @@ def _pending(
             "UPDATE deliveries SET attempts = attempts + 1, leased_by = ?, lease_until = ? "
             "WHERE account = ? AND id BETWEEN ? AND ? AND expires_at > ? "
             "AND (lease_until <= ? OR leased_by = ?) AND channel = 'smpp'",
-            (node, now + DELIVERY_LEASE, account, rows[0][0], rows[-1][0], now, now, node),
+            (node, now + lease, account, rows[0][0], rows[-1][0], now, now, node),
         )
     return [Delivery(*row) for row in rows]
 

@@ -72,6 +72,7 @@ def test_nodes_starting_together_migrate_once(postgres_dsn: str, schema: str) ->
                 "policy_dedup",
                 "dead_numbers",
                 "delivery_stats",
+                "node_heartbeats",
             }
         finally:
             await asyncio.gather(*(s.close() for s in stores))
