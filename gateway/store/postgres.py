@@ -662,9 +662,10 @@ _TAKE_OVER = f"""
     ), u AS (
         UPDATE messages SET state = '{_ACCEPTED}', updated_at = $1
         WHERE state = '{_DISPATCHING}' AND claimed_by IN (SELECT node FROM dead)
-        RETURNING id
+        RETURNING id, accepted_at
     )
-    INSERT INTO message_history (message_id, at, state) SELECT id, $1, '{_ACCEPTED}' FROM u
+    INSERT INTO message_history (message_id, at, state, accepted_at)
+    SELECT id, $1, '{_ACCEPTED}', accepted_at FROM u
 """
 
 _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
