@@ -42,7 +42,7 @@ def corpus_path() -> Path:
 @pytest.fixture
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A Mosquitto broker of the test's own (see tests/broker.py); stopped after it."""
-    from tests.broker import Broker
+    from tests.broker import Broker  # noqa: PLC0415 - only tests that ask for a broker
 
     broker = Broker(tmp_path_factory.mktemp("mosquitto"))
     broker.start()
