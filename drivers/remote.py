@@ -152,6 +152,7 @@ class RemoteBank:
         self._status: dict[str, Any] = {}
         self._status_at: float | None = None  # monotonic, when the last status came
         self._seen_mo: OrderedDict[int, None] = OrderedDict()
+        self._taking: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _topic(self, *parts: str) -> str:
@@ -338,12 +339,17 @@ class RemoteBank:
             result = self._result(str(reply["key"]), reply)
             self._spawn(self._sink.late_result(self.name, str(reply["key"]), result))
 
-    async def _on_up(self, message: MqttMessage) -> None:
+    def _on_up(self, message: MqttMessage) -> None:
+        item = message.json()
+        if self._sink is None or not isinstance(item, dict) or item.get("bank") != self.remote_bank:
+            return
+        # Not awaited in the link's handler: the dispatcher may hold a receipt until the
+        # sends under way are recorded, and their results come through that same handler.
+        self._spawn(self._take(item))
+
+    async def _take(self, item: dict[str, Any]) -> None:
         sink = self._sink
         if sink is None:
-            return
-        item = message.json()
-        if not isinstance(item, dict) or item.get("bank") != self.remote_bank:
             return
         kind, outbox_id = item.get("kind"), int(item.get("id", 0))
         if kind == "receipt":
@@ -359,9 +365,17 @@ class RemoteBank:
                 )
             )
         elif kind == "mo":
-            if outbox_id not in self._seen_mo:
-                # Raises when it could not be kept now: no ack, so the agent sends it again.
-                await sink.inbound(pdu_from_hex(str(item["pdu"])))
+            if outbox_id in self._seen_mo:
+                pass  # taken already: only the ack was lost
+            elif outbox_id in self._taking:
+                return  # a copy is being taken now: its ack will go
+            else:
+                self._taking.add(outbox_id)
+                try:
+                    # Raises when it could not be kept now: no ack, so it comes again.
+                    await sink.inbound(pdu_from_hex(str(item["pdu"])))
+                finally:
+                    self._taking.discard(outbox_id)
                 self._seen_mo[outbox_id] = None
                 while len(self._seen_mo) > _SEEN_MO:
                     self._seen_mo.popitem(last=False)
