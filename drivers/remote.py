@@ -153,6 +153,7 @@ class RemoteBank:
         self._status_at: float | None = None  # monotonic, when the last status came
         self._seen_mo: OrderedDict[int, None] = OrderedDict()
         self._taking: set[int] = set()
+        self._replied: OrderedDict[str, None] = OrderedDict()  # keys whose result came here
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _topic(self, *parts: str) -> str:
@@ -326,6 +327,9 @@ class RemoteBank:
             return
         key = str(reply.get("key") or f"ussd:{reply.get('corr', '')}")
         futures = self._waiting.get(key)
+        self._replied[key] = None
+        while len(self._replied) > _SEEN_MO:
+            self._replied.popitem(last=False)
         if futures:
             for future in futures:
                 if not future.done():
@@ -353,6 +357,12 @@ class RemoteBank:
             return
         kind, outbox_id = item.get("kind"), int(item.get("id", 0))
         if kind == "receipt":
+            key, result = item.get("key"), item.get("result")
+            if key and isinstance(result, dict) and key not in self._replied:
+                # Its send's result may never have reached us (we restarted while the agent
+                # sent it, and the message waits requeued): recorded first, as a late one,
+                # or the receipt would find no message and be kept as unknown.
+                await sink.late_result(self.name, str(key), self._result(str(key), result))
             await sink.receipt(
                 UpstreamReceipt(
                     self.name,

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS agent_commands (
     result TEXT,                  -- the result as sent to the gateway (JSON), when done
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS agent_upstream (
+    upstream_id TEXT PRIMARY KEY,  -- a part's id as receipts name it (TP-MR recurs: the latest)
+    key TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS agent_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: gateways tell repeats by it
     body TEXT NOT NULL,
@@ -108,17 +112,37 @@ class AgentState:
         )
 
     def finish(self, key: str, result: dict[str, Any], now: float) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO agent_commands (key, state, result, at)"
-            " VALUES (?, 'done', ?, ?)",
-            (key, json.dumps(result), now),
-        )
+        ids = result.get("upstream_ids") or [result.get("upstream_id")]
+        with self.db:  # one transaction
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO agent_commands (key, state, result, at)"
+                " VALUES (?, 'done', ?, ?)",
+                (key, json.dumps(result), now),
+            )
+            if result.get("status") == "sent":
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO agent_upstream (upstream_id, key) VALUES (?, ?)",
+                    [(str(i), key) for i in ids if i],
+                )
+
+    def sent_as(self, upstream_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The key and stored result of the latest send with this part id."""
+        row = self.db.execute(
+            "SELECT c.key, c.result FROM agent_upstream u JOIN agent_commands c ON c.key = u.key"
+            " WHERE u.upstream_id = ?",
+            (upstream_id,),
+        ).fetchone()
+        return (str(row[0]), json.loads(row[1])) if row is not None and row[1] else None
 
     def forget(self, key: str) -> None:
         self.db.execute("DELETE FROM agent_commands WHERE key = ?", (key,))
 
     def purge(self, before: float) -> None:
         self.db.execute("DELETE FROM agent_commands WHERE state = 'done' AND at < ?", (before,))
+        self.db.execute(
+            "DELETE FROM agent_upstream WHERE key NOT IN (SELECT key FROM agent_commands)"
+        )
 
     def put(self, body: dict[str, Any], now: float) -> int:
         cursor = self.db.execute(
@@ -145,9 +169,14 @@ class _Sink:
         self.bank = bank
 
     async def receipt(self, receipt: UpstreamReceipt) -> None:
+        # With the send's key and result: a gateway that lost the result (it restarted)
+        # records it first, so the receipt finds its message (see drivers.remote).
+        sent = self.agent.state.sent_as(receipt.upstream_id)
         self.agent.up(
             {
                 "kind": "receipt",
+                "key": sent[0] if sent else None,
+                "result": sent[1] if sent else None,
                 "bank": self.bank,
                 "upstream_id": receipt.upstream_id,
                 "message_state": receipt.message_state,
