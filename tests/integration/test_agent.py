@@ -234,6 +234,14 @@ def test_remote_bank_through_broker_restart_and_agent_kill(
         # interrupted messages are requeued and go out again with the same keys, and the
         # agent answers them from its table (or its send under way) instead of sending again.
         until(lambda: len(traffic.mo_texts()) >= len(mo_sent), 60, "MO before the restart", app)
+
+        def mo_queued() -> int:  # deliver_sm the gateway has not seen answered yet
+            with sqlite3.connect(tmp_path / "gw.sqlite3") as db:
+                return int(
+                    db.execute("SELECT count(*) FROM deliveries WHERE kind = 'mo'").fetchone()[0]
+                )
+
+        until(lambda: mo_queued() == 0, 30, "the MO deliver_sm_resp seen by the gateway", app)
         traffic.send(6, "e")
         gw.freeze()
         with contextlib.suppress(Exception):
