@@ -29,6 +29,10 @@ message may come twice, and both ends make that harmless:
   `_SEEN_MO` in memory) and handed on once - after a gateway restart in the instant
   between taking an MO and its ack reaching the agent, the application could get it twice.
 
+A receipt carries its send's key and result: after a gateway restart the receipts queued at
+the broker come before the requeued messages are sent again, so a result not seen here is
+recorded first (`late_result`), or the receipt would find no message.
+
 A result "unknown" (the agent was killed between asking the modem to send and recording
 what it said) cannot be retried without risking a second send: the message is recorded
 sent and settled UNKNOWN by a receipt of our own, so its application hears the truth.
