@@ -195,6 +195,35 @@ def test_remote_bank_through_broker_restart_and_agent_kill(
         # USSD: a request/response over MQTT, answered by the agent's emulated network.
         answer = gw.call(gw.gateway.ussd("rb", "m1", "*100#", 10), timeout=20)
         assert "balance" in answer
+        # ... and the commands an operator types, through the control socket.
+        cli = [sys.executable, "-m", "gateway.cli", "modem"]
+        sock = ["--socket", str(tmp_path / "s.sock")]
+        listed = subprocess.run(
+            [*cli, "list", "--json", *sock],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [(r["bank"], r["name"], r["state"]) for r in json.loads(listed.stdout)] == [
+            ("rb", "m1", "READY"),
+            ("rb", "m2", "READY"),
+        ]
+        ussd = subprocess.run(
+            [*cli, "ussd", "rb/m2", "*100#", *sock],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert ussd.returncode == 0 and "balance" in ussd.stdout, ussd.stderr
+        table = subprocess.run(
+            [*cli, "list", *sock], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+        )
+        assert table.returncode == 0 and "m2" in table.stdout, table.stderr
 
         app = App(gw.port)
         traffic = Traffic(app)
