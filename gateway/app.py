@@ -35,6 +35,7 @@ import structlog
 
 from drivers.base import Driver
 from drivers.modem.bank import ModemBank
+from drivers.remote import RemoteBank
 from drivers.simulated import SimulatedCarrier
 from drivers.smpp.upstream import SmppUpstream
 from gateway.config import (
@@ -68,8 +69,9 @@ from gateway.telemetry.sources import sample, totals, watch
 
 if TYPE_CHECKING:
     from drivers.modem.emulator import ModemEmulator, SimNetwork
+    from drivers.modem.emulator_journal import NetworkJournal
 
-__all__ = ["Emulated", "Gateway", "run"]
+__all__ = ["Emulated", "Gateway", "emulated_ports", "run", "start_emulated", "stop_emulated"]
 
 log = structlog.get_logger("smsgw")
 
@@ -88,6 +90,7 @@ class Emulated:
     network: SimNetwork
     modems: dict[str, ModemEmulator] = field(default_factory=dict)
     link_dir: Path | None = None
+    journal: NetworkJournal | None = None
 
 
 class Gateway:
@@ -109,8 +112,17 @@ class Gateway:
         for name, upstream in config.upstreams.items():
             drivers[name] = SmppUpstream(name, upstream)
         self.clock = clock
+        # The broker link (events, notices between nodes, remote banks); None without `mqtt:`.
+        self.mqtt: MqttLink | None = (
+            link_for(config.mqtt, config.node_name()) if config.mqtt is not None else None
+        )
         self.banks: dict[str, ModemBank] = {}
+        self.remote_banks: dict[str, RemoteBank] = {}  # driven by agents, over MQTT
         for name, bank_config in config.modem_banks.items():
+            if bank_config.remote is not None:
+                remote = self._remote_bank(name, bank_config)
+                self.remote_banks[name] = drivers[remote.name] = remote
+                continue
             bank = ModemBank(name, bank_config, self.store, clock=clock)
             self.banks[name] = drivers[bank.name] = bank
         self.emulated: dict[str, Emulated] = {}
@@ -154,10 +166,6 @@ class Gateway:
         self._sampling: asyncio.Task[None] | None = None
         self.history = History()  # the status page's 15 minutes, sampled beside the queues
         self._rates = Rates()
-        # The broker link (events, notices between nodes, remote banks); None without `mqtt:`.
-        self.mqtt: MqttLink | None = (
-            link_for(config.mqtt, config.node_name()) if config.mqtt is not None else None
-        )
         # Operator events on that link (a no-op sink without it), handed to each part.
         self.events = Events(self.mqtt)
         self.server.events = self.dispatcher.events = self.events
@@ -389,7 +397,10 @@ class Gateway:
             self.drivers = dict(self.dispatcher.drivers)
             # What still runs as started stays in the config, so the next reload names it again.
             kept = {name: getattr(old, name) for name in RESTART_NEEDED}
-            kept["modem_banks"] = {name: bank.config for name, bank in self.banks.items()}
+            kept["modem_banks"] = {
+                **{name: bank.config for name, bank in self.banks.items()},
+                **{name: new.modem_banks[name] for name in self.remote_banks},
+            }
             self.config = new.model_copy(update=kept)
             result = ReloadResult(applied=plan.applied(), restart_needed=restart)
             log.info("reloaded", applied=result.applied, restart_needed=result.restart_needed)
@@ -410,9 +421,20 @@ class Gateway:
                 _network(config), link_dir=Path(tempfile.mkdtemp(prefix=f"smsgw-{name}-"))
             )
         await asyncio.to_thread(_start_emulators, name, config, emulated, list(wanted.values()))
+        _journal(emulated, config)
         return {modem: _port(emulated.modems[modem]) for modem in wanted}
 
+    def _remote_bank(self, name: str, config: ModemBankConfig) -> RemoteBank:
+        if self.mqtt is None or config.remote is None:  # the config's validator insists
+            raise ValueError(f"modem_banks.{name}: a remote bank needs mqtt:")
+        return RemoteBank(name, config.remote, self.mqtt, clock=self.clock)
+
     async def _add_bank(self, name: str, config: ModemBankConfig) -> None:
+        if config.remote is not None:
+            remote = self._remote_bank(name, config)
+            await self.dispatcher.add_driver(remote)
+            self.remote_banks[name] = remote
+            return
         bank = ModemBank(name, config, self.store, clock=self.clock)
         bank.events = self.events
         bank.ports.update(await self._emulate(name, config))
@@ -420,6 +442,19 @@ class Gateway:
         self.banks[name] = bank
 
     async def _reconfigure_bank(self, name: str, config: ModemBankConfig) -> list[str]:
+        if name in self.remote_banks or config.remote is not None:
+            # Local <-> remote, or another agent: a new driver in its place (drained first).
+            local = self.banks.pop(name, None)
+            if config.remote is not None:
+                remote = self._remote_bank(name, config)
+                await self.dispatcher.replace_driver(remote)
+                self.remote_banks[name] = remote
+            else:
+                self.remote_banks.pop(name, None)
+                await self._add_bank(name, config)
+            if local is not None and name in self.emulated:
+                await asyncio.to_thread(_stop_emulated, self.emulated.pop(name))
+            return []
         bank = self.banks[name]
         kept = await bank.reconfigure(config, ports=await self._emulate(name, config))
         emulated = self.emulated.get(name)
@@ -429,6 +464,9 @@ class Gateway:
         return kept
 
     async def _remove_bank(self, name: str) -> None:
+        if self.remote_banks.pop(name, None) is not None:
+            await self.dispatcher.remove_driver(f"bank:{name}")
+            return
         bank = self.banks.pop(name)
         await self.dispatcher.remove_driver(bank.name)
         emulated = self.emulated.pop(name, None)
@@ -525,7 +563,8 @@ class Gateway:
 
     def modems(self) -> list[dict[str, Any]]:
         """Every modem of every bank, as `smsgw modem list` shows them."""
-        return [row for bank in self.banks.values() for row in bank.state()]
+        banks: list[ModemBank | RemoteBank] = [*self.banks.values(), *self.remote_banks.values()]
+        return [row for bank in banks for row in bank.state()]
 
     async def ussd(self, bank_name: str, modem: str, code: str, wait: float = 30.0) -> str:
         """The network's answer to USSD `code` sent through one modem.
@@ -533,13 +572,15 @@ class Gateway:
         Raises:
             ValueError: no such bank or modem (the message names it).
         """
-        bank = self.banks.get(bank_name)
+        bank = self.banks.get(bank_name) or self.remote_banks.get(bank_name)
         if bank is None or not modem:
             raise ValueError(f"no modem {bank_name}/{modem}: give <bank>/<modem>")
         try:
             return await bank.ussd(modem, code, wait)
         except KeyError:
             raise ValueError(f"no modem {modem!r} in bank {bank_name!r}") from None
+        except (TimeoutError, RuntimeError) as exc:  # a remote bank's agent: away, or failed
+            raise ValueError(f"{bank_name}/{modem}: {exc}") from None
 
     async def message_info(self, message_id: str) -> dict[str, Any] | None:
         """A message's state, history and receipts (raw text too), or None if unknown."""
@@ -662,6 +703,8 @@ def _kind(driver: Driver) -> str:
         return "smpp"
     if isinstance(driver, ModemBank):
         return "modem bank"
+    if isinstance(driver, RemoteBank):
+        return "remote modem bank"
     return "simulated" if isinstance(driver, SimulatedCarrier) else "other"
 
 
@@ -721,8 +764,45 @@ def emulated_iccid(bank: str, modem: str) -> str:
     return _check_digit("8900" + _digits_of(bank, modem, 14))
 
 
+def _journal(emulated: Emulated, config: ModemBankConfig) -> None:
+    """The network's journal folder (`emulator.journal`), once per bank."""
+    if config.emulator.journal is None or emulated.journal is not None:
+        return
+    from drivers.modem.emulator_journal import NetworkJournal  # noqa: PLC0415
+
+    modems = emulated.modems
+
+    def imei_of(name: str) -> str | None:
+        modem = modems.get(name)
+        return modem.imei if modem is not None else None
+
+    emulated.journal = NetworkJournal(emulated.network, config.emulator.journal, imei_of)
+    emulated.journal.start()
+
+
+def start_emulated(bank: str, config: ModemBankConfig) -> Emulated:
+    """A bank's `emulate: N` modems and their network, started (blocking; `smsgw agent`)."""
+    emulated = Emulated(_network(config), link_dir=Path(tempfile.mkdtemp(prefix=f"smsgw-{bank}-")))
+    _start_emulators(bank, config, emulated, list(config.modem_list()[: config.emulate]))
+    _journal(emulated, config)
+    return emulated
+
+
+def emulated_ports(emulated: Emulated) -> dict[str, str]:
+    """The port of each emulated modem, by name (what the bank opens)."""
+    return {name: _port(modem) for name, modem in emulated.modems.items()}
+
+
+def stop_emulated(emulated: Emulated) -> None:
+    """Stop a bank's emulated modems, their journal and their folder (blocking)."""
+    _stop_emulated(emulated)
+
+
 def _stop_emulated(emulated: Emulated, names: Collection[str] | None = None) -> None:
     """Stop the emulated modems called `names`, or all of them and their folder."""
+    if names is None and emulated.journal is not None:
+        emulated.journal.stop()
+        emulated.journal = None
     for name in list(emulated.modems) if names is None else names:
         emulator = emulated.modems.pop(name, None)
         if emulator is not None:

@@ -160,6 +160,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - the codec tools start without the event loop
+
+    from gateway.agent import run_agent  # noqa: PLC0415
+    from gateway.config import ConfigError, load_agent_config  # noqa: PLC0415
+    from gateway.telemetry import logging as telemetry  # noqa: PLC0415
+
+    try:
+        config = load_agent_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    telemetry.configure(config.logging, node=f"agent-{config.name}")
+    try:
+        asyncio.run(run_agent(config))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 _EXIT_FAILED, _EXIT_USAGE, _EXIT_TIMEOUT = 1, 2, 3
 _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
@@ -1037,6 +1058,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("-c", "--config", default="config/gateway.yaml")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("agent", help="drive this host's modems for gateways, over MQTT")
+    p.add_argument("-c", "--config", default="config/agent.yaml")
+    p.set_defaults(func=_cmd_agent)
 
     p = sub.add_parser("send", help="send a message through a gateway, as an application would")
     p.add_argument("text", help="the text, '-' to read it from stdin; {column} placeholders")

@@ -54,6 +54,7 @@ from gateway.telemetry.mqtt import broker_address
 
 __all__ = [
     "AccountConfig",
+    "AgentConfig",
     "ConfigError",
     "DispatchConfig",
     "GatewayConfig",
@@ -62,11 +63,13 @@ __all__ = [
     "ModemConfig",
     "ModemLimitsConfig",
     "QualityConfig",
+    "RemoteBankConfig",
     "RouteConfig",
     "SimulatedCarrierConfig",
     "StoreConfig",
     "UpstreamConfig",
     "WebhookConfig",
+    "load_agent_config",
     "load_config",
 ]
 
@@ -342,6 +345,34 @@ class ModemEmulatorConfig(_Model):
     quirks: tuple[str, ...] = Field(
         (), description="NAME=VALUE, as smsgw emulate-modem takes (vendor=sim800|quectel|huawei)"
     )
+    journal: Path | None = Field(
+        None,
+        description="a folder: the network appends each message it receives to sent.jsonl "
+        "and delivers the MO dropped there as mo-*.json (tests of a process they cannot reach)",
+    )
+
+
+class RemoteBankConfig(_Model):
+    """A bank whose modems an agent (`smsgw agent`) drives on another host, over MQTT."""
+
+    agent: str = Field(..., min_length=1, description="the agent's name (its agent.yaml)")
+    bank: str | None = Field(None, description="the bank's name at the agent (default: ours)")
+    timeout: float = Field(
+        90.0, gt=0, description="seconds a send waits for the agent's result (then retried)"
+    )
+    start_within: float = Field(
+        30.0, gt=0, description="seconds a send command stays good: later, the agent drops it"
+    )
+    offline_after: float = Field(
+        45.0, gt=0, description="seconds without the agent's status before it counts as offline"
+    )
+
+    @field_validator("agent", "bank")
+    @classmethod
+    def _topic_part(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError("may hold only A-Z a-z 0-9 _ . -")
+        return value
 
 
 class ModemBankConfig(_Model):
@@ -357,9 +388,16 @@ class ModemBankConfig(_Model):
     report_window: float = Field(
         72 * 3600.0, gt=0, description="seconds a status report may come after its send"
     )
+    remote: RemoteBankConfig | None = Field(
+        None, description="the modems are an agent's, on another host (no local ports)"
+    )
 
     @model_validator(mode="after")
     def _modems(self) -> ModemBankConfig:
+        if self.remote is not None:
+            if self.modems or self.emulate:
+                raise ValueError("a remote bank has no modems of its own: its agent lists them")
+            return self
         names = [m.name for m in self.modems]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -995,6 +1033,9 @@ def _reference_problems(
         | set(config.simulated_carriers)
         | {f"bank:{name}" for name in config.modem_banks}
     )
+    for name, bank in config.modem_banks.items():
+        if bank.remote is not None and config.mqtt is None:
+            problems.append((("modem_banks", name, "remote"), "a remote bank needs mqtt:"))
     for i, route in enumerate(config.routes):
         for j, target in enumerate(route.targets):
             name = target if isinstance(target, str) else target.name
@@ -1251,6 +1292,24 @@ def load_config(
             path and line.
     """
     name = str(source)
+    data, lines = _read(source, env, text)
+    try:
+        config = GatewayConfig.model_validate(data, context={"references_checked_by_loader": True})
+    except ValidationError as exc:
+        raise ConfigError(_invalid(exc, lines), name) from None
+    problems = [f"{_where(loc, lines)}: {m}" for loc, m in _reference_problems(config, data)]
+    if complete:
+        problems += _serve_problems(config, data, lines)
+    if problems:
+        raise ConfigError(problems, name)
+    return config
+
+
+def _read(
+    source: str | Path, env: Mapping[str, str] | None, text: str | None
+) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """A YAML file's data, substituted, and the line of each path in it."""
+    name = str(source)
     try:
         raw_text = text if text is not None else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
@@ -1277,23 +1336,57 @@ def load_config(
     data = _substitute(data, os.environ if env is None else env, missing, lines)
     if missing:
         raise ConfigError(missing, name)
+    return data, lines
+
+
+def _invalid(exc: ValidationError, lines: Mapping[tuple[Any, ...], int]) -> list[str]:
+    """The validation errors, each with its YAML path and line."""
+    problems = []
+    for error in exc.errors():
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "TargetConfig"))
+        )
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key(loc)
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_where(loc, lines)}: {message}")
+    return problems
+
+
+class AgentConfig(_Model):
+    """A modem-bank agent's configuration (`smsgw agent -c agent.yaml`)."""
+
+    name: str = Field(..., description="the agent's name: gateways' remote banks name it")
+    mqtt: MqttConfig
+    modem_banks: Mapping[str, ModemBankConfig] = Field(..., min_length=1)
+    state: Path = Field(
+        Path("agent.sqlite3"), description="SQLite: idempotency keys, outbox, SIM usage"
+    )
+    heartbeat: float = Field(10.0, gt=0, le=600, description="seconds between status messages")
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _names(self) -> AgentConfig:
+        for name in (self.name, *self.modem_banks):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"name {name!r} may hold only A-Z a-z 0-9 _ . -")
+        for name, bank in self.modem_banks.items():
+            if bank.remote is not None:
+                raise ValueError(f"modem_banks.{name}: an agent drives local modems only")
+        return self
+
+
+def load_agent_config(
+    source: str | Path, *, env: Mapping[str, str] | None = None, text: str | None = None
+) -> AgentConfig:
+    """Read, substitute and validate an agent's configuration file.
+
+    Raises:
+        ConfigError: every problem, each with its YAML path and line.
+    """
+    data, lines = _read(source, env, text)
     try:
-        config = GatewayConfig.model_validate(data, context={"references_checked_by_loader": True})
+        return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(
-                p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "TargetConfig"))
-            )
-            if error["type"] == "extra_forbidden":
-                message = _unknown_key(loc)
-            else:
-                message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{_where(loc, lines)}: {message}")
-        raise ConfigError(problems, name) from None
-    problems = [f"{_where(loc, lines)}: {m}" for loc, m in _reference_problems(config, data)]
-    if complete:
-        problems += _serve_problems(config, data, lines)
-    if problems:
-        raise ConfigError(problems, name)
-    return config
+        raise ConfigError(_invalid(exc, lines), str(source)) from None

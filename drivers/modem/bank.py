@@ -434,6 +434,9 @@ class ModemBank:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self.events = Events.off()  # the gateway's MQTT events (set by the app)
+        # Called just before a modem is asked to send a message (each try): `smsgw agent`
+        # records the message's idempotency key there. Raising stops the send.
+        self.before_send: Callable[[NewMessage], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -707,6 +710,8 @@ class ModemBank:
                     break  # tried one already, or waited long enough: the dispatcher retries
                 await self._wait_change(left)
                 continue
+            if self.before_send is not None:
+                self.before_send(message)
             tried.add(slot)
             if series is not None:  # at once: the series' other parts are being sent now too
                 self._remember_series(series, slot, now)

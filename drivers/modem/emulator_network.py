@@ -181,6 +181,8 @@ class SimNetwork:
         self._rejects: dict[str, int] = {}
         self._partial: dict[tuple[str, str, int, int, int], dict[int, tuple[int, SmsSubmit]]] = {}
         self._concat_ref = itertools.count(1)
+        # Told of each whole message received (under the lock: keep it short), as a journal.
+        self.on_received: Callable[[ReceivedMessage], None] | None = None
 
     # configuration
 
@@ -326,18 +328,19 @@ class SimNetwork:
         text: str | None = None
         if first.encoding is not Encoding.BINARY:
             text = decode_text(body, first.encoding, first.alphabet, errors="replace")
-        self.received.append(
-            ReceivedMessage(
-                modem=imei,
-                destination=first.destination,
-                text=text,
-                parts=tuple(p for _, p in parts),
-                message_refs=tuple(mr for mr, _ in parts),
-                encoding=first.encoding,
-                status_report_request=any(p.status_report_request for _, p in parts),
-                received_at=now,
-            )
+        message = ReceivedMessage(
+            modem=imei,
+            destination=first.destination,
+            text=text,
+            parts=tuple(p for _, p in parts),
+            message_refs=tuple(mr for mr, _ in parts),
+            encoding=first.encoding,
+            status_report_request=any(p.status_report_request for _, p in parts),
+            received_at=now,
         )
+        self.received.append(message)
+        if self.on_received is not None:
+            self.on_received(message)
 
     def refused(self, imei: str, pdu: EncodedPdu) -> None:
         """A modem's TE refused a message (AT+CNMA=2): kept in `undelivered`."""

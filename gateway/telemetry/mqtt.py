@@ -62,8 +62,15 @@ class _Out:
     retain: bool
 
 
-def link_for(config: MqttConfig, node: str) -> MqttLink:
-    """The link a `mqtt:` section describes, for `node`."""
+def link_for(
+    config: MqttConfig,
+    node: str,
+    *,
+    client_id: str | None = None,
+    will: tuple[str, bytes] | None = None,
+) -> MqttLink:
+    """The link a `mqtt:` section describes, for `node` (`client_id`: when the section gives
+    none; `will`: the retained message the broker publishes if the link dies)."""
     context = None
     if config.tls is not None or broker_address(config.url)[2]:
         tls = config.tls
@@ -76,12 +83,13 @@ def link_for(config: MqttConfig, node: str) -> MqttLink:
         config.url,
         node=node,
         prefix=config.topic_prefix,
-        client_id=config.client_id,
+        client_id=config.client_id or client_id,
         username=config.username,
         password=config.password,
         tls=context,
         queue=config.queue,
         keepalive=config.keepalive,
+        will=will,
     )
 
 
@@ -135,7 +143,7 @@ class MqttLink:
         self._inflight: list[_Out] = []
         self._limit = queue
         self._wake = asyncio.Event()
-        self._subscriptions: dict[str, tuple[int, Handler]] = {}
+        self._subscriptions: dict[str, tuple[int, list[Handler]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._stopping = False
@@ -187,8 +195,10 @@ class MqttLink:
 
     async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> None:
         """Call `handler` for every message on `topic_filter`, on this and every later
-        connection. Handlers run one at a time, in arrival order: they should be quick."""
-        self._subscriptions[topic_filter] = (qos, handler)
+        connection. Handlers run one at a time, in arrival order: they should be quick.
+        Several handlers of one filter (two remote banks of one agent) each get it."""
+        handlers = self._subscriptions.get(topic_filter, (qos, []))[1]
+        self._subscriptions[topic_filter] = (qos, [*handlers, handler])
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):  # else the next connection does
@@ -335,8 +345,10 @@ class MqttLink:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             incoming = MqttMessage(str(message.topic), data, bool(message.retain))
-            for topic_filter, (_, handler) in list(self._subscriptions.items()):
-                if message.topic.matches(topic_filter):
+            for topic_filter, (_, handlers) in list(self._subscriptions.items()):
+                if not message.topic.matches(topic_filter):
+                    continue
+                for handler in handlers:
                     try:
                         result = handler(incoming)
                         if result is not None:

@@ -73,7 +73,9 @@ def test_a_populated_database_is_converted(postgres_dsn: str, schema: str) -> No
             )
             await old.open()  # migration 10
             try:
-                assert await conn.fetchval("SELECT max(version) FROM smsgw_schema") == len(MIGRATIONS)
+                assert await conn.fetchval("SELECT max(version) FROM smsgw_schema") == len(
+                    MIGRATIONS
+                )
                 assert (await old.get("m0002")) is not None
                 assert await old.history("m0001") == [(T0 + 1, MessageState.ACCEPTED)]
                 assert [r.upstream_id for r in await old.receipts("m0001")] == ["x"]
