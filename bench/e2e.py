@@ -1324,8 +1324,9 @@ def counter_entry(spec: str) -> int:
                 async for message in client.messages:
                     # a payload is an array of events, all of the topic's type
                     assert isinstance(message.payload, bytes)
-                    events = len(json.loads(message.payload))
-                    counts[str(message.topic).split("/", 2)[2]] += events
+                    batch = json.loads(message.payload)
+                    if isinstance(batch, list):  # not a notice to the other nodes
+                        counts[str(message.topic).split("/", 2)[2]] += len(batch)
 
             tasks = [asyncio.create_task(read()), asyncio.create_task(write())]
             await stop.wait()

@@ -86,10 +86,12 @@ class Subscribed(LoopThread):
             ready.set()
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
+                self.messages += 1
+                if str(message.topic).endswith("/deliveries"):
+                    continue  # a notice to the other nodes, not an event
                 batch = json.loads(message.payload)  # an array of events
                 assert isinstance(batch, list) and batch
                 self.events.extend((str(message.topic), e) for e in batch)
-                self.messages += 1
 
     def start(self) -> int:
         port: int = self.call(self.gateway.start("127.0.0.1", 0))
