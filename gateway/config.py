@@ -161,6 +161,9 @@ class ListenConfig(_Model):
     bind_timeout: float = Field(10.0, gt=0, description="close a connection not bound by then")
     enquire_link_interval: float = Field(30.0, gt=0)
     inactivity_timeout: float = Field(120.0, gt=0)
+    response_timeout: float = Field(
+        10.0, gt=0, description="seconds an app has to answer a deliver_sm; then it goes again"
+    )
     max_pdu_length: int = Field(70_000, ge=1024)
 
     @model_validator(mode="after")

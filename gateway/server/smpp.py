@@ -345,6 +345,7 @@ class SmppServer:
                 bind_timeout=listen.bind_timeout,
                 enquire_link_interval=listen.enquire_link_interval,
                 inactivity_timeout=listen.inactivity_timeout,
+                response_timeout=listen.response_timeout,
                 max_pdu_length=listen.max_pdu_length,
             ),
             peer=f"{peer[0]}:{peer[1]}" if len(peer) >= 2 else str(peer),
@@ -392,7 +393,12 @@ class SmppServer:
                     elif isinstance(event, Response):
                         await self._delivered(conn, event)
                     elif isinstance(event, RequestTimedOut):
-                        conn.inflight.pop(event.request.sequence_number, None)
+                        # Unanswered in time: offered again at the next look from the start
+                        # (at least once; an app that answers late may see it twice).
+                        timed_out = conn.inflight.pop(event.request.sequence_number, None)
+                        if timed_out is not None:
+                            self._inflight.discard(timed_out)
+                            self._cursor.pop(conn.account.system_id if conn.account else "", None)
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
                 if conn.receiving and session.is_open() and not session.closing:

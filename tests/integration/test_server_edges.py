@@ -26,6 +26,7 @@ from gateway.smpp import (
     DataSm,
     DataSmResp,
     DeliverSm,
+    DeliverSmResp,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -405,3 +406,31 @@ def test_a_full_window_stops_the_server_reading(running: ServerOnLoop, log: Gate
         (6, 0),
     ]
     assert answers.index(EnquireLinkResp(sequence_number=5)) >= 3  # after the window drained
+
+
+def test_a_deliver_sm_left_unanswered_goes_again_after_the_response_timeout(
+    tmp_path: Path,
+) -> None:
+    # The app reads the receipt but never answers it: after listen.response_timeout it is
+    # offered again on the same bind (before, it stayed "in flight" until a restart).
+    r = ServerOnLoop(CONFIG + "listen: {response_timeout: 0.5}\n", tmp_path / "gw.sqlite3")
+    try:
+        receipt = DeliverSm(esm_class=0x04, short_message=b"id:m1 stat:DELIVRD")
+        with Raw(r.port) as c:
+            resp = c.bind(BindReceiver(system_id="shop", password="secret"))
+            assert resp.command_status == 0
+            r.call(
+                r.store.enqueue_delivery("shop", "receipt", encode_pdu(receipt), time.time(), 60)
+            )
+            r.loop.call_soon_threadsafe(r.server.notify, "shop")
+            (first,) = c.read(1)
+            started = time.monotonic()
+            (again,) = c.read(1)  # not answered: it comes again
+            assert isinstance(again, DeliverSm) and again.short_message == receipt.short_message
+            assert again.sequence_number != first.sequence_number
+            assert time.monotonic() - started >= 0.4  # after the timeout, not at once
+            c.send(DeliverSmResp(sequence_number=again.sequence_number))
+            assert c.silent_for(1.0)  # answered: not sent a third time
+        assert r.call(r.store.pending_deliveries("shop", time.time(), 10)) == []
+    finally:
+        r.close()
