@@ -965,7 +965,7 @@ def _db_states(db: Path) -> dict[str, Any]:
 
 def _profiler(pid: int, out: Path, idle: bool) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    command = [exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--threads"]
+    command = [exe, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", "--threads"]
     command += ["--format", "raw", "-o", str(out)] + (["--idle"] if idle else [])
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

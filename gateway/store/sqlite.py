@@ -809,6 +809,10 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # a returned commit survives a power cut
     conn.execute("PRAGMA foreign_keys=ON")
+    # 64 MB of page cache (the default is 2 MB): a suppression list of millions and the hot
+    # ends of the message indexes stay in memory instead of being parsed again from the OS's
+    # page cache for every lookup.
+    conn.execute("PRAGMA cache_size=-65536")
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
