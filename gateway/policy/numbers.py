@@ -83,7 +83,12 @@ def number_info(digits: str) -> NumberInfo:
     kind = phonenumbers.number_type(parsed)
     if kind is _T.UNKNOWN or not phonenumbers.is_possible_number(parsed):
         return NumberInfo(Kind.INVALID, region, digits=digits)
-    zones = tuple(z for z in timezone.time_zones_for_number(parsed) if z != _UNKNOWN_ZONE)
+    # time_zones_for_number would ask number_type again: the type in hand picks the lookup.
+    if phonenumbers.is_number_type_geographical(kind, parsed.country_code or 0):
+        found = timezone.time_zones_for_geographical_number(parsed)
+    else:
+        found = timezone.time_zones_for_number(parsed)
+    zones = tuple(z for z in found if z != _UNKNOWN_ZONE)
     return NumberInfo(_KINDS.get(kind, Kind.OTHER), region, zones, digits)
 
 
