@@ -113,6 +113,8 @@ def _gateway(tmp: Path, node: int, carrier_port: int, dsn: str, mqtt: str) -> tu
         upstream_window=512,
         store=POSTGRES_STORE.format(dsn=dsn),
         metrics="true",
+        http_port=0,
+        mqtt="",
         policy="",
     ).replace("node_id: 0", f"node_id: {node}")
     # A second account for the second client of `two-split`: each client then gets exactly
