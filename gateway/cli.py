@@ -513,8 +513,23 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415 - pydantic only here
+    from gateway.config import (  # noqa: PLC0415 - pydantic only here
+        ConfigError,
+        is_agent_config,
+        load_agent_config,
+        load_config,
+    )
 
+    if is_agent_config(args.file):
+        try:
+            agent = load_agent_config(args.file)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        modems = sum(len(bank.modem_list()) for bank in agent.modem_banks.values())
+        banks = _count(len(agent.modem_banks), "modem bank")
+        print(f"{args.file}: ok (agent {agent.name}, {banks} with {_count(modems, 'modem')})")
+        return 0
     try:
         # complete: also what validates but `serve` would trip on (no routes, bad host, ...)
         config = load_config(args.file, complete=True)

@@ -1380,6 +1380,16 @@ class AgentConfig(_Model):
         return self
 
 
+def is_agent_config(source: str | Path) -> bool:
+    """Whether a file is an agent's configuration (a top-level `name` and no `accounts`), so
+    `check-config` validates each file as what it is."""
+    try:
+        data = yaml.load(Path(source).read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports it
+    return isinstance(data, dict) and "name" in data and "accounts" not in data
+
+
 def load_agent_config(
     source: str | Path, *, env: Mapping[str, str] | None = None, text: str | None = None
 ) -> AgentConfig:

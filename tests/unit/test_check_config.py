@@ -257,3 +257,14 @@ def test_config_readme_lists_every_shipped_file() -> None:
     listed = set(re.findall(r"^- `([^`]+)`:", readme, flags=re.M))
     shipped = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     assert listed == shipped
+
+
+def test_an_agents_file_is_checked_as_an_agents(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "name: a1\nmqtt: {url: 'mqtt://127.0.0.1'}\n"
+        "modem_banks: {b: {remote: {agent: other}}}\n"
+    )
+    result = _check(path)
+    assert result.returncode == 2
+    assert "an agent drives local modems only" in result.stderr
