@@ -262,8 +262,7 @@ def test_config_readme_lists_every_shipped_file() -> None:
 def test_an_agents_file_is_checked_as_an_agents(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
-        "name: a1\nmqtt: {url: 'mqtt://127.0.0.1'}\n"
-        "modem_banks: {b: {remote: {agent: other}}}\n"
+        "name: a1\nmqtt: {url: 'mqtt://127.0.0.1'}\nmodem_banks: {b: {remote: {agent: other}}}\n"
     )
     result = _check(path)
     assert result.returncode == 2
