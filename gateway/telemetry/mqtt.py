@@ -276,8 +276,16 @@ class MqttLink:
             try:
                 async with client:
                     self._client = client
-                    for topic_filter, (qos, _) in list(self._subscriptions.items()):
-                        await client.subscribe(topic_filter, qos=qos)
+                    # Until none is left: a filter registered while these awaits ran is
+                    # not yet `connected`'s to subscribe (it would be missed until the next
+                    # connection); after the last check nothing awaits before `set`.
+                    made: set[str] = set()
+                    while todo := [f for f in self._subscriptions if f not in made]:
+                        for topic_filter in todo:
+                            await client.subscribe(
+                                topic_filter, qos=self._subscriptions[topic_filter][0]
+                            )
+                            made.add(topic_filter)
                     self.connects += 1
                     self.connected.set()
                     backoff = _BACKOFF_FIRST

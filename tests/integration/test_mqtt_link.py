@@ -102,3 +102,30 @@ def test_full_queue_drops_and_counts() -> None:
         await link.stop()
 
     asyncio.run(main())
+
+
+def test_filters_registered_while_connecting_are_all_subscribed(mqtt_broker: Broker) -> None:
+    async def main() -> set[str]:
+        link = MqttLink(mqtt_broker.url, node="n", prefix="t")
+        got: set[str] = set()
+        for i in range(3):
+            await link.subscribe(f"t/early/{i}", lambda m: got.add(m.topic))
+        link.start()
+        # Registered while the link connects and subscribes the first ones (each await
+        # lets its loop run): none may be left out of this connection.
+        for i in range(40):
+            await link.subscribe(f"t/late/{i}", lambda m: got.add(m.topic))
+            await asyncio.sleep(0.001)
+        assert await link.wait_connected(10)
+        host, port, *_ = broker_address(mqtt_broker.url)
+        topics = [f"t/early/{i}" for i in range(3)] + [f"t/late/{i}" for i in range(40)]
+        async with aiomqtt.Client(host, port) as client:
+            for topic in topics:
+                await client.publish(topic, b"x", qos=1)
+        async with asyncio.timeout(10):
+            while len(got) < len(topics):
+                await asyncio.sleep(0.02)
+        await link.stop()
+        return got
+
+    assert len(asyncio.run(main())) == 43
