@@ -169,7 +169,10 @@ class RemoteBank:
         self._sink = sink
         await self.link.subscribe(self._topic("status"), self._on_status)
         await self.link.subscribe(self._topic("reply", self.link.node), self._on_reply)
-        await self.link.subscribe(self._topic("up"), self._on_up)
+        # Shared among the gateway nodes (MQTT 5 / Mosquitto's $share): each receipt or MO of
+        # the agent goes to one node, which keeps it and acks it, not to every node.
+        group = f"{self.link.prefix}-{self.agent}".replace("/", "-")
+        await self.link.subscribe(f"$share/{group}/{self._topic('up')}", self._on_up)
 
     async def stop(self) -> None:
         self._sink = None

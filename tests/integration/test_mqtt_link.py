@@ -129,3 +129,31 @@ def test_filters_registered_while_connecting_are_all_subscribed(mqtt_broker: Bro
         return got
 
     assert len(asyncio.run(main())) == 43
+
+
+def test_a_shared_subscription_gives_each_message_to_one_node(mqtt_broker: Broker) -> None:
+    # What two gateway nodes do with an agent's receipts and MO (drivers/remote.py).
+    async def main() -> tuple[list[str], list[str]]:
+        links = [MqttLink(mqtt_broker.url, node=f"n{i}", prefix="t") for i in range(2)]
+        got: tuple[list[str], list[str]] = ([], [])
+        for link, mine in zip(links, got, strict=True):
+            await link.subscribe(
+                "$share/g/t/agent/a/up", lambda m, mine=mine: mine.append(m.payload.decode())
+            )
+            link.start()
+            assert await link.wait_connected(10)
+        host, port, *_ = broker_address(mqtt_broker.url)
+        async with aiomqtt.Client(host, port) as client:
+            for i in range(40):
+                await client.publish("t/agent/a/up", f"{i}".encode(), qos=1)
+        async with asyncio.timeout(10):
+            while len(got[0]) + len(got[1]) < 40:
+                await asyncio.sleep(0.02)
+        for link in links:
+            await link.stop()
+        return got
+
+    first, second = asyncio.run(main())
+    assert not set(first) & set(second)  # each to one node, not to every node
+    assert sorted(first + second, key=int) == [f"{i}" for i in range(40)]
+    assert first and second  # and both nodes take a share

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from drivers.base import SendResult, UpstreamReceipt
@@ -32,7 +33,7 @@ class FakeLink(MqttLink):
     async def deliver(self, topic: str, payload: Any) -> None:
         message = MqttMessage(topic, json.dumps(payload).encode())
         for topic_filter, (_, handlers) in self._subscriptions.items():
-            if topic_filter == topic:
+            if aiomqtt.Topic(topic).matches(topic_filter):  # as the link matches ($share too)
                 for handler in handlers:
                     result = handler(message)
                     if result is not None:
