@@ -73,6 +73,12 @@ sampled every second); after the gateway has stopped, the message states in its 
 ``--profile py-spy`` (or ``cprofile``) records where the gateway spends its time during the
 throughput and throughput-rules scenarios.
 
+What decides the figures on this machine is printed first and kept in the JSON's meta: the
+CPU model and its current frequency (/proc/cpuinfo), and the latency of a 4 KiB write + fsync
+in the temp folder where the store's file goes (p50/p99 of 50). Per scenario the gateway's CPU
+is split into user and system time (/proc/PID/stat), so two machines of one kind that differ
+can be told apart: a slower core shows in user time, a slow disk in fsync and resp latency.
+
 Every wait is bounded and every process is killed on the way out. Timings on a shared 2-core
 machine are noisy: the load average at start and end is printed and kept in the JSON.
 """
@@ -728,12 +734,19 @@ def _lag_summary(
 def _proc_cpu(pid: int, *, children: bool = False) -> float | None:
     """utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15); with
     `children`, plus those of its running child processes (the store.writer=process writer)."""
+    split = _proc_cpu_split(pid, children=children)
+    return None if split is None else split[0] + split[1]
+
+
+def _proc_cpu_split(pid: int, *, children: bool = False) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process (and, with `children`, its running children):
+    system time is the kernel's share - socket writes, fsyncs, page faults."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    user, system = int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
     if children:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -743,8 +756,9 @@ def _proc_cpu(pid: int, *, children: bool = False) -> float | None:
             except OSError:
                 continue
             if int(other[1]) == pid:  # field 4: the parent's pid
-                total += (int(other[11]) + int(other[12])) / _CLK_TCK
-    return total
+                user += int(other[11]) / _CLK_TCK
+                system += int(other[12]) / _CLK_TCK
+    return user, system
 
 
 def _proc_rss_mb(pid: int) -> float | None:
@@ -1144,6 +1158,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         spec_path.write_text(json.dumps(spec.__dict__), encoding="utf-8")
         gw_pid = gateway.pid if gateway is not None else None
         gw_cpu0 = _proc_cpu(gw_pid, children=True) if gw_pid else None
+        gw_split0 = _proc_cpu_split(gw_pid, children=True) if gw_pid else None
         rss_idle = _proc_rss_mb(gw_pid) if gw_pid else None
         carrier_cpu0 = _proc_cpu(carrier.pid)
         client = subprocess.Popen(
@@ -1181,6 +1196,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 continue
             time.sleep(1.0 if gw_pid else 0.2)
         gw_cpu1 = _proc_cpu(gw_pid, children=True) if gw_pid else None
+        gw_split1 = _proc_cpu_split(gw_pid, children=True) if gw_pid else None
         carrier_cpu1 = _proc_cpu(carrier.pid)
         if client.returncode != 0:
             raise RuntimeError(f"the load client failed with exit code {client.returncode}")
@@ -1194,6 +1210,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         if gw_cpu0 is not None and gw_cpu1 is not None:
             result["gateway_cpu_s"] = gw_cpu1 - gw_cpu0
             result["gateway_cpu_s_per_1000"] = (gw_cpu1 - gw_cpu0) * 1000 / accepted
+        if gw_split0 is not None and gw_split1 is not None:
+            result["gateway_user_s_per_1000"] = (gw_split1[0] - gw_split0[0]) * 1000 / accepted
+            result["gateway_system_s_per_1000"] = (gw_split1[1] - gw_split0[1]) * 1000 / accepted
         if gw_pid:
             result["gateway_rss_mb"] = _rss_summary(rss_idle, samples.rss)
         if profiler is not None:
@@ -1457,6 +1476,40 @@ def _targets(results: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def _cpu_facts() -> tuple[str, float | None]:
+    """The CPU model and its cores' mean current frequency (MHz), from /proc/cpuinfo."""
+    model, mhz = "?", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "cpu MHz":
+                mhz.append(float(value))
+    except (OSError, ValueError):
+        pass
+    return model, (round(sum(mhz) / len(mhz)) if mhz else None)
+
+
+def _fsync_latency(directory: str, count: int = 50) -> dict[str, float]:
+    """p50/p99 ms of a 4 KiB write + fsync in `directory` (where the store's file goes): what
+    a durable commit waits for, and the first thing that differs between two VMs."""
+    times = []
+    fd, path = tempfile.mkstemp(prefix="fsync-", dir=directory)
+    try:
+        block = os.urandom(4096)
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return {"p50": round(times[len(times) // 2], 3), "p99": round(times[-1], 3)}
+
+
 def _load() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -1614,10 +1667,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upstream_window": args.upstream_window,
         "store": args.store,
     }
+    meta["cpu_model"], meta["cpu_mhz"] = _cpu_facts()
+    meta["fsync_ms"] = _fsync_latency(tempfile.gettempdir())
     print(
         f"smsgw e2e: commit {meta['commit']}, Python {meta['python']}, {meta['cpus']} CPUs, "
         f"load {meta['load_start']}; workload {args.workload}, M={args.binds} binds x "
         f"W={args.window}; store {args.store}",
+        flush=True,
+    )
+    print(
+        f"machine: {meta['cpu_model']} at {meta['cpu_mhz']} MHz; fsync of 4 KiB in "
+        f"{tempfile.gettempdir()}: p50 {meta['fsync_ms']['p50']} ms, "
+        f"p99 {meta['fsync_ms']['p99']} ms",
         flush=True,
     )
     results: dict[str, dict[str, Any]] = {}
@@ -1646,6 +1707,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  mqtt: published {m.get('published_total', 0):,.0f} MQTT messages, dropped "
                     f"{m.get('dropped_total', 0):,.0f}, events received by the subscriber "
                     f"{sum(m.get('received', {}).values()):,} {dict(m.get('received', {}))}",
+                    flush=True,
+                )
+            if "gateway_user_s_per_1000" in r:
+                print(
+                    f"  gateway CPU s /1k: user {r['gateway_user_s_per_1000']:.3f}, system "
+                    f"{r['gateway_system_s_per_1000']:.3f}",
                     flush=True,
                 )
             lag = r.get("loop_lag") or {}
