@@ -26,21 +26,18 @@ wait is bounded. With `-s` a summary line per run is printed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import smpplib.client
 import smpplib.exceptions
@@ -49,11 +46,11 @@ import yaml
 from tests.fakes.smsc import Behaviour, FakeSmsc
 from tests.integration.loop import LoopThread
 from tests.integration.test_crash import start_gateway
+from tests.pg import fresh_schema
 
 MESSAGES = 400
 INFLIGHT = 32  # dispatch.max_inflight: the most a kill can leave sent and not recorded
 APP_WINDOW = 64
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SEEDS = {"sqlite": 8, "postgres": 11}
 FINAL = {2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 7: "UNKNOWN", 8: "REJECTD"}
 
@@ -68,10 +65,6 @@ store: %(store)s
 """
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
 @pytest.fixture
 def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The `store:` of the gateway's configuration: an SQLite file, or a fresh PostgreSQL
@@ -79,26 +72,8 @@ def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f'{{path: "{tmp_path / "gw.sqlite3"}"}}'
         return
-    dsn = os.environ.get("SMSGW_TEST_POSTGRES_DSN", DEFAULT_DSN)
-    schema = f"crash_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(asyncio.wait_for(_schema(dsn, f'CREATE SCHEMA "{schema}"'), 10))
-    except Exception as exc:
-        reason = f"PostgreSQL (SMSGW_TEST_POSTGRES_DSN) not reachable: {exc!r}"
-        if _under_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    sep = "&" if "?" in dsn else "?"
-    yield f'{{backend: postgres, dsn: "{dsn}{sep}search_path={schema}"}}'
-    asyncio.run(asyncio.wait_for(_schema(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'), 30))
-
-
-async def _schema(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close(timeout=5)
+    with fresh_schema("crash") as dsn:
+        yield f'{{backend: postgres, dsn: "{dsn}"}}'
 
 
 @dataclass

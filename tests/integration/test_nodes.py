@@ -17,7 +17,6 @@ twice (sent by B, not yet recorded). Under CI=true nothing here skips. Waits are
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -28,14 +27,12 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import smpplib.client
 import smpplib.exceptions
@@ -44,8 +41,8 @@ from tests.broker import Broker
 from tests.fakes.smsc import Behaviour, FakeSmsc, Submitted
 from tests.integration.loop import LoopThread
 from tests.integration.test_crash import start_gateway
+from tests.pg import fresh_schema, under_ci
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 LEASE = 3.0  # dispatch.delivery_lease: how soon a dead node's claims are taken over
 INFLIGHT = 64  # dispatch.max_inflight in CONFIG
 RESCAN = 5.0  # the server's rescan (gateway.server.smpp._REDELIVER): what MQTT must beat
@@ -66,39 +63,17 @@ mqtt: {{url: "{mqtt}", topic_prefix: nodes-test}}
 """
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close(timeout=5)
-
-
 @pytest.fixture
 def shared_dsn() -> Iterator[str]:
     """A DSN whose search_path is a fresh schema (dropped after): the nodes' one store."""
-    dsn = os.environ.get("SMSGW_TEST_POSTGRES_DSN", DEFAULT_DSN)
-    schema = f"nodes_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(asyncio.wait_for(_execute(dsn, f'CREATE SCHEMA "{schema}"'), 10))
-    except Exception as exc:
-        reason = f"PostgreSQL (SMSGW_TEST_POSTGRES_DSN) not reachable: {exc!r}"
-        if _under_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    sep = "&" if "?" in dsn else "?"
-    yield f"{dsn}{sep}search_path={schema}"
-    asyncio.run(asyncio.wait_for(_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'), 30))
+    with fresh_schema("nodes") as dsn:
+        yield dsn
 
 
 class Carrier(FakeSmsc):
@@ -311,7 +286,7 @@ def _haproxy_binary() -> str:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(binary, os.X_OK):
         message = "haproxy is not installed (apt-get install haproxy)"
-        if _under_ci():
+        if under_ci():
             pytest.fail(message)
         pytest.skip(message)
     return binary

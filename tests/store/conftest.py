@@ -25,17 +25,14 @@ import pytest
 
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from tests.pg import DEFAULT_DSN
+from tests.pg import under_ci as _under_ci
 
 T = TypeVar("T")
 AnyStore = SqliteStore | PostgresStore
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "sqlite-process", "postgres"]  # sqlite-process: writer="process"
 TIMEOUT = 60.0  # seconds one test body may take: a hang fails, it never blocks the run
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 async def _ping(dsn: str) -> None:
