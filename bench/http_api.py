@@ -37,18 +37,18 @@ import asyncio
 import json
 import os
 import platform
-import queue
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' `smsgw serve`
+
+from tests.integration.serve import Served
 
 CONFIG = """
 listen: {host: 127.0.0.1, port: 0}
@@ -59,48 +59,6 @@ store: {path: "%s"}
 http: {host: 127.0.0.1, port: 0}
 """
 AUTH = ("bench", "bench")
-HTTP_PORT = re.compile(r"http listening.*port\"?[=:] ?(\d+)")
-
-
-class Gateway:
-    """`smsgw serve` on a fresh temporary database."""
-
-    def __init__(self, tmp: Path) -> None:
-        config = tmp / "gateway.yaml"
-        config.write_text(CONFIG % (tmp / "gw.sqlite3"))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        # A thread reads its output to the end, so a full pipe never stalls the gateway.
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.stop()
-                raise RuntimeError("the gateway did not start its HTTP server") from None
-            if found := HTTP_PORT.search(line):
-                self.port = int(found[1])
-                return
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -184,13 +142,19 @@ async def batch(port: int, size: int) -> dict[str, Any]:
 
 def scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-http-") as tmp:
-        gateway = Gateway(Path(tmp))
+        config = Path(tmp) / "gateway.yaml"
+        config.write_text(CONFIG % (Path(tmp) / "gw.sqlite3"))
+        gateway = Served(config)  # `smsgw serve`, as the tests run it
         try:
+            port = gateway.port("http listening")
             if name == "sends":
-                return asyncio.run(sends(gateway.port, args.sends, args.concurrency))
-            return asyncio.run(batch(gateway.port, args.batch))
+                return asyncio.run(sends(port, args.sends, args.concurrency))
+            return asyncio.run(batch(port, args.batch))
         finally:
-            gateway.stop()
+            try:
+                gateway.stop(30)
+            finally:
+                gateway.kill()
 
 
 MEDIANS = {
