@@ -850,11 +850,10 @@ def _ops_transaction(
                         j = i + 1
                         while j < count and ops[j][0] is _accept_checked:
                             j += 1
-                        if j - i > 1:
-                            verdicts = _accept_checked_run(conn, [a for _, a in ops[i:j]])
-                            results.extend((v, None) for v in verdicts)
-                            i = j
-                            continue
+                        verdicts = _accept_checked_run(conn, [a for _, a in ops[i:j]])
+                        results.extend((v, None) for v in verdicts)
+                        i = j
+                        continue
                     results.append((fn(conn, *args), None))
                 except Exception as exc:
                     raise _OpFailed from exc
@@ -1444,64 +1443,12 @@ def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:
     return len(ids)
 
 
-def _policy_facts(conn: sqlite3.Connection, m: NewMessage, check: StoreCheck, now: float) -> Facts:
-    number = m.destination_addr
-    dead = conn.execute(
-        "SELECT 1 FROM dead_numbers WHERE number = ? AND dead_until > ?", (number, now)
-    ).fetchone()
-    suppressed = None
-    if check.rule.opt_out:
-        suppressed = conn.execute(
-            "SELECT 1 FROM suppressions WHERE number = ? AND scope IN ('', ?) LIMIT 1",
-            (number, check.scope),
-        ).fetchone()
-    duplicate = None
-    if check.dedup_key is not None and check.rule.dedup:
-        duplicate = conn.execute(
-            "SELECT message_id FROM policy_dedup WHERE key = ? AND created_at > ?",
-            (check.dedup_key, now - check.dedup_window),
-        ).fetchone()
-    sent = {}
-    for cap in check.rule.caps:
-        who = m.account if cap.per_account else ""  # "": every account's sends count
-        sent[cap] = conn.execute(
-            "SELECT count(*) FROM policy_sends WHERE number = ?1 AND msg_class = ?2 "
-            "AND sent_at > ?3 AND (?4 = '' OR account = ?4)",
-            (number, m.msg_class, now - cap.window, who),
-        ).fetchone()[0]
-    return Facts(
-        suppressed=suppressed is not None,
-        dead=dead is not None,
-        sent=sent,
-        duplicate_of=duplicate[0] if duplicate else None,
-    )
-
-
 def _accept_checked(
     conn: sqlite3.Connection, m: NewMessage, check: StoreCheck, now: float
 ) -> Verdict:
-    facts = Facts() if check.stopped is not None else _policy_facts(conn, m, check, now)
-    verdict = store_verdict(check, facts)
-    if verdict.duplicate_of is not None:
-        return verdict
-    if verdict.stop is not None:
-        if verdict.stop not in check.refuse:
-            _accept(conn, m)
-            conn.execute(
-                "UPDATE messages SET stop_reason = ? WHERE id = ?", (verdict.stop.value, m.id)
-            )
-        return verdict
-    _accept(conn, m)
-    if check.rule.caps:
-        conn.execute(
-            "INSERT INTO policy_sends VALUES (?, ?, ?, ?)",
-            (m.destination_addr, m.msg_class, m.account, now),
-        )
-    if check.dedup_key is not None and check.rule.dedup:
-        conn.execute(
-            "INSERT OR REPLACE INTO policy_dedup VALUES (?, ?, ?)", (check.dedup_key, m.id, now)
-        )
-    return verdict
+    """Store `m` through the store's side of the sending rules (or not, by the verdict):
+    a run of one (`run_ops` hands consecutive ones over as one run)."""
+    return _accept_checked_run(conn, [(m, check, now)])[0]
 
 
 _CHUNK = 500  # numbers per IN (...): far below SQLite's variable limit
@@ -1780,22 +1727,21 @@ def _accept_batch_checked(  # noqa: PLR0917 - the writer calls its functions pos
     extra: tuple[float, str | None],
     checks: list[StoreCheck],
 ) -> bool:
-    """`_accept_batch` with each message through the sending rules (`_accept_checked`)."""
+    """`_accept_batch` with the messages through the sending rules (`_accept_checked_run`)."""
     start, upto, refused = cursor
     if not _accept_batch(conn, batch_id, [], (start, upto, refused), extra):
         return False
     now = extra[0]
-    stored = dropped = 0
-    for m, check in zip(messages, checks, strict=True):
-        verdict = _accept_checked(conn, m, check, now)
-        kept = verdict.duplicate_of is None and (
-            verdict.stop is None or verdict.stop not in check.refuse
-        )
-        if kept:
-            conn.execute("UPDATE messages SET batch_id = ? WHERE id = ?", (batch_id, m.id))
-            stored += 1
-        else:
-            dropped += 1
+    verdicts = _accept_checked_run(
+        conn, [(m, c, now) for m, c in zip(messages, checks, strict=True)]
+    )
+    kept = [
+        (batch_id, m.id)
+        for m, c, v in zip(messages, checks, verdicts, strict=True)
+        if v.duplicate_of is None and (v.stop is None or v.stop not in c.refuse)
+    ]
+    conn.executemany("UPDATE messages SET batch_id = ? WHERE id = ?", kept)
+    stored, dropped = len(kept), len(messages) - len(kept)
     conn.execute(
         "UPDATE batches SET accepted = accepted + ?, refused = refused + ? WHERE id = ?",
         (stored, dropped, batch_id),

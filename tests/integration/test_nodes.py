@@ -41,6 +41,7 @@ from tests.broker import Broker
 from tests.fakes.smsc import Behaviour, FakeSmsc, Submitted
 from tests.integration.loop import LoopThread
 from tests.integration.test_crash import start_gateway
+from tests.integration.wait import until
 from tests.pg import fresh_schema, under_ci
 
 LEASE = 3.0  # dispatch.delivery_lease: how soon a dead node's claims are taken over
@@ -255,9 +256,9 @@ def cluster(tmp_path: Path, shared_dsn: str, mqtt_broker: Broker) -> Iterator[Cl
             http_ports.append(http)
             logs.append(log)
             # One at a time: the carrier's links are then in node order (A, B, C).
-            _until(lambda n=node: len(carrier.receivers()) == n + 1, 20, "the upstream binds")
+            until(lambda n=node: len(carrier.receivers()) == n + 1, "the upstream binds", 20)
         for n, log in enumerate(logs):
-            _until(lambda log=log: any("mqtt_connected" in line for line in log), 20, f"mqtt {n}")
+            until(lambda log=log: any("mqtt_connected" in line for line in log), f"mqtt {n}", 20)
         yield Cluster(carrier, carrier_loop, procs, ports, http_ports, logs)
     finally:
         for proc in procs:
@@ -272,14 +273,6 @@ def cluster(tmp_path: Path, shared_dsn: str, mqtt_broker: Broker) -> Iterator[Cl
         carrier_loop.stop_loop()
         tracebacks = [line for log in logs for line in log if "Traceback" in line]
         assert not tracebacks, tracebacks
-
-
-def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling, bounded by the deadline
 
 
 def _haproxy_binary() -> str:
@@ -360,7 +353,7 @@ def test_receipts_cross_nodes_at_once(tmp_path: Path, cluster: Cluster, via: str
         assert submitter.run(count, window=50)
         acked = dict(submitter.acked)
         assert len(acked) == count
-        _until(lambda: set(acked) <= set(receiver.got), 30, "every receipt at the application")
+        until(lambda: set(acked) <= set(receiver.got), "every receipt at the application", 30)
         elapsed = time.monotonic() - started
         submitter.close()
         receiver.close()
@@ -417,7 +410,7 @@ def test_kill_9_of_a_node_loses_no_receipt(cluster: Cluster) -> None:
         return set(acked) <= set(receiver.got)
 
     with contextlib.suppress(AssertionError):
-        _until(all_in, LEASE + 30, "every acknowledged message's receipt")
+        until(all_in, "every acknowledged message's receipt", LEASE + 30)
     waited = time.monotonic() - killed_at
     receiver.close()
     lost = sorted(set(acked) - set(receiver.got))
@@ -464,7 +457,7 @@ def test_without_the_broker_the_rescan_still_delivers(
         submitter.submit(f"4918{i:08d}")
         while submitter.waiting:
             submitter.client.read_once()
-        _until(lambda: set(submitter.acked) <= set(receiver.got), 2 * RESCAN + 5, "a receipt")
+        until(lambda: set(submitter.acked) <= set(receiver.got), "a receipt", 2 * RESCAN + 5)
     acked = dict(submitter.acked)
     submitter.close()
     receiver.close()
