@@ -622,6 +622,7 @@ def client_entry(spec_path: str) -> int:
 
 LAG_INTERVAL = 0.005  # seconds between the monitor's timer callbacks
 LAG_KEEP = 0.002  # samples later than this are kept (with their time) for the report
+STAGE_INTERVAL = 0.5  # seconds between samples of the time by stage
 
 
 class LagMonitor:
@@ -632,12 +633,25 @@ class LagMonitor:
         self.ticks = 0
         self.worst = 0.0
         self.samples: list[tuple[float, float]] = []  # (monotonic time, lag) above LAG_KEEP
+        # Every STAGE_INTERVAL: (monotonic time, time by stage, CPU by thread) so far; the
+        # benchmark takes the difference over its load window.
+        self.stages: list[tuple[float, dict[str, Any], dict[str, float]]] = []
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self._stage_handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._due = time.monotonic() + LAG_INTERVAL
         self._handle = asyncio.get_running_loop().call_later(LAG_INTERVAL, self._tick)
+        self._sample_stages()
+
+    def _sample_stages(self) -> None:
+        from gateway.telemetry import stages  # noqa: PLC0415 - only in the gateway process
+
+        self.stages.append((time.monotonic(), stages.snapshot(), stages.thread_cpu()))
+        self._stage_handle = asyncio.get_running_loop().call_later(
+            STAGE_INTERVAL, self._sample_stages
+        )
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -652,13 +666,17 @@ class LagMonitor:
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        if self._stage_handle is not None:
+            self._stage_handle.cancel()
 
 
 def gateway_entry(config_path: str, lag_out: str) -> int:
     """`smsgw serve -c CONFIG` with a `LagMonitor`; its samples go to `lag_out` at the end."""
     from gateway.app import run  # noqa: PLC0415 - only in the gateway process
     from gateway.config import load_config  # noqa: PLC0415
+    from gateway.telemetry import stages  # noqa: PLC0415
 
+    stages.enable()
     config = load_config(config_path)
     monitor = LagMonitor()
 
@@ -686,11 +704,117 @@ def gateway_entry(config_path: str, lag_out: str) -> int:
                     "ticks": monitor.ticks,
                     "worst": monitor.worst,
                     "samples": monitor.samples,
+                    "stages": monitor.stages,
                 }
             ),
             encoding="utf-8",
         )
     return 0
+
+
+# The issue's stages, and which sections of the loop (left) and of the store's writer
+# (right, "store." + operation) make each. carrier.read decodes what the carrier sends:
+# receipts and, fewer bytes, the submit_sm_resp of the dispatch.
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "accept": (
+        ("app.read", "app.accept", "app.answer", "app.write"),
+        ("store.accept", "store.accept_checked"),
+    ),
+    "commit": ((), ("store.COMMIT", "store._stats")),
+    "dispatch": (
+        ("dispatch.start", "dispatch.encode", "dispatch.send", "dispatch.sent", "carrier.write"),
+        ("store.claim_due", "store.record_sent", "store.set_state"),
+    ),
+    "receipt match": (
+        ("carrier.read", "receipt.parse", "receipt.match", "receipt.settle", "receipt.answer"),
+        ("store.match_receipts", "store.settle_many", "store.settle"),
+    ),
+    "deliver": (("app.deliver",), ("store.pending_deliveries", "store.delivery_done")),
+}
+WRITER_THREAD = "smsgw-sqlite-writer"
+
+
+def _stage_summary(path: Path, t0: float, t_end: float, messages: int) -> dict[str, Any]:
+    """Time by stage over the load window [t0, t_end], in microseconds per message: the
+    difference of the gateway's samples nearest before t0 and after t_end."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    samples = data.get("stages") or []
+    if len(samples) < 2 or messages <= 0:
+        return {}
+    before = [s for s in samples if s[0] <= t0]
+    after = [s for s in samples if s[0] >= t_end]
+    first = before[-1] if before else samples[0]
+    last = after[0] if after else samples[-1]
+
+    def per_message(name: str) -> float:
+        a = first[1].get(name, {}).get("seconds", 0.0)
+        b = last[1].get(name, {}).get("seconds", 0.0)
+        return (b - a) * 1e6 / messages
+
+    names = set(first[1]) | set(last[1])
+    rows: dict[str, dict[str, float]] = {}
+    placed: set[str] = set()
+    for stage, (loop_names, writer_names) in STAGES.items():
+        rows[stage] = {
+            "loop_us": sum(per_message(n) for n in loop_names),
+            "writer_us": sum(per_message(n) for n in writer_names),
+        }
+        placed.update(loop_names, writer_names)
+    rest = sorted(names - placed)
+    rows["other"] = {
+        "loop_us": sum(per_message(n) for n in rest if not n.startswith("store.")),
+        "writer_us": sum(per_message(n) for n in rest if n.startswith("store.")),
+    }
+    cpu = {
+        name: (last[2].get(name, 0.0) - first[2].get(name, 0.0)) * 1e6 / messages
+        for name in set(first[2]) | set(last[2])
+    }
+    loop_cpu = cpu.pop("MainThread", 0.0)
+    writer_cpu = cpu.pop(WRITER_THREAD, 0.0)
+    loop_in_stages = sum(r["loop_us"] for r in rows.values())
+    return {
+        "window_s": last[0] - first[0],
+        "stages": rows,
+        "sections": {n: per_message(n) for n in sorted(names)},
+        "loop_thread_cpu_us": loop_cpu,
+        "writer_thread_cpu_us": writer_cpu,
+        "other_threads_cpu_us": sum(cpu.values()),
+        # The loop's CPU outside every marked section: uvloop's own C code (socket reads and
+        # writes, wake-ups), task switching, timers, logging.
+        "loop_unmarked_us": loop_cpu - loop_in_stages,
+    }
+
+
+def _print_stages(summary: dict[str, Any]) -> None:
+    print(
+        f"  time by stage, us per message (loop thread CPU {summary['loop_thread_cpu_us']:.0f}, "
+        f"writer thread CPU {summary['writer_thread_cpu_us']:.0f}, other threads "
+        f"{summary['other_threads_cpu_us']:.0f}; sections are wall time on their thread):",
+        flush=True,
+    )
+    for stage, row in summary["stages"].items():
+        print(
+            f"    {stage:<14} loop {row['loop_us']:7.1f}   store writer {row['writer_us']:7.1f}",
+            flush=True,
+        )
+    unmarked = summary["loop_unmarked_us"]
+    writer_wall = sum(row["writer_us"] for row in summary["stages"].values())
+    print(
+        f"    {'loop, unmarked':<14} loop "
+        + (
+            f"{unmarked:7.1f}   (uvloop I/O, task switches, timers)"
+            if unmarked >= 0
+            # Sections are wall time: on a busy machine a thread is descheduled inside them.
+            else "    n/a   (the sections took more wall time than the thread had CPU: "
+            "the machine was busy, figures above are inflated)"
+        ),
+        flush=True,
+    )
+    print(
+        f"    the writer waited {max(0.0, writer_wall - summary['writer_thread_cpu_us']):.0f} us "
+        "per message inside its sections (the fsync of COMMIT, the interpreter lock)",
+        flush=True,
+    )
 
 
 def _lag_summary(
@@ -1243,6 +1367,12 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
                 t_release,
                 result.get("t_last_receipt_abs"),
             )
+            result["stages"] = _stage_summary(
+                lag_path,
+                result["t0_abs"],
+                result.get("t_last_receipt_abs") or result["t_end_abs"],
+                accepted,
+            )
         result["ok"] = True
     except Exception as exc:  # reported in the table and the JSON; the run goes on
         result["ok"] = False
@@ -1715,6 +1845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r['gateway_system_s_per_1000']:.3f}",
                     flush=True,
                 )
+            if r.get("stages"):
+                _print_stages(r["stages"])
             lag = r.get("loop_lag") or {}
             if "worst_under_load_ms" in lag:
                 print(

@@ -82,6 +82,7 @@ from gateway.store.base import (
     state_of_smpp,
 )
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry import stages
 from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
@@ -273,9 +274,10 @@ class Dispatcher:
             if len(records) < min(room, 512):  # everything due now is claimed (reload waits)
                 self._passes += 1
                 self._passed.set()
+            started = stages.begin()
             for record in records:
                 try:
-                    await self._start(record)
+                    await self._start(record)  # awaits only when it cannot start it
                 except Exception:
                     log.exception("dispatch failed", message_id=record.message.id)
                     await self.store.set_state(
@@ -285,6 +287,7 @@ class Dispatcher:
                         retry_at=self.clock() + _NO_TARGET_RETRY,
                         tried=False,
                     )
+            stages.end("dispatch.start", started)
             if not records:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -559,6 +562,7 @@ class Dispatcher:
         part_keys = tuple(spelling.sent(upstream_id) for upstream_id in result.part_ids)
         self._learnt(upstream)
         await self.store.record_sent(message.id, upstream, part_keys, now, part_ids=result.part_ids)
+        started = stages.begin()
         self._events.message_state(
             message.id, "sent", message.account, message.route, target=upstream
         )
@@ -577,6 +581,7 @@ class Dispatcher:
                     # kept already (among the unknown ones): now it finds its message
                     self._spawn(self.receipt(early))
                     break
+        stages.end("dispatch.sent", started)
 
     async def _end(
         self, record: MessageRecord, state: MessageState, error: int, now: float, target: str = ""
@@ -690,6 +695,7 @@ class Dispatcher:
     ]:
         """Match and keep a batch; what it ends, and the notifications it makes."""
         now = self.clock()
+        started = stages.begin()
         incoming = []
         for w in batch:
             r = w.receipt
@@ -710,7 +716,9 @@ class Dispatcher:
             )
         for upstream in {w.receipt.upstream for w in batch}:
             self._learnt(upstream)
+        stages.end("receipt.match", started)
         matches = await self.store.match_receipts(incoming)
+        started = stages.begin()
         settlements: list[Settlement] = []
         notices: list[NewDelivery] = []
         ending: set[str] = set()
@@ -721,7 +729,9 @@ class Dispatcher:
         numbers = _Numbers() if dead is not None else None
         for n, (w, match) in enumerate(zip(batch, matches, strict=True)):
             if n and not n % _RECEIPT_SLICE:
+                stages.end("receipt.match", started)
                 await asyncio.sleep(0)
+                started = stages.begin()
             r = w.receipt
             if match is None:
                 if not w.widened:
@@ -784,6 +794,7 @@ class Dispatcher:
                     target=r.upstream,
                     upstream_id=r.upstream_id,
                 )
+        stages.end("receipt.match", started)
         return kept, settlements, notices, now, numbers, ended
 
     async def _settle_receipts(
@@ -800,6 +811,7 @@ class Dispatcher:
         try:
             if settlements or notices:
                 done = await self.store.settle_many(settlements, now, deliveries=tuple(notices))
+                started = stages.begin()
                 if self._events.enabled and ended:
                     self._ended_events(settlements, done, ended)
                 accounts = {d.account for d in notices}
@@ -810,16 +822,21 @@ class Dispatcher:
                 )
                 for account in sorted(accounts):
                     self.notify(account)
+                stages.end("receipt.settle", started)
         except Exception as exc:
             _fail(kept, exc)  # kept, but not settled: the carrier sends them again
             return
         if numbers is not None and (numbers.failed or numbers.delivered):
             await self._dead_numbers(numbers, now)
+        started = stages.begin()
         for n, w in enumerate(kept):
             if n and not n % _RECEIPT_SLICE:
+                stages.end("receipt.settle", started)
                 await asyncio.sleep(0)  # each wakes a driver's task, which answers its carrier
+                started = stages.begin()
             if not w.done.done():
                 w.done.set_result(None)
+        stages.end("receipt.settle", started)
 
     def _ended_events(
         self,

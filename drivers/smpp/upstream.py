@@ -91,6 +91,7 @@ from gateway.smpp.tlv import tlv_value
 from gateway.sms.errors import SmsError
 from gateway.sms.refs import ReferenceAllocator, ReferencesExhausted
 from gateway.store.base import MessageRecord
+from gateway.telemetry import stages
 from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
@@ -330,7 +331,9 @@ class SmppUpstream:
         attempt = await self._resume(message.id)
         try:
             if attempt is None:
+                started = stages.begin()
                 attempt = _Attempt(message.id, self._submit_pdus(record))
+                stages.end("dispatch.encode", started)
             elif len(attempt.ids) == len(attempt.pdus):
                 return self._accepted(attempt)
             for index in range(len(attempt.ids), len(attempt.pdus)):
@@ -551,6 +554,7 @@ class SmppUpstream:
         if session is None or writer is None:
             return None, 0
         loop = asyncio.get_running_loop()
+        started = stages.begin()
         try:
             pdu = session.send(request, loop.time())
         except LocalSmppError:
@@ -561,6 +565,7 @@ class SmppUpstream:
         try:
             self._flush_soon(conn)
             self._arm(conn)
+            stages.end("dispatch.send", started)
             # No timer of our own: the session times the request out (RequestTimedOut) and a
             # lost link settles every waiter (`_lost`), so the wait always ends.
             resp = await waiter
@@ -682,10 +687,12 @@ class SmppUpstream:
             self._arm(conn)
             while session.is_open():
                 data = await reader.read(_READ)
+                started = stages.begin()
                 session.receive_data(data, loop.time())
-                await self._events(conn)
+                await self._events(conn)  # awaits only for a late response
                 self._flush(conn)
                 self._arm(conn)
+                stages.end("carrier.read", started)
                 if session.is_open():
                     await writer.drain()
                     # `read` does not yield while its buffer holds data: let the receipts
@@ -733,8 +740,10 @@ class SmppUpstream:
             asyncio.get_running_loop().call_soon(self._flush_due, conn)
 
     def _flush_due(self, conn: _Connection) -> None:
+        started = stages.begin()
         conn.flush_due = False
         self._flush(conn)
+        stages.end("carrier.write", started)
 
     def _arm(self, conn: _Connection) -> None:
         """Wake the session when it next has timer work (timeouts, enquire_link)."""
@@ -852,6 +861,7 @@ class SmppUpstream:
         status = CommandStatus.ESME_ROK
         sink = self._sink
         try:
+            started = stages.begin()
             kind = _kind(pdu, receipts_without_flag=self.config.receipts_without_flag)
             if sink is None:
                 pass
@@ -859,6 +869,7 @@ class SmppUpstream:
                 receipt = _receipt_of(self.name, pdu, intermediate=kind == "intermediate")
                 if not receipt.upstream_id:  # nothing to match it with, but never an MO
                     self._log.warning("receipt without an id: kept among the unknown ones")
+                stages.end("receipt.parse", started)
                 await sink.receipt(receipt)
             elif kind == "mo":
                 try:
@@ -879,6 +890,7 @@ class SmppUpstream:
         except Exception:
             self._log.exception("could not keep a deliver_sm; the carrier will resend it")
             status = CommandStatus.ESME_RX_T_APPN
+        started = stages.begin()
         resp = DeliverSmResp if isinstance(pdu, DeliverSm) else DataSmResp
         if session.is_open() and conn.session is session:
             session.send(
@@ -886,6 +898,7 @@ class SmppUpstream:
                 asyncio.get_running_loop().time(),
             )
             self._flush_soon(conn)
+        stages.end("receipt.answer", started)
 
 
 # esm_class message type (SMPP v3.4 5.2.12, bits 5-2) of a deliver_sm / data_sm from an SMSC.

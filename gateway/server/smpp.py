@@ -82,6 +82,7 @@ from gateway.smpp.tlv import tlv_raw
 from gateway.store.base import NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 from gateway.telemetry import logging as telemetry
+from gateway.telemetry import stages
 from gateway.telemetry.events import Events
 from gateway.telemetry.metrics import Metrics
 
@@ -94,10 +95,12 @@ _REDELIVER = 5.0  # seconds: look again for deliveries that failed or timed out
 
 
 def _flush(conn: _Connection, writer: asyncio.StreamWriter) -> None:
+    started = stages.begin()
     conn.flush_due = False
     out = conn.session.data_to_send()
     if out and not writer.is_closing():
         writer.write(out)
+    stages.end("app.write", started)
     if not conn.session.is_open():
         conn.wake.set()  # that answer was the last one owed before an unbind: end the loop
 
@@ -379,7 +382,9 @@ class SmppServer:
                 wake.cancel()
                 if read in done:
                     data, read = read.result(), None
+                    started = stages.begin()
                     session.receive_data(data, loop.time())
+                    stages.end("app.read", started)
                 else:
                     session.handle_timer(loop.time())
                 conn.wake.clear()
@@ -391,7 +396,9 @@ class SmppServer:
                     elif isinstance(event, Request):
                         await self._request(conn, event.pdu, writer, loop.time())
                     elif isinstance(event, Response):
-                        await self._delivered(conn, event)
+                        started = stages.begin()
+                        self._delivered(conn, event)
+                        stages.end("app.deliver", started)
                     elif isinstance(event, RequestTimedOut):
                         # Unanswered in time: offered again at the next look from the start
                         # (at least once; an app that answers late may see it twice).
@@ -471,6 +478,7 @@ class SmppServer:
         pending = await self.store.pending_deliveries(
             name, self.clock(), room + (len(self._inflight) if after == 0 else 0), after=after
         )
+        started = stages.begin()
         for delivery in pending:
             if room <= 0:
                 break
@@ -489,8 +497,9 @@ class SmppServer:
             conn.inflight[sent.sequence_number] = delivery.id
             self._inflight.add(delivery.id)
             room -= 1
+        stages.end("app.deliver", started)
 
-    async def _delivered(self, conn: _Connection, event: Response) -> None:
+    def _delivered(self, conn: _Connection, event: Response) -> None:
         delivery_id = conn.inflight.pop(event.pdu.sequence_number, None)
         if delivery_id is None:
             return
@@ -586,6 +595,7 @@ class SmppServer:
             status, message_id, failed = await self.accept_multi(pdu, account)
         else:
             status, message_id = await self.accept(pdu, account)
+        started = stages.begin()
         if status == CommandStatus.ESME_ROK:
             conn.accepted += 1
         session = conn.session
@@ -607,6 +617,7 @@ class SmppServer:
             # are unanswered, so what waits here is bounded.)
             conn.flush_due = True
             loop.call_soon(_flush, conn, writer)
+        stages.end("app.answer", started)
 
     @staticmethod
     def _answer_submit(
@@ -712,6 +723,7 @@ class SmppServer:
         """`accept`, and the sending rule that stopped, refused or deduplicated the message
         (a `Reason` value, "duplicate"), or None."""
         now = self.clock()
+        started = stages.begin()
         message = self.prepare(pdu, account, now, msg_class=msg_class, campaign=campaign)
         if not isinstance(message, NewMessage):
             return message, "", None
@@ -719,9 +731,11 @@ class SmppServer:
         reason = None
         try:
             if not rules.active:
+                stages.end("app.accept", started)
                 await self.store.accept(message)  # durable before the response
             else:
                 checked = rules.check(message, pdu, now)
+                stages.end("app.accept", started)
                 if isinstance(checked, Refused):
                     return checked.status, "", checked.reason.value
                 message, check = checked

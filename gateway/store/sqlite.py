@@ -71,6 +71,7 @@ from gateway.store.stats import (
     upsert_sql,
 )
 from gateway.store.stats import schema as stats_schema
+from gateway.telemetry import stages
 from gateway.telemetry.metrics import Metrics
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -838,12 +839,14 @@ def _ops_transaction(
 ) -> list[tuple[Any, BaseException | None]]:
     results: list[tuple[Any, BaseException | None]] = []
     stats = _stats(conn)
+    timed = stages.enabled()  # the benchmark's account of each operation's time
     try:
         conn.execute("BEGIN IMMEDIATE")
         i, count = 0, len(ops)
         while i < count:
             fn, args = ops[i]
             if not isolate:
+                started = stages.begin() if timed else 0.0
                 try:
                     if fn is _accept_checked:
                         # A run of checked accepts reads its facts with one query per kind.
@@ -853,10 +856,14 @@ def _ops_transaction(
                         verdicts = _accept_checked_run(conn, [a for _, a in ops[i:j]])
                         results.extend((v, None) for v in verdicts)
                         i = j
+                        if timed:
+                            stages.end("store.accept_checked", started)
                         continue
                     results.append((fn(conn, *args), None))
                 except Exception as exc:
                     raise _OpFailed from exc
+                if timed:
+                    stages.end("store." + fn.__name__.lstrip("_"), started)
                 i += 1
                 continue
             i += 1
@@ -871,8 +878,14 @@ def _ops_transaction(
             else:
                 results.append((value, None))
             conn.execute("RELEASE op")
+        started = stages.begin() if timed else 0.0
         _write_stats(conn)
+        if timed:
+            stages.end("store._stats", started)
+            started = stages.begin()
         conn.execute("COMMIT")
+        if timed:
+            stages.end("store.COMMIT", started)
     except BaseException:
         stats.rows = {}
         if conn.in_transaction:
