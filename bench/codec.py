@@ -1094,8 +1094,11 @@ class Remote:
     def close(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
 
 
 def _build_compiled(tree: Path) -> None:
@@ -1569,7 +1572,13 @@ def run_step(
     for _ in range(repeat):
         for row in live:
             if isinstance(row.fn, Remote):
-                row.runs_ns.append(row.fn.time())
+                if row.error:
+                    continue
+                try:
+                    row.runs_ns.append(row.fn.time())
+                except Exception as exc:  # the child died: the row says so, the others go on
+                    row.error = f"{type(exc).__name__}: {exc}"[:200]
+                    row.runs_ns.clear()
             else:
                 row.runs_ns.append(_time_once(loop, row.fn, work, clock))
     for row in rows:
