@@ -42,8 +42,10 @@ import gc
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
+import pickle
 import platform
 import shlex
 import statistics
@@ -1038,6 +1040,136 @@ def c_gsmmodem(_messages: Sequence[Message]) -> Callable[..., list[str]]:
     return encode
 
 
+COMPILED_DIR = REPO_ROOT / "build" / "compiled"  # scripts/build-compiled's default
+_remote_options: dict[str, Any] = {"dir": COMPILED_DIR, "build": True, "clock": "wall"}
+
+
+class RemoteError(Exception):
+    """An exception a library raised in the child process, by name (it may not unpickle)."""
+
+
+class Remote:
+    """A library that runs in a child process of its own: smsgw's compiled build, whose
+    extension modules carry the same names as the pure modules this process has imported.
+
+    The child is this script with --serve, on a path that starts with the compiled tree; it
+    builds the same adapter and runs the same loop and timing code as this process does, on
+    the same core (it inherits the affinity), and sends back the outputs of the judged run and
+    the CPU or wall time of each timed one.
+    """
+
+    def __init__(self, adapter: str) -> None:
+        tree: Path = _remote_options["dir"]
+        if _remote_options["build"]:
+            _build_compiled(tree)
+        if not list(tree.glob("gateway/**/*.so")):
+            raise RuntimeError(f"no compiled build in {tree} (run scripts/build-compiled)")
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._call("adapter", adapter, _remote_options["clock"])
+
+    def _call(self, *request: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        pickle.dump(request, self.proc.stdin)
+        self.proc.stdin.flush()
+        status, value = pickle.load(self.proc.stdout)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def run(self, work: Any) -> list[Any]:
+        """The judged run (the work is sent once, here)."""
+        out: list[Any] = self._call("run", work)
+        return out
+
+    def time(self) -> int:
+        ns: int = self._call("time")
+        return ns
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def _build_compiled(tree: Path) -> None:
+    """scripts/build-compiled's build() (a no-op when the tree is current)."""
+    from importlib.machinery import SourceFileLoader  # noqa: PLC0415
+    from importlib.util import module_from_spec, spec_from_loader  # noqa: PLC0415
+
+    path = REPO_ROOT / "scripts" / "build-compiled"
+    loader = SourceFileLoader("smsgw_build_compiled", str(path))
+    spec = spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = module_from_spec(spec)
+    loader.exec_module(module)
+    module.build(tree)
+
+
+def serve() -> int:
+    """The child side of `Remote`: requests in on stdin, pickled answers out on stdout."""
+    channel_in, channel_out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers on the channel
+    fn: Any = None
+    loop: Any = None
+    work: Any = None
+    clock = CLOCKS["wall"]
+    while True:
+        try:
+            request = pickle.load(channel_in)
+        except EOFError:
+            return 0
+        try:
+            if request[0] == "adapter":
+                name, clock_name = request[1], request[2]
+                fn = globals()[name]([])
+                loop = {"a": loop_a, "b": loop_b, "c": loop_c}[name[0]]
+                clock = CLOCKS[clock_name]
+                _check_compiled()
+                answer: Any = None
+            elif request[0] == "run":
+                work = request[1]
+                answer = [
+                    RemoteError(f"{type(o).__name__}: {o}") if isinstance(o, Exception) else o
+                    for o in loop(fn, work)
+                ]
+            else:
+                answer = _time_once(loop, fn, work, clock)
+            reply: tuple[str, Any] = ("ok", answer)
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}"[:300])
+        pickle.dump(reply, channel_out)
+        channel_out.flush()
+
+
+def _check_compiled() -> None:
+    """Every module setup.py compiles is an extension module here."""
+    spec = importlib.util.spec_from_file_location("smsgw_setup", REPO_ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    for path in setup.COMPILED:
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        if not str(module.__file__).endswith(".so"):
+            raise RuntimeError(f"{module.__name__} is not compiled here: {module.__file__}")
+
+
+def _remote(adapter: str) -> Callable[[Sequence[Message]], Remote]:
+    def factory(_messages: Sequence[Message]) -> Remote:
+        return Remote(adapter)
+
+    return factory
+
+
 class Lib(NamedTuple):
     keys: frozenset[str]  # names --libs accepts
     label: str
@@ -1049,6 +1181,12 @@ class Lib(NamedTuple):
 def _lib(keys: str, label: str, dists: str, factory: Any, note: str = "") -> Lib:
     return Lib(frozenset(keys.split()), label, tuple(dists.split()), factory, note)
 
+
+_COMPILED_NOTE = (
+    "The same adapter and code as the smsgw row, with the modules setup.py lists compiled by "
+    "mypyc (scripts/build-compiled, into build/compiled/), run in a child process on the same "
+    "core, round-robin with the others; it times its own loop with the same clock."
+)
 
 STEPS: dict[str, tuple[str, str, list[Lib]]] = {
     "a": (
@@ -1062,6 +1200,13 @@ STEPS: dict[str, tuple[str, str, list[Lib]]] = {
                 a_smsgw,
                 "SmBuilder(...) made once per link settings, then build_text(text, src, dst, "
                 "sequence_numbers, ref=ref): segment() and build() in one pass.",
+            ),
+            _lib(
+                "smsgw-compiled compiled",
+                "smsgw compiled",
+                "smsgw",
+                _remote("a_smsgw"),
+                _COMPILED_NOTE,
             ),
             _lib(
                 "smpplib",
@@ -1121,6 +1266,13 @@ STEPS: dict[str, tuple[str, str, list[Lib]]] = {
                 "message_content(pdu).text() without the intermediate object for plain UDH.",
             ),
             _lib(
+                "smsgw-compiled compiled",
+                "smsgw compiled",
+                "smsgw",
+                _remote("b_smsgw"),
+                _COMPILED_NOTE,
+            ),
+            _lib(
                 "smpplib",
                 "smpplib",
                 "smpplib",
@@ -1155,6 +1307,13 @@ STEPS: dict[str, tuple[str, str, list[Lib]]] = {
         "gsmmodem",
         [
             _lib("smsgw", "smsgw", "smsgw", c_smsgw),
+            _lib(
+                "smsgw-compiled compiled",
+                "smsgw compiled",
+                "smsgw",
+                _remote("c_smsgw"),
+                _COMPILED_NOTE,
+            ),
             _lib(
                 "gsmmodem python-gsmmodem-new",
                 "python-gsmmodem-new",
@@ -1380,7 +1539,7 @@ def run_step(
         if row.error:
             continue
         try:
-            out = loop(row.fn, work)
+            out = row.fn.run(work) if isinstance(row.fn, Remote) else loop(row.fn, work)
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"[:200]
             continue
@@ -1412,8 +1571,19 @@ def run_step(
     live = [r for r in rows if not r.error]
     for _ in range(repeat):
         for row in live:
-            row.runs_ns.append(_time_once(loop, row.fn, work, clock))
+            if isinstance(row.fn, Remote):
+                if row.error:
+                    continue
+                try:
+                    row.runs_ns.append(row.fn.time())
+                except Exception as exc:  # the child died: the row says so, the others go on
+                    row.error = f"{type(exc).__name__}: {exc}"[:200]
+                    row.runs_ns.clear()
+            else:
+                row.runs_ns.append(_time_once(loop, row.fn, work, clock))
     for row in rows:
+        if isinstance(row.fn, Remote):
+            row.fn.close()
         row.fn = None
     return rows
 
@@ -1470,8 +1640,9 @@ def render_step(step: str, rows: Sequence[Row], n: int, footnotes: list[str]) ->
     for row in rows:
         mark = ""
         if row.note:
-            footnotes.append(row.note)
-            mark = f" [{len(footnotes)}]"
+            if row.note not in footnotes:
+                footnotes.append(row.note)
+            mark = f" [{footnotes.index(row.note) + 1}]"
         if row.error:
             lines.append(f"| {row.label}{mark} | – | – | – | error: {row.error} |")
             continue
@@ -1531,8 +1702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--libs",
         default="",
-        help="comma-separated libraries (smsgw, smpplib, aiosmpplib, rusmppyc, smpp34, "
-        "gsmmodem, floor); default all",
+        help="comma-separated libraries (smsgw, smsgw-compiled, smpplib, aiosmpplib, rusmppyc, "
+        "smpp34, gsmmodem, floor); default all",
     )
     ap.add_argument(
         "--core",
@@ -1547,11 +1718,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="wall: elapsed time (default); cpu: this process's CPU time, steadier on a busy "
         "machine",
     )
+    ap.add_argument(
+        "--compiled",
+        type=Path,
+        default=COMPILED_DIR,
+        help="the compiled build for the 'smsgw compiled' rows (default build/compiled; built "
+        "by scripts/build-compiled when missing or out of date)",
+    )
+    ap.add_argument(
+        "--no-build", action="store_true", help="use --compiled as it is, do not (re)build it"
+    )
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     ap.add_argument(
         "--examples", type=int, default=2, help="failure examples shown per reason (default 2)"
     )
     args = ap.parse_args(argv)
+    if args.serve:
+        return serve()
+    _remote_options.update(dir=args.compiled.resolve(), build=not args.no_build, clock=args.clock)
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     steps = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -1650,7 +1835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (step, row)
         for step, rows in results.items()
         for row in rows
-        if "smsgw" in row.keys and row.wrong
+        if row.keys & {"smsgw", "smsgw-compiled"} and row.wrong
     ]
     if smsgw_wrong:
         print()

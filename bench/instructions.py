@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -66,12 +67,13 @@ def child(step: str, lib_key: str, size: int, measure: bool) -> None:
             continue
 
 
-def _instructions(argv: list[str]) -> int:
+def _instructions(argv: list[str], env: dict[str, str] | None = None) -> int:
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stderr
     for line in out.splitlines():
         if "Collected :" in line:
@@ -80,10 +82,12 @@ def _instructions(argv: list[str]) -> int:
 
 
 ROWS = {
-    "a": ["smsgw", "smpplib", "aiosmpplib", "rusmppyc", "floor"],
-    "b": ["smsgw", "smpplib", "aiosmpplib", "smpp34"],
-    "c": ["smsgw", "gsmmodem"],
+    "a": ["smsgw", "smsgw-compiled", "smpplib", "aiosmpplib", "rusmppyc", "floor"],
+    "b": ["smsgw", "smsgw-compiled", "smpplib", "aiosmpplib", "smpp34"],
+    "c": ["smsgw", "smsgw-compiled", "gsmmodem"],
 }
+# smsgw-compiled: the smsgw adapter in a child whose path starts with the compiled build.
+COMPILED = "smsgw-compiled"
 BASELINE = {"a": "smpplib", "b": "smpplib", "c": "gsmmodem"}
 
 
@@ -91,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--sample", type=int, default=400, help="messages measured (default 400)")
     ap.add_argument("--only", default="a,b,c")
+    ap.add_argument("--libs", default="", help="comma-separated rows (default all)")
+    ap.add_argument(
+        "--compiled",
+        type=Path,
+        default=HERE.parent / "build" / "compiled",
+        help="the compiled build for the smsgw-compiled rows (built when missing or stale)",
+    )
     ap.add_argument("--child", nargs=3, metavar=("STEP", "LIB", "MEASURE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -100,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         ap.error("valgrind is not installed (apt-get install valgrind)")
     me = [sys.executable, str(Path(__file__).resolve()), "--sample", str(args.sample)]
+    wanted = {x for x in args.libs.split(",") if x} or None
+    compiled_env: dict[str, str] | None = None
+    if wanted is None or COMPILED in wanted:
+        try:
+            _codec_module()._build_compiled(args.compiled.resolve())
+            compiled_env = dict(os.environ, PYTHONPATH=str(args.compiled.resolve()))
+        except Exception as exc:
+            print(f"- no compiled build ({type(exc).__name__}: {exc})")
     print(f"## Instructions per message (callgrind, sample of {args.sample} corpus messages)")
     print()
     print(f"- Python {sys.version.split()[0]} at {sys.executable}")
@@ -109,9 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---:|---:|")
         counts: dict[str, float] = {}
         for lib in ROWS[step]:
+            if wanted is not None and lib not in wanted and lib != BASELINE[step]:
+                continue
+            env = None
+            key = lib
+            if lib == COMPILED:
+                if compiled_env is None:
+                    continue
+                env, key = compiled_env, "smsgw"
             try:
-                base = _instructions([*me, "--child", step, lib, "0"])
-                full = _instructions([*me, "--child", step, lib, "1"])
+                base = _instructions([*me, "--child", step, key, "0"], env)
+                full = _instructions([*me, "--child", step, key, "1"], env)
             except (subprocess.CalledProcessError, RuntimeError) as exc:
                 print(f"| {lib} | error: {type(exc).__name__} | |")
                 continue

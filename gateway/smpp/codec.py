@@ -41,6 +41,7 @@ from gateway.smpp.pdu import (
     COMMAND_IDS,
     PDU_CLASSES,
     CStr,
+    DeliverSm,
     DestAddress,
     DestList,
     DistributionList,
@@ -48,6 +49,7 @@ from gateway.smpp.pdu import (
     Pdu,
     ShortMessage,
     SmeAddress,
+    SubmitSm,
     UnsuccessList,
     UnsuccessSme,
 )
@@ -312,6 +314,7 @@ def _gen_decoder(cls: type[Any]) -> _Decoder:
     env = dict(_ENV, cls=cls)
     exec("\n".join(slow), env)
     strict: _Decoder = env["strict"]
+    _STRICT[cls] = strict
 
     # The leading run of one-octet integers and C-strings.
     prefix = []
@@ -348,6 +351,7 @@ def _gen_decoder(cls: type[Any]) -> _Decoder:
         assign.append(f"    {v} = {g}.decode('latin-1') if {g} else ''")
     flush_ints()
 
+    _PREFIX[cls] = pattern
     fast = ["def decode(b, p, seq, status):", "    m = _match(b, p)"]
     fast.append("    if m is None: return strict(b, p, seq, status)")
     fast.append(f"    {', '.join(groups)}, = m.groups()")
@@ -410,7 +414,79 @@ def _gen_encoder(cls: type[Any]) -> _Encoder:
     return encoder
 
 
+_STRICT: dict[type[Any], _Decoder] = {}  # the field-by-field decoder of each PDU class
+_PREFIX: dict[type[Any], bytes] = {}  # the regex of its leading C-strings and octets, if any
 _DECODERS: dict[int, _Decoder] = {int(cid): _gen_decoder(c) for cid, c in PDU_CLASSES.items()}
+
+
+# -- submit_sm and deliver_sm, written out -------------------------------------------------------
+# The two PDUs every message crosses twice have one layout. Their decoder is the generated fast
+# one written out by hand, on the same regex: the same cost in pure Python, and a function the
+# optional compiled build (setup.py) turns into native code, which an exec'd one cannot be.
+# tests/unit/test_codec_sm.py holds it equal to the generated decoder, malformed PDUs included.
+
+assert SubmitSm._fields == DeliverSm._fields
+assert _PREFIX[SubmitSm] == _PREFIX[DeliverSm]
+_sm_match = re.compile(_PREFIX[SubmitSm], re.DOTALL).match
+_new = tuple.__new__
+
+
+def _decode_sm(cls: type[Any], b: bytes, p: int, seq: int, status: int) -> Any:
+    m = _sm_match(b, p)
+    if m is None:
+        return _STRICT[cls](b, p, seq, status)
+    # Declared, so that the compiled build indexes their octets natively (no cost here).
+    addr1: bytes
+    addr2: bytes
+    esm_pid_pri: bytes
+    flags: bytes
+    st, addr1, src, addr2, dst, esm_pid_pri, sched, valid, flags = m.groups()
+    p = m.end()
+    k: int = b[p]
+    p += 1
+    sm = b[p : p + k]
+    if len(sm) != k or k > 254:
+        raise _sm_error(k, len(sm))
+    p += k
+    n = len(b)
+    return _new(
+        cls,
+        (
+            st.decode("latin-1") if st else "",
+            addr1[0],
+            addr1[1],
+            src.decode("latin-1") if src else "",
+            addr2[0],
+            addr2[1],
+            dst.decode("latin-1") if dst else "",
+            esm_pid_pri[0],
+            esm_pid_pri[1],
+            esm_pid_pri[2],
+            sched.decode("latin-1") if sched else "",
+            valid.decode("latin-1") if valid else "",
+            flags[0],
+            flags[1],
+            flags[2],
+            flags[3],
+            sm,
+            _tlvs(b, p, n) if p < n else (),
+            seq,
+            status,
+        ),
+    )
+
+
+def _decode_submit_sm(b: bytes, p: int, seq: int, status: int) -> Any:
+    return _decode_sm(SubmitSm, b, p, seq, status)
+
+
+def _decode_deliver_sm(b: bytes, p: int, seq: int, status: int) -> Any:
+    return _decode_sm(DeliverSm, b, p, seq, status)
+
+
+_GENERATED: dict[int, _Decoder] = dict(_DECODERS)  # the reference the tests compare with
+_DECODERS[int(CommandId.submit_sm)] = _decode_submit_sm
+_DECODERS[int(CommandId.deliver_sm)] = _decode_deliver_sm
 _ENCODERS: dict[type[Any], tuple[int, _Encoder]] = {
     c: (int(cid), _gen_encoder(c)) for cid, c in PDU_CLASSES.items()
 }

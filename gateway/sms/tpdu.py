@@ -1160,11 +1160,11 @@ def _submit_common(  # noqa: PLR0917 - the hot path of submit_tpdus, which check
     if total == 1:
         n = len(body)
         ud = pack_septets(body) if enc is _GSM7 else body
-        pdu = b"%s%c%c%s%c%s" % (smsc_part, first, message_ref & 0xFF, mid, n, ud)
+        pdu = b"".join((smsc_part, _BYTE[first], _BYTE[message_ref & 0xFF], mid, _BYTE[n], ud))
         return [new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper()))]
     if not 0 <= ref <= 0xFF:
         raise ValueError(f"concatenation reference {ref} out of range for UDH8")
-    first |= _UDHI
+    udhi = _BYTE[first | _UDHI]
     out = []
     start = 0
     if enc is _GSM7:
@@ -1180,27 +1180,31 @@ def _submit_common(  # noqa: PLR0917 - the hot path of submit_tpdus, which check
         start = 0
         for i, end in enumerate(ends):
             ud = packed[140 * i : 140 * i + 140]
-            pdu = b"%s%c%c%s%c%s" % (
-                smsc_part,
-                first,
-                (message_ref + i) & 0xFF,
-                mid,
-                7 + end - start,
-                ud,
+            pdu = b"".join(
+                (
+                    smsc_part,
+                    udhi,
+                    _BYTE[(message_ref + i) & 0xFF],
+                    mid,
+                    _BYTE[7 + end - start],
+                    ud,
+                )
             )
             out.append(new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper())))
             start = end
         return out
     udhs = udh8_headers(ref, total)
     for i, end in enumerate(ends):
-        pdu = b"%s%c%c%s%c%s%s" % (
-            smsc_part,
-            first,
-            (message_ref + i) & 0xFF,
-            mid,
-            6 + end - start,
-            udhs[i],
-            body[start:end],
+        pdu = b"".join(
+            (
+                smsc_part,
+                udhi,
+                _BYTE[(message_ref + i) & 0xFF],
+                mid,
+                _BYTE[6 + end - start],
+                udhs[i],
+                body[start:end],
+            )
         )
         out.append(new(EncodedPdu, (pdu, len(pdu) - smsc_len, pdu.hex().upper())))
         start = end
