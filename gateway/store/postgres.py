@@ -38,8 +38,8 @@ import hashlib
 import operator
 import re
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -79,11 +79,11 @@ from gateway.store.stats import (
     DIM_NAMES,
     KEY_COLUMNS,
     MESSAGE_DIMS,
+    VALUE_COLUMNS,
     StatsBatch,
     count_change,
     count_sent,
     query_sql,
-    upsert_sql,
 )
 from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
@@ -587,6 +587,46 @@ _SETTLE_MANY = f"""
     SELECT t.i, t.state, u.sent_at, {_U_DIMS} FROM t JOIN u ON u.id = t.id
 """
 
+# `record_sent` for many messages at once (a group commit): each input row (i) is a call. The
+# rows are locked in id order (one lock order against settles and other nodes), the old target
+# and stats key read as they were, the not-final ones marked sent with a history row, and the
+# keys of every known message linked (even one that already ended: its later receipts are
+# known). Ids are unique within one statement (`_sent_rounds`).
+_RECORD_SENT = f"""
+    WITH t AS (
+        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::double precision[])
+            AS t (i, id, upstream, parts, at)
+    ), p AS (
+        SELECT p.i, array_agg(p.part_id ORDER BY p.n) AS ids
+        FROM unnest($6::int[], $7::text[]) WITH ORDINALITY AS p (i, part_id, n)
+        GROUP BY p.i
+    ), o AS MATERIALIZED (
+        SELECT m.id, m.state, m.sent_to, {_M_DIMS} FROM messages AS m
+        WHERE m.id = ANY($2::text[]) ORDER BY m.id FOR UPDATE
+    ), u AS (
+        UPDATE messages AS m
+        SET state = '{MessageState.SENT.value}', updated_at = t.at, parts = t.parts,
+            sent_to = t.upstream, sent_ids = coalesce(p.ids, '{{}}'::text[]), sent_at = t.at
+        FROM t LEFT JOIN p ON p.i = t.i
+        WHERE m.id = ANY($2::text[]) AND m.id = t.id AND NOT (m.state = ANY($10::text[]))
+        RETURNING m.id, m.accepted_at, t.at
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, at, '{MessageState.SENT.value}', accepted_at FROM u
+    ), k AS (
+        INSERT INTO upstream_ids (upstream, key, message_id, part)
+        SELECT t.upstream, k.key, t.id, k.part
+        FROM unnest($8::int[], $9::text[], $11::int[]) WITH ORDINALITY AS k (i, key, part, n)
+        JOIN t ON t.i = k.i
+        WHERE t.id IN (SELECT id FROM o)
+        ORDER BY k.n
+        ON CONFLICT DO NOTHING
+    )
+    SELECT t.i, o.id IS NOT NULL, o.id IS NOT NULL AND NOT (o.state = ANY($10::text[])),
+        o.sent_to, {", ".join(f"o.{c.strip()}" for c in DIM_NAMES.split(","))}
+    FROM t LEFT JOIN o ON o.id = t.id
+"""
+
 _PART_STATES = """
     SELECT m.parts, r.part, r.message_state
     FROM messages AS m
@@ -672,7 +712,20 @@ _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
 _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
 
-_UPSERT_STATS = upsert_sql(lambda n: f"${n}")
+# Every counter row of a transaction in one statement (arrays, one per column), in the order
+# given: `_write_stats` sorts them, so every transaction on every node takes one lock order.
+_STATS_ALL = (*KEY_COLUMNS, *VALUE_COLUMNS)
+_UPSERT_STATS = f"""
+    INSERT INTO delivery_stats ({", ".join(_STATS_ALL)})
+    SELECT * FROM unnest({
+    ", ".join(
+        f"${n}::{'bigint' if c == 'hour' or c in VALUE_COLUMNS else 'text'}[]"
+        for n, c in enumerate(_STATS_ALL, 1)
+    )
+})
+    ON CONFLICT ({", ".join(KEY_COLUMNS)})
+    DO UPDATE SET {", ".join(f"{c} = delivery_stats.{c} + excluded.{c}" for c in VALUE_COLUMNS)}
+"""
 
 # A parent's dated partitions and their bounds (DEFAULT has no FROM and is left out).
 _PARTITIONS = """
@@ -719,7 +772,7 @@ async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
         # One lock order for every transaction on every node: two settles upserting the same
         # rows in other orders deadlocked (seen under bench/nodes.py: receipts refused).
         rows.sort(key=repr)
-        await conn.executemany(_UPSERT_STATS, rows)
+        await conn.execute(_UPSERT_STATS, *(list(column) for column in zip(*rows, strict=True)))
 
 
 def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[list[object]]:
@@ -910,6 +963,13 @@ async def _add_partition(conn: PoolConnectionProxy, parent: str, lo: float, hi: 
     )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A connection going back to the pool needs no reset query: the store sets no session
+    state (only ``SET LOCAL``, transaction-scoped advisory locks, ``ON COMMIT DROP`` tables),
+    and asyncpg still rolls back a transaction left open. The default reset (``RESET ALL``,
+    ``UNLISTEN *``, ...) cost a round trip on every release."""
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -931,6 +991,101 @@ def _settle_verdict(fut: asyncio.Future[Verdict], outcome: Verdict | BaseExcepti
         fut.set_exception(outcome)
     else:
         fut.set_result(outcome)
+
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class _Group(Generic[_In, _Out]):
+    """A group commit of one kind of call: callers queue an item and wait on a future; one
+    task writes whatever queued while the last group was written (up to `most`) with one call
+    of `write`, which returns one result per item (or raises, failing them all). When idle a
+    lone call is written at once: no delay is ever added."""
+
+    def __init__(self, write: Callable[[list[_In]], Awaitable[list[_Out]]], most: int) -> None:
+        self._write = write
+        self._most = most
+        self._queue: list[tuple[_In, asyncio.Future[_Out]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def call(self, item: _In) -> _Out:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Out] = loop.create_future()
+        self._queue.append((item, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        return await fut
+
+    async def _run(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self._most], self._queue[self._most :]
+            try:
+                results = await self._write([item for item, _fut in group])
+            except BaseException as exc:  # cancelled: no caller may wait forever
+                for _item, fut in group:
+                    _settle_any(fut, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_item, fut), result in zip(group, results, strict=True):
+                if not fut.done():  # the caller went away: its write stands
+                    fut.set_result(result)
+
+    async def drain(self) -> None:
+        """Wait until everything queued is written."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
+            self._task = None
+
+
+# A `record_sent` call: message id, upstream, each part's keys, now, part ids.
+_SentCall = tuple[str, str, tuple[tuple[str, ...], ...], float, tuple[str, ...]]
+
+
+def _sent_rounds(calls: list[_SentCall]) -> list[list[int]]:
+    """The calls' indexes in rounds of distinct message ids, in order: a message sent twice
+    in one group is written twice, the second time seeing the first (as one after the other)."""
+    rounds: list[list[int]] = []
+    seen: list[set[str]] = []
+    for i, call in enumerate(calls):
+        n = 0
+        while n < len(seen) and call[0] in seen[n]:
+            n += 1
+        if n == len(seen):
+            rounds.append([])
+            seen.append(set())
+        rounds[n].append(i)
+        seen[n].add(call[0])
+    return rounds
+
+
+def _sent_arrays(calls: list[_SentCall], indexes: list[int]) -> list[object]:
+    """`_RECORD_SENT`'s arguments for these calls (all but the final states, $10)."""
+    ids: list[str] = []
+    upstreams: list[str] = []
+    parts: list[int] = []
+    ats: list[float] = []
+    part_of: list[int] = []
+    part_ids: list[str] = []
+    key_of: list[int] = []
+    keys: list[str] = []
+    key_parts: list[int] = []
+    for i in indexes:
+        message_id, upstream, part_keys, now, sent_ids = calls[i]
+        ids.append(message_id)
+        upstreams.append(upstream)
+        parts.append(max(1, len(part_keys)))
+        ats.append(now)
+        for part_id in sent_ids:
+            part_of.append(i)
+            part_ids.append(part_id)
+        for part, each in enumerate(part_keys):
+            for key in each:
+                key_of.append(i)
+                keys.append(key)
+                key_parts.append(part)
+    return [indexes, ids, upstreams, parts, ats, part_of, part_ids, key_of, keys, key_parts]
 
 
 class PostgresStore:
@@ -985,11 +1140,13 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # accept transactions committed: tests and metrics see the batching
+        self.sent_commits = 0  # record_sent groups committed (one transaction each)
         self.metrics: Metrics | None = None  # the gateway's, when metrics are on
         self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
         self._done_writer: asyncio.Task[None] | None = None
         self._checked: list[_Checked] = []  # accept_checked, group-committed
         self._checked_writer: asyncio.Task[None] | None = None
+        self._sent = _Group(self._write_sent, max_batch)  # record_sent, group-committed
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -998,7 +1155,11 @@ class PostgresStore:
             return
         settings = {} if self.schema is None else {"search_path": _quote(self.schema)}
         pool = await asyncpg.create_pool(
-            self.dsn, min_size=self.min_size, max_size=self.max_size, server_settings=settings
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings=settings,
+            reset=_keep_session,
         )
         replica = None
         try:
@@ -1013,6 +1174,7 @@ class PostgresStore:
                     min_size=self.min_size,
                     max_size=self.max_size,
                     server_settings=settings,
+                    reset=_keep_session,
                 )
         except BaseException:
             await pool.close()
@@ -1046,6 +1208,7 @@ class PostgresStore:
             self._accepts.put_nowait(None)
             await writer
             self._writer = None
+        await self._sent.drain()  # sends in hand are recorded first
         if self._done_writer is not None:
             await asyncio.wait([self._done_writer])  # answered deliveries are removed first
             self._done_writer = None
@@ -1408,46 +1571,41 @@ class PostgresStore:
         *,
         part_ids: tuple[str, ...] = (),
     ) -> bool:
-        rows = [(part, key) for part, keys in enumerate(part_keys) for key in keys]
-        async with self._open_pool().acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(
-                f"SELECT sent_to, {MESSAGE_DIMS} FROM messages "
-                "WHERE id = $1 AND NOT (state = ANY($2::text[])) FOR UPDATE",
-                message_id,
-                _FINAL,
-            )
-            sent = await conn.fetchval(
-                "WITH u AS (UPDATE messages SET state = $2, updated_at = $3, parts = $4, "
-                "sent_to = $5, sent_ids = $6, sent_at = $3 "
-                "WHERE id = $1 AND NOT (state = ANY($7::text[])) "
-                "RETURNING id, accepted_at), h AS (INSERT INTO message_history "
-                "(message_id, at, state, accepted_at) SELECT id, $3, $2, accepted_at FROM u) "
-                "SELECT count(*) + (SELECT count(*) FROM messages WHERE id = $1) FROM u",
-                message_id,
-                MessageState.SENT.value,
-                now,
-                max(1, len(part_keys)),
-                upstream,
-                list(part_ids),
-                _FINAL,
-            )
-            if not sent:
-                return False
-            if old is not None:
-                batch = StatsBatch(self.prefix_digits)
-                count_sent(batch, tuple(old)[1:], old[0], upstream)
-                await _write_stats(conn, batch)
-            # linked even when the message already ended: its later receipts are known
-            await conn.execute(
-                "INSERT INTO upstream_ids (upstream, key, message_id, part) "
-                "SELECT $1, t.key, $3, t.part FROM unnest($2::text[], $4::int[]) AS t (key, part) "
-                "ON CONFLICT DO NOTHING",
-                upstream,
-                [key for _part, key in rows],
-                message_id,
-                [part for part, _key in rows],
-            )
-        return True
+        # Group-committed: the sends recorded while the last group was written go together,
+        # one statement and one commit for all of them (`_RECORD_SENT`).
+        self._open_pool()
+        return await self._sent.call((message_id, upstream, part_keys, now, part_ids))
+
+    async def _write_sent(self, calls: list[_SentCall]) -> list[bool]:
+        pool = self._pool
+        assert pool is not None  # close() drains the group before it drops the pool
+        for attempt in range(3):
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    known = await self._record_sent_in(conn, calls)
+                self.sent_commits += 1
+                return known
+            except asyncpg.DeadlockDetectedError:
+                # Two groups (or a group and a settle, another node's) locked two messages in
+                # other orders: PostgreSQL rolled this one back; it holds nothing now.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_sent_in(
+        self, conn: PoolConnectionProxy, calls: list[_SentCall]
+    ) -> list[bool]:
+        known = [False] * len(calls)
+        batch = StatsBatch(self.prefix_digits)
+        for indexes in _sent_rounds(calls):
+            args = _sent_arrays(calls, indexes)
+            for row in await conn.fetch(_RECORD_SENT, *args[:9], _FINAL, args[9]):
+                i = row[0]
+                known[i] = row[1]
+                if row[2]:
+                    count_sent(batch, tuple(row)[4:], row[3], calls[i][1])
+        await _write_stats(conn, batch)
+        return known
 
     async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
         if not receipts:
@@ -2084,6 +2242,15 @@ _COUNT_USAGE = """
         minute = $2, day = $3, month = $4
     RETURNING per_minute, per_day, per_month
 """
+
+
+def _settle_any(fut: asyncio.Future[_Out], error: BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(error, Exception):
+        fut.set_exception(error)
+    else:
+        fut.cancel()
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -57,6 +57,10 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
             ["smpp"],
         ),
     ),
+    "record sent": (
+        pg._RECORD_SENT,
+        ([0], [SOME_ID], ["up"], [1], [NOW], [0], ["x1"], [0], ["kx1"], pg._FINAL, [0]),
+    ),
     "claim due": (pg._CLAIM, (NOW, 100, 0)),
     "set state": (pg._SET_STATE, (SOME_ID, "sent", NOW, None, 0, None)),
     "overdue sent": (pg._OVERDUE, ("sent", NOW - 3600, 100, None)),
