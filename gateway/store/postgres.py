@@ -496,7 +496,6 @@ _SET_STATE = f"""
 _GET = f"SELECT {_RECORD} FROM messages WHERE id = $1"
 _GET_NEAR = f"{_GET} AND accepted_at BETWEEN $2 AND $3"
 _ID_SLACK = 3600.0
-_GET_MANY = f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])"
 _WAITING = f"SELECT count(*), min(accepted_at) FROM messages WHERE state = '{_ACCEPTED}'"
 _HISTORY = "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq"
 _OVERDUE = f"""
@@ -524,12 +523,49 @@ _FIND = """
     LIMIT 1
 """
 
-# Many receipts at once: each one's (index) first matching key, its latest link.
-_FIND_MANY = """
-    SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
-    FROM unnest($1::int[], $2::int[], $3::text[], $4::text[]) AS k (i, n, upstream, key)
-    JOIN upstream_ids AS u ON u.upstream = k.upstream AND u.key = k.key
-    ORDER BY k.i, k.n, u.seq DESC
+# `match_receipts` as one statement (one round trip, its own transaction): each receipt's
+# first matching key's latest link (k, f), the messages as they were (m), the matched ones kept
+# in order (hit, kept), the unmatched ones that say so kept as unknown, and each message's
+# parts' latest receipt states before this batch (s), which the caller overlays with the batch.
+_MATCH = f"""
+    WITH k AS (
+        SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
+            AS k (i, n, upstream, key)
+    ), f AS MATERIALIZED (
+        SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
+        FROM k JOIN upstream_ids AS u ON u.upstream = k.upstream AND u.key = k.key
+        ORDER BY k.i, k.n, u.seq DESC
+    ), m AS MATERIALIZED (
+        SELECT {_RECORD}, parts FROM messages
+        WHERE id = ANY(ARRAY(SELECT DISTINCT message_id FROM f))
+    ), r AS (
+        SELECT * FROM unnest($5::int[], $6::text[], $7::text[], $8::int[], $9::bigint[],
+            $10::double precision[], $11::bytea[], $12::bool[])
+            AS r (i, upstream, upstream_id, message_state, error, received_at, raw, keep_unknown)
+    ), hit AS MATERIALIZED (
+        SELECT r.*, f.message_id, f.part FROM r JOIN f ON f.i = r.i
+        WHERE f.message_id IN (SELECT id FROM m)
+    ), kept AS (
+        INSERT INTO receipts
+            (message_id, part, upstream, upstream_id, message_state, error, received_at, raw)
+        SELECT message_id, part, upstream, upstream_id, message_state, error, received_at, raw
+        FROM hit ORDER BY i
+    ), unknown AS (
+        INSERT INTO unknown_receipts (upstream, upstream_id, message_state, error, received_at, raw)
+        SELECT upstream, upstream_id, message_state, error, received_at, raw FROM r
+        WHERE keep_unknown AND r.i NOT IN (SELECT i FROM hit)
+        ORDER BY r.i
+    ), s AS (
+        SELECT m.id, array_agg(x.part) AS parts, array_agg(x.message_state) AS states
+        FROM m JOIN LATERAL (
+            SELECT DISTINCT ON (part) part, message_state FROM receipts
+            WHERE message_id = m.id ORDER BY part, seq DESC
+        ) AS x ON true
+        GROUP BY m.id
+    )
+    SELECT m.*, hit.i, hit.part, s.parts, s.states
+    FROM hit JOIN m ON m.id = hit.message_id LEFT JOIN s ON s.id = m.id
+    ORDER BY hit.i
 """
 
 _PARTS_STATES = """
@@ -540,19 +576,6 @@ _PARTS_STATES = """
         WHERE message_id = m.id ORDER BY part, seq DESC
     ) AS r ON true
     WHERE m.id = ANY($1::text[])
-"""
-
-_INSERT_RECEIPTS = """
-    INSERT INTO receipts
-        (message_id, part, upstream, upstream_id, message_state, error, received_at, raw)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-        $7::double precision[], $8::bytea[])
-"""
-
-_INSERT_UNKNOWN = """
-    INSERT INTO unknown_receipts (upstream, upstream_id, message_state, error, received_at, raw)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[],
-        $5::double precision[], $6::bytea[])
 """
 
 # "Already final?" and "settle" as one statement: the update takes only messages not final
@@ -766,12 +789,18 @@ _PURGE_ROWS = """
 """
 
 
+def _stats_order(row: tuple[object, ...]) -> tuple[object, ...]:
+    """Counter rows are upserted in the order of their keys in every transaction (accepts,
+    sends, settles) on every node: their row locks are always taken in one order."""
+    return row[: len(KEY_COLUMNS)]
+
+
 async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
     rows = batch.take()
     if rows:
         # One lock order for every transaction on every node: two settles upserting the same
         # rows in other orders deadlocked (seen under bench/nodes.py: receipts refused).
-        rows.sort(key=repr)
+        rows.sort(key=_stats_order)
         await conn.execute(_UPSERT_STATS, *(list(column) for column in zip(*rows, strict=True)))
 
 
@@ -781,7 +810,7 @@ def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[li
     for m in messages:
         dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
         batch.add(dims, "accepted")
-    rows = [(*key, values[0]) for key, values in batch.rows.items()]
+    rows = sorted(((*key, values[0]) for key, values in batch.rows.items()), key=_stats_order)
     return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
 
 
@@ -980,6 +1009,23 @@ def _lock_key(schema: str | None) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+async def _retry_deadlock(write: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
+    """`write(arg)` - one transaction - again if PostgreSQL broke a deadlock by rolling it
+    back (two transactions, another node's perhaps, locked two messages in other orders): it
+    holds nothing then, and a second try almost always goes through."""
+    for _attempt in range(_DEADLOCK_TRIES - 1):
+        try:
+            return await write(arg)
+        except asyncpg.DeadlockDetectedError:
+            continue
+    return await write(arg)
+
+
+_DEADLOCK_TRIES = 3
 _Pending = tuple[NewMessage, "asyncio.Future[None]"]
 _Checked = tuple[NewMessage, StoreCheck, float, "asyncio.Future[Verdict]"]
 
@@ -991,10 +1037,6 @@ def _settle_verdict(fut: asyncio.Future[Verdict], outcome: Verdict | BaseExcepti
         fut.set_exception(outcome)
     else:
         fut.set_result(outcome)
-
-
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 
 
 class _Group(Generic[_In, _Out]):
@@ -1263,7 +1305,7 @@ class PostgresStore:
 
     async def _commit_accepts(self, batch: list[_Pending]) -> None:
         try:
-            await self._insert([message for message, _fut in batch])
+            await _retry_deadlock(self._insert, [message for message, _fut in batch])
         except _ROW_ERRORS as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
@@ -1577,20 +1619,15 @@ class PostgresStore:
         return await self._sent.call((message_id, upstream, part_keys, now, part_ids))
 
     async def _write_sent(self, calls: list[_SentCall]) -> list[bool]:
+        return await _retry_deadlock(self._write_sent_once, calls)
+
+    async def _write_sent_once(self, calls: list[_SentCall]) -> list[bool]:
         pool = self._pool
         assert pool is not None  # close() drains the group before it drops the pool
-        for attempt in range(3):
-            try:
-                async with pool.acquire() as conn, conn.transaction():
-                    known = await self._record_sent_in(conn, calls)
-                self.sent_commits += 1
-                return known
-            except asyncpg.DeadlockDetectedError:
-                # Two groups (or a group and a settle, another node's) locked two messages in
-                # other orders: PostgreSQL rolled this one back; it holds nothing now.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        async with pool.acquire() as conn, conn.transaction():
+            known = await self._record_sent_in(conn, calls)
+        self.sent_commits += 1
+        return known
 
     async def _record_sent_in(
         self, conn: PoolConnectionProxy, calls: list[_SentCall]
@@ -1613,59 +1650,38 @@ class PostgresStore:
         flat = [
             (i, n, r.upstream, key) for i, r in enumerate(receipts) for n, key in enumerate(r.keys)
         ]
-        async with self._open_pool().acquire() as conn, conn.transaction():
-            found = (
-                {
-                    row[0]: (str(row[1]), int(row[2]))
-                    for row in await conn.fetch(
-                        _FIND_MANY, *(list(column) for column in zip(*flat, strict=True))
-                    )
-                }
-                if flat
-                else {}
-            )
-            ids = sorted({message_id for message_id, _part in found.values()})
-            records = (
-                {row[0]: _record(row) for row in await conn.fetch(_GET_MANY, ids)} if ids else {}
-            )
-            kept = [(i, r) for i, r in enumerate(receipts) if i in found and found[i][0] in records]
-            unknown = [
-                r
-                for i, r in enumerate(receipts)
-                if not (i in found and found[i][0] in records) and r.keep_unknown
-            ]
-            if kept:
-                await conn.execute(
-                    _INSERT_RECEIPTS,
-                    [found[i][0] for i, _r in kept],
-                    [found[i][1] for i, _r in kept],
-                    [r.upstream for _i, r in kept],
-                    [r.upstream_id for _i, r in kept],
-                    [r.message_state for _i, r in kept],
-                    [r.error for _i, r in kept],
-                    [r.received_at for _i, r in kept],
-                    [r.raw for _i, r in kept],
-                )
-            if unknown:
-                await conn.execute(
-                    _INSERT_UNKNOWN,
-                    [r.upstream for r in unknown],
-                    [r.upstream_id for r in unknown],
-                    [r.message_state for r in unknown],
-                    [r.error for r in unknown],
-                    [r.received_at for r in unknown],
-                    [r.raw for r in unknown],
-                )
-            states: dict[str, list[int | None]] = {}
-            if kept:
-                for row in await conn.fetch(_PARTS_STATES, sorted(records)):
-                    parts = states.setdefault(row[0], [None] * row[1])
-                    if row[2] is not None and 0 <= row[2] < len(parts):
-                        parts[row[2]] = row[3]
+        keys = [list(column) for column in zip(*flat, strict=True)] if flat else [[]] * 4
+        rows = await self._open_pool().fetch(
+            _MATCH,
+            *keys,
+            list(range(len(receipts))),
+            [r.upstream for r in receipts],
+            [r.upstream_id for r in receipts],
+            [r.message_state for r in receipts],
+            [r.error for r in receipts],
+            [r.received_at for r in receipts],
+            [r.raw for r in receipts],
+            [r.keep_unknown for r in receipts],
+        )
+        records: dict[str, MessageRecord] = {}
+        states: dict[str, list[int | None]] = {}
+        for row in rows:
+            message_id = row[0]
+            if message_id not in records:
+                records[message_id] = _record(row)
+                parts = states[message_id] = [None] * row[_N + 5]
+                for part, state in zip(row[_N + 8] or (), row[_N + 9] or (), strict=True):
+                    if 0 <= part < len(parts):
+                        parts[part] = state
+        # This batch's receipts came after every one kept before: in order, each is its
+        # part's latest (as if read back after the insert).
+        for row in rows:
+            parts, part = states[row[0]], row[_N + 7]
+            if 0 <= part < len(parts):
+                parts[part] = receipts[row[_N + 6]].message_state
         out: list[ReceiptMatch | None] = [None] * len(receipts)
-        for i, _r in kept:
-            message_id, part = found[i]
-            out[i] = ReceiptMatch(records[message_id], part, states[message_id])
+        for row in rows:
+            out[row[_N + 6]] = ReceiptMatch(records[row[0]], row[_N + 7], states[row[0]])
         return out
 
     async def settle(
@@ -1691,7 +1707,16 @@ class PostgresStore:
         for i, s in enumerate(settlements):
             first.setdefault(s.message_id, i)
         rows = [(i, settlements[i]) for i in first.values()]
-        async with self._open_pool().acquire() as conn, conn.transaction():
+        pool = self._open_pool()
+        taken = await _retry_deadlock(self._settle_once, (pool, rows, now, deliveries))
+        return [i in taken for i in range(len(settlements))]
+
+    async def _settle_once(
+        self,
+        args: tuple[asyncpg.Pool, list[tuple[int, Settlement]], float, tuple[NewDelivery, ...]],
+    ) -> set[int]:
+        pool, rows, now, deliveries = args
+        async with pool.acquire() as conn, conn.transaction():
             taken: set[int] = set()
             if rows:
                 settled = await conn.fetch(
@@ -1719,7 +1744,7 @@ class PostgresStore:
                     "VALUES ($1, $2, $3, $4, $5, $6)",
                     _delivery_rows(deliveries, now),
                 )
-        return [i in taken for i in range(len(settlements))]
+        return taken
 
     async def overdue_sent(
         self, before: float, limit: int, *, upstream: str | None = None

@@ -37,10 +37,25 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "get (HTTP status, query_sm)": (pg._GET, (SOME_ID,)),
     "get near the id's time": (pg._GET_NEAR, (SOME_ID, START + DAY, START + DAY + 3600)),
     "history": (pg._HISTORY, (SOME_ID,)),
-    "receipt match: upstream ids": (pg._FIND_MANY, ([0], [0], ["up"], [f"k{SOME_ID}"])),
+    "receipt match": (
+        pg._MATCH,
+        (
+            [0, 1],
+            [0, 0],
+            ["up", "up"],
+            [f"k{SOME_ID}", "kunknown"],
+            [0, 1],
+            ["up", "up"],
+            [f"k{SOME_ID}", "unknown"],
+            [2, 2],
+            [0, 0],
+            [NOW, NOW],
+            [b"", b""],
+            [True, True],
+        ),
+    ),
     "receipt match: one upstream id": (pg._FIND, ("up", [f"k{SOME_ID}"])),
-    "receipt match: the messages": (pg._GET_MANY, ([SOME_ID],)),
-    "receipt match: parts' states": (pg._PARTS_STATES, ([SOME_ID],)),
+    "overdue: parts' states": (pg._PARTS_STATES, ([SOME_ID],)),
     "receipt settle": (
         pg._SETTLE_MANY,
         (
