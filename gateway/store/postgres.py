@@ -524,17 +524,22 @@ _FIND = """
 """
 
 # `match_receipts` as one statement (one round trip, its own transaction): each receipt's
-# first matching key's latest link (k, f), the messages as they were (m), the matched ones kept
-# in order (hit, kept), the unmatched ones that say so kept as unknown, and each message's
-# parts' latest receipt states before this batch (s), which the caller overlays with the batch.
+# first matching key's latest link (k, f: one index probe per key - joined instead, a batch of
+# a few hundred planned a sequential scan of upstream_ids), the messages as they were (m), the
+# matched ones kept in order (hit, kept), the unmatched ones that say so kept as unknown, and
+# each message's parts' latest receipt states before this batch (s), which the caller overlays
+# with the batch's own.
 _MATCH = f"""
     WITH k AS (
         SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
             AS k (i, n, upstream, key)
     ), f AS MATERIALIZED (
         SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
-        FROM k JOIN upstream_ids AS u ON u.upstream = k.upstream AND u.key = k.key
-        ORDER BY k.i, k.n, u.seq DESC
+        FROM k CROSS JOIN LATERAL (
+            SELECT message_id, part FROM upstream_ids
+            WHERE upstream = k.upstream AND key = k.key ORDER BY seq DESC LIMIT 1
+        ) AS u
+        ORDER BY k.i, k.n
     ), m AS MATERIALIZED (
         SELECT {_RECORD}, parts FROM messages
         WHERE id = ANY(ARRAY(SELECT DISTINCT message_id FROM f))
@@ -580,7 +585,8 @@ _PARTS_STATES = """
 
 # "Already final?" and "settle" as one statement: the update takes only messages not final
 # (row locks serialize two nodes or two batches), and only what it took gets its history row
-# and its receipt for the application.
+# and its receipt for the application. The update finds its rows by an array (an initplan):
+# joined to the arrays, a batch of a few hundred planned a sequential scan of every partition.
 _M_DIMS = (
     "m.accepted_at, m.account, m.route, coalesce(m.sent_to, '') AS target, m.msg_class, "
     "m.campaign, m.destination_addr"
@@ -594,7 +600,8 @@ _SETTLE_MANY = f"""
     ), u AS (
         UPDATE messages AS m
         SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
-        FROM t WHERE m.id = t.id AND NOT (m.state = ANY($10::text[]))
+        FROM t WHERE m.id = ANY(ARRAY(SELECT id FROM t)) AND m.id = t.id
+            AND NOT (m.state = ANY($10::text[]))
         RETURNING m.id, m.sent_at, {_M_DIMS}
     ), h AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -614,7 +621,9 @@ _SETTLE_MANY = f"""
 # rows are locked in id order (one lock order against settles and other nodes), the old target
 # and stats key read as they were, the not-final ones marked sent with a history row, and the
 # keys of every known message linked (even one that already ended: its later receipts are
-# known). Ids are unique within one statement (`_sent_rounds`).
+# known). Ids are unique within one statement (`_sent_rounds`). Rows are found by arrays
+# (initplans), not by a join or a parameter array: with a few hundred ids the planner chose a
+# hash join over a sequential scan of every partition (as for the settle below).
 _RECORD_SENT = f"""
     WITH t AS (
         SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::double precision[])
@@ -625,13 +634,14 @@ _RECORD_SENT = f"""
         GROUP BY p.i
     ), o AS MATERIALIZED (
         SELECT m.id, m.state, m.sent_to, {_M_DIMS} FROM messages AS m
-        WHERE m.id = ANY($2::text[]) ORDER BY m.id FOR UPDATE
+        WHERE m.id = ANY(ARRAY(SELECT id FROM t)) ORDER BY m.id FOR UPDATE
     ), u AS (
         UPDATE messages AS m
         SET state = '{MessageState.SENT.value}', updated_at = t.at, parts = t.parts,
             sent_to = t.upstream, sent_ids = coalesce(p.ids, '{{}}'::text[]), sent_at = t.at
         FROM t LEFT JOIN p ON p.i = t.i
-        WHERE m.id = ANY($2::text[]) AND m.id = t.id AND NOT (m.state = ANY($10::text[]))
+        WHERE m.id = ANY(ARRAY(SELECT id FROM o)) AND m.id = t.id
+            AND NOT (m.state = ANY($10::text[]))
         RETURNING m.id, m.accepted_at, t.at
     ), h AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -1040,23 +1050,30 @@ def _settle_verdict(fut: asyncio.Future[Verdict], outcome: Verdict | BaseExcepti
 
 
 class _Group(Generic[_In, _Out]):
-    """A group commit of one kind of call: callers queue an item and wait on a future; one
-    task writes whatever queued while the last group was written (up to `most`) with one call
-    of `write`, which returns one result per item (or raises, failing them all). When idle a
-    lone call is written at once: no delay is ever added."""
+    """A group commit of one kind of call: callers queue an item and wait on a future; a
+    writer task writes whatever queued while the last group was written (up to `most`) with
+    one call of `write`, which returns one result per item (or raises, failing them all).
+    When idle a lone call is written at once: no delay is ever added. With `parallel` > 1, up
+    to that many groups are written at once (on as many connections): one commits while the
+    next is written, so a group's latency is not added to the queue's."""
 
-    def __init__(self, write: Callable[[list[_In]], Awaitable[list[_Out]]], most: int) -> None:
+    def __init__(
+        self, write: Callable[[list[_In]], Awaitable[list[_Out]]], most: int, parallel: int = 1
+    ) -> None:
         self._write = write
         self._most = most
+        self._parallel = parallel
         self._queue: list[tuple[_In, asyncio.Future[_Out]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def call(self, item: _In) -> _Out:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Out] = loop.create_future()
         self._queue.append((item, fut))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run())
+        if len(self._tasks) < self._parallel:
+            task = loop.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await fut
 
     async def _run(self) -> None:
@@ -1076,9 +1093,8 @@ class _Group(Generic[_In, _Out]):
 
     async def drain(self) -> None:
         """Wait until everything queued is written."""
-        if self._task is not None:
-            await asyncio.wait([self._task])
-            self._task = None
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
 
 # A `record_sent` call: message id, upstream, each part's keys, now, part ids.
@@ -1188,7 +1204,8 @@ class PostgresStore:
         self._done_writer: asyncio.Task[None] | None = None
         self._checked: list[_Checked] = []  # accept_checked, group-committed
         self._checked_writer: asyncio.Task[None] | None = None
-        self._sent = _Group(self._write_sent, max_batch)  # record_sent, group-committed
+        # record_sent, group-committed; two groups at once (see _Group)
+        self._sent = _Group(self._write_sent, max_batch, parallel=2)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

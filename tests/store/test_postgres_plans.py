@@ -89,6 +89,62 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     ),
 }
 
+# A group of a few hundred (what a busy node writes at once): the planner weighs a hash join
+# over sequential scans against index probes by how many ids it expects.
+MANY = [f"m{2 * PER_DAY + 17 + 3 * k:08d}" for k in range(300)]
+N = len(MANY)
+QUERIES |= {
+    "receipt settle, a batch of 300": (
+        pg._SETTLE_MANY,
+        (
+            list(range(N)),
+            MANY,
+            ["delivered"] * N,
+            [None] * N,
+            ["shop"] * N,
+            ["r"] * N,
+            [b""] * N,
+            [60.0] * N,
+            NOW,
+            pg._FINAL,
+            ["smpp"] * N,
+        ),
+    ),
+    "record sent, a group of 300": (
+        pg._RECORD_SENT,
+        (
+            list(range(N)),
+            MANY,
+            ["up"] * N,
+            [1] * N,
+            [NOW] * N,
+            list(range(N)),
+            [f"x{i}" for i in MANY],
+            list(range(N)),
+            [f"kx{i}" for i in MANY],
+            pg._FINAL,
+            [0] * N,
+        ),
+    ),
+    "receipt match, a batch of 300": (
+        pg._MATCH,
+        (
+            list(range(N)),
+            [0] * N,
+            ["up"] * N,
+            [f"k{i}" for i in MANY],
+            list(range(N)),
+            ["up"] * N,
+            [f"k{i}" for i in MANY],
+            [2] * N,
+            [0] * N,
+            [NOW] * N,
+            [b""] * N,
+            [True] * N,
+        ),
+    ),
+}
+
 
 def _populate_sql() -> list[str]:
     # 97 % delivered, 2 % sent, 1 % waiting; each with its history row, upstream id and receipt
