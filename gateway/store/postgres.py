@@ -38,8 +38,8 @@ import hashlib
 import operator
 import re
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -79,11 +79,11 @@ from gateway.store.stats import (
     DIM_NAMES,
     KEY_COLUMNS,
     MESSAGE_DIMS,
+    VALUE_COLUMNS,
     StatsBatch,
     count_change,
     count_sent,
     query_sql,
-    upsert_sql,
 )
 from gateway.store.stats import schema as stats_schema
 from gateway.telemetry.metrics import Metrics
@@ -496,7 +496,6 @@ _SET_STATE = f"""
 _GET = f"SELECT {_RECORD} FROM messages WHERE id = $1"
 _GET_NEAR = f"{_GET} AND accepted_at BETWEEN $2 AND $3"
 _ID_SLACK = 3600.0
-_GET_MANY = f"SELECT {_RECORD} FROM messages WHERE id = ANY($1::text[])"
 _WAITING = f"SELECT count(*), min(accepted_at) FROM messages WHERE state = '{_ACCEPTED}'"
 _HISTORY = "SELECT at, state FROM message_history WHERE message_id = $1 ORDER BY seq"
 _OVERDUE = f"""
@@ -524,12 +523,54 @@ _FIND = """
     LIMIT 1
 """
 
-# Many receipts at once: each one's (index) first matching key, its latest link.
-_FIND_MANY = """
-    SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
-    FROM unnest($1::int[], $2::int[], $3::text[], $4::text[]) AS k (i, n, upstream, key)
-    JOIN upstream_ids AS u ON u.upstream = k.upstream AND u.key = k.key
-    ORDER BY k.i, k.n, u.seq DESC
+# `match_receipts` as one statement (one round trip, its own transaction): each receipt's
+# first matching key's latest link (k, f: one index probe per key - joined instead, a batch of
+# a few hundred planned a sequential scan of upstream_ids), the messages as they were (m), the
+# matched ones kept in order (hit, kept), the unmatched ones that say so kept as unknown, and
+# each message's parts' latest receipt states before this batch (s), which the caller overlays
+# with the batch's own.
+_MATCH = f"""
+    WITH k AS (
+        SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
+            AS k (i, n, upstream, key)
+    ), f AS MATERIALIZED (
+        SELECT DISTINCT ON (k.i) k.i, u.message_id, u.part
+        FROM k CROSS JOIN LATERAL (
+            SELECT message_id, part FROM upstream_ids
+            WHERE upstream = k.upstream AND key = k.key ORDER BY seq DESC LIMIT 1
+        ) AS u
+        ORDER BY k.i, k.n
+    ), m AS MATERIALIZED (
+        SELECT {_RECORD}, parts FROM messages
+        WHERE id = ANY(ARRAY(SELECT DISTINCT message_id FROM f))
+    ), r AS (
+        SELECT * FROM unnest($5::int[], $6::text[], $7::text[], $8::int[], $9::bigint[],
+            $10::double precision[], $11::bytea[], $12::bool[])
+            AS r (i, upstream, upstream_id, message_state, error, received_at, raw, keep_unknown)
+    ), hit AS MATERIALIZED (
+        SELECT r.*, f.message_id, f.part FROM r JOIN f ON f.i = r.i
+        WHERE f.message_id IN (SELECT id FROM m)
+    ), kept AS (
+        INSERT INTO receipts
+            (message_id, part, upstream, upstream_id, message_state, error, received_at, raw)
+        SELECT message_id, part, upstream, upstream_id, message_state, error, received_at, raw
+        FROM hit ORDER BY i
+    ), unknown AS (
+        INSERT INTO unknown_receipts (upstream, upstream_id, message_state, error, received_at, raw)
+        SELECT upstream, upstream_id, message_state, error, received_at, raw FROM r
+        WHERE keep_unknown AND r.i NOT IN (SELECT i FROM hit)
+        ORDER BY r.i
+    ), s AS (
+        SELECT m.id, array_agg(x.part) AS parts, array_agg(x.message_state) AS states
+        FROM m JOIN LATERAL (
+            SELECT DISTINCT ON (part) part, message_state FROM receipts
+            WHERE message_id = m.id ORDER BY part, seq DESC
+        ) AS x ON true
+        GROUP BY m.id
+    )
+    SELECT m.*, hit.i, hit.part, s.parts, s.states
+    FROM hit JOIN m ON m.id = hit.message_id LEFT JOIN s ON s.id = m.id
+    ORDER BY hit.i
 """
 
 _PARTS_STATES = """
@@ -542,22 +583,10 @@ _PARTS_STATES = """
     WHERE m.id = ANY($1::text[])
 """
 
-_INSERT_RECEIPTS = """
-    INSERT INTO receipts
-        (message_id, part, upstream, upstream_id, message_state, error, received_at, raw)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-        $7::double precision[], $8::bytea[])
-"""
-
-_INSERT_UNKNOWN = """
-    INSERT INTO unknown_receipts (upstream, upstream_id, message_state, error, received_at, raw)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[],
-        $5::double precision[], $6::bytea[])
-"""
-
 # "Already final?" and "settle" as one statement: the update takes only messages not final
 # (row locks serialize two nodes or two batches), and only what it took gets its history row
-# and its receipt for the application.
+# and its receipt for the application. The update finds its rows by an array (an initplan):
+# joined to the arrays, a batch of a few hundred planned a sequential scan of every partition.
 _M_DIMS = (
     "m.accepted_at, m.account, m.route, coalesce(m.sent_to, '') AS target, m.msg_class, "
     "m.campaign, m.destination_addr"
@@ -571,7 +600,8 @@ _SETTLE_MANY = f"""
     ), u AS (
         UPDATE messages AS m
         SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
-        FROM t WHERE m.id = t.id AND NOT (m.state = ANY($10::text[]))
+        FROM t WHERE m.id = ANY(ARRAY(SELECT id FROM t)) AND m.id = t.id
+            AND NOT (m.state = ANY($10::text[]))
         RETURNING m.id, m.sent_at, {_M_DIMS}
     ), h AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -585,6 +615,49 @@ _SETTLE_MANY = f"""
         ORDER BY t.i, c.n
     )
     SELECT t.i, t.state, u.sent_at, {_U_DIMS} FROM t JOIN u ON u.id = t.id
+"""
+
+# `record_sent` for many messages at once (a group commit): each input row (i) is a call. The
+# rows are locked in id order (one lock order against settles and other nodes), the old target
+# and stats key read as they were, the not-final ones marked sent with a history row, and the
+# keys of every known message linked (even one that already ended: its later receipts are
+# known). Ids are unique within one statement (`_sent_rounds`). Rows are found by arrays
+# (initplans), not by a join or a parameter array: with a few hundred ids the planner chose a
+# hash join over a sequential scan of every partition (as for the settle below).
+_RECORD_SENT = f"""
+    WITH t AS (
+        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::double precision[])
+            AS t (i, id, upstream, parts, at)
+    ), p AS (
+        SELECT p.i, array_agg(p.part_id ORDER BY p.n) AS ids
+        FROM unnest($6::int[], $7::text[]) WITH ORDINALITY AS p (i, part_id, n)
+        GROUP BY p.i
+    ), o AS MATERIALIZED (
+        SELECT m.id, m.state, m.sent_to, {_M_DIMS} FROM messages AS m
+        WHERE m.id = ANY(ARRAY(SELECT id FROM t)) ORDER BY m.id FOR UPDATE
+    ), u AS (
+        UPDATE messages AS m
+        SET state = '{MessageState.SENT.value}', updated_at = t.at, parts = t.parts,
+            sent_to = t.upstream, sent_ids = coalesce(p.ids, '{{}}'::text[]), sent_at = t.at
+        FROM t LEFT JOIN p ON p.i = t.i
+        WHERE m.id = ANY(ARRAY(SELECT id FROM o)) AND m.id = t.id
+            AND NOT (m.state = ANY($10::text[]))
+        RETURNING m.id, m.accepted_at, t.at
+    ), h AS (
+        INSERT INTO message_history (message_id, at, state, accepted_at)
+        SELECT id, at, '{MessageState.SENT.value}', accepted_at FROM u
+    ), k AS (
+        INSERT INTO upstream_ids (upstream, key, message_id, part)
+        SELECT t.upstream, k.key, t.id, k.part
+        FROM unnest($8::int[], $9::text[], $11::int[]) WITH ORDINALITY AS k (i, key, part, n)
+        JOIN t ON t.i = k.i
+        WHERE t.id IN (SELECT id FROM o)
+        ORDER BY k.n
+        ON CONFLICT DO NOTHING
+    )
+    SELECT t.i, o.id IS NOT NULL, o.id IS NOT NULL AND NOT (o.state = ANY($10::text[])),
+        o.sent_to, {", ".join(f"o.{c.strip()}" for c in DIM_NAMES.split(","))}
+    FROM t LEFT JOIN o ON o.id = t.id
 """
 
 _PART_STATES = """
@@ -672,7 +745,20 @@ _MARKED = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = 0"
 _SAME_PART = "SELECT 1 FROM inbound_parts WHERE key = $1 AND seq = $2 AND pdu = $3"
 
 
-_UPSERT_STATS = upsert_sql(lambda n: f"${n}")
+# Every counter row of a transaction in one statement (arrays, one per column), in the order
+# given: `_write_stats` sorts them, so every transaction on every node takes one lock order.
+_STATS_ALL = (*KEY_COLUMNS, *VALUE_COLUMNS)
+_UPSERT_STATS = f"""
+    INSERT INTO delivery_stats ({", ".join(_STATS_ALL)})
+    SELECT * FROM unnest({
+    ", ".join(
+        f"${n}::{'bigint' if c == 'hour' or c in VALUE_COLUMNS else 'text'}[]"
+        for n, c in enumerate(_STATS_ALL, 1)
+    )
+})
+    ON CONFLICT ({", ".join(KEY_COLUMNS)})
+    DO UPDATE SET {", ".join(f"{c} = delivery_stats.{c} + excluded.{c}" for c in VALUE_COLUMNS)}
+"""
 
 # A parent's dated partitions and their bounds (DEFAULT has no FROM and is left out).
 _PARTITIONS = """
@@ -713,13 +799,19 @@ _PURGE_ROWS = """
 """
 
 
+def _stats_order(row: tuple[object, ...]) -> tuple[object, ...]:
+    """Counter rows are upserted in the order of their keys in every transaction (accepts,
+    sends, settles) on every node: their row locks are always taken in one order."""
+    return row[: len(KEY_COLUMNS)]
+
+
 async def _write_stats(conn: PoolConnectionProxy, batch: StatsBatch) -> None:
     rows = batch.take()
     if rows:
         # One lock order for every transaction on every node: two settles upserting the same
         # rows in other orders deadlocked (seen under bench/nodes.py: receipts refused).
-        rows.sort(key=repr)
-        await conn.executemany(_UPSERT_STATS, rows)
+        rows.sort(key=_stats_order)
+        await conn.execute(_UPSERT_STATS, *(list(column) for column in zip(*rows, strict=True)))
 
 
 def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[list[object]]:
@@ -728,7 +820,7 @@ def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[li
     for m in messages:
         dims = (m.accepted_at, m.account, m.route, "", m.msg_class, m.campaign, m.destination_addr)
         batch.add(dims, "accepted")
-    rows = [(*key, values[0]) for key, values in batch.rows.items()]
+    rows = sorted(((*key, values[0]) for key, values in batch.rows.items()), key=_stats_order)
     return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
 
 
@@ -910,6 +1002,13 @@ async def _add_partition(conn: PoolConnectionProxy, parent: str, lo: float, hi: 
     )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A connection going back to the pool needs no reset query: the store sets no session
+    state (only ``SET LOCAL``, transaction-scoped advisory locks, ``ON COMMIT DROP`` tables),
+    and asyncpg still rolls back a transaction left open. The default reset (``RESET ALL``,
+    ``UNLISTEN *``, ...) cost a round trip on every release."""
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -920,6 +1019,23 @@ def _lock_key(schema: str | None) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+async def _retry_deadlock(write: Callable[[_In], Awaitable[_Out]], arg: _In) -> _Out:
+    """`write(arg)` - one transaction - again if PostgreSQL broke a deadlock by rolling it
+    back (two transactions, another node's perhaps, locked two messages in other orders): it
+    holds nothing then, and a second try almost always goes through."""
+    for _attempt in range(_DEADLOCK_TRIES - 1):
+        try:
+            return await write(arg)
+        except asyncpg.DeadlockDetectedError:
+            continue
+    return await write(arg)
+
+
+_DEADLOCK_TRIES = 3
 _Pending = tuple[NewMessage, "asyncio.Future[None]"]
 _Checked = tuple[NewMessage, StoreCheck, float, "asyncio.Future[Verdict]"]
 
@@ -931,6 +1047,103 @@ def _settle_verdict(fut: asyncio.Future[Verdict], outcome: Verdict | BaseExcepti
         fut.set_exception(outcome)
     else:
         fut.set_result(outcome)
+
+
+class _Group(Generic[_In, _Out]):
+    """A group commit of one kind of call: callers queue an item and wait on a future; a
+    writer task writes whatever queued while the last group was written (up to `most`) with
+    one call of `write`, which returns one result per item (or raises, failing them all).
+    When idle a lone call is written at once: no delay is ever added. With `parallel` > 1, up
+    to that many groups are written at once (on as many connections): one commits while the
+    next is written, so a group's latency is not added to the queue's."""
+
+    def __init__(
+        self, write: Callable[[list[_In]], Awaitable[list[_Out]]], most: int, parallel: int = 1
+    ) -> None:
+        self._write = write
+        self._most = most
+        self._parallel = parallel
+        self._queue: list[tuple[_In, asyncio.Future[_Out]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, item: _In) -> _Out:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Out] = loop.create_future()
+        self._queue.append((item, fut))
+        if len(self._tasks) < self._parallel:
+            task = loop.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    async def _run(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self._most], self._queue[self._most :]
+            try:
+                results = await self._write([item for item, _fut in group])
+            except BaseException as exc:  # cancelled: no caller may wait forever
+                for _item, fut in group:
+                    _settle_any(fut, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_item, fut), result in zip(group, results, strict=True):
+                if not fut.done():  # the caller went away: its write stands
+                    fut.set_result(result)
+
+    async def drain(self) -> None:
+        """Wait until everything queued is written."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+# A `record_sent` call: message id, upstream, each part's keys, now, part ids.
+_SentCall = tuple[str, str, tuple[tuple[str, ...], ...], float, tuple[str, ...]]
+
+
+def _sent_rounds(calls: list[_SentCall]) -> list[list[int]]:
+    """The calls' indexes in rounds of distinct message ids, in order: a message sent twice
+    in one group is written twice, the second time seeing the first (as one after the other)."""
+    rounds: list[list[int]] = []
+    seen: list[set[str]] = []
+    for i, call in enumerate(calls):
+        n = 0
+        while n < len(seen) and call[0] in seen[n]:
+            n += 1
+        if n == len(seen):
+            rounds.append([])
+            seen.append(set())
+        rounds[n].append(i)
+        seen[n].add(call[0])
+    return rounds
+
+
+def _sent_arrays(calls: list[_SentCall], indexes: list[int]) -> list[object]:
+    """`_RECORD_SENT`'s arguments for these calls (all but the final states, $10)."""
+    ids: list[str] = []
+    upstreams: list[str] = []
+    parts: list[int] = []
+    ats: list[float] = []
+    part_of: list[int] = []
+    part_ids: list[str] = []
+    key_of: list[int] = []
+    keys: list[str] = []
+    key_parts: list[int] = []
+    for i in indexes:
+        message_id, upstream, part_keys, now, sent_ids = calls[i]
+        ids.append(message_id)
+        upstreams.append(upstream)
+        parts.append(max(1, len(part_keys)))
+        ats.append(now)
+        for part_id in sent_ids:
+            part_of.append(i)
+            part_ids.append(part_id)
+        for part, each in enumerate(part_keys):
+            for key in each:
+                key_of.append(i)
+                keys.append(key)
+                key_parts.append(part)
+    return [indexes, ids, upstreams, parts, ats, part_of, part_ids, key_of, keys, key_parts]
 
 
 class PostgresStore:
@@ -985,11 +1198,14 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # accept transactions committed: tests and metrics see the batching
+        self.sent_commits = 0  # record_sent groups committed (one transaction each)
         self.metrics: Metrics | None = None  # the gateway's, when metrics are on
         self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
         self._done_writer: asyncio.Task[None] | None = None
         self._checked: list[_Checked] = []  # accept_checked, group-committed
         self._checked_writer: asyncio.Task[None] | None = None
+        # record_sent, group-committed; two groups at once (see _Group)
+        self._sent = _Group(self._write_sent, max_batch, parallel=2)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -998,7 +1214,11 @@ class PostgresStore:
             return
         settings = {} if self.schema is None else {"search_path": _quote(self.schema)}
         pool = await asyncpg.create_pool(
-            self.dsn, min_size=self.min_size, max_size=self.max_size, server_settings=settings
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings=settings,
+            reset=_keep_session,
         )
         replica = None
         try:
@@ -1013,6 +1233,7 @@ class PostgresStore:
                     min_size=self.min_size,
                     max_size=self.max_size,
                     server_settings=settings,
+                    reset=_keep_session,
                 )
         except BaseException:
             await pool.close()
@@ -1046,6 +1267,7 @@ class PostgresStore:
             self._accepts.put_nowait(None)
             await writer
             self._writer = None
+        await self._sent.drain()  # sends in hand are recorded first
         if self._done_writer is not None:
             await asyncio.wait([self._done_writer])  # answered deliveries are removed first
             self._done_writer = None
@@ -1100,7 +1322,7 @@ class PostgresStore:
 
     async def _commit_accepts(self, batch: list[_Pending]) -> None:
         try:
-            await self._insert([message for message, _fut in batch])
+            await _retry_deadlock(self._insert, [message for message, _fut in batch])
         except _ROW_ERRORS as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
@@ -1408,46 +1630,36 @@ class PostgresStore:
         *,
         part_ids: tuple[str, ...] = (),
     ) -> bool:
-        rows = [(part, key) for part, keys in enumerate(part_keys) for key in keys]
-        async with self._open_pool().acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(
-                f"SELECT sent_to, {MESSAGE_DIMS} FROM messages "
-                "WHERE id = $1 AND NOT (state = ANY($2::text[])) FOR UPDATE",
-                message_id,
-                _FINAL,
-            )
-            sent = await conn.fetchval(
-                "WITH u AS (UPDATE messages SET state = $2, updated_at = $3, parts = $4, "
-                "sent_to = $5, sent_ids = $6, sent_at = $3 "
-                "WHERE id = $1 AND NOT (state = ANY($7::text[])) "
-                "RETURNING id, accepted_at), h AS (INSERT INTO message_history "
-                "(message_id, at, state, accepted_at) SELECT id, $3, $2, accepted_at FROM u) "
-                "SELECT count(*) + (SELECT count(*) FROM messages WHERE id = $1) FROM u",
-                message_id,
-                MessageState.SENT.value,
-                now,
-                max(1, len(part_keys)),
-                upstream,
-                list(part_ids),
-                _FINAL,
-            )
-            if not sent:
-                return False
-            if old is not None:
-                batch = StatsBatch(self.prefix_digits)
-                count_sent(batch, tuple(old)[1:], old[0], upstream)
-                await _write_stats(conn, batch)
-            # linked even when the message already ended: its later receipts are known
-            await conn.execute(
-                "INSERT INTO upstream_ids (upstream, key, message_id, part) "
-                "SELECT $1, t.key, $3, t.part FROM unnest($2::text[], $4::int[]) AS t (key, part) "
-                "ON CONFLICT DO NOTHING",
-                upstream,
-                [key for _part, key in rows],
-                message_id,
-                [part for part, _key in rows],
-            )
-        return True
+        # Group-committed: the sends recorded while the last group was written go together,
+        # one statement and one commit for all of them (`_RECORD_SENT`).
+        self._open_pool()
+        return await self._sent.call((message_id, upstream, part_keys, now, part_ids))
+
+    async def _write_sent(self, calls: list[_SentCall]) -> list[bool]:
+        return await _retry_deadlock(self._write_sent_once, calls)
+
+    async def _write_sent_once(self, calls: list[_SentCall]) -> list[bool]:
+        pool = self._pool
+        assert pool is not None  # close() drains the group before it drops the pool
+        async with pool.acquire() as conn, conn.transaction():
+            known = await self._record_sent_in(conn, calls)
+        self.sent_commits += 1
+        return known
+
+    async def _record_sent_in(
+        self, conn: PoolConnectionProxy, calls: list[_SentCall]
+    ) -> list[bool]:
+        known = [False] * len(calls)
+        batch = StatsBatch(self.prefix_digits)
+        for indexes in _sent_rounds(calls):
+            args = _sent_arrays(calls, indexes)
+            for row in await conn.fetch(_RECORD_SENT, *args[:9], _FINAL, args[9]):
+                i = row[0]
+                known[i] = row[1]
+                if row[2]:
+                    count_sent(batch, tuple(row)[4:], row[3], calls[i][1])
+        await _write_stats(conn, batch)
+        return known
 
     async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
         if not receipts:
@@ -1455,59 +1667,38 @@ class PostgresStore:
         flat = [
             (i, n, r.upstream, key) for i, r in enumerate(receipts) for n, key in enumerate(r.keys)
         ]
-        async with self._open_pool().acquire() as conn, conn.transaction():
-            found = (
-                {
-                    row[0]: (str(row[1]), int(row[2]))
-                    for row in await conn.fetch(
-                        _FIND_MANY, *(list(column) for column in zip(*flat, strict=True))
-                    )
-                }
-                if flat
-                else {}
-            )
-            ids = sorted({message_id for message_id, _part in found.values()})
-            records = (
-                {row[0]: _record(row) for row in await conn.fetch(_GET_MANY, ids)} if ids else {}
-            )
-            kept = [(i, r) for i, r in enumerate(receipts) if i in found and found[i][0] in records]
-            unknown = [
-                r
-                for i, r in enumerate(receipts)
-                if not (i in found and found[i][0] in records) and r.keep_unknown
-            ]
-            if kept:
-                await conn.execute(
-                    _INSERT_RECEIPTS,
-                    [found[i][0] for i, _r in kept],
-                    [found[i][1] for i, _r in kept],
-                    [r.upstream for _i, r in kept],
-                    [r.upstream_id for _i, r in kept],
-                    [r.message_state for _i, r in kept],
-                    [r.error for _i, r in kept],
-                    [r.received_at for _i, r in kept],
-                    [r.raw for _i, r in kept],
-                )
-            if unknown:
-                await conn.execute(
-                    _INSERT_UNKNOWN,
-                    [r.upstream for r in unknown],
-                    [r.upstream_id for r in unknown],
-                    [r.message_state for r in unknown],
-                    [r.error for r in unknown],
-                    [r.received_at for r in unknown],
-                    [r.raw for r in unknown],
-                )
-            states: dict[str, list[int | None]] = {}
-            if kept:
-                for row in await conn.fetch(_PARTS_STATES, sorted(records)):
-                    parts = states.setdefault(row[0], [None] * row[1])
-                    if row[2] is not None and 0 <= row[2] < len(parts):
-                        parts[row[2]] = row[3]
+        keys = [list(column) for column in zip(*flat, strict=True)] if flat else [[]] * 4
+        rows = await self._open_pool().fetch(
+            _MATCH,
+            *keys,
+            list(range(len(receipts))),
+            [r.upstream for r in receipts],
+            [r.upstream_id for r in receipts],
+            [r.message_state for r in receipts],
+            [r.error for r in receipts],
+            [r.received_at for r in receipts],
+            [r.raw for r in receipts],
+            [r.keep_unknown for r in receipts],
+        )
+        records: dict[str, MessageRecord] = {}
+        states: dict[str, list[int | None]] = {}
+        for row in rows:
+            message_id = row[0]
+            if message_id not in records:
+                records[message_id] = _record(row)
+                parts = states[message_id] = [None] * row[_N + 5]
+                for part, state in zip(row[_N + 8] or (), row[_N + 9] or (), strict=True):
+                    if 0 <= part < len(parts):
+                        parts[part] = state
+        # This batch's receipts came after every one kept before: in order, each is its
+        # part's latest (as if read back after the insert).
+        for row in rows:
+            parts, part = states[row[0]], row[_N + 7]
+            if 0 <= part < len(parts):
+                parts[part] = receipts[row[_N + 6]].message_state
         out: list[ReceiptMatch | None] = [None] * len(receipts)
-        for i, _r in kept:
-            message_id, part = found[i]
-            out[i] = ReceiptMatch(records[message_id], part, states[message_id])
+        for row in rows:
+            out[row[_N + 6]] = ReceiptMatch(records[row[0]], row[_N + 7], states[row[0]])
         return out
 
     async def settle(
@@ -1533,7 +1724,16 @@ class PostgresStore:
         for i, s in enumerate(settlements):
             first.setdefault(s.message_id, i)
         rows = [(i, settlements[i]) for i in first.values()]
-        async with self._open_pool().acquire() as conn, conn.transaction():
+        pool = self._open_pool()
+        taken = await _retry_deadlock(self._settle_once, (pool, rows, now, deliveries))
+        return [i in taken for i in range(len(settlements))]
+
+    async def _settle_once(
+        self,
+        args: tuple[asyncpg.Pool, list[tuple[int, Settlement]], float, tuple[NewDelivery, ...]],
+    ) -> set[int]:
+        pool, rows, now, deliveries = args
+        async with pool.acquire() as conn, conn.transaction():
             taken: set[int] = set()
             if rows:
                 settled = await conn.fetch(
@@ -1561,7 +1761,7 @@ class PostgresStore:
                     "VALUES ($1, $2, $3, $4, $5, $6)",
                     _delivery_rows(deliveries, now),
                 )
-        return [i in taken for i in range(len(settlements))]
+        return taken
 
     async def overdue_sent(
         self, before: float, limit: int, *, upstream: str | None = None
@@ -2084,6 +2284,15 @@ _COUNT_USAGE = """
         minute = $2, day = $3, month = $4
     RETURNING per_minute, per_day, per_month
 """
+
+
+def _settle_any(fut: asyncio.Future[_Out], error: BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(error, Exception):
+        fut.set_exception(error)
+    else:
+        fut.cancel()
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

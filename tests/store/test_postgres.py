@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from gateway.store.base import MessageState
 from gateway.store.postgres import MIGRATIONS, PARTITIONS_AHEAD, PostgresStore
 from tests.store import T0, msg
 from tests.store.conftest import TIMEOUT
@@ -98,6 +99,55 @@ def test_values_postgres_refuses_fail_only_their_message(postgres_dsn: str, sche
             assert store.commits < 40  # split in halves, not retried one by one
             due = await store.claim_due(T0 + 1000, limit=1000)
             assert len(due) == 198
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=TIMEOUT))
+
+
+def test_concurrent_record_sent_are_group_committed(postgres_dsn: str, schema: str) -> None:
+    """Sends recorded together share a transaction, and each reads as if recorded alone, in
+    order: a message recorded twice (re-sent elsewhere) ends with the second's target, its
+    history and statistics counting both; an unknown id is refused and links nothing."""
+    store = PostgresStore(postgres_dsn, schema=schema)
+    count = 300
+
+    async def main() -> None:
+        await store.open()
+        try:
+            await asyncio.gather(*(store.accept(msg(i)) for i in range(1, count + 1)))
+            assert len(await store.claim_due(T0 + 1000, limit=1000)) == count
+            await store.settle("m0002", MessageState.DELIVERED, T0 + 1001)  # a receipt first
+            calls = [
+                store.record_sent(
+                    f"m{i:04d}",
+                    "up",
+                    ((f"a{i}",), (f"b{i}", f"B{i}")),
+                    T0 + 1002,
+                    part_ids=(f"a{i}", f"b{i}"),
+                )
+                for i in range(1, count + 1)
+            ]
+            calls.append(store.record_sent("nope", "up", (("n1",),), T0 + 1002))
+            calls.append(store.record_sent("m0001", "up2", (("c1",),), T0 + 1003))
+            results = await asyncio.gather(*calls)
+            assert results == [True] * count + [False, True]
+            assert store.sent_commits <= 5  # not one per call
+            first = await store.get("m0001")
+            assert first is not None and first.state is MessageState.SENT
+            assert first.updated_at == T0 + 1003
+            assert [s for _at, s in await store.history("m0001")].count(MessageState.SENT) == 2
+            ended = await store.get("m0002")
+            assert ended is not None and ended.state is MessageState.DELIVERED  # not reopened
+            assert await store.find_part("up", ("b2",)) == ("m0002", 1)  # linked all the same
+            assert await store.find_part("up", ("B7",)) == ("m0007", 1)
+            assert await store.find_part("up2", ("c1",)) == ("m0001", 0)
+            assert await store.find_part("up", ("n1",)) is None
+            overdue = await store.overdue_sent(T0 + 2000, 1000)
+            assert {o.record.message.id: o.part_ids for o in overdue}["m0005"] == ("a5", "b5")
+            rows = await store.stats(T0 - 3600, T0 + 7200, ("target",))
+            sent = {row.key["target"]: row.sent for row in rows if row.sent}
+            assert sent == {"up": count - 2, "up2": 1}  # m0002 ended first; m0001 moved
         finally:
             await store.close()
 

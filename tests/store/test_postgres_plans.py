@@ -37,10 +37,25 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "get (HTTP status, query_sm)": (pg._GET, (SOME_ID,)),
     "get near the id's time": (pg._GET_NEAR, (SOME_ID, START + DAY, START + DAY + 3600)),
     "history": (pg._HISTORY, (SOME_ID,)),
-    "receipt match: upstream ids": (pg._FIND_MANY, ([0], [0], ["up"], [f"k{SOME_ID}"])),
+    "receipt match": (
+        pg._MATCH,
+        (
+            [0, 1],
+            [0, 0],
+            ["up", "up"],
+            [f"k{SOME_ID}", "kunknown"],
+            [0, 1],
+            ["up", "up"],
+            [f"k{SOME_ID}", "unknown"],
+            [2, 2],
+            [0, 0],
+            [NOW, NOW],
+            [b"", b""],
+            [True, True],
+        ),
+    ),
     "receipt match: one upstream id": (pg._FIND, ("up", [f"k{SOME_ID}"])),
-    "receipt match: the messages": (pg._GET_MANY, ([SOME_ID],)),
-    "receipt match: parts' states": (pg._PARTS_STATES, ([SOME_ID],)),
+    "overdue: parts' states": (pg._PARTS_STATES, ([SOME_ID],)),
     "receipt settle": (
         pg._SETTLE_MANY,
         (
@@ -57,6 +72,10 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
             ["smpp"],
         ),
     ),
+    "record sent": (
+        pg._RECORD_SENT,
+        ([0], [SOME_ID], ["up"], [1], [NOW], [0], ["x1"], [0], ["kx1"], pg._FINAL, [0]),
+    ),
     "claim due": (pg._CLAIM, (NOW, 100, 0)),
     "set state": (pg._SET_STATE, (SOME_ID, "sent", NOW, None, 0, None)),
     "overdue sent": (pg._OVERDUE, ("sent", NOW - 3600, 100, None)),
@@ -67,6 +86,62 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "retention: keep a day?": (
         pg._KEEPS.format(part=f"messages_p{_stamp(START)}"),
         (pg._UNFINISHED, pg._FINAL, NOW),
+    ),
+}
+
+# A group of a few hundred (what a busy node writes at once): the planner weighs a hash join
+# over sequential scans against index probes by how many ids it expects.
+MANY = [f"m{2 * PER_DAY + 17 + 3 * k:08d}" for k in range(300)]
+N = len(MANY)
+QUERIES |= {
+    "receipt settle, a batch of 300": (
+        pg._SETTLE_MANY,
+        (
+            list(range(N)),
+            MANY,
+            ["delivered"] * N,
+            [None] * N,
+            ["shop"] * N,
+            ["r"] * N,
+            [b""] * N,
+            [60.0] * N,
+            NOW,
+            pg._FINAL,
+            ["smpp"] * N,
+        ),
+    ),
+    "record sent, a group of 300": (
+        pg._RECORD_SENT,
+        (
+            list(range(N)),
+            MANY,
+            ["up"] * N,
+            [1] * N,
+            [NOW] * N,
+            list(range(N)),
+            [f"x{i}" for i in MANY],
+            list(range(N)),
+            [f"kx{i}" for i in MANY],
+            pg._FINAL,
+            [0] * N,
+        ),
+    ),
+    "receipt match, a batch of 300": (
+        pg._MATCH,
+        (
+            list(range(N)),
+            [0] * N,
+            ["up"] * N,
+            [f"k{i}" for i in MANY],
+            list(range(N)),
+            ["up"] * N,
+            [f"k{i}" for i in MANY],
+            [2] * N,
+            [0] * N,
+            [NOW] * N,
+            [b""] * N,
+            [True] * N,
+        ),
     ),
 }
 
