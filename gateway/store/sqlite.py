@@ -698,14 +698,18 @@ class SqliteStore:
         return await self._call(_ping)
 
     async def purge(self, before: float) -> int:
-        # In steps (see `_purge_messages`): each one bounded, the live traffic's operations
-        # committed between them.
+        # In steps (see `_purge_messages`): each one bounded, and followed by a pause as long
+        # as the step took to come back (its wait, its statement, its commit), so the live
+        # traffic's operations have the writer at least half the time, in commits of their own.
+        loop = asyncio.get_running_loop()
         gone, limit = 0, _PURGE_FIRST
         while True:
+            started = loop.time()
             count, took = await self._call(_purge_messages, before, limit)
             gone += count
             if count < limit:
                 break
+            await asyncio.sleep(min(_PURGE_PAUSE_MOST, loop.time() - started))
             if took < _PURGE_TARGET / 2:
                 limit = min(_PURGE_MOST, limit * 2)
             elif took > _PURGE_TARGET:
@@ -1658,9 +1662,11 @@ def _purge_policy(conn: sqlite3.Connection, sends_before: float, dedup_before: f
 # The retention purge goes in bounded steps, each an operation of its own: it shares the
 # group commits of the live traffic instead of holding the writer (and every submit_sm_resp
 # behind it) for the minutes a purge of millions takes in one statement.
-_PURGE_TARGET = 0.02  # seconds a step aims at; its size follows how long the last one took
+# Seconds a step's statement aims at; the next step's size follows how long the last took.
+_PURGE_TARGET = 0.01
 _PURGE_FIRST = 500  # messages in the first step
 _PURGE_MOST = 20_000
+_PURGE_PAUSE_MOST = 0.25  # seconds: the longest pause between two steps
 _DELIVERY_SPAN = 20_000  # delivery ids a step looks at (no index on their expiry)
 
 
