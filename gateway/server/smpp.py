@@ -524,7 +524,7 @@ class SmppServer:
 
     async def _read_ahead(self, name: str, ahead: _ReadAhead, window: int) -> None:
         """Read the account's next page of deliveries into `ahead` (two windows; from the
-        start, past the ones in flight, after a rewind), then wake its binds."""
+        start, past the ones in flight, after a rewind), then wake its binds if it found any."""
         limit = 2 * window + (len(self._inflight) if ahead.cursor == 0 else 0)
         try:
             pending = await self.store.pending_deliveries(
@@ -538,12 +538,12 @@ class SmppServer:
             ahead.reading = None
         if self._ahead.get(name) is not ahead:
             return  # rewound meanwhile: that page may be stale, the next read starts over
-        if pending:
+        ahead.more = len(pending) >= limit
+        if pending:  # (an empty page wakes nobody: its readers would only read again)
             ahead.rows.extend(pending)
             ahead.cursor = pending[-1].id
-        ahead.more = len(pending) >= limit
-        for conn in self._bound.get(name, ()):
-            conn.wake.set()
+            for conn in self._bound.get(name, ()):
+                conn.wake.set()
 
     def _rewind(self, name: str) -> None:
         """Forget what was read ahead for the account: the next look pages from the start."""
