@@ -139,13 +139,16 @@ log = structlog.get_logger("smsgw.server")
 class _ReadAhead:
     """An account's queued deliveries read ahead of its binds, oldest first (see `_push`)."""
 
-    __slots__ = ("cursor", "more", "reading", "rows")
+    __slots__ = ("cursor", "generation", "more", "reading", "rows")
 
     def __init__(self) -> None:
         self.rows: deque[Delivery] = deque()
         self.cursor = 0  # the last delivery id read
         self.more = True  # the last read filled its page: there may be more behind it
-        self.reading: asyncio.Task[None] | None = None  # the next page, being read
+        # The next page, being read. One read at a time per account: PostgreSQL's skips the
+        # rows another read of ours has locked, so two at once would each miss some.
+        self.reading: asyncio.Task[None] | None = None
+        self.generation = 0  # counts rewinds: a page read before one does not move the cursor
 
 
 _READ = 65536
@@ -441,6 +444,10 @@ class SmppServer:
             if conn.inflight and conn.account is not None:  # unanswered: offer them again
                 self._inflight.difference_update(conn.inflight.values())
                 self._rewind(conn.account.system_id)
+            if conn.account is not None and not self._bound.get(conn.account.system_id):
+                ahead = self._ahead.get(conn.account.system_id)
+                if ahead is not None and ahead.reading is None:
+                    del self._ahead[conn.account.system_id]  # its last bind: keep no pages
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -525,29 +532,35 @@ class SmppServer:
     async def _read_ahead(self, name: str, ahead: _ReadAhead, window: int) -> None:
         """Read the account's next page of deliveries into `ahead` (two windows; from the
         start, past the ones in flight, after a rewind), then wake its binds if it found any."""
-        limit = 2 * window + (len(self._inflight) if ahead.cursor == 0 else 0)
+        generation, after = ahead.generation, ahead.cursor
+        limit = 2 * window + (len(self._inflight) if after == 0 else 0)
         try:
-            pending = await self.store.pending_deliveries(
-                name, self.clock(), limit, after=ahead.cursor
-            )
+            pending = await self.store.pending_deliveries(name, self.clock(), limit, after=after)
         except Exception:  # the next look tries again
             log.exception("queued deliveries not read", account=name)
             ahead.more = False
             return
         finally:
             ahead.reading = None
-        if self._ahead.get(name) is not ahead:
-            return  # rewound meanwhile: that page may be stale, the next read starts over
-        ahead.more = len(pending) >= limit
+        if generation == ahead.generation:
+            ahead.more = len(pending) >= limit
+            if pending:
+                ahead.cursor = pending[-1].id
+        # Rewound meanwhile: its rows are still to send (the ones sent already are skipped),
+        # and the cursor stays at the start for the next read.
         if pending:  # (an empty page wakes nobody: its readers would only read again)
             ahead.rows.extend(pending)
-            ahead.cursor = pending[-1].id
             for conn in self._bound.get(name, ()):
                 conn.wake.set()
 
     def _rewind(self, name: str) -> None:
         """Forget what was read ahead for the account: the next look pages from the start."""
-        self._ahead.pop(name, None)
+        ahead = self._ahead.get(name)
+        if ahead is not None:
+            ahead.rows.clear()
+            ahead.cursor = 0
+            ahead.more = True
+            ahead.generation += 1
 
     async def _delivered(self, conn: _Connection, event: Response) -> None:
         delivery_id = conn.inflight.pop(event.pdu.sequence_number, None)
