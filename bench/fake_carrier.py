@@ -14,6 +14,9 @@ per line, and answers each with one JSON line on stdout:
     release   send every held receipt at once (one write per connection) and stop holding
     probe     from now on send an enquire_link on every connection each 10 ms (for at most
               60 s) and time its answer: how long the gateway's loop takes to read and answer
+    mo N TO   send N inbound (MO) deliver_sm to number TO over the bound connections, 500
+              per write, each text ``mo <counter>`` from a distinct source_addr (for
+              ``bench/backlog.py``); answers once all are written
 
 End of stdin (the parent went away) stops it, so it never outlives the benchmark.
 
@@ -88,6 +91,7 @@ class Counters:
         self.other = 0
         self.undecodable = 0
         self.held = 0
+        self.mo_sent = 0
         self.probes = 0
         self.probe_rtt_max = 0.0
         self.probe_rtts: list[float] = []
@@ -106,6 +110,7 @@ class Counters:
             "other_pdus": self.other,
             "undecodable": self.undecodable,
             "held": self.held,
+            "mo_sent": self.mo_sent,
             "enquire_link_probes": self.probes,
             "enquire_link_rtt_max_ms": self.probe_rtt_max * 1000.0,
             "enquire_link_rtt_p99_ms": _p99(self.probe_rtts) * 1000.0,
@@ -141,6 +146,30 @@ class CarrierProtocol(asyncio.Protocol):
         self.out_seq = seq = self.out_seq % 0x7FFFFFFF + 1
         self.probing[seq] = time.monotonic()
         self.transport.write(_head_only(_ENQUIRE_LINK, seq))
+
+    def send_mo(self, count: int, to: str, first: int) -> int:
+        """`count` MO deliver_sm (texts ``mo <first>`` ...) to `to` in one write."""
+        if self.transport is None:
+            return 0
+        out = []
+        for k in range(first, first + count):
+            self.out_seq = seq = self.out_seq % 0x7FFFFFFF + 1
+            out.append(
+                encode_pdu(
+                    DeliverSm(
+                        source_addr_ton=1,
+                        source_addr_npi=1,
+                        source_addr=f"49170{k:08d}",
+                        dest_addr_ton=1,
+                        dest_addr_npi=1,
+                        destination_addr=to,
+                        short_message=f"mo {k}".encode(),
+                        sequence_number=seq,
+                    )
+                )
+            )
+        self.transport.write(b"".join(out))
+        return count
 
     def release(self) -> int:
         """Send every held receipt in one write; how many."""
@@ -265,9 +294,28 @@ class FakeCarrier:
     def __init__(self) -> None:
         self.counters = Counters()
         self._next = 0
+        self._next_mo = 0
         self.server: asyncio.Server | None = None
         self.holding = False
         self.protocols: set[CarrierProtocol] = set()
+
+    async def send_mo(self, count: int, to: str) -> int:
+        """`count` MO deliver_sm to `to`, round-robin over the bound connections, 500 a write;
+        how many were written."""
+        written = 0
+        while written < count:
+            bound = [p for p in self.protocols if p.bound and p.transport is not None]
+            if not bound:
+                break
+            for protocol in bound:
+                chunk = min(500, count - written)
+                if chunk <= 0:
+                    break
+                written += protocol.send_mo(chunk, to, self._next_mo)
+                self._next_mo += chunk
+            await asyncio.sleep(0)  # the gateway's answers are read meanwhile
+        self.counters.mo_sent += written
+        return written
 
     def release(self) -> int:
         self.holding = False
@@ -317,6 +365,10 @@ async def _serve(host: str, port: int) -> None:
                 probing.cancel()
             probing = asyncio.get_running_loop().create_task(carrier.probe())
             print(json.dumps({"probing": True}), flush=True)
+        elif command.startswith("mo "):
+            _, count, to = command.split()
+            sent = await carrier.send_mo(int(count), to)
+            print(json.dumps({"mo_sent": sent}), flush=True)
         elif command:
             print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     if carrier.server is not None:

@@ -1077,13 +1077,14 @@ class Dispatcher:
             try:
                 if now >= next_purge:
                     next_purge = now + self.settings.purge_interval
+                    started = time.monotonic()
                     gone = await self.store.purge(now - self.retention)
                     if self.policy_windows is not None:
                         longest, dedup = self.policy_windows
                         gone += await self.store.purge_policy(now - longest, now - dedup)
                     gone += await self.store.forget_stats(now - self.stats_retention)
                     if gone:
-                        log.info("purged", rows=gone)
+                        log.info("purged", rows=gone, seconds=round(time.monotonic() - started, 3))
                 await self._inbound.housekeeping(now)
             except Exception:
                 log.exception("housekeeping failed")

@@ -14,7 +14,7 @@ from enum import Enum
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, carrier, geocoder, timezone
+from phonenumbers import PhoneNumberType, timezone
 
 __all__ = ["Kind", "NumberInfo", "number_info", "preload"]
 
@@ -94,6 +94,10 @@ def number_info(digits: str) -> NumberInfo:
 
 @lru_cache(maxsize=4096)
 def _place(digits: str) -> tuple[str, str]:
+    # Imported here: their data take a third of the gateway's import time (start-up), and
+    # only a statistics query by operator or area asks for them.
+    from phonenumbers import carrier, geocoder  # noqa: PLC0415
+
     parsed = phonenumbers.parse("+" + digits, None)
     return carrier.name_for_number(parsed, "en"), geocoder.description_for_number(parsed, "en")
 

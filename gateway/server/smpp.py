@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +79,7 @@ from gateway.smpp.session import (
     State,
 )
 from gateway.smpp.tlv import tlv_raw
-from gateway.store.base import NewMessage, Store
+from gateway.store.base import Delivery, NewMessage, Store
 from gateway.store.ids import MessageIdGenerator
 from gateway.telemetry import logging as telemetry
 from gateway.telemetry import stages
@@ -138,6 +138,22 @@ class _Connection:
 
 log = structlog.get_logger("smsgw.server")
 
+
+class _ReadAhead:
+    """An account's queued deliveries read ahead of its binds, oldest first (see `_push`)."""
+
+    __slots__ = ("cursor", "generation", "more", "reading", "rows")
+
+    def __init__(self) -> None:
+        self.rows: deque[Delivery] = deque()
+        self.cursor = 0  # the last delivery id read
+        self.more = True  # the last read filled its page: there may be more behind it
+        # The next page, being read. One read at a time per account: PostgreSQL's skips the
+        # rows another read of ours has locked, so two at once would each miss some.
+        self.reading: asyncio.Task[None] | None = None
+        self.generation = 0  # counts rewinds: a page read before one does not move the cursor
+
+
 _READ = 65536
 _REJECT_DELAY = 1.0  # seconds between a refused bind and closing: slows password guessing
 
@@ -182,7 +198,8 @@ class SmppServer:
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._tasks_settling: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._cursor: dict[str, int] = {}  # account -> the last delivery id offered
+        # account -> its queued deliveries read ahead of its binds (see `_push`)
+        self._ahead: dict[str, _ReadAhead] = {}
         self._rescan_at: dict[str, float] = {}  # account -> when to page from the start again
         self._buckets = {
             a.system_id: TokenBucket(a.throughput) for a in config.accounts if a.throughput
@@ -330,7 +347,7 @@ class SmppServer:
                 that another node may have written gets a full look.
         """
         if rewind:
-            self._cursor.pop(account, None)
+            self._rewind(account)
         for conn in self._bound.get(account, ()):
             conn.wake.set()
 
@@ -405,7 +422,7 @@ class SmppServer:
                         timed_out = conn.inflight.pop(event.request.sequence_number, None)
                         if timed_out is not None:
                             self._inflight.discard(timed_out)
-                            self._cursor.pop(conn.account.system_id if conn.account else "", None)
+                            self._rewind(conn.account.system_id if conn.account else "")
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
                 if conn.receiving and session.is_open() and not session.closing:
@@ -433,7 +450,11 @@ class SmppServer:
                 self._bound.get(conn.account.system_id, set()).discard(conn)
             if conn.inflight and conn.account is not None:  # unanswered: offer them again
                 self._inflight.difference_update(conn.inflight.values())
-                self._cursor.pop(conn.account.system_id, None)
+                self._rewind(conn.account.system_id)
+            if conn.account is not None and not self._bound.get(conn.account.system_id):
+                ahead = self._ahead.get(conn.account.system_id)
+                if ahead is not None and ahead.reading is None:
+                    del self._ahead[conn.account.system_id]  # its last bind: keep no pages
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -461,43 +482,94 @@ class SmppServer:
         return loop.time() + _UNBIND_WAIT
 
     async def _push(self, conn: _Connection, now: float) -> None:
-        """Send queued deliver_sm PDUs up to the account's window."""
+        """Send queued deliver_sm PDUs up to the account's window, oldest first.
+
+        They come from a read-ahead of the account's queue (`_ReadAhead`, shared by its
+        binds): read from the store in pages of twice the window, the next page read in the
+        background while this one is sent, so a bind with a backlog always has its next
+        deliver_sm at hand when an answer frees its window - a store round trip no longer
+        sits between two windows. The store keeps every row until `delivery_done`: the
+        read-ahead is a cache, forgotten on a rewind, and the order is the queue's (ids).
+        """
         account = conn.account
         assert account is not None
         room = account.window - len(conn.inflight)
         if room <= 0:
             return
-        # Page on from the last delivery offered; every _REDELIVER seconds start over, which
+        # Page on from the last delivery read; every _REDELIVER seconds start over, which
         # picks up the ones refused or left unanswered.
         name = account.system_id
         loop_now = asyncio.get_running_loop().time()
         if loop_now >= self._rescan_at.get(name, 0.0):
-            self._cursor.pop(name, None)
+            self._rewind(name)
             self._rescan_at[name] = loop_now + _REDELIVER
-        after = self._cursor.get(name, 0)
-        pending = await self.store.pending_deliveries(
-            name, self.clock(), room + (len(self._inflight) if after == 0 else 0), after=after
-        )
+        ahead = self._ahead.get(name)
+        if ahead is None:
+            ahead = self._ahead[name] = _ReadAhead()
+        rows = ahead.rows
+        if not rows:  # nothing at hand: read (or wait for the read under way)
+            if ahead.reading is None:
+                ahead.reading = asyncio.get_running_loop().create_task(
+                    self._read_ahead(name, ahead, account.window)
+                )
+            await asyncio.shield(ahead.reading)
         started = stages.begin()
-        for delivery in pending:
-            if room <= 0:
-                break
-            self._cursor[name] = max(self._cursor.get(name, 0), delivery.id)
-            if delivery.id in self._inflight or delivery.id in self._finished:
+        inflight, finished = self._inflight, self._finished
+        while room > 0 and rows:
+            delivery = rows.popleft()
+            if delivery.id in inflight or delivery.id in finished:
                 continue
             try:
                 sent = conn.session.send_encoded(delivery.pdu, now)
             except LocalSmppError as exc:
                 if exc.status == CommandStatus.ESME_RINVBNDSTS:
-                    break  # the session cannot send now (unbinding): it stays queued
+                    rows.appendleft(delivery)  # the session cannot send now (unbinding)
+                    break
                 # Not a PDU, or one this bind cannot take (a long message_payload for v3.3).
                 log.error("queued delivery cannot be sent; dropped", id=delivery.id, error=str(exc))
                 await self.store.delivery_done(delivery.id)
                 continue
             conn.inflight[sent.sequence_number] = delivery.id
-            self._inflight.add(delivery.id)
+            inflight.add(delivery.id)
             room -= 1
         stages.end("app.deliver", started)
+        if ahead.more and ahead.reading is None and len(rows) < account.window:
+            ahead.reading = asyncio.get_running_loop().create_task(
+                self._read_ahead(name, ahead, account.window)
+            )
+
+    async def _read_ahead(self, name: str, ahead: _ReadAhead, window: int) -> None:
+        """Read the account's next page of deliveries into `ahead` (two windows; from the
+        start, past the ones in flight, after a rewind), then wake its binds if it found any."""
+        generation, after = ahead.generation, ahead.cursor
+        limit = 2 * window + (len(self._inflight) if after == 0 else 0)
+        try:
+            pending = await self.store.pending_deliveries(name, self.clock(), limit, after=after)
+        except Exception:  # the next look tries again
+            log.exception("queued deliveries not read", account=name)
+            ahead.more = False
+            return
+        finally:
+            ahead.reading = None
+        if generation == ahead.generation:
+            ahead.more = len(pending) >= limit
+            if pending:
+                ahead.cursor = pending[-1].id
+        # Rewound meanwhile: its rows are still to send (the ones sent already are skipped),
+        # and the cursor stays at the start for the next read.
+        if pending:  # (an empty page wakes nobody: its readers would only read again)
+            ahead.rows.extend(pending)
+            for conn in self._bound.get(name, ()):
+                conn.wake.set()
+
+    def _rewind(self, name: str) -> None:
+        """Forget what was read ahead for the account: the next look pages from the start."""
+        ahead = self._ahead.get(name)
+        if ahead is not None:
+            ahead.rows.clear()
+            ahead.cursor = 0
+            ahead.more = True
+            ahead.generation += 1
 
     def _delivered(self, conn: _Connection, event: Response) -> None:
         delivery_id = conn.inflight.pop(event.pdu.sequence_number, None)
@@ -535,7 +607,7 @@ class SmppServer:
             self.auth.bind(verdict.system_id)
             conn.receiving = not isinstance(pdu, BindTransmitter)
             self._bound.setdefault(verdict.system_id, set()).add(conn)
-            self._cursor.pop(verdict.system_id, None)  # a new receiver: offer everything
+            self._rewind(verdict.system_id)  # a new receiver: offer everything
             conn.bind_type = command
             if self.metrics is not None:
                 self.metrics.binds.labels(verdict.system_id, command).inc()

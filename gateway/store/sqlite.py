@@ -78,6 +78,14 @@ __all__ = ["MIGRATIONS", "SqliteStore"]
 
 T = TypeVar("T")
 
+# The final states as SQL, written out: SQLite uses a partial index only when the query
+# repeats the index's own term, so the purge and the index `messages_final` share this text
+# (a test holds it equal to `MessageState.final`).
+_FINAL_SQL = (
+    "state IN ('delivered', 'undeliverable', 'expired', 'rejected', 'cancelled', 'failed', "
+    "'unknown')"
+)
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE messages (
@@ -269,6 +277,13 @@ MIGRATIONS: tuple[str, ...] = (
     # 11 (issue 11): delivery statistics, counted in each state change's transaction; when a
     # message was last handed to an upstream (receipt latency).
     "ALTER TABLE messages ADD COLUMN sent_at REAL;" + stats_schema("INTEGER", "TEXT"),
+    # 12 (issue 13): what start-up and the retention purge look for, by index instead of a
+    # scan of every message: the claimed ones (few: those in flight) and the final ones by
+    # age. Creating them reads the table once, at the first start after the upgrade.
+    f"""
+    CREATE INDEX messages_claimed ON messages (claimed_by) WHERE state = 'dispatching';
+    CREATE INDEX messages_final ON messages (updated_at) WHERE {_FINAL_SQL};
+    """,
 )
 
 _COLUMNS = (
@@ -335,6 +350,8 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0  # transactions committed: tests and metrics see the batching
+        self._done_ids: list[int] | None = None  # `delivery_done` ids gathering this turn
+        self._done_call: asyncio.Future[None] | None = None  # ... and their one operation
         self.metrics: Metrics | None = None  # the gateway's, when metrics are on
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -648,7 +665,21 @@ class SqliteStore:
         return await self._call(_pending, account, now, limit, (after, self.node, self.lease))
 
     async def delivery_done(self, delivery_id: int) -> None:
-        await self._call(_delivery_done, delivery_id)
+        # The answers that come in one turn of the loop (a read of deliver_sm_resp from a
+        # draining bind: hundreds) share one operation: one executemany instead of an
+        # operation, a future and a wake-up each.
+        if self._done_ids is None:
+            self._done_ids = []
+            self._done_call = asyncio.ensure_future(self._deliveries_done(self._done_ids))
+        self._done_ids.append(delivery_id)
+        call = self._done_call
+        assert call is not None
+        await asyncio.shield(call)
+
+    async def _deliveries_done(self, ids: list[int]) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's answers join
+        self._done_ids = None
+        await self._call(_deliveries_done, ids)
 
     async def pending_webhooks(
         self, account: str, now: float, limit: int, lease: float
@@ -668,7 +699,27 @@ class SqliteStore:
         return await self._call(_ping)
 
     async def purge(self, before: float) -> int:
-        return await self._call(_purge, before)
+        # In steps (see `_purge_messages`): each one bounded, and followed by a pause as long
+        # as the step took to come back (its wait, its statement, its commit), so the live
+        # traffic's operations have the writer at least half the time, in commits of their own.
+        loop = asyncio.get_running_loop()
+        gone, limit = 0, _PURGE_FIRST
+        while True:
+            started = loop.time()
+            count, took = await self._call(_purge_messages, before, limit)
+            gone += count
+            if count < limit:
+                break
+            await asyncio.sleep(min(_PURGE_PAUSE_MOST, loop.time() - started))
+            if took < _PURGE_TARGET / 2:
+                limit = min(_PURGE_MOST, limit * 2)
+            elif took > _PURGE_TARGET:
+                limit = max(50, limit // 2)
+        after: int | None = 0
+        while after is not None:
+            count, after = await self._call(_purge_deliveries, before, after)
+            gone += count
+        return gone + await self._call(_purge_unknown, before)
 
     async def requeue_interrupted(self, now: float) -> int:
         return await self._call(_requeue, now, self.node)
@@ -1399,8 +1450,8 @@ def _release_webhooks(conn: sqlite3.Connection, node: int) -> int:
     )
 
 
-def _delivery_done(conn: sqlite3.Connection, delivery_id: int) -> None:
-    conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+def _deliveries_done(conn: sqlite3.Connection, ids: list[int]) -> None:
+    conn.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i in ids])
 
 
 def _change_pending(  # noqa: PLR0917 - the writer calls its functions with positional arguments
@@ -1477,8 +1528,9 @@ def _requeue(conn: sqlite3.Connection, now: float, node: int) -> int:
     ids = [
         row[0]
         for row in conn.execute(
-            "SELECT id FROM messages WHERE state = ? AND coalesce(claimed_by, ?) = ?",
-            (MessageState.DISPATCHING.value, node, node),
+            # `state = 'dispatching'` written out: the partial index messages_claimed.
+            "SELECT id FROM messages WHERE state = 'dispatching' AND coalesce(claimed_by, ?) = ?",
+            (node, node),
         )
     ]
     for message_id in ids:
@@ -1650,14 +1702,51 @@ def _purge_policy(conn: sqlite3.Connection, sends_before: float, dedup_before: f
     return int(gone)
 
 
-def _purge(conn: sqlite3.Connection, before: float) -> int:
-    marks = ", ".join("?" for _ in _FINAL)
+# The retention purge goes in bounded steps, each an operation of its own: it shares the
+# group commits of the live traffic instead of holding the writer (and every submit_sm_resp
+# behind it) for the minutes a purge of millions takes in one statement.
+# Seconds a step's statement aims at; the next step's size follows how long the last took.
+_PURGE_TARGET = 0.01
+_PURGE_FIRST = 500  # messages in the first step
+_PURGE_MOST = 20_000
+_PURGE_PAUSE_MOST = 0.25  # seconds: the longest pause between two steps
+_DELIVERY_SPAN = 20_000  # delivery ids a step looks at (no index on their expiry)
+
+
+def _purge_messages(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, float]:
+    """Up to `limit` final messages last changed before `before` (their history, upstream ids
+    and receipts by cascade), oldest first: (how many, seconds it took)."""
+    started = time.perf_counter()
     gone = conn.execute(
-        f"DELETE FROM messages WHERE updated_at < ? AND state IN ({marks})", (before, *_FINAL)
+        "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages "
+        f"WHERE {_FINAL_SQL} AND updated_at < ? ORDER BY updated_at LIMIT ?)",
+        (before, limit),
     ).rowcount
-    gone += conn.execute("DELETE FROM deliveries WHERE expires_at < ?", (before,)).rowcount
-    gone += conn.execute("DELETE FROM unknown_receipts WHERE received_at < ?", (before,)).rowcount
-    return int(gone)
+    return int(gone), time.perf_counter() - started
+
+
+def _purge_deliveries(
+    conn: sqlite3.Connection, before: float, after: int
+) -> tuple[int, int | None]:
+    """Expired deliveries among the ids just above `after`: (how many, where the next step
+    starts, None at the end)."""
+    last = conn.execute(
+        "SELECT max(id) FROM (SELECT id FROM deliveries WHERE id > ? ORDER BY id LIMIT ?)",
+        (after, _DELIVERY_SPAN),
+    ).fetchone()[0]
+    if last is None:
+        return 0, None
+    gone = conn.execute(
+        "DELETE FROM deliveries WHERE id > ? AND id <= ? AND expires_at < ?",
+        (after, last, before),
+    ).rowcount
+    return int(gone), int(last)
+
+
+def _purge_unknown(conn: sqlite3.Connection, before: float) -> int:
+    return int(
+        conn.execute("DELETE FROM unknown_receipts WHERE received_at < ?", (before,)).rowcount
+    )
 
 
 # In an UPDATE every column on the right-hand side is the row's old value, so each count is

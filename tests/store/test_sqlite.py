@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gateway.store.base import MessageState, ReceiptRecord
 from gateway.store.sqlite import MIGRATIONS, SqliteStore
 from tests.store import T0, msg
@@ -90,3 +92,138 @@ def test_a_writer_process_that_dies_is_replaced(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+# -- the retention purge in steps, and what start-up and the purge find by index (issue 13) -----
+
+_OLD_PURGE = (  # the purge before issue 13: three statements in one operation
+    "DELETE FROM messages WHERE updated_at < :before AND state IN ({final})",
+    "DELETE FROM deliveries WHERE expires_at < :before",
+    "DELETE FROM unknown_receipts WHERE received_at < :before",
+)
+_TABLES = (
+    "messages",
+    "message_history",
+    "upstream_ids",
+    "receipts",
+    "deliveries",
+    "unknown_receipts",
+)
+_STATES = [s.value for s in MessageState]
+
+
+def _fill(path: Path, count: int) -> None:
+    """`count` messages in every state, changed over 1,000 s, each with history, an upstream
+    id and a receipt; as many deliveries expiring over the same time; unknown receipts."""
+    with sqlite3.connect(path) as conn:
+        for i in range(count):
+            at = T0 + (i * 7919) % 1000  # not in id order
+            conn.execute(
+                "INSERT INTO messages (id, account, source_addr, source_addr_ton, "
+                "source_addr_npi, destination_addr, dest_addr_ton, dest_addr_npi, service_type, "
+                "esm_class, protocol_id, priority_flag, registered_delivery, data_coding, "
+                "short_message, tlvs, route, accepted_at, state, updated_at) VALUES "
+                "(?, 'shop', 'Shop', 0, 0, '49151', 1, 1, '', 0, 0, 0, 1, 0, x'6869', x'', "
+                "'r', ?, ?, ?)",
+                (f"m{i:05d}", at - 5, _STATES[i % len(_STATES)], at),
+            )
+            conn.execute("INSERT INTO message_history VALUES (?, ?, 'accepted')", (f"m{i:05d}", at))
+            conn.execute(
+                "INSERT INTO upstream_ids (upstream, key, message_id) VALUES ('up', ?, ?)",
+                (str(i), f"m{i:05d}"),
+            )
+            conn.execute(
+                "INSERT INTO receipts (message_id, part, upstream, upstream_id, message_state, "
+                "error, received_at) VALUES (?, 0, 'up', ?, 2, 0, ?)",
+                (f"m{i:05d}", str(i), at),
+            )
+            conn.execute(
+                "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
+                "VALUES ('shop', 'receipt', x'00', ?, ?, ?)",
+                (at - 60, at, ("smpp", "webhook")[i % 2]),
+            )
+            if i % 10 == 0:
+                conn.execute(
+                    "INSERT INTO unknown_receipts VALUES ('up', ?, 2, 0, ?, x'')", (str(i), at)
+                )
+    conn.close()
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as conn:
+        out = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in _TABLES}
+    conn.close()
+    return out
+
+
+def test_the_purge_in_steps_deletes_exactly_what_one_statement_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.store import sqlite as sqlite_store  # noqa: PLC0415
+
+    # Small steps, so the run takes many: of messages (growing) and of delivery ids.
+    monkeypatch.setattr(sqlite_store, "_PURGE_FIRST", 7)
+    monkeypatch.setattr(sqlite_store, "_DELIVERY_SPAN", 50)
+    path, reference = tmp_path / "steps.sqlite3", tmp_path / "one.sqlite3"
+
+    async def make() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+    _fill(path, 1200)
+    reference.write_bytes(path.read_bytes())
+    before = T0 + 600
+    with sqlite3.connect(reference) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        final = ", ".join(f"'{s.value}'" for s in MessageState if s.final)
+        expected = sum(
+            conn.execute(sql.format(final=final), {"before": before}).rowcount for sql in _OLD_PURGE
+        )
+    conn.close()
+
+    async def purge() -> int:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            return await store.purge(before)
+        finally:
+            await store.close()
+
+    assert asyncio.run(asyncio.wait_for(purge(), 60)) == expected > 0
+    assert _rows(path) == _rows(reference)
+
+
+def test_start_up_and_the_purge_read_indexes_not_the_table(tmp_path: Path) -> None:
+    from gateway.store import sqlite as sqlite_store  # noqa: PLC0415
+
+    # The purge's term is the partial index's own text, and it names exactly the final states.
+    final_sql = sqlite_store._FINAL_SQL
+    named = {part.strip(" '") for part in final_sql.split("(", 1)[1].rstrip(")").split(",")}
+    assert named == {s.value for s in MessageState if s.final}
+    path = tmp_path / "plans.sqlite3"
+
+    async def make() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+    with sqlite3.connect(path) as conn:
+
+        def plan(sql: str, *args: object) -> str:
+            return " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+
+        assert "messages_final" in plan(
+            f"SELECT rowid FROM messages WHERE {final_sql} AND updated_at < ? "
+            "ORDER BY updated_at LIMIT ?",
+            T0,
+            10,
+        )
+        assert "messages_claimed" in plan(
+            "SELECT id FROM messages WHERE state = 'dispatching' AND coalesce(claimed_by, ?) = ?",
+            0,
+            0,
+        )
+    conn.close()
