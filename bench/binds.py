@@ -116,6 +116,7 @@ class BindsSpec:
     stall: float
     max_wait: float
     result_path: str
+    window: int = 64
 
 
 def _say(**what: Any) -> None:
@@ -176,7 +177,7 @@ async def _client_main(spec: BindsSpec) -> dict[str, Any]:
         port=spec.port,
         messages=total,
         binds=spec.binds,
-        window=64,
+        window=spec.window,
         rate=spec.binds * spec.rate,
         workload=spec.workload,
         corpus=spec.corpus,
@@ -301,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             GATEWAY_CONFIG.format(
                 port=port,
                 binds=args.binds + WARM_BINDS,
-                window=64,
+                window=args.window,
                 carrier_port=carrier.port,
                 upstream_binds=args.upstream_binds,
                 upstream_window=512,
@@ -340,6 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stall=args.stall,
             max_wait=args.max_wait,
             result_path=str(tmp / "client.json"),
+            window=args.window,
         )
         spec_path = tmp / "client-spec.json"
         spec_path.write_text(json.dumps(asdict(spec)), encoding="utf-8")
@@ -505,6 +507,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workload", choices=("corpus", "otp"), default="otp")
     parser.add_argument("--corpus", type=Path, default=(REPO_ROOT / DEFAULT_CORPUS).resolve())
+    parser.add_argument(
+        "--window", type=int, default=64, help="the account's window (deliver_sm a bind)"
+    )
     parser.add_argument("--upstream-binds", type=int, default=4)
     parser.add_argument("--stall", type=float, default=20.0, help="s without progress: give up")
     parser.add_argument("--max-wait", type=float, default=120.0, help="s for receipts")
