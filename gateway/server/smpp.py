@@ -129,7 +129,7 @@ class _Connection:
         self.bind_type = ""  # bind_transmitter / _receiver / _transceiver, once bound
         self.receiving = False  # bound RX or TRX: deliver_sm may go to it
         self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
-        self.more = False  # its last look filled its window: more may be queued, look again
+        self.more = False  # its last look found deliveries: more may be queued, look again
         # Woken (deliveries queued, shutdown, reload): a flag, and a future for the loop to wait
         # on while it waits - not an Event and a task for each wait, since with many binds each
         # one's memory and each turn's cost count.
@@ -505,8 +505,11 @@ class SmppServer:
         return loop.time() + _UNBIND_WAIT
 
     async def _look(self, conn: _Connection, now: float) -> None:
-        """`_push` for a bind that has reason to look; when the look filled its window, more
-        may be queued: it looks again at its next turn and the account's next bind looks."""
+        """`_push` for a bind that has reason to look. A look that found deliveries makes the
+        bind look again at its next turn (its next read: the answers to what it just sent),
+        so while receipts flow one bind keeps a look going, as every bind's reads once did,
+        and stops at the first empty one; a look that filled its window also wakes the
+        account's next bind."""
         account = conn.account
         assert account is not None
         before = len(conn.inflight)
@@ -514,8 +517,9 @@ class SmppServer:
         if room <= 0:
             return  # full: it looks again as answers free its window (`more` stays)
         await self._push(conn, now)
-        conn.more = len(conn.inflight) - before >= room
-        if conn.more:
+        sent = len(conn.inflight) - before
+        conn.more = sent > 0
+        if sent >= room:
             self._wake_one(account.system_id)
 
     async def _push(self, conn: _Connection, now: float) -> None:
