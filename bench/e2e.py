@@ -237,6 +237,7 @@ class ClientState:
         self.generic_nacks = 0
         self.connections_lost = 0
         self.last_progress = time.monotonic()
+        self.build_seconds = 0.0  # how long the workload's PDUs took to build
 
     def receipt(self, message_id: str, now: float) -> None:
         idx = self.by_message_id.get(message_id)
@@ -292,6 +293,11 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.out_seq += 1
             self.transport.write(_HEAD.pack(16, _UNBIND, 0, self.out_seq))
+
+    def send_enquire_link(self) -> None:
+        if self.transport is not None:
+            self.out_seq += 1
+            self.transport.write(_HEAD.pack(16, _ENQUIRE_LINK, 0, self.out_seq))
 
     def room(self) -> int:
         return self.window - self.inflight if self.transport is not None else 0
@@ -396,20 +402,49 @@ async def _client_main(spec: ClientSpec) -> dict[str, Any]:
     pdus = build_workload(spec.workload, spec.messages, Path(spec.corpus))
     build_seconds = time.perf_counter() - build_start
     state = ClientState(pdus, loop)
+    state.build_seconds = build_seconds
     paced = spec.rate is not None
     conns: list[ClientConnection] = []
     for _ in range(spec.binds):
-        _transport, conn = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: ClientConnection(state, spec.window, paced), spec.host, spec.port
-            ),
-            10,
-        )
-        conn.send_bind(spec.system_id, spec.password)
-        status = await asyncio.wait_for(conn.bound, 10)
-        if status != 0:
-            raise RuntimeError(f"bind refused: status {status:#x}")
-        conns.append(conn)
+        conns.append(await open_bind(state, spec, paced=paced))
+    summary = await run_load(state, conns, spec)
+    for conn in conns:
+        conn.send_unbind()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(c.unbound for c in conns)), 3)
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    return summary
+
+
+async def open_bind(state: ClientState, spec: ClientSpec, *, paced: bool) -> ClientConnection:
+    """Connect and bind one transceiver (10 s for each step).
+
+    Raises:
+        RuntimeError: the bind was refused.
+    """
+    loop = asyncio.get_running_loop()
+    _transport, conn = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: ClientConnection(state, spec.window, paced), spec.host, spec.port
+        ),
+        10,
+    )
+    conn.send_bind(spec.system_id, spec.password)
+    status = await asyncio.wait_for(conn.bound, 10)
+    if status != 0:
+        raise RuntimeError(f"bind refused: status {status:#x}")
+    return conn
+
+
+async def run_load(
+    state: ClientState, conns: list[ClientConnection], spec: ClientSpec
+) -> dict[str, Any]:
+    """Send `state`'s messages over the bound `conns` (paced at `spec.rate`, else as the
+    windows allow), wait for their responses and receipts (bounded by `spec.stall` and
+    `spec.max_wait`) and sum them up; the binds stay bound."""
+    loop = asyncio.get_running_loop()
     usage0 = os.times()
     t0 = time.monotonic()
     state.last_progress = t0
@@ -450,20 +485,13 @@ async def _client_main(spec: ClientSpec) -> dict[str, Any]:
     # Receipt arrival rate in the last 5 s before giving up: non-zero means "still flowing".
     tail_rate = _count_after(state.t_rcpt, t_end - 5.0) / 5.0
     usage1 = os.times()
-    for conn in conns:
-        conn.send_unbind()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(c.unbound for c in conns)), 3)
-    for conn in conns:
-        if conn.transport is not None:
-            conn.transport.close()
     client_cpu = (usage1.user - usage0.user) + (usage1.system - usage0.system)
     summary = _summarise(
         state,
         spec,
         t0=t0,
         t_end=t_end,
-        build_seconds=build_seconds,
+        build_seconds=state.build_seconds,
         client_cpu=client_cpu,
         stalled_submits=stalled_submits,
         stalled_receipts=stalled_receipts,

@@ -102,7 +102,7 @@ def _flush(conn: _Connection, writer: asyncio.StreamWriter) -> None:
         writer.write(out)
     stages.end("app.write", started)
     if not conn.session.is_open():
-        conn.wake.set()  # that answer was the last one owed before an unbind: end the loop
+        conn.wake()  # that answer was the last one owed before an unbind: end the loop
 
 
 class _Connection:
@@ -115,11 +115,13 @@ class _Connection:
         "bind_type",
         "flush_due",
         "inflight",
+        "more",
         "peer",
         "receiving",
         "retired",
         "session",
-        "wake",
+        "waker",
+        "woken",
     )
 
     def __init__(self, session: Session, peer: str = "") -> None:
@@ -130,10 +132,21 @@ class _Connection:
         self.bind_type = ""  # bind_transmitter / _receiver / _transceiver, once bound
         self.receiving = False  # bound RX or TRX: deliver_sm may go to it
         self.inflight: dict[int, int] = {}  # sequence_number -> delivery id
-        self.wake = asyncio.Event()
+        self.more = False  # its last look found deliveries: more may be queued, look again
+        # Woken (deliveries queued, shutdown, reload): a flag, and a future for the loop to wait
+        # on while it waits - not an Event and a task for each wait, since with many binds each
+        # one's memory and each turn's cost count.
+        self.woken = False
+        self.waker: asyncio.Future[None] | None = None
         self.accepting: set[asyncio.Task[None]] = set()  # submits being stored
         self.flush_due = False  # answers are waiting for one write at the end of this turn
         self.retired = False  # its account was removed by a reload: drain and unbind it
+
+    def wake(self) -> None:
+        """Have the connection's loop take a turn (at once if it is waiting)."""
+        self.woken = True
+        if self.waker is not None and not self.waker.done():
+            self.waker.set_result(None)
 
 
 log = structlog.get_logger("smsgw.server")
@@ -191,7 +204,10 @@ class SmppServer:
         self._tls_server: asyncio.Server | None = None
         self.tls_port: int | None = None  # where the TLS listener is, once started
         self._tasks: set[asyncio.Task[None]] = set()
-        self._bound: dict[str, set[_Connection]] = {}  # account -> its bound connections
+        # account -> its bound connections, in the order they are offered deliveries (an
+        # insertion-ordered dict as an ordered set: the one woken goes to the back)
+        self._bound: dict[str, dict[_Connection, None]] = {}
+        self._rescan_timer: asyncio.TimerHandle | None = None
         self._inflight: set[int] = set()  # delivery ids sent and not yet settled in the store
         # Delivery ids the store has just deleted: a `pending_deliveries` read that started
         # before the delete may still return them. Ids only grow, so a bounded memory will do.
@@ -200,7 +216,6 @@ class SmppServer:
         self._stopping = False
         # account -> its queued deliveries read ahead of its binds (see `_push`)
         self._ahead: dict[str, _ReadAhead] = {}
-        self._rescan_at: dict[str, float] = {}  # account -> when to page from the start again
         self._buckets = {
             a.system_id: TokenBucket(a.throughput) for a in config.accounts if a.throughput
         }  # one per account, shared by all its binds
@@ -230,8 +245,17 @@ class SmppServer:
             )
             self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             log.info("listening with TLS", host=host, port=self.tls_port)
+        self._rescan_timer = asyncio.get_running_loop().call_later(_REDELIVER, self._rescan)
         sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
+
+    def _rescan(self) -> None:
+        """Every `_REDELIVER` seconds each account's queue gets a look from the start, by one of
+        its binds (not a timer per bind: with many binds those cost store reads when idle), so
+        deliveries refused, left unanswered or queued unnoticed go out again."""
+        self._rescan_timer = asyncio.get_running_loop().call_later(_REDELIVER, self._rescan)
+        for account in list(self._bound):
+            self.notify(account, rewind=True)
 
     def _tls_context(self) -> ssl.SSLContext:
         listen = self.config.listen
@@ -250,9 +274,11 @@ class SmppServer:
                 server.close()
                 await server.wait_closed()
         self._stopping = True
+        if self._rescan_timer is not None:
+            self._rescan_timer.cancel()
         for conns in self._bound.values():
             for conn in conns:
-                conn.wake.set()
+                conn.wake()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
         for task in list(self._tasks):
@@ -318,7 +344,7 @@ class SmppServer:
             for conn in conns:
                 if new is None:
                     conn.retired = True
-                    conn.wake.set()
+                    conn.wake()
                 else:
                     conn.account = new
 
@@ -338,7 +364,10 @@ class SmppServer:
         return 0.0 if bucket is None else bucket.wait(count)
 
     def notify(self, account: str, *, rewind: bool = False) -> None:
-        """Deliveries were queued for `account`: wake its receiving sessions.
+        """Deliveries were queued for `account`: wake one of its receiving binds with room in
+        its window, taking them in turn. One is enough: a bind whose look fills its window
+        wakes the next (`_wake_one`), so a backlog spreads over the binds while a trickle
+        costs one store read, not one per bind.
 
         Args:
             rewind: page from the start, not on from the last delivery offered. Nodes
@@ -348,8 +377,26 @@ class SmppServer:
         """
         if rewind:
             self._rewind(account)
-        for conn in self._bound.get(account, ()):
-            conn.wake.set()
+        self._wake_one(account)
+
+    def _wake_one(self, account: str) -> None:
+        """Wake the account's next receiving bind with room in its window (it goes to the back
+        of the turn); none when every window is full: those binds look again as answers come."""
+        conns = self._bound.get(account)
+        if not conns:
+            return
+        for conn in conns:
+            own = conn.account
+            if (
+                conn.receiving
+                and own is not None
+                and not conn.session.closing
+                and len(conn.inflight) < own.window
+            ):
+                del conns[conn]  # safe: the loop ends here
+                conns[conn] = None
+                conn.wake()
+                return
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -372,7 +419,6 @@ class SmppServer:
         )
         session = conn.session
         read: asyncio.Task[bytes] | None = None
-        wake: asyncio.Task[bool] | None = None
         unbind_by: float | None = None  # shutting down: when to stop waiting for unbind_resp
         try:
             while session.is_open():
@@ -385,18 +431,21 @@ class SmppServer:
                     await asyncio.wait(set(conn.accepting), return_when=asyncio.FIRST_COMPLETED)
                 if read is None:
                     read = loop.create_task(reader.read(_READ))
-                wake = loop.create_task(conn.wake.wait())
+                if conn.waker is None:
+                    conn.waker = loop.create_future()
+                if conn.woken and not conn.waker.done():
+                    conn.waker.set_result(None)
                 deadline = session.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                if conn.receiving:
-                    timeout = _REDELIVER if timeout is None else min(timeout, _REDELIVER)
                 if unbind_by is not None:
                     left = max(0.0, unbind_by - loop.time())
                     timeout = left if timeout is None else min(timeout, left)
+                waits: set[asyncio.Future[Any]] = {read, conn.waker}
                 done, _ = await asyncio.wait(
-                    {read, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-                wake.cancel()
+                if conn.waker.done():
+                    conn.waker = None
                 if read in done:
                     data, read = read.result(), None
                     started = stages.begin()
@@ -404,12 +453,14 @@ class SmppServer:
                     stages.end("app.read", started)
                 else:
                     session.handle_timer(loop.time())
-                conn.wake.clear()
+                look = conn.woken or conn.more  # deliveries may be waiting for this bind
+                conn.woken = False
                 while (event := session.next_event()) is not None:
                     if not session.is_open() and isinstance(event, BindRequested | Request):
                         continue  # never answer on a closed session
                     if isinstance(event, BindRequested):
                         conn.account = await self._bind(conn, event.pdu, peer[0], writer)
+                        look = True  # a new receiver: offer it what is queued
                     elif isinstance(event, Request):
                         await self._request(conn, event.pdu, writer, loop.time())
                     elif isinstance(event, Response):
@@ -425,8 +476,8 @@ class SmppServer:
                             self._rewind(conn.account.system_id if conn.account else "")
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
-                if conn.receiving and session.is_open() and not session.closing:
-                    await self._push(conn, loop.time())
+                if look and conn.receiving and session.is_open() and not session.closing:
+                    await self._look(conn, loop.time())
                 out = session.data_to_send()
                 if out:
                     writer.write(out)
@@ -438,16 +489,15 @@ class SmppServer:
             # task as an error); what was accepted is already durable.
             log.info("connection closed for shutdown", peer=peer[0])
         finally:
-            for pending in (read, wake):
-                if pending is not None:
-                    pending.cancel()
+            if read is not None:
+                read.cancel()
             if conn.accepting:  # let what is being stored finish: it is durable either way
                 await asyncio.wait(set(conn.accepting), timeout=10)
             if conn.account is not None:  # it was bound: free its place under max_binds
                 self.auth.unbind(conn.account.system_id)
                 if self.metrics is not None:
                     self.metrics.binds.labels(conn.account.system_id, conn.bind_type).dec()
-                self._bound.get(conn.account.system_id, set()).discard(conn)
+                self._bound.get(conn.account.system_id, {}).pop(conn, None)
             if conn.inflight and conn.account is not None:  # unanswered: offer them again
                 self._inflight.difference_update(conn.inflight.values())
                 self._rewind(conn.account.system_id)
@@ -481,6 +531,24 @@ class SmppServer:
                 await writer.drain()
         return loop.time() + _UNBIND_WAIT
 
+    async def _look(self, conn: _Connection, now: float) -> None:
+        """`_push` for a bind that has reason to look. A look that found deliveries makes the
+        bind look again at its next turn (its next read: the answers to what it just sent),
+        so while receipts flow one bind keeps a look going, as every bind's reads once did,
+        and stops at the first empty one; a look that filled its window also wakes the
+        account's next bind."""
+        account = conn.account
+        assert account is not None
+        before = len(conn.inflight)
+        room = account.window - before
+        if room <= 0:
+            return  # full: it looks again as answers free its window (`more` stays)
+        await self._push(conn, now)
+        sent = len(conn.inflight) - before
+        conn.more = sent > 0
+        if sent >= room:
+            self._wake_one(account.system_id)
+
     async def _push(self, conn: _Connection, now: float) -> None:
         """Send queued deliver_sm PDUs up to the account's window, oldest first.
 
@@ -496,13 +564,9 @@ class SmppServer:
         room = account.window - len(conn.inflight)
         if room <= 0:
             return
-        # Page on from the last delivery read; every _REDELIVER seconds start over, which
-        # picks up the ones refused or left unanswered.
+        # Page on from the last delivery read; the rescan (`_rescan`, every _REDELIVER
+        # seconds) starts over, which picks up the ones refused or left unanswered.
         name = account.system_id
-        loop_now = asyncio.get_running_loop().time()
-        if loop_now >= self._rescan_at.get(name, 0.0):
-            self._rewind(name)
-            self._rescan_at[name] = loop_now + _REDELIVER
         ahead = self._ahead.get(name)
         if ahead is None:
             ahead = self._ahead[name] = _ReadAhead()
@@ -559,8 +623,7 @@ class SmppServer:
         # and the cursor stays at the start for the next read.
         if pending:  # (an empty page wakes nobody: its readers would only read again)
             ahead.rows.extend(pending)
-            for conn in self._bound.get(name, ()):
-                conn.wake.set()
+            self._wake_one(name)  # one is enough: a bind that fills its window wakes the next
 
     def _rewind(self, name: str) -> None:
         """Forget what was read ahead for the account: the next look pages from the start."""
@@ -606,7 +669,7 @@ class SmppServer:
             session.accept_bind(pdu)
             self.auth.bind(verdict.system_id)
             conn.receiving = not isinstance(pdu, BindTransmitter)
-            self._bound.setdefault(verdict.system_id, set()).add(conn)
+            self._bound.setdefault(verdict.system_id, {})[conn] = None
             self._rewind(verdict.system_id)  # a new receiver: offer everything
             conn.bind_type = command
             if self.metrics is not None:

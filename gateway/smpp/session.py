@@ -261,11 +261,13 @@ class Session:
         # role): (the closing PDU, the reason, when to give up waiting).
         self._closing: tuple[bytes, str, float] | None = None
         self._no_tlvs = False  # the peer bound as v3.3 or older
-        self._allowed_from_peer = dict(ALLOWED)
+        # The table itself unless this session widens it (no copy each: binds are many).
+        self._allowed_from_peer = ALLOWED
         if accept_deliver_on_tx and role is Role.ESME:
-            self._allowed_from_peer[(Role.SMSC, State.BOUND_TX)] = (
-                ALLOWED[(Role.SMSC, State.BOUND_TX)] | _SMSC_RX
-            )
+            self._allowed_from_peer = {
+                **ALLOWED,
+                (Role.SMSC, State.BOUND_TX): ALLOWED[(Role.SMSC, State.BOUND_TX)] | _SMSC_RX,
+            }
 
     def is_open(self) -> bool:
         return self.state is not State.CLOSED
