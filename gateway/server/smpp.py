@@ -474,6 +474,7 @@ class SmppServer:
                         if timed_out is not None:
                             self._inflight.discard(timed_out)
                             self._rewind(conn.account.system_id if conn.account else "")
+                            look = True  # its place in the window is free again
                     elif isinstance(event, Closed):
                         log.info("session closed", peer=peer[0], reason=event.reason)
                 if look and conn.receiving and session.is_open() and not session.closing:
