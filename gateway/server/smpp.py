@@ -379,12 +379,14 @@ class SmppServer:
             self._rewind(account)
         self._wake_one(account)
 
-    def _wake_one(self, account: str) -> None:
-        """Wake the account's next receiving bind with room in its window (it goes to the back
-        of the turn); none when every window is full: those binds look again as answers come."""
+    def _wake_one(self, account: str, rows: int = 1) -> None:
+        """Wake the account's next receiving binds with room in their windows, in turn (each
+        woken goes to the back), until their room covers `rows` deliveries; none when every
+        window is full: those binds look again as answers come."""
         conns = self._bound.get(account)
         if not conns:
             return
+        woken: list[_Connection] = []
         for conn in conns:
             own = conn.account
             if (
@@ -393,10 +395,14 @@ class SmppServer:
                 and not conn.session.closing
                 and len(conn.inflight) < own.window
             ):
-                del conns[conn]  # safe: the loop ends here
-                conns[conn] = None
-                conn.wake()
-                return
+                woken.append(conn)
+                rows -= own.window - len(conn.inflight)
+                if rows <= 0:
+                    break
+        for conn in woken:
+            del conns[conn]
+            conns[conn] = None
+            conn.wake()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -624,7 +630,8 @@ class SmppServer:
         # and the cursor stays at the start for the next read.
         if pending:  # (an empty page wakes nobody: its readers would only read again)
             ahead.rows.extend(pending)
-            self._wake_one(name)  # one is enough: a bind that fills its window wakes the next
+            # As many binds as the page fills (a bind that fills its window wakes the next).
+            self._wake_one(name, len(ahead.rows))
 
     def _rewind(self, name: str) -> None:
         """Forget what was read ahead for the account: the next look pages from the start."""
