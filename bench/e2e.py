@@ -757,7 +757,10 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("carrier.read", "receipt.parse", "receipt.match", "receipt.settle", "receipt.answer"),
         ("store.match_receipts", "store.settle_many", "store.settle"),
     ),
-    "deliver": (("app.deliver",), ("store.pending_deliveries", "store.delivery_done")),
+    "deliver": (
+        ("app.deliver",),
+        ("store.pending", "store.delivery_done", "store.deliveries_done"),
+    ),
 }
 WRITER_THREAD = "smsgw-sqlite-writer"
 
