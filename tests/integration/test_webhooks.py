@@ -145,7 +145,7 @@ def test_each_receipt_arrives_once_signed_with_its_fields(
             assert p["submitted_at"] <= p["done_at"] <= p["sent_at"]
             record = running.call(running.gateway.store.get(p["id"]))
             assert record.state is MessageState.DELIVERED
-        assert running.counted("delivered") == 3
+        wait_until(lambda: running.counted("delivered") == 3, 10, "counted delivered")
     finally:
         running.close()
 
@@ -187,8 +187,9 @@ def test_failures_are_retried_with_growing_gaps_until_it_recovers(
             assert after >= before - 0.05, gaps
         assert gaps[-1] <= 1.6 + 0.5
         wait_until(lambda: running.webhook_rows() == 1, 10, "delivered row removed")
+        # counted once the delete is durable: that is after the row is gone, on the loop
+        wait_until(lambda: running.counted("delivered") == 1, 10, "counted delivered")
         assert running.counted("retry") == 3
-        assert running.counted("delivered") == 1
     finally:
         running.close()
 
