@@ -759,7 +759,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "deliver": (
         ("app.deliver",),
-        ("store.pending", "store.delivery_done", "store.deliveries_done"),
+        ("store.pending", "store.deliveries_done"),
     ),
 }
 WRITER_THREAD = "smsgw-sqlite-writer"

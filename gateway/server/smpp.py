@@ -366,7 +366,7 @@ class SmppServer:
     def notify(self, account: str, *, rewind: bool = False) -> None:
         """Deliveries were queued for `account`: wake one of its receiving binds with room in
         its window, taking them in turn. One is enough: a bind whose look fills its window
-        wakes the next (`_wake_one`), so a backlog spreads over the binds while a trickle
+        wakes the next (`_wake_binds`), so a backlog spreads over the binds while a trickle
         costs one store read, not one per bind.
 
         Args:
@@ -377,9 +377,9 @@ class SmppServer:
         """
         if rewind:
             self._rewind(account)
-        self._wake_one(account)
+        self._wake_binds(account)
 
-    def _wake_one(self, account: str, rows: int = 1) -> None:
+    def _wake_binds(self, account: str, rows: int = 1) -> None:
         """Wake the account's next receiving binds with room in their windows, in turn (each
         woken goes to the back), until their room covers `rows` deliveries; none when every
         window is full: those binds look again as answers come."""
@@ -554,7 +554,7 @@ class SmppServer:
         sent = len(conn.inflight) - before
         conn.more = sent > 0
         if sent >= room:
-            self._wake_one(account.system_id)
+            self._wake_binds(account.system_id)
 
     async def _push(self, conn: _Connection, now: float) -> None:
         """Send queued deliver_sm PDUs up to the account's window, oldest first.
@@ -631,7 +631,7 @@ class SmppServer:
         if pending:  # (an empty page wakes nobody: its readers would only read again)
             ahead.rows.extend(pending)
             # As many binds as the page fills (a bind that fills its window wakes the next).
-            self._wake_one(name, len(ahead.rows))
+            self._wake_binds(name, len(ahead.rows))
 
     def _rewind(self, name: str) -> None:
         """Forget what was read ahead for the account: the next look pages from the start."""
