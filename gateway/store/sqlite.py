@@ -79,12 +79,14 @@ __all__ = ["MIGRATIONS", "SqliteStore"]
 T = TypeVar("T")
 
 # The final states as SQL, written out: SQLite uses a partial index only when the query
-# repeats the index's own term, so the purge and the index `messages_final` share this text
-# (a test holds it equal to `MessageState.final`).
-_FINAL_SQL = (
-    "state IN ('delivered', 'undeliverable', 'expired', 'rejected', 'cancelled', 'failed', "
-    "'unknown')"
-)
+# repeats the index's own terms, so the purge and the index `messages_final` share this text.
+# Comparisons, not `state IN (...)`: SQLite evaluates an IN list of more than two constants
+# through a temporary b-tree built for each statement run, and every insert or state change
+# evaluates a partial index's term for its row - a b-tree built and dropped (two 4 KiB pages
+# zeroed) per index per row, 11 of them per message before migration 13.
+_OPEN_STATES = tuple(s.value for s in MessageState if not s.final)
+_FINAL_SQL = " AND ".join(f"state <> '{state}'" for state in _OPEN_STATES)
+_NOT_FINAL = "(" + " OR ".join(f"state = '{state}'" for state in _OPEN_STATES) + ")"
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -280,8 +282,21 @@ MIGRATIONS: tuple[str, ...] = (
     # 12 (issue 13): what start-up and the retention purge look for, by index instead of a
     # scan of every message: the claimed ones (few: those in flight) and the final ones by
     # age. Creating them reads the table once, at the first start after the upgrade.
-    f"""
+    """
     CREATE INDEX messages_claimed ON messages (claimed_by) WHERE state = 'dispatching';
+    CREATE INDEX messages_final ON messages (updated_at) WHERE state IN ('delivered',
+        'undeliverable', 'expired', 'rejected', 'cancelled', 'failed', 'unknown');
+    """,
+    # 13 (issue 13): a message's history kept in its own row, appended by the statement that
+    # changes its state, instead of a message_history row per change (four for a delivered
+    # message: a statement, a foreign-key probe and an index entry each, and as many rows for
+    # the purge to delete). History written before stays in message_history and reads first.
+    #
+    # And `messages_final` with comparisons instead of an IN list (see `_FINAL_SQL`); building
+    # it again reads the table once, at the first start after the upgrade.
+    f"""
+    ALTER TABLE messages ADD COLUMN trail TEXT NOT NULL DEFAULT '';
+    DROP INDEX messages_final;
     CREATE INDEX messages_final ON messages (updated_at) WHERE {_FINAL_SQL};
     """,
 )
@@ -293,15 +308,28 @@ _COLUMNS = (
     "msg_class, campaign"
 )
 _RECORD = f"SELECT {_COLUMNS}, state, updated_at, attempts, error, stop_reason FROM messages"
-_FINAL = tuple(s.value for s in MessageState if s.final)
-_NOT_FINAL = "state NOT IN (" + ", ".join(f"'{state}'" for state in _FINAL) + ")"
 _SEP = "\x1f"  # between the part ids of `sent_ids` (ids are C-strings: never this)
 
 
 _N = len(NewMessage._fields)  # a record row: the message's columns, then these five
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_COLUMNS}, state, updated_at) VALUES ({', '.join('?' * (_N + 2))})"
+    f"INSERT INTO messages ({_COLUMNS}, state, updated_at, trail) "
+    f"VALUES ({', '.join('?' * (_N + 3))})"
 )
+_ACCEPTED = MessageState.ACCEPTED.value
+
+
+def _trail(at: float, state: str) -> str:
+    """One history entry as `messages.trail` keeps it: repr() reads back as the same float."""
+    return f"{at!r} {state};"
+
+
+def _read_trail(trail: str) -> list[tuple[float, MessageState]]:
+    entries = []
+    for entry in trail.split(";")[:-1]:
+        at, _, state = entry.partition(" ")
+        entries.append((float(at), MessageState(state)))
+    return entries
 
 
 def _record(row: tuple[Any, ...]) -> MessageRecord:
@@ -978,11 +1006,8 @@ def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -
 
 
 def _accept(conn: sqlite3.Connection, m: NewMessage) -> None:
-    conn.execute(_INSERT_MESSAGE, (*m, MessageState.ACCEPTED.value, m.accepted_at))
-    conn.execute(
-        "INSERT INTO message_history VALUES (?, ?, ?)",
-        (m.id, m.accepted_at, MessageState.ACCEPTED.value),
-    )
+    at = m.accepted_at
+    conn.execute(_INSERT_MESSAGE, (*m, _ACCEPTED, at, _trail(at, _ACCEPTED)))
     _count_new(conn, m)
 
 
@@ -1020,13 +1045,11 @@ def _claim_due(conn: sqlite3.Connection, now: float, limit: int, node: int) -> l
     if not rows:
         return []
     dispatching = MessageState.DISPATCHING.value
+    entry = _trail(now, dispatching)
     conn.executemany(
-        "UPDATE messages SET state = ?, updated_at = ?, attempts = attempts + 1, claimed_by = ? "
-        "WHERE id = ?",
-        [(dispatching, now, node, row[0]) for row in rows],
-    )
-    conn.executemany(
-        "INSERT INTO message_history VALUES (?, ?, ?)", [(row[0], now, dispatching) for row in rows]
+        "UPDATE messages SET state = ?, updated_at = ?, attempts = attempts + 1, claimed_by = ?, "
+        "trail = trail || ? WHERE id = ?",
+        [(dispatching, now, node, entry, row[0]) for row in rows],
     )
     return [
         MessageRecord(
@@ -1050,20 +1073,22 @@ def _set_state(
         return False
     conn.execute(
         "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error), "
-        "attempts = attempts + ?, schedule_at = coalesce(?, schedule_at) WHERE id = ?",
-        (state.value, now, error, bump, retry_at, message_id),
+        "attempts = attempts + ?, schedule_at = coalesce(?, schedule_at), trail = trail || ? "
+        "WHERE id = ?",
+        (state.value, now, error, bump, retry_at, _trail(now, state.value), message_id),
     )
-    conn.execute("INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, state.value))
     _count_change(conn, old, state.value, now)
     return True
 
 
 def _history(conn: sqlite3.Connection, message_id: str) -> list[tuple[float, MessageState]]:
-    rows = conn.execute(
+    rows = conn.execute(  # written before migration 13
         "SELECT at, state FROM message_history WHERE message_id = ? ORDER BY rowid",
         (message_id,),
     ).fetchall()
-    return [(at, MessageState(state)) for at, state in rows]
+    found = conn.execute("SELECT trail FROM messages WHERE id = ?", (message_id,)).fetchone()
+    kept = [(at, MessageState(state)) for at, state in rows]
+    return kept + _read_trail(found[0]) if found else kept
 
 
 def _link(
@@ -1193,11 +1218,19 @@ def _record_sent(
     ).fetchone()
     cur = conn.execute(
         "UPDATE messages SET state = ?, updated_at = ?, parts = ?, sent_to = ?, sent_ids = ?, "
-        f"sent_at = ? WHERE id = ? AND {_NOT_FINAL}",
-        (sent, now, max(1, len(part_keys)), upstream, _SEP.join(part_ids), now, message_id),
+        f"sent_at = ?, trail = trail || ? WHERE id = ? AND {_NOT_FINAL}",
+        (
+            sent,
+            now,
+            max(1, len(part_keys)),
+            upstream,
+            _SEP.join(part_ids),
+            now,
+            _trail(now, sent),
+            message_id,
+        ),
     )
     if cur.rowcount:
-        conn.execute("INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, sent))
         count_sent(_stats(conn), old[1:], old[0], upstream)
     elif conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
         return False
@@ -1222,13 +1255,14 @@ def _part_states(conn: sqlite3.Connection, message_id: str) -> list[int | None]:
 
 
 # A receipt's key to its message: the part, and the message as it is (NULLs once purged) and
-# its part count, in one statement instead of three.
+# its part count, in one statement instead of three. The latest link by max(rowid), not
+# ORDER BY rowid DESC LIMIT 1: that sorts in a temporary b-tree built for each receipt.
 _FIND_RECORD = (
     "SELECT u.message_id, u.part, "
     + ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
     + ", m.state, m.updated_at, m.attempts, m.error, m.stop_reason, m.parts "
     "FROM upstream_ids u LEFT JOIN messages m ON m.id = u.message_id "
-    "WHERE u.upstream = ? AND u.key = ? ORDER BY u.rowid DESC LIMIT 1"
+    "WHERE u.rowid = (SELECT max(rowid) FROM upstream_ids WHERE upstream = ?1 AND key = ?2)"
 )
 
 
@@ -1299,18 +1333,17 @@ def _settle_many(
     done: list[bool] = []
     for s in settlements:
         # "already final?" and "settle" in one statement: only one settlement ever wins
+        state = s.state.value
         old = conn.execute(
-            "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error) "
-            f"WHERE id = ? AND {_NOT_FINAL} RETURNING 'sent', sent_at, {MESSAGE_DIMS}",
-            (s.state.value, now, s.error, s.message_id),
+            "UPDATE messages SET state = ?, updated_at = ?, error = coalesce(?, error), "
+            f"trail = trail || ? WHERE id = ? AND {_NOT_FINAL} "
+            f"RETURNING 'sent', sent_at, {MESSAGE_DIMS}",
+            (state, now, s.error, _trail(now, state), s.message_id),
         ).fetchone()
         if old is None:
             done.append(False)
             continue
-        _count_change(conn, old, s.state.value, now)
-        conn.execute(
-            "INSERT INTO message_history VALUES (?, ?, ?)", (s.message_id, now, s.state.value)
-        )
+        _count_change(conn, old, state, now)
         if s.delivery is not None:
             _enqueue_new(conn, s.delivery, now)
         done.append(True)
@@ -1468,27 +1501,25 @@ def _change_pending(  # noqa: PLR0917 - the writer calls its functions with posi
     if short_message is None:
         cancelled = MessageState.CANCELLED.value
         old = conn.execute(
-            "UPDATE messages SET state = ?, updated_at = ? WHERE id = ? AND account = ? "
-            f"AND state = ? RETURNING 'accepted', sent_at, {MESSAGE_DIMS}",
-            (cancelled, now, message_id, account, MessageState.ACCEPTED.value),
+            "UPDATE messages SET state = ?, updated_at = ?, trail = trail || ? "
+            f"WHERE id = ? AND account = ? AND state = ? RETURNING 'accepted', sent_at, "
+            f"{MESSAGE_DIMS}",
+            (cancelled, now, _trail(now, cancelled), message_id, account, _ACCEPTED),
         ).fetchone()
         if old is not None:
-            conn.execute(
-                "INSERT INTO message_history VALUES (?, ?, ?)", (message_id, now, cancelled)
-            )
             _count_change(conn, old, cancelled, now)
         return old is not None
     elif times is None:
         cur = conn.execute(
             "UPDATE messages SET short_message = ?, updated_at = ? "
             "WHERE id = ? AND account = ? AND state = ?",
-            (short_message, now, message_id, account, MessageState.ACCEPTED.value),
+            (short_message, now, message_id, account, _ACCEPTED),
         )
     else:
         cur = conn.execute(
             "UPDATE messages SET short_message = ?, updated_at = ?, schedule_at = ?, "
             "expires_at = ? WHERE id = ? AND account = ? AND state = ?",
-            (short_message, now, *times, message_id, account, MessageState.ACCEPTED.value),
+            (short_message, now, *times, message_id, account, _ACCEPTED),
         )
     return cur.rowcount == 1
 
@@ -1671,11 +1702,9 @@ def _accept_checked_run(conn: sqlite3.Connection, items: list[tuple[Any, ...]]) 
             added.append((m.destination_addr, m.msg_class, m.account, now))
         if check.dedup_key is not None and check.rule.dedup:
             dedup[check.dedup_key] = (m.id, now)
-    accepted = MessageState.ACCEPTED.value
-    conn.executemany(_INSERT_MESSAGE, [(*m, accepted, m.accepted_at) for m in stored])
     conn.executemany(
-        "INSERT INTO message_history VALUES (?, ?, ?)",
-        [(m.id, m.accepted_at, accepted) for m in stored],
+        _INSERT_MESSAGE,
+        [(*m, _ACCEPTED, m.accepted_at, _trail(m.accepted_at, _ACCEPTED)) for m in stored],
     )
     for m in stored:
         _count_new(conn, m)
@@ -1836,15 +1865,13 @@ def _accept_batch(
     )
     if not cur.rowcount:
         return False
-    accepted = MessageState.ACCEPTED.value
     conn.executemany(
-        f"INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at) "
-        f"VALUES ({', '.join('?' * (_N + 3))})",
-        [(*m, batch_id, accepted, m.accepted_at) for m in messages],
-    )
-    conn.executemany(
-        "INSERT INTO message_history VALUES (?, ?, ?)",
-        [(m.id, m.accepted_at, accepted) for m in messages],
+        f"INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at, trail) "
+        f"VALUES ({', '.join('?' * (_N + 4))})",
+        [
+            (*m, batch_id, _ACCEPTED, m.accepted_at, _trail(m.accepted_at, _ACCEPTED))
+            for m in messages
+        ],
     )
     for m in messages:
         _count_new(conn, m)
@@ -1914,16 +1941,11 @@ def _cancel_batch(conn: sqlite3.Connection, batch_id: str, now: float) -> int:
         "WHERE id = ? AND state != 'cancelled'",
         (BatchState.CANCELLED.value, now, batch_id),
     )
-    cancelled, accepted = MessageState.CANCELLED.value, MessageState.ACCEPTED.value
-    conn.execute(
-        "INSERT INTO message_history "
-        "SELECT id, ?, ? FROM messages WHERE batch_id = ? AND state = ?",
-        (now, cancelled, batch_id, accepted),
-    )
+    cancelled = MessageState.CANCELLED.value
     rows = conn.execute(
-        "UPDATE messages SET state = ?, updated_at = ? WHERE batch_id = ? AND state = ? "
-        f"RETURNING 'accepted', sent_at, {MESSAGE_DIMS}",
-        (cancelled, now, batch_id, accepted),
+        "UPDATE messages SET state = ?, updated_at = ?, trail = trail || ? "
+        f"WHERE batch_id = ? AND state = ? RETURNING 'accepted', sent_at, {MESSAGE_DIMS}",
+        (cancelled, now, _trail(now, cancelled), batch_id, _ACCEPTED),
     ).fetchall()
     for old in rows:
         _count_change(conn, old, cancelled, now)

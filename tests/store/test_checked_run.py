@@ -131,8 +131,8 @@ def _reference(conn: sqlite3.Connection, m: Any, check: StoreCheck, now: float) 
 
 def _tables(conn: sqlite3.Connection) -> list[Any]:
     return [
-        sorted(conn.execute("SELECT id, state, stop_reason FROM messages").fetchall()),
-        sorted(conn.execute("SELECT * FROM message_history").fetchall()),
+        # the history is the row's trail (migration 13)
+        sorted(conn.execute("SELECT id, state, stop_reason, trail FROM messages").fetchall()),
         sorted(conn.execute("SELECT * FROM policy_sends").fetchall()),
         sorted(conn.execute("SELECT * FROM policy_dedup").fetchall()),
     ]

@@ -65,6 +65,50 @@ def test_a_first_schema_database_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_history_written_before_migration_13_reads_first(tmp_path: Path) -> None:
+    """A message in flight across the upgrade: its history rows stay where they were and the
+    state changes after it go to the row's trail, read after them, in order."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for number, script in enumerate(MIGRATIONS[:12], start=1):
+            conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+        conn.execute(
+            "INSERT INTO messages (id, account, source_addr, source_addr_ton, source_addr_npi, "
+            "destination_addr, dest_addr_ton, dest_addr_npi, service_type, esm_class, "
+            "protocol_id, priority_flag, registered_delivery, data_coding, short_message, tlvs, "
+            "route, accepted_at, state, updated_at, attempts) VALUES ('old', 'shop', 'Shop', 0, "
+            "0, '49151', 1, 1, '', 0, 0, 0, 1, 0, x'6869', x'', 'r', ?, 'dispatching', ?, 1)",
+            (T0, T0 + 1),
+        )
+        conn.executemany(
+            "INSERT INTO message_history VALUES ('old', ?, ?)",
+            [(T0, "accepted"), (T0 + 1, "dispatching")],
+        )
+    conn.close()
+
+    async def main() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert await store.record_sent("old", "up", (("k",),), T0 + 2.5)
+            assert await store.set_state("old", MessageState.DELIVERED, T0 + 3.25)
+            await store.accept(msg(4))
+            assert await store.history("old") == [
+                (T0, MessageState.ACCEPTED),
+                (T0 + 1, MessageState.DISPATCHING),
+                (T0 + 2.5, MessageState.SENT),
+                (T0 + 3.25, MessageState.DELIVERED),
+            ]
+            assert await store.history("m0004") == [(T0 + 4, MessageState.ACCEPTED)]
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    with sqlite3.connect(path) as conn:  # nothing new in the old table
+        assert conn.execute("SELECT count(*) FROM message_history").fetchone() == (2,)
+    conn.close()
+
+
 def test_a_writer_process_that_dies_is_replaced(tmp_path: Path) -> None:
     """writer="process": if the writer is killed, what it had fails loudly (nothing is
     answered as stored that may not be), and a new writer takes over."""
@@ -198,10 +242,14 @@ def test_the_purge_in_steps_deletes_exactly_what_one_statement_did(
 def test_start_up_and_the_purge_read_indexes_not_the_table(tmp_path: Path) -> None:
     from gateway.store import sqlite as sqlite_store  # noqa: PLC0415
 
-    # The purge's term is the partial index's own text, and it names exactly the final states.
+    # The purge's term is the partial index's own text: every state but the open ones, which
+    # it names exactly, as comparisons (an IN list costs a temporary b-tree per row written).
     final_sql = sqlite_store._FINAL_SQL
-    named = {part.strip(" '") for part in final_sql.split("(", 1)[1].rstrip(")").split(",")}
-    assert named == {s.value for s in MessageState if s.final}
+    named = {part.split("<>")[1].strip(" '") for part in final_sql.split(" AND ")}
+    assert named == {s.value for s in MessageState if not s.final}
+    not_final = sqlite_store._NOT_FINAL
+    assert {part.split("=")[1].strip(" ')") for part in not_final.split(" OR ")} == named
+    assert " IN " not in final_sql + not_final
     path = tmp_path / "plans.sqlite3"
 
     async def make() -> None:
@@ -226,4 +274,33 @@ def test_start_up_and_the_purge_read_indexes_not_the_table(tmp_path: Path) -> No
             0,
             0,
         )
+    conn.close()
+
+
+def test_a_message_s_writes_build_no_temporary_b_trees(tmp_path: Path) -> None:
+    """Each statement a message's life runs (accept, claim, sent, receipt, settle), as SQLite
+    compiles it: no temporary b-tree but the one RETURNING needs. Each costs a b-tree created
+    and dropped per row; IN lists and sorts for one row made 11 per message before."""
+    from gateway.store import sqlite as sqlite_store  # noqa: PLC0415
+    from gateway.store.base import IncomingReceipt, NewDelivery, Settlement  # noqa: PLC0415
+
+    conn = sqlite_store.connect(str(tmp_path / "plans.sqlite3"))
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    sqlite_store._accept(conn, msg(1))
+    sqlite_store._claim_due(conn, T0 + 2, 10, 0)
+    sqlite_store._record_sent(conn, "m0001", "up", ((("k1",),), ("k1",)), T0 + 3)
+    receipt = IncomingReceipt("up", ("k1",), "k1", 2, 0, T0 + 4)
+    assert sqlite_store._match_receipts(conn, [receipt])[0] is not None
+    delivery = NewDelivery("shop", "receipt", b"pdu", 3600.0)
+    settlement = Settlement("m0001", MessageState.DELIVERED, None, delivery)
+    assert sqlite_store._settle_many(conn, [settlement], T0 + 5, ()) == [True]
+    conn.set_trace_callback(None)
+    built = {}
+    for sql in statements:
+        ops = [row[1] for row in conn.execute(f"EXPLAIN {sql}")]
+        built[sql.split(" WHERE")[0][:60]] = ops.count("OpenEphemeral")
+    returning = [s for s in statements if " RETURNING " in s]
+    assert len(returning) == 1  # the settle: "already final?" and the change in one statement
+    assert sum(built.values()) == 1, built
     conn.close()
