@@ -746,10 +746,9 @@ _RECORD_SENT = f"""
         SELECT {_stats_key("c", "c.upstream")}, 1, 1 FROM c
     ), s AS ({_stats_upsert("e", _SENT_COUNTS, "sum(accepted) <> 0 OR sum(sent) <> 0")}
     )
-    SELECT t.i, o.id IS NOT NULL,
-        o.id IS NOT NULL AND NOT (o.state = ANY($11::text[])) AND o.country IS NULL,
-        o.sent_to, {", ".join(f"o.{c.strip()}" for c in DIM_NAMES.split(","))}
+    SELECT t.i, o.id IS NOT NULL, l.id IS NOT NULL, l.sent_to, {_L_DIMS}
     FROM t LEFT JOIN o ON o.id = t.id
+    LEFT JOIN o AS l ON l.id = o.id AND l.country IS NULL AND NOT (l.state = ANY($11::text[]))
 """
 
 _PART_STATES = """
