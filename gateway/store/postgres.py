@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import operator
 import re
 import time
@@ -50,7 +51,11 @@ from gateway.store.base import (
     DELIVERY_LEASE,
     INBOUND_DONE,
     INBOUND_TAKEN,
+    LATENCY_BOUNDS,
+    LATENCY_BUCKETS,
+    OUTCOME,
     PREFIX_DIGITS,
+    STATS_COUNTERS,
     SUPPRESS_CHUNK,
     BatchRecord,
     BatchState,
@@ -83,6 +88,7 @@ from gateway.store.stats import (
     StatsBatch,
     count_change,
     count_sent,
+    place,
     query_sql,
 )
 from gateway.store.stats import schema as stats_schema
@@ -324,7 +330,12 @@ MIGRATIONS: tuple[str, ...] = (
     # 11 (issue 12): each node's last heartbeat, so another node can take over the messages a
     # dead one had claimed (see `take_over`).
     "CREATE TABLE node_heartbeats (node integer PRIMARY KEY, seen_at double precision NOT NULL);",
+    # 12 (issue 13): the destination's country and operator (`stats.place`, computed in Python
+    # at accept), so a send group or a settle bumps its stats rows in its own statement. Rows
+    # of earlier versions not yet final are filled in as this runs (`_fill_places`).
+    "ALTER TABLE messages ADD COLUMN country text, ADD COLUMN operator text;",
 )
+_PLACES_SINCE = 12  # the migration that added messages.country and .operator
 
 # Partitioned by accept time (migration 10): the parents and their DEFAULT partitions.
 PARTITIONED = ("messages", "message_history")
@@ -376,12 +387,14 @@ _STATS_ARRAYS = ", ".join(
     f"${n}::{'bigint' if c in ('hour', 'accepted') else 'text'}[]"
     for n, c in enumerate((*KEY_COLUMNS, "accepted"), _N_TYPES + 1)
 )
+_N_PLACES = _N_TYPES + len(KEY_COLUMNS) + 2  # $n of the countries, then the operators
 _ACCEPT = f"""
     WITH m AS (
-        INSERT INTO messages ({_COLUMNS}, state, updated_at)
-        SELECT {_COLUMNS}, '{_ACCEPTED}', accepted_at
-        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
-            AS t ({_COLUMNS})
+        INSERT INTO messages ({_COLUMNS}, country, operator, state, updated_at)
+        SELECT {_COLUMNS}, country, operator, '{_ACCEPTED}', accepted_at
+        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))},
+            ${_N_PLACES}::text[], ${_N_PLACES + 1}::text[])
+            AS t ({_COLUMNS}, country, operator)
         RETURNING id, accepted_at
     ), s AS (
         INSERT INTO delivery_stats ({", ".join(KEY_COLUMNS)}, accepted)
@@ -394,17 +407,18 @@ _ACCEPT = f"""
 """
 _RECORD = f"{_COLUMNS}, state, updated_at, attempts, error, stop_reason"
 _INSERT_ONE = (
-    f"INSERT INTO messages ({_COLUMNS}, stop_reason, state, updated_at) "
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_TYPES) + 2))}, "
+    f"INSERT INTO messages ({_COLUMNS}, stop_reason, country, operator, state, updated_at) "
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_TYPES) + 4))}, "
     f"'{_ACCEPTED}', ${_FIELDS.index('accepted_at') + 1})"
 )
 
 _ACCEPT_BATCH = f"""
     WITH m AS (
-        INSERT INTO messages ({_COLUMNS}, batch_id, state, updated_at)
-        SELECT {_COLUMNS}, ${len(_TYPES) + 1}, '{_ACCEPTED}', accepted_at
-        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))})
-            AS t ({_COLUMNS})
+        INSERT INTO messages ({_COLUMNS}, batch_id, country, operator, state, updated_at)
+        SELECT {_COLUMNS}, ${len(_TYPES) + 1}, country, operator, '{_ACCEPTED}', accepted_at
+        FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_TYPES.values(), 1))},
+            ${len(_TYPES) + 2}::text[], ${len(_TYPES) + 3}::text[])
+            AS t ({_COLUMNS}, country, operator)
         RETURNING id, accepted_at
     )
     INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -469,7 +483,7 @@ _CLAIM = f"""
         INSERT INTO message_history (message_id, at, state, accepted_at)
         SELECT id, $1, '{_DISPATCHING}', accepted_at FROM claimed
     )
-    SELECT {_RECORD} FROM claimed ORDER BY accepted_at, id
+    SELECT {_RECORD.replace("error", "NULL::bigint")} FROM claimed ORDER BY accepted_at, id
 """
 
 # The row as it was (its old state and stats key), locked, then changed.
@@ -583,57 +597,123 @@ _PARTS_STATES = """
     WHERE m.id = ANY($1::text[])
 """
 
-# "Already final?" and "settle" as one statement: the update takes only messages not final
-# (row locks serialize two nodes or two batches), and only what it took gets its history row
-# and its receipt for the application. The update finds its rows by an array (an initplan):
-# joined to the arrays, a batch of a few hundred planned a sequential scan of every partition.
+
+# A message row's stats key (as `stats._key` makes it in Python) from the columns of `r`,
+# `target` standing in for its own. x / 3600 never rounds up to a whole number x is below
+# (3600 < 2**12 keeps their spacings apart), so the hour is Python's x // 3600 * 3600; 0 for
+# a time no clock gives, as in Python.
+def _stats_key(r: str, target: str) -> str:
+    hour = f"floor({r}.accepted_at / 3600) * 3600"
+    return (
+        f"CASE WHEN abs({hour}) < 2^53 THEN ({hour})::bigint ELSE 0 END AS hour, "
+        f"{r}.account, {r}.route, {target} AS target, {r}.msg_class, {r}.campaign, "
+        f"{r}.country, {r}.operator, left({r}.destination_addr, $1::int) AS prefix"
+    )
+
+
+_KEYS = ", ".join(KEY_COLUMNS)
+# The order `_stats_order` sorts in (code points: the "C" collation, whatever the database's).
+_KEY_ORDER = ", ".join(c if c == "hour" else f'{c} COLLATE "C"' for c in KEY_COLUMNS)
+
+
+def _stats_upsert(source: str, values: dict[str, str], having: str = "true") -> str:
+    """A CTE body upserting `values` (column -> aggregate over `source`) per stats key, the
+    rows locked in the order every transaction takes them (`_stats_order`)."""
+    return f"""
+        INSERT INTO delivery_stats ({_KEYS}, {", ".join(values)})
+        SELECT {_KEYS}, {", ".join(values.values())} FROM {source}
+        GROUP BY {_KEYS} HAVING {having} ORDER BY {_KEY_ORDER}
+        ON CONFLICT ({_KEYS})
+        DO UPDATE SET {", ".join(f"{c} = delivery_stats.{c} + excluded.{c}" for c in values)}"""
+
+
+# What a settle adds: the outcome of its final state, and the receipt latency of a delivery.
+_OUTCOME_OF = " ".join(f"WHEN '{state.value}' THEN '{c}'" for state, c in OUTCOME.items())
+_OUTCOMES = set(OUTCOME.values())
+_LATENCY_BOUNDS = list(LATENCY_BOUNDS)
+_SETTLE_COUNTS = {
+    **{c: f"count(*) FILTER (WHERE outcome = '{c}')" for c in STATS_COUNTERS if c in _OUTCOMES},
+    **{f"lat{i}": f"count(*) FILTER (WHERE bucket = {i})" for i in range(LATENCY_BUCKETS)},
+}
+
+# "Already final?", "settle" and its stats as one statement (one round trip, no explicit
+# transaction): the update takes only messages not final (row locks serialize two nodes or
+# two batches), and only what it took gets its history row, its receipt for the application
+# and its count. The update finds its rows by an array (an initplan): joined to the arrays,
+# a batch of a few hundred planned a sequential scan of every partition. The deliveries of
+# the settled messages go first, then the notices ($13-$17), in order. A row written without
+# its place (by a node older than migration 12) is returned with its stats key instead.
 _M_DIMS = (
     "m.accepted_at, m.account, m.route, coalesce(m.sent_to, '') AS target, m.msg_class, "
     "m.campaign, m.destination_addr"
 )
-_U_DIMS = "u.accepted_at, u.account, u.route, u.target, u.msg_class, u.campaign, u.destination_addr"
+_L_DIMS = "l.accepted_at, l.account, l.route, l.target, l.msg_class, l.campaign, l.destination_addr"
 _SETTLE_MANY = f"""
     WITH t AS (
-        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-            $6::text[], $7::bytea[], $8::double precision[], $11::text[])
+        SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+            $7::text[], $8::bytea[], $9::double precision[], $12::text[])
             AS t (i, id, state, error, account, kind, pdu, ttl, channels)
     ), u AS (
         UPDATE messages AS m
-        SET state = t.state, updated_at = $9, error = coalesce(t.error, m.error)
+        SET state = t.state, updated_at = $10, error = coalesce(t.error, m.error)
         FROM t WHERE m.id = ANY(ARRAY(SELECT id FROM t)) AND m.id = t.id
-            AND NOT (m.state = ANY($10::text[]))
-        RETURNING m.id, m.sent_at, {_M_DIMS}
+            AND NOT (m.state = ANY($11::text[]))
+        RETURNING m.id, m.sent_at, m.country, m.operator, {_M_DIMS}
     ), h AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
-        SELECT t.id, $9, t.state, u.accepted_at FROM t JOIN u ON u.id = t.id
+        SELECT t.id, $10, t.state, u.accepted_at FROM t JOIN u ON u.id = t.id
     ), d AS (
         INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel)
-        SELECT t.account, t.kind, t.pdu, $9, $9 + t.ttl, c.channel FROM t JOIN u ON u.id = t.id
-        CROSS JOIN LATERAL unnest(string_to_array(t.channels, ',')) WITH ORDINALITY
-            AS c (channel, n)
-        WHERE t.pdu IS NOT NULL
-        ORDER BY t.i, c.n
+        SELECT account, kind, pdu, $10, $10 + ttl, channel FROM (
+            SELECT 0 AS source, t.i, c.n, t.account, t.kind, t.pdu, t.ttl, c.channel
+            FROM t JOIN u ON u.id = t.id
+            CROSS JOIN LATERAL unnest(string_to_array(t.channels, ',')) WITH ORDINALITY
+                AS c (channel, n)
+            WHERE t.pdu IS NOT NULL
+            UNION ALL
+            SELECT 1, x.i, c.n, x.account, x.kind, x.pdu, x.ttl, c.channel
+            FROM unnest($13::text[], $14::text[], $15::bytea[], $16::double precision[],
+                $17::text[]) WITH ORDINALITY AS x (account, kind, pdu, ttl, channels, i)
+            CROSS JOIN LATERAL unnest(string_to_array(x.channels, ',')) WITH ORDINALITY
+                AS c (channel, n)
+        ) AS a
+        ORDER BY source, i, n
+    ), e AS (
+        SELECT {_stats_key("u", "u.target")},
+            CASE t.state {_OUTCOME_OF} END AS outcome,
+            CASE WHEN t.state = '{MessageState.DELIVERED.value}' AND u.sent_at IS NOT NULL THEN (
+                SELECT count(*) FROM unnest($18::double precision[]) AS b (bound)
+                WHERE bound < greatest(0, $10 - u.sent_at)
+            ) END AS bucket
+        FROM t JOIN u ON u.id = t.id
+        WHERE u.country IS NOT NULL
+    ), s AS ({_stats_upsert("e WHERE outcome IS NOT NULL", _SETTLE_COUNTS)}
     )
-    SELECT t.i, t.state, u.sent_at, {_U_DIMS} FROM t JOIN u ON u.id = t.id
+    SELECT t.i, t.state, l.id IS NOT NULL, l.sent_at, {_L_DIMS}
+    FROM t JOIN u ON u.id = t.id LEFT JOIN u AS l ON l.id = u.id AND l.country IS NULL
 """
 
-# `record_sent` for many messages at once (a group commit): each input row (i) is a call. The
-# rows are locked in id order (one lock order against settles and other nodes), the old target
-# and stats key read as they were, the not-final ones marked sent with a history row, and the
+# `record_sent` for many messages at once (a group commit), with its stats, as one statement
+# (one round trip, no explicit transaction): each input row (i) is a call. The rows are
+# locked in id order (one lock order against settles and other nodes), the old target and
+# stats key read as they were, the not-final ones marked sent with a history row, and the
 # keys of every known message linked (even one that already ended: its later receipts are
 # known). Ids are unique within one statement (`_sent_rounds`). Rows are found by arrays
 # (initplans), not by a join or a parameter array: with a few hundred ids the planner chose a
-# hash join over a sequential scan of every partition (as for the settle below).
+# hash join over a sequential scan of every partition (as for the settle above). A message
+# handed to another target moves its accepted and sent counts there (`count_sent`); one
+# written without its place (an older node's) is returned with its stats key instead.
+_SENT_COUNTS = {"accepted": "sum(accepted)", "sent": "sum(sent)"}
 _RECORD_SENT = f"""
     WITH t AS (
-        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::double precision[])
+        SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::int[], $6::double precision[])
             AS t (i, id, upstream, parts, at)
     ), p AS (
         SELECT p.i, array_agg(p.part_id ORDER BY p.n) AS ids
-        FROM unnest($6::int[], $7::text[]) WITH ORDINALITY AS p (i, part_id, n)
+        FROM unnest($7::int[], $8::text[]) WITH ORDINALITY AS p (i, part_id, n)
         GROUP BY p.i
     ), o AS MATERIALIZED (
-        SELECT m.id, m.state, m.sent_to, {_M_DIMS} FROM messages AS m
+        SELECT m.id, m.state, m.sent_to, m.country, m.operator, {_M_DIMS} FROM messages AS m
         WHERE m.id = ANY(ARRAY(SELECT id FROM t)) ORDER BY m.id FOR UPDATE
     ), u AS (
         UPDATE messages AS m
@@ -641,7 +721,7 @@ _RECORD_SENT = f"""
             sent_to = t.upstream, sent_ids = coalesce(p.ids, '{{}}'::text[]), sent_at = t.at
         FROM t LEFT JOIN p ON p.i = t.i
         WHERE m.id = ANY(ARRAY(SELECT id FROM o)) AND m.id = t.id
-            AND NOT (m.state = ANY($10::text[]))
+            AND NOT (m.state = ANY($11::text[]))
         RETURNING m.id, m.accepted_at, t.at
     ), h AS (
         INSERT INTO message_history (message_id, at, state, accepted_at)
@@ -649,15 +729,26 @@ _RECORD_SENT = f"""
     ), k AS (
         INSERT INTO upstream_ids (upstream, key, message_id, part)
         SELECT t.upstream, k.key, t.id, k.part
-        FROM unnest($8::int[], $9::text[], $11::int[]) WITH ORDINALITY AS k (i, key, part, n)
+        FROM unnest($9::int[], $10::text[], $12::int[]) WITH ORDINALITY AS k (i, key, part, n)
         JOIN t ON t.i = k.i
         WHERE t.id IN (SELECT id FROM o)
         ORDER BY k.n
         ON CONFLICT DO NOTHING
+    ), c AS (
+        SELECT o.*, t.upstream FROM t JOIN o ON o.id = t.id
+        WHERE NOT (o.state = ANY($11::text[])) AND o.sent_to IS DISTINCT FROM t.upstream
+            AND o.country IS NOT NULL
+    ), e AS (
+        SELECT {_stats_key("c", "c.target")}, -1 AS accepted,
+            CASE WHEN c.target <> '' THEN -1 ELSE 0 END AS sent
+        FROM c
+        UNION ALL
+        SELECT {_stats_key("c", "c.upstream")}, 1, 1 FROM c
+    ), s AS ({_stats_upsert("e", _SENT_COUNTS, "sum(accepted) <> 0 OR sum(sent) <> 0")}
     )
-    SELECT t.i, o.id IS NOT NULL, o.id IS NOT NULL AND NOT (o.state = ANY($10::text[])),
-        o.sent_to, {", ".join(f"o.{c.strip()}" for c in DIM_NAMES.split(","))}
+    SELECT t.i, o.id IS NOT NULL, l.id IS NOT NULL, l.sent_to, {_L_DIMS}
     FROM t LEFT JOIN o ON o.id = t.id
+    LEFT JOIN o AS l ON l.id = o.id AND l.country IS NULL AND NOT (l.state = ANY($11::text[]))
 """
 
 _PART_STATES = """
@@ -671,28 +762,35 @@ _PART_STATES = """
 """
 
 # An array, not IN (...): IN plans a hash semi join over a sequential scan of the table.
+# Sorted here (RETURNING comes in no order), not in Python.
 _PENDING = """
-    UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $6
-    WHERE id = ANY(ARRAY(
-        SELECT id FROM deliveries
-        WHERE account = $1 AND id > $4 AND expires_at > $2
-            AND (lease_until <= $2 OR leased_by = $5) AND channel = 'smpp'
-        ORDER BY id LIMIT $3
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
+    WITH u AS (
+        UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $6
+        WHERE id = ANY(ARRAY(
+            SELECT id FROM deliveries
+            WHERE account = $1 AND id > $4 AND expires_at > $2
+                AND (lease_until <= $2 OR leased_by = $5) AND channel = 'smpp'
+            ORDER BY id LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ))
+        RETURNING id, account, kind, pdu, created_at, expires_at, attempts - 1
+    )
+    SELECT * FROM u ORDER BY id
 """
 
 _PENDING_WEBHOOKS = """
-    UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $4
-    WHERE id = ANY(ARRAY(
-        SELECT id FROM deliveries
-        WHERE channel = 'webhook' AND account = $1 AND expires_at > $2 AND next_at <= $2
-            AND lease_until <= $2
-        ORDER BY id LIMIT $3
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel
+    WITH u AS (
+        UPDATE deliveries SET attempts = attempts + 1, leased_by = $5, lease_until = $2 + $4
+        WHERE id = ANY(ARRAY(
+            SELECT id FROM deliveries
+            WHERE channel = 'webhook' AND account = $1 AND expires_at > $2 AND next_at <= $2
+                AND lease_until <= $2
+            ORDER BY id LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ))
+        RETURNING id, account, kind, pdu, created_at, expires_at, attempts, channel
+    )
+    SELECT * FROM u ORDER BY id
 """
 
 _CANCEL = f"""
@@ -824,6 +922,33 @@ def _accept_stats(messages: Sequence[NewMessage], prefix_digits: int) -> list[li
     return [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
 
 
+def _places(messages: Sequence[NewMessage]) -> tuple[list[str], list[str]]:
+    """The country and operator columns of `messages` (the arrays of an insert)."""
+    places = [place(m.destination_addr) for m in messages]
+    return [p[0] for p in places], [p[1] for p in places]
+
+
+async def _fill_places(conn: PoolConnectionProxy) -> None:
+    """Migration `_PLACES_SINCE`: the country and operator of the messages written before it
+    that are not final yet (their sends and settles count them by these columns)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT destination_addr FROM messages "
+        "WHERE country IS NULL AND NOT (state = ANY($1::text[]))",
+        _FINAL,
+    )
+    places = [place(row[0]) for row in rows]
+    await conn.execute(
+        "UPDATE messages AS m SET country = p.country, operator = p.operator "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS p (destination, country, operator) "
+        "WHERE m.destination_addr = p.destination AND m.country IS NULL "
+        "AND NOT (m.state = ANY($4::text[]))",
+        [row[0] for row in rows],
+        [p[0] for p in places],
+        [p[1] for p in places],
+        _FINAL,
+    )
+
+
 async def _count_new(
     conn: PoolConnectionProxy, messages: Sequence[NewMessage], prefix_digits: int
 ) -> None:
@@ -873,7 +998,7 @@ async def _checked(
     if verdict.stop is not None and verdict.stop in check.refuse:
         return verdict
     stop = verdict.stop.value if verdict.stop is not None else None
-    await conn.execute(_INSERT_ONE, *_values(m), stop)
+    await conn.execute(_INSERT_ONE, *_values(m), stop, *place(m.destination_addr))
     await conn.execute(
         "INSERT INTO message_history (message_id, at, state, accepted_at) VALUES ($1, $2, $3, $2)",
         m.id,
@@ -951,11 +1076,14 @@ def _count(status: str) -> int:
 _N = len(NewMessage._fields)  # a record row: the message's columns, then these five
 
 
+_STATES = {s.value: s for s in MessageState}  # MessageState(v) costs ten times this lookup
+
+
 def _record(row: asyncpg.Record) -> MessageRecord:
     values = tuple(row)
     return MessageRecord(
         message=NewMessage(*values[:_N]),
-        state=MessageState(values[_N]),
+        state=_STATES[values[_N]],
         updated_at=values[_N + 1],
         attempts=values[_N + 2],
         error=values[_N + 3],
@@ -1065,31 +1193,72 @@ class _Group(Generic[_In, _Out]):
         self._parallel = parallel
         self._queue: list[tuple[_In, asyncio.Future[_Out]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Calls are numbered as they queue; groups take them in order, so each group is a
+        # range of numbers. `_done` is the highest number up to which every call is written
+        # (groups in parallel may end out of order: `_writing` holds each one's last number).
+        self._issued = 0
+        self._done = 0
+        self._writing: dict[int, bool] = {}  # a group's last number -> ended
+        self._barriers: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by number
 
     async def call(self, item: _In) -> _Out:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Out] = loop.create_future()
         self._queue.append((item, fut))
+        self._issued += 1
         if len(self._tasks) < self._parallel:
             task = loop.create_task(self._run())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await fut
 
+    async def written(self) -> None:
+        """Wait until every call made before this one has been written (or has failed)."""
+        upto = self._issued
+        if self._done >= upto:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._barriers, (upto, id(waiter), waiter))
+        await waiter
+
     async def _run(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue[: self._most], self._queue[self._most :]
-            try:
-                results = await self._write([item for item, _fut in group])
-            except BaseException as exc:  # cancelled: no caller may wait forever
-                for _item, fut in group:
-                    _settle_any(fut, exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_item, fut), result in zip(group, results, strict=True):
-                if not fut.done():  # the caller went away: its write stands
-                    fut.set_result(result)
+        try:
+            while self._queue:
+                group, self._queue = self._queue[: self._most], self._queue[self._most :]
+                last = self._issued - len(self._queue)
+                self._writing[last] = False
+                try:
+                    results = await self._write([item for item, _fut in group])
+                except BaseException as exc:  # cancelled: no caller may wait forever
+                    for _item, fut in group:
+                        _settle_any(fut, exc)
+                    self._ended(last)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_item, fut), result in zip(group, results, strict=True):
+                    if not fut.done():  # the caller went away: its write stands
+                        fut.set_result(result)
+                self._ended(last)
+        finally:
+            # Off the list the moment the queue is found empty (the done callback runs a turn
+            # later): a call queued in between starts a writer, not wait for the next call.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _ended(self, last: int) -> None:
+        """A group ended: move `_done` past every group ended in order, wake the barriers."""
+        self._writing[last] = True
+        for number in sorted(self._writing):
+            if not self._writing[number]:
+                break
+            del self._writing[number]
+            self._done = number
+        while self._barriers and self._barriers[0][0] <= self._done:
+            waiter = heapq.heappop(self._barriers)[2]
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def drain(self) -> None:
         """Wait until everything queued is written."""
@@ -1199,6 +1368,7 @@ class PostgresStore:
         self._closing = False
         self.commits = 0  # accept transactions committed: tests and metrics see the batching
         self.sent_commits = 0  # record_sent groups committed (one transaction each)
+        self.receipt_lookups = 0  # receipts match_receipts looked up (one looked up twice: 2)
         self.metrics: Metrics | None = None  # the gateway's, when metrics are on
         self._done: list[tuple[int, asyncio.Future[None]]] = []  # delivery_done, batched
         self._done_writer: asyncio.Task[None] | None = None
@@ -1256,6 +1426,8 @@ class PostgresStore:
                 await conn.execute("INSERT INTO smsgw_schema (version) VALUES (0)")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 await conn.execute(script)
+                if number == _PLACES_SINCE:
+                    await _fill_places(conn)
                 await conn.execute("UPDATE smsgw_schema SET version = $1", number)
 
     async def close(self) -> None:
@@ -1348,6 +1520,7 @@ class PostgresStore:
             _ACCEPT,
             *(list(column) for column in zip(*rows, strict=True)),
             *_accept_stats(messages, self.prefix_digits),
+            *_places(messages),
         )
         self.commits += 1
         if self.metrics is not None:  # the accept batches: what groups here is what scales
@@ -1453,9 +1626,10 @@ class PostgresStore:
         return None if row is None else _record(row)
 
     async def claim_due(self, now: float, limit: int) -> list[MessageRecord]:
+        # As SQLite does: a claim is a fresh attempt, the last one's error is not reported
+        # (_CLAIM reads it as NULL).
         rows = await self._open_pool().fetch(_CLAIM, now, limit, self.node)
-        # as SQLite does: a claim is a fresh attempt, the last one's error is not reported
-        return [_record(row)._replace(error=None) for row in rows]
+        return [_record(row) for row in rows]
 
     async def set_state(
         self,
@@ -1641,29 +1815,58 @@ class PostgresStore:
     async def _write_sent_once(self, calls: list[_SentCall]) -> list[bool]:
         pool = self._pool
         assert pool is not None  # close() drains the group before it drops the pool
-        async with pool.acquire() as conn, conn.transaction():
-            known = await self._record_sent_in(conn, calls)
+        known = [False] * len(calls)
+        older = StatsBatch(self.prefix_digits)  # rows an older node wrote (no place)
+        rounds = _sent_rounds(calls)
+        async with pool.acquire() as conn:
+            if len(rounds) == 1:  # one statement, its own transaction
+                await self._record_round(conn, calls, rounds[0], known, older)
+            else:  # a message recorded twice: each round sees the one before, all or nothing
+                async with conn.transaction():
+                    for indexes in rounds:
+                        await self._record_round(conn, calls, indexes, known, older)
+                    await _write_stats(conn, older)
         self.sent_commits += 1
+        await self._older_stats(older)
         return known
 
-    async def _record_sent_in(
-        self, conn: PoolConnectionProxy, calls: list[_SentCall]
-    ) -> list[bool]:
-        known = [False] * len(calls)
-        batch = StatsBatch(self.prefix_digits)
-        for indexes in _sent_rounds(calls):
-            args = _sent_arrays(calls, indexes)
-            for row in await conn.fetch(_RECORD_SENT, *args[:9], _FINAL, args[9]):
-                i = row[0]
-                known[i] = row[1]
-                if row[2]:
-                    count_sent(batch, tuple(row)[4:], row[3], calls[i][1])
-        await _write_stats(conn, batch)
-        return known
+    async def _record_round(
+        self,
+        conn: PoolConnectionProxy,
+        calls: list[_SentCall],
+        indexes: list[int],
+        known: list[bool],
+        older: StatsBatch,
+    ) -> None:
+        args = _sent_arrays(calls, indexes)
+        rows = await conn.fetch(_RECORD_SENT, self.prefix_digits, *args[:9], _FINAL, args[9])
+        for row in rows:
+            i = row[0]
+            known[i] = row[1]
+            if row[2]:
+                count_sent(older, tuple(row)[4:], row[3], calls[i][1])
+
+    async def _older_stats(self, batch: StatsBatch) -> None:
+        """The counts of messages an older node wrote without their place (`_PLACES_SINCE`),
+        which the statement that changed them could not make: in a statement of their own,
+        after it (only while nodes of both versions run)."""
+        if not batch.rows:
+            return
+
+        async def write(rows: StatsBatch) -> None:
+            async with self._open_pool().acquire() as conn:
+                await _write_stats(conn, rows.copy())
+
+        await _retry_deadlock(write, batch)
 
     async def match_receipts(self, receipts: list[IncomingReceipt]) -> list[ReceiptMatch | None]:
         if not receipts:
             return []
+        # Carriers send a receipt right after its submit_sm_resp, before the send group that
+        # links its id commits: looked up at once, most would miss and be looked up again
+        # once the sends were recorded. The sends recorded before the batch came go first.
+        await self._sent.written()
+        self.receipt_lookups += len(receipts)
         flat = [
             (i, n, r.upstream, key) for i, r in enumerate(receipts) for n, key in enumerate(r.keys)
         ]
@@ -1732,36 +1935,36 @@ class PostgresStore:
         self,
         args: tuple[asyncpg.Pool, list[tuple[int, Settlement]], float, tuple[NewDelivery, ...]],
     ) -> set[int]:
-        pool, rows, now, deliveries = args
-        async with pool.acquire() as conn, conn.transaction():
-            taken: set[int] = set()
-            if rows:
-                settled = await conn.fetch(
-                    _SETTLE_MANY,
-                    [i for i, _s in rows],
-                    [s.message_id for _i, s in rows],
-                    [s.state.value for _i, s in rows],
-                    [s.error for _i, s in rows],
-                    [s.delivery.account if s.delivery else None for _i, s in rows],
-                    [s.delivery.kind if s.delivery else None for _i, s in rows],
-                    [s.delivery.pdu if s.delivery else None for _i, s in rows],
-                    [s.delivery.ttl if s.delivery else None for _i, s in rows],
-                    now,
-                    _FINAL,
-                    [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
-                )
-                batch = StatsBatch(self.prefix_digits)
-                for row in settled:
-                    taken.add(row[0])
-                    count_change(batch, tuple(row)[3:], ("sent", row[1]), now, row[2])
-                await _write_stats(conn, batch)
-            if deliveries:
-                await conn.executemany(
-                    "INSERT INTO deliveries (account, kind, pdu, created_at, expires_at, channel) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    _delivery_rows(deliveries, now),
-                )
-        return taken
+        pool, rows, now, notices = args
+        if not rows and not notices:
+            return set()
+        settled = await pool.fetch(
+            _SETTLE_MANY,
+            self.prefix_digits,
+            [i for i, _s in rows],
+            [s.message_id for _i, s in rows],
+            [s.state.value for _i, s in rows],
+            [s.error for _i, s in rows],
+            [s.delivery.account if s.delivery else None for _i, s in rows],
+            [s.delivery.kind if s.delivery else None for _i, s in rows],
+            [s.delivery.pdu if s.delivery else None for _i, s in rows],
+            [s.delivery.ttl if s.delivery else None for _i, s in rows],
+            now,
+            _FINAL,
+            [",".join(s.delivery.channels) if s.delivery else None for _i, s in rows],
+            [d.account for d in notices],
+            [d.kind for d in notices],
+            [d.pdu for d in notices],
+            [d.ttl for d in notices],
+            [",".join(d.channels) for d in notices],
+            _LATENCY_BOUNDS,
+        )
+        older = StatsBatch(self.prefix_digits)
+        for row in settled:
+            if row[2]:
+                count_change(older, tuple(row)[4:], ("sent", row[1]), now, row[3])
+        await self._older_stats(older)
+        return {row[0] for row in settled}
 
     async def overdue_sent(
         self, before: float, limit: int, *, upstream: str | None = None
@@ -1831,7 +2034,7 @@ class PostgresStore:
         rows = await self._open_pool().fetch(
             _PENDING, account, now, limit, after, self.node, self.lease
         )
-        return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+        return [Delivery(*row) for row in rows]
 
     async def pending_webhooks(
         self, account: str, now: float, limit: int, lease: float
@@ -1839,7 +2042,7 @@ class PostgresStore:
         rows = await self._open_pool().fetch(
             _PENDING_WEBHOOKS, account, now, limit, lease, self.node
         )
-        return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
+        return [Delivery(*row) for row in rows]
 
     async def webhook_failed(self, delivery_id: int, retry_at: float, error: str) -> None:
         await self._open_pool().execute(
@@ -2100,7 +2303,10 @@ class PostgresStore:
             elif messages:
                 rows = [_values(m) for m in messages]
                 await conn.execute(
-                    _ACCEPT_BATCH, *(list(c) for c in zip(*rows, strict=True)), batch_id
+                    _ACCEPT_BATCH,
+                    *(list(c) for c in zip(*rows, strict=True)),
+                    batch_id,
+                    *_places(messages),
                 )
                 await _count_new(conn, messages, self.prefix_digits)
         return True

@@ -35,6 +35,7 @@ __all__ = [
     "count_change",
     "count_sent",
     "group_columns",
+    "place",
     "query_sql",
     "schema",
     "upsert_sql",
@@ -107,9 +108,14 @@ def _place(digits: str) -> tuple[str, str]:
     return country, carrier.name_for_valid_number(number, "en")
 
 
+def place(destination: str) -> tuple[str, str]:
+    """The (country, operator) columns of a destination's stats rows."""
+    return _place(destination) if destination.isdigit() else ("", "")
+
+
 def _key(dims: Dims, prefix_digits: int) -> Key:
     accepted_at, account, route, target, msg_class, campaign, destination = dims
-    country, operator = _place(destination) if destination.isdigit() else ("", "")
+    country, operator = place(destination)
     hour = accepted_at // 3600 * 3600
     return (
         int(hour) if -_FAR < hour < _FAR else 0,  # a time no clock gives (or NaN): hour 0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from gateway.store.base import MessageState
+from gateway.store.base import IncomingReceipt, MessageState, NewDelivery, Settlement
 from gateway.store.postgres import MIGRATIONS, PARTITIONS_AHEAD, PostgresStore
 from tests.store import T0, msg
 from tests.store.conftest import TIMEOUT
@@ -148,6 +148,145 @@ def test_concurrent_record_sent_are_group_committed(postgres_dsn: str, schema: s
             rows = await store.stats(T0 - 3600, T0 + 7200, ("target",))
             sent = {row.key["target"]: row.sent for row in rows if row.sent}
             assert sent == {"up": count - 2, "up2": 1}  # m0002 ended first; m0001 moved
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=TIMEOUT))
+
+
+def test_receipts_wait_for_the_sends_recorded_before_them(postgres_dsn: str, schema: str) -> None:
+    """A carrier's receipt often comes before the send group that links its id commits: a
+    match made after a record_sent call (not yet committed) sees that send, so every receipt
+    is looked up once; one whose id was never sent is kept as unknown all the same."""
+    store = PostgresStore(postgres_dsn, schema=schema)
+    count = 200
+
+    async def main() -> None:
+        await store.open()
+        try:
+            await asyncio.gather(*(store.accept(msg(i)) for i in range(1, count + 1)))
+            assert len(await store.claim_due(T0 + 1000, limit=1000)) == count
+            loop = asyncio.get_running_loop()
+            sends = [
+                loop.create_task(store.record_sent(f"m{i:04d}", "up", ((f"u{i}",),), T0 + 1001))
+                for i in range(1, count + 1)
+            ]
+            await asyncio.sleep(0)  # every call queued; the first group is being written
+            assert not all(s.done() for s in sends)
+            receipts = [
+                IncomingReceipt("up", (f"u{i}",), f"u{i}", 2, 0, T0 + 1002, b"raw")
+                for i in range(1, count + 1)
+            ]
+            receipts.append(
+                IncomingReceipt("up", ("nope",), "nope", 2, 0, T0 + 1002, b"?", keep_unknown=True)
+            )
+            matches = await store.match_receipts(receipts)
+            assert [m.record.message.id if m else None for m in matches] == [
+                f"m{i:04d}" for i in range(1, count + 1)
+            ] + [None]
+            assert store.receipt_lookups == count + 1  # each looked up once
+            assert await asyncio.gather(*sends) == [True] * count
+            assert [r.upstream_id for r in await store.unknown_receipts()] == ["nope"]
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=TIMEOUT))
+
+
+async def _sends_and_settles(store: PostgresStore) -> None:
+    """Sends (one group re-sending a message elsewhere) and settles of m0001..m0008."""
+    assert len(await store.claim_due(T0 + 1000, limit=100)) == 8
+    assert (
+        await asyncio.gather(
+            *(store.record_sent(f"m{i:04d}", "up1", ((f"u{i}",),), T0 + 10) for i in range(1, 7)),
+            store.record_sent("m0003", "up2", (("u3b",),), T0 + 11),  # a second round
+        )
+        == [True] * 7
+    )
+    assert await store.record_sent("m0004", "up2", (("u4b",),), T0 + 12)  # a group of one
+    receipt = NewDelivery("shop", "receipt", b"s", 60.0, ("smpp", "webhook"))
+    done = await store.settle_many(
+        [
+            Settlement("m0001", MessageState.DELIVERED, None, receipt),
+            Settlement("m0002", MessageState.UNDELIVERABLE, 11, receipt),
+            Settlement("m0003", MessageState.DELIVERED),
+            Settlement("m0008", MessageState.EXPIRED),  # never sent
+        ],
+        T0 + 80,  # m0001 took 70 s
+        deliveries=(NewDelivery("shop", "receipt", b"n", 60.0),),
+    )
+    assert done == [True] * 4
+    assert await store.settle_many([Settlement("m0001", MessageState.FAILED)], T0 + 81) == [False]
+    assert await store.settle("m0004", MessageState.DELIVERED, T0 + 12.5)
+    pending = await store.pending_deliveries("shop", T0 + 90, 10)
+    assert [d.pdu for d in pending] == [b"s", b"s", b"n"]  # the settled ones', then the notice
+
+
+def test_stats_of_sends_and_settles_older_rows_and_the_migration(
+    postgres_dsn: str, schema: str
+) -> None:
+    """A send group and a settle count their messages in their own statement, by the place
+    kept at accept; messages written before migration 12 (filled in as it runs) or by an
+    older node (no place: counted after) end with the same statistics, to the hour."""
+    hour = T0 // 3600 * 3600
+    # a hair before an hour, one at it, one at no time a clock gives
+    ats = {1: hour + 3600 - 2**-19, 2: hour + 3600.0, 5: float("nan")}
+    numbers = ["4915112345678", "33612345678", "447700900123", "12025550123", "+49x", "", "1", "4"]
+    messages = [
+        msg(i, accepted_at=ats.get(i, T0 + i), destination_addr=numbers[i - 1], campaign=f"c{i}")
+        for i in range(1, 9)
+    ]
+    groups = ("hour", "account", "route", "target", "class", "campaign", "country", "operator")
+    reference = f"{schema}_ref"
+
+    async def stats(store: PostgresStore) -> list[tuple[tuple[tuple[str, object], ...], object]]:
+        rows = await store.stats(-(2.0**60), 2.0**60, (*groups, "prefix"))
+        return sorted((tuple(sorted(r.key.items())), r.as_dict()) for r in rows)  # type: ignore[type-var]
+
+    async def main() -> None:
+        expected = PostgresStore(postgres_dsn, schema=reference)
+        await expected.open()
+        try:
+            for m in messages:
+                await expected.accept(m)
+            await _sends_and_settles(expected)
+            want = await stats(expected)
+        finally:
+            await expected.close()
+        conn = await asyncpg.connect(postgres_dsn, timeout=10)
+        try:
+            await conn.execute(f'DROP SCHEMA "{reference}" CASCADE')
+        finally:
+            await conn.close(timeout=10)
+        assert {dict(key)["country"] for key, _counts in want} >= {"DE", "FR", "US", ""}
+
+        store = PostgresStore(postgres_dsn, schema=schema)
+        await store.open()
+        try:
+            for m in messages[:4]:
+                await store.accept(m)
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(postgres_dsn, server_settings={"search_path": schema})
+        try:  # back to version 11: the places were not kept then
+            await conn.execute("ALTER TABLE messages DROP COLUMN country, DROP COLUMN operator")
+            await conn.execute("UPDATE smsgw_schema SET version = 11")
+        finally:
+            await conn.close(timeout=10)
+        store = PostgresStore(postgres_dsn, schema=schema)
+        await store.open()  # migration 12
+        try:
+            for m in messages[4:]:
+                await store.accept(m)
+            pool = store._open_pool()
+            filled = await pool.fetchval("SELECT count(*) FROM messages WHERE country IS NOT NULL")
+            assert filled == 8
+            # as an older node writes them: no place
+            await pool.execute(
+                "UPDATE messages SET country = NULL, operator = NULL WHERE id IN ('m0002', 'm0007')"
+            )
+            await _sends_and_settles(store)
+            assert await stats(store) == want
         finally:
             await store.close()
 

@@ -33,6 +33,7 @@ def _stamp(at: float) -> str:
 
 
 # Each hot query and arguments of the right types.
+NO_NOTICES: tuple[list[Any], ...] = ([], [], [], [], [])  # a settle's notices' arrays
 QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "get (HTTP status, query_sm)": (pg._GET, (SOME_ID,)),
     "get near the id's time": (pg._GET_NEAR, (SOME_ID, START + DAY, START + DAY + 3600)),
@@ -59,6 +60,7 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "receipt settle": (
         pg._SETTLE_MANY,
         (
+            3,
             [0],
             [SOME_ID],
             ["delivered"],
@@ -70,11 +72,13 @@ QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
             NOW,
             pg._FINAL,
             ["smpp"],
+            *NO_NOTICES,
+            pg._LATENCY_BOUNDS,
         ),
     ),
     "record sent": (
         pg._RECORD_SENT,
-        ([0], [SOME_ID], ["up"], [1], [NOW], [0], ["x1"], [0], ["kx1"], pg._FINAL, [0]),
+        (3, [0], [SOME_ID], ["up"], [1], [NOW], [0], ["x1"], [0], ["kx1"], pg._FINAL, [0]),
     ),
     "claim due": (pg._CLAIM, (NOW, 100, 0)),
     "set state": (pg._SET_STATE, (SOME_ID, "sent", NOW, None, 0, None)),
@@ -97,6 +101,7 @@ QUERIES |= {
     "receipt settle, a batch of 300": (
         pg._SETTLE_MANY,
         (
+            3,
             list(range(N)),
             MANY,
             ["delivered"] * N,
@@ -108,11 +113,14 @@ QUERIES |= {
             NOW,
             pg._FINAL,
             ["smpp"] * N,
+            *NO_NOTICES,
+            pg._LATENCY_BOUNDS,
         ),
     ),
     "record sent, a group of 300": (
         pg._RECORD_SENT,
         (
+            3,
             list(range(N)),
             MANY,
             ["up"] * N,
@@ -155,10 +163,10 @@ def _populate_sql() -> list[str]:
         "INSERT INTO messages (id, account, source_addr, source_addr_ton, source_addr_npi, "
         "destination_addr, dest_addr_ton, dest_addr_npi, service_type, esm_class, protocol_id, "
         "priority_flag, registered_delivery, data_coding, short_message, tlvs, route, "
-        "accepted_at, state, updated_at, sent_to) "
+        "accepted_at, state, updated_at, sent_to, country, operator) "
         f"SELECT 'm' || lpad(g::text, 8, '0'), 'shop' || g % 50, 'Shop', 0, 0, "
         f"'49151' || g, 1, 1, '', 0, 0, 0, 1, 0, 'hello', '', 'r', {at}, {state}, "
-        f"{at} + 30, 'up' FROM {gen}",
+        f"{at} + 30, 'up', 'DE', 'Telekom' FROM {gen}",
         "INSERT INTO message_history (message_id, at, state, accepted_at) "
         "SELECT id, accepted_at, state, accepted_at FROM messages",
         "INSERT INTO upstream_ids (upstream, key, message_id) "
