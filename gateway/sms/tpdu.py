@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from functools import lru_cache
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from gateway.sms.coding import Encoding, decode_text, encoding_of_dcs
 from gateway.sms.errors import SmsError, TpduError, UdhError
@@ -115,49 +115,54 @@ __all__ = [
     "submit_tpdus",
 ]
 
-MTI_DELIVER = 0x00  # 9.2.3.1, SC -> MS
-MTI_SUBMIT = 0x01  # MS -> SC
-MTI_STATUS_REPORT = 0x02  # SC -> MS
+MTI_DELIVER: Final = 0x00  # 9.2.3.1, SC -> MS
+MTI_SUBMIT: Final = 0x01  # MS -> SC
+MTI_STATUS_REPORT: Final = 0x02  # SC -> MS
 
-VPF_NONE = 0  # 9.2.3.3: TP-VP absent
-VPF_ENHANCED = 1  # seven octets, 9.2.3.12.3
-VPF_RELATIVE = 2  # one octet, 9.2.3.12.1
-VPF_ABSOLUTE = 3  # a timestamp, 9.2.3.12.2
+VPF_NONE: Final = 0  # 9.2.3.3: TP-VP absent
+VPF_ENHANCED: Final = 1  # seven octets, 9.2.3.12.3
+VPF_RELATIVE: Final = 2  # one octet, 9.2.3.12.1
+VPF_ABSOLUTE: Final = 3  # a timestamp, 9.2.3.12.2
 
-TOA_UNKNOWN = 0x81  # TON unknown, NPI ISDN/telephony (E.164)
-TOA_INTERNATIONAL = 0x91  # TON international, NPI ISDN/telephony
-TOA_ALPHANUMERIC = 0xD0  # TON alphanumeric, NPI unknown
+TOA_UNKNOWN: Final = 0x81  # TON unknown, NPI ISDN/telephony (E.164)
+TOA_INTERNATIONAL: Final = 0x91  # TON international, NPI ISDN/telephony
+TOA_ALPHANUMERIC: Final = 0xD0  # TON alphanumeric, NPI unknown
 
 # First-octet bits (9.2.3.x).
-_RD = 0x04  # SUBMIT: reject duplicates
-_MMS = 0x04  # DELIVER / STATUS-REPORT: set = no more messages waiting
-_LP = 0x08  # DELIVER / STATUS-REPORT: loop prevention
-_SRR = 0x20  # SUBMIT: status report request
-_SRI = 0x20  # DELIVER: status report indication
-_SRQ = 0x20  # STATUS-REPORT: the report is about an SMS-COMMAND
-_UDHI = 0x40
-_RP = 0x80
+_RD: Final = 0x04  # SUBMIT: reject duplicates
+_MMS: Final = 0x04  # DELIVER / STATUS-REPORT: set = no more messages waiting
+_LP: Final = 0x08  # DELIVER / STATUS-REPORT: loop prevention
+_SRR: Final = 0x20  # SUBMIT: status report request
+_SRI: Final = 0x20  # DELIVER: status report indication
+_SRQ: Final = 0x20  # STATUS-REPORT: the report is about an SMS-COMMAND
+_UDHI: Final = 0x40
+_RP: Final = 0x80
 
-_MAX_ADDRESS_DIGITS = 20  # 9.1.2.5: at most 10 octets of semi-octets
-_MAX_ALPHANUMERIC = 11  # septets in 20 semi-octets
-_MAX_SMSC_OCTETS = 11  # 24.011 8.2.5.1: type-of-address and 10 octets of digits
-_MAX_SEPTETS = 160
-_MAX_OCTETS = 140
+_MAX_ADDRESS_DIGITS: Final = 20  # 9.1.2.5: at most 10 octets of semi-octets
+_MAX_ALPHANUMERIC: Final = 11  # septets in 20 semi-octets
+_MAX_SMSC_OCTETS: Final = 11  # 24.011 8.2.5.1: type-of-address and 10 octets of digits
+_MAX_SEPTETS: Final = 160
+_MAX_OCTETS: Final = 140
 
 # Enum member lookups cost ~100 ns each on CPython 3.11; the hot path uses these aliases.
-_GSM7, _UCS2, _BINARY = Encoding.GSM7, Encoding.UCS2, Encoding.BINARY
-_UDH8, _UDH16 = ConcatMethod.UDH8, ConcatMethod.UDH16
+_GSM7: Final = Encoding.GSM7
+_UCS2: Final = Encoding.UCS2
+_BINARY: Final = Encoding.BINARY
+_UDH8: Final = ConcatMethod.UDH8
+_UDH16: Final = ConcatMethod.UDH16
 
-_BYTE = tuple(bytes((i,)) for i in range(256))
-_SWAP = bytes(((i & 0x0F) << 4) | (i >> 4) for i in range(256))  # swap the nibbles of an octet
-_NO_SMSC = b"\x00"
+_BYTE: Final = tuple(bytes((i,)) for i in range(256))
+_SWAP: Final = bytes(
+    ((i & 0x0F) << 4) | (i >> 4) for i in range(256)
+)  # swap the nibbles of an octet
+_NO_SMSC: Final = b"\x00"
 
 # Address digits as hex nibbles for bytes.fromhex (9.1.2.3: 1010 '*', 1011 '#', 1100-1110 'a'-'c')
 # and back from bytes.hex(), which writes nibbles 10-15 as 'a'-'f'.
-_TO_NIBBLE = str.maketrans("*#abc", "ABCDE")
-_FROM_NIBBLE = str.maketrans("abcde", "*#abc")
-_PLAIN_DIGITS = frozenset("0123456789*#")
-_ALL_DIGITS = frozenset("0123456789*#abc")
+_TO_NIBBLE: Final = str.maketrans("*#abc", "ABCDE")
+_FROM_NIBBLE: Final = str.maketrans("abcde", "*#abc")
+_PLAIN_DIGITS: Final = frozenset("0123456789*#")
+_ALL_DIGITS: Final = frozenset("0123456789*#abc")
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -180,7 +185,7 @@ class EncodedPdu(NamedTuple):
 SubmitTpdu = EncodedPdu
 DeliverTpdu = EncodedPdu
 StatusReportTpdu = EncodedPdu
-_new_tuple = tuple.__new__  # skips the NamedTuple's Python-level __new__ on the hot path
+_new_tuple: Final = tuple.__new__  # skips the NamedTuple's Python-level __new__ on the hot path
 
 
 class Address(NamedTuple):
