@@ -34,7 +34,6 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from enum import Enum
-from functools import lru_cache
 from typing import Final, NamedTuple
 
 from gateway.sms.coding import Encoding, encode_text
@@ -290,11 +289,24 @@ def segment(
     return _segment_body(body, encoding, alphabet, ref, method, max_parts)
 
 
-@lru_cache(maxsize=8192)
+# udh8_headers' results by ref << 8 | total. A dict with an int key rather than lru_cache,
+# whose call costs about 1,000 instructions (compiled) against about 150; emptied when full.
+_UDH8_HEADERS: Final[dict[int, tuple[bytes, ...]]] = {}
+_MAX_CACHED: Final = 8192
+
+
 def udh8_headers(ref: int, total: int) -> tuple[bytes, ...]:
     """The 8-bit reference concatenation UDH (UDHL included) of each of `total` parts."""
-    head = bytes((5, 0x00, 0x03, ref, total))
-    return tuple([head + _SEQ[i] for i in range(1, total + 1)])
+    key = (ref << 8) | total
+    udhs = _UDH8_HEADERS.get(key)
+    if udhs is None:
+        if not (0 <= ref <= 0xFF and 0 <= total <= 0xFF):
+            raise ValueError(f"UDH8 reference {ref} or total {total} is not an octet")
+        if len(_UDH8_HEADERS) >= _MAX_CACHED:
+            _UDH8_HEADERS.clear()
+        head = bytes((5, 0x00, 0x03, ref, total))
+        udhs = _UDH8_HEADERS[key] = tuple([head + _SEQ[i] for i in range(1, total + 1)])
+    return udhs
 
 
 def plan(text: str, max_parts: int = 255) -> tuple[Encoding, bytes, list[int]]:

@@ -1139,11 +1139,21 @@ def submit_tpdus(
     return out
 
 
-@lru_cache(maxsize=8192)
+_UDH8_SEPTETS: Final[dict[int, tuple[bytes, ...]]] = {}  # by ref << 8 | total, as udh8_headers
+
+
 def _udh8_septets(ref: int, total: int) -> tuple[bytes, ...]:
     """Each part's 8-bit concatenation UDH as the 7 septets it fills: 6 octets and the one
     fill bit are 49 bits, exactly 7 septets."""
-    return tuple([unpack_septets(udh + b"\x00", 7) for udh in udh8_headers(ref, total)])
+    key = (ref << 8) | total
+    heads = _UDH8_SEPTETS.get(key)
+    if heads is None:
+        if len(_UDH8_SEPTETS) >= 8192:
+            _UDH8_SEPTETS.clear()
+        heads = _UDH8_SEPTETS[key] = tuple(
+            [unpack_septets(udh + b"\x00", 7) for udh in udh8_headers(ref, total)]
+        )
+    return heads
 
 
 def _submit_common(  # noqa: PLR0917 - the hot path of submit_tpdus, which checked the arguments
