@@ -68,12 +68,14 @@ def child(step: str, lib_key: str, size: int, measure: bool) -> None:
 
 
 def _instructions(argv: list[str], env: dict[str, str] | None = None) -> int:
+    # A fixed hash seed: with a random one, string hashing changes dict and set layouts (the
+    # imports' above all) from run to run, and the two runs' difference moved by +-5% a message.
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
         capture_output=True,
         text=True,
         check=True,
-        env=env,
+        env=dict(os.environ if env is None else env, PYTHONHASHSEED="0"),
     ).stderr
     for line in out.splitlines():
         if "Collected :" in line:
