@@ -49,7 +49,11 @@ C. **purge** (``purge``): the same store, the gateway started with ``retention_d
    runs, a paced load client (e2e.py's, 200 submit_sm/s with receipts, rounds of 5 s) measures
    submit -> submit_sm_resp; the gateway's loop-lag timer gives the worst lag during the purge.
    Reported: rows purged, purge seconds and rows/s (from the gateway's ``purged`` log line),
-   the worst loop lag, and the p99 submit -> resp per round during the purge.
+   the worst loop lag, and the p99 submit -> resp per round during the purge. With ``--watch``
+   the gateway runs a watchdog thread (``Watchdog``): for each stall of its loop over 30 ms,
+   the loop's and the store writer's stacks, how long each spent on a CPU and waiting for one
+   (the kernel's schedstat: the waiting is the machine's other work), and the garbage
+   collections within it.
 
 Everything is printed as tables at the end; ``--json`` keeps every figure. Timings on a shared
 2-core machine are noisy: the load average at start and end is printed.
