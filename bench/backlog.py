@@ -49,7 +49,11 @@ C. **purge** (``purge``): the same store, the gateway started with ``retention_d
    runs, a paced load client (e2e.py's, 200 submit_sm/s with receipts, rounds of 5 s) measures
    submit -> submit_sm_resp; the gateway's loop-lag timer gives the worst lag during the purge.
    Reported: rows purged, purge seconds and rows/s (from the gateway's ``purged`` log line),
-   the worst loop lag, and the p99 submit -> resp per round during the purge.
+   the worst loop lag, and the p99 submit -> resp per round during the purge. With ``--watch``
+   the gateway runs a watchdog thread (``Watchdog``): for each stall of its loop over 30 ms,
+   the loop's and the store writer's stacks, how long each spent on a CPU and waiting for one
+   (the kernel's schedstat: the waiting is the machine's other work), and the garbage
+   collections within it.
 
 Everything is printed as tables at the end; ``--json`` keeps every figure. Timings on a shared
 2-core machine are noisy: the load average at start and end is printed.
@@ -61,6 +65,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -72,6 +77,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +90,7 @@ from bench.e2e import (
     REPO_ROOT,
     Carrier,
     ClientSpec,
+    LagMonitor,
     _cpu_facts,
     _fmt,
     _free_port,
@@ -97,6 +104,7 @@ from bench.e2e import (
     _stop,
     _wait_listening,
     build_workload,
+    gateway_entry,
     summarise_pyspy,
 )
 from gateway.smpp import CommandId, FrameBuffer
@@ -160,10 +168,18 @@ metrics: {{enabled: true}}
 
 
 class Gateway:
-    """The gateway process (`e2e.py --gateway CONFIG`) on a fresh config in `tmp`."""
+    """The gateway process (`e2e.py --gateway CONFIG`) on a fresh config in `tmp`; with
+    `watch`, started through `--watched` instead: the same plus a `Watchdog`."""
 
     def __init__(
-        self, tmp: Path, db: Path, carrier_port: int, *, window: int, retention_days: int
+        self,
+        tmp: Path,
+        db: Path,
+        carrier_port: int,
+        *,
+        window: int,
+        retention_days: int,
+        watch: bool = False,
     ) -> None:
         self.tmp = tmp
         self.port = _free_port()
@@ -181,6 +197,7 @@ class Gateway:
             encoding="utf-8",
         )
         self.lag = tmp / "gateway-lag.json"
+        self.stalls = tmp / "gateway-stalls.json" if watch else None
         self.log_path = tmp / "gateway.log"
         self.log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -189,8 +206,15 @@ class Gateway:
     def start(self) -> None:
         self.log = self.log_path.open("wb")
         self.started = time.monotonic()
+        command = [str(E2E), "--gateway", str(self.config), "--lag-out", str(self.lag)]
+        if self.stalls is not None:
+            command = [
+                str(Path(__file__).resolve()),
+                "--watched",
+                f"{self.config} {self.lag} {self.stalls}",
+            ]
         self.proc = subprocess.Popen(
-            [sys.executable, str(E2E), "--gateway", str(self.config), "--lag-out", str(self.lag)],
+            [sys.executable, *command],
             cwd=REPO_ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -225,6 +249,168 @@ def _wait_upstream(carrier: Carrier, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway did not bind to the fake carrier")
         time.sleep(0.05)
+
+
+# =============================================================================================
+# The watchdog (`--watch`): what the gateway's threads did while its event loop stalled
+# =============================================================================================
+
+WATCH_BEAT = 0.005  # seconds between the loop's heartbeats (and the watchdog's looks)
+WATCH_STALL = 0.03  # a heartbeat this late is a stall: its stacks are taken
+WATCH_LOOKS = 6  # stack samples kept per stall, one per WATCH_STALL while it lasts
+
+
+def _schedstat(tid: int | None) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of a thread, (0, 0) if unknown."""
+    if tid is None:
+        return (0, 0)
+    try:
+        on_cpu, waiting, _slices = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return (0, 0)
+    return int(on_cpu), int(waiting)
+
+
+def _task_state(tid: int | None) -> str:
+    """R running, S sleeping (a lock, epoll), D waiting for the disk (a page fault, a write)."""
+    try:
+        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat[stat.rindex(")") + 2]
+
+
+def _stack(frame: Any, depth: int = 8) -> list[str]:
+    """The innermost `depth` frames, innermost first: file:line function."""
+    out: list[str] = []
+    while frame is not None and len(out) < depth:
+        code = frame.f_code
+        out.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return out
+
+
+class Watchdog:
+    """A thread beside the gateway's event loop. The loop sets a heartbeat every `WATCH_BEAT`;
+    when it is `WATCH_STALL` late, the thread records the loop thread's and the store writer's
+    stacks and kernel states, and once the loop is back, what each thread spent of the stall
+    on a CPU and waiting for one (the kernel's schedstat: the waiting is the neighbours' and
+    our other threads' share of the two cores). A stack the watchdog cannot take in time says
+    the interpreter lock was held, or the whole process had no CPU: its own lateness says so."""
+
+    def __init__(self) -> None:
+        self.beat = time.monotonic()
+        self.stalls: list[dict[str, Any]] = []
+        self.collections: list[tuple[float, int, float]] = []  # (end, generation, s) > 5 ms
+        self._collecting = 0.0
+        self._main = threading.get_ident()
+        self._main_tid = threading.get_native_id()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-watchdog", daemon=True)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def heartbeat() -> None:
+            self.beat = time.monotonic()
+            loop.call_later(WATCH_BEAT, heartbeat)
+
+        heartbeat()
+        gc.callbacks.append(self._collection)
+        self._thread.start()
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._collecting = now
+        elif now - self._collecting > 0.005:
+            self.collections.append((time.monotonic(), info["generation"], now - self._collecting))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+
+    def _writer(self) -> threading.Thread | None:
+        for thread in threading.enumerate():
+            if thread.name == "smsgw-sqlite-writer":
+                return thread
+        return None
+
+    def _watch(self) -> None:
+        writer: threading.Thread | None = None
+        own_tid = threading.get_native_id()
+        history: list[tuple[float, tuple[int, int], tuple[int, int], tuple[int, int]]] = []
+        stall: dict[str, Any] | None = None
+        last_look = time.monotonic()
+        while not self._stop.wait(WATCH_BEAT):
+            now = time.monotonic()
+            own_late = now - last_look - WATCH_BEAT
+            last_look = now
+            if writer is None or not writer.is_alive():
+                writer = self._writer()
+            writer_tid = writer.native_id if writer is not None else None
+            main_ss, writer_ss = _schedstat(self._main_tid), _schedstat(writer_tid)
+            own_ss = _schedstat(own_tid)
+            history.append((now, main_ss, writer_ss, own_ss))
+            del history[:-100]  # ~0.5 s
+            beat = self.beat
+            late = now - beat - WATCH_BEAT
+            if stall is not None and beat > stall["beat"]:
+                # The loop is back: what the stall was made of, from the look before it.
+                _t0, main0, writer0, own0 = stall.pop("_before")
+                stall["main_cpu_ms"] = (main_ss[0] - main0[0]) / 1e6
+                stall["main_runqueue_ms"] = (main_ss[1] - main0[1]) / 1e6
+                stall["writer_cpu_ms"] = (writer_ss[0] - writer0[0]) / 1e6
+                stall["writer_runqueue_ms"] = (writer_ss[1] - writer0[1]) / 1e6
+                stall["watchdog_runqueue_ms"] = (own_ss[1] - own0[1]) / 1e6
+                stall["window_ms"] = (now - _t0) * 1000.0
+                stall["lag_ms"] = (beat - stall["beat"] - WATCH_BEAT) * 1000.0
+                stall["load"] = Path("/proc/loadavg").read_text().split()[0]
+                stall.pop("beat_late", None)
+                self.stalls.append(stall)
+                stall = None
+            if late < WATCH_STALL:
+                continue
+            if stall is None:
+                before = next((h for h in reversed(history) if h[0] <= beat), history[0])
+                stall = {"at": now, "beat": beat, "_before": before, "looks": []}
+            looks = stall["looks"]
+            if len(looks) < WATCH_LOOKS and late >= WATCH_STALL * (len(looks) + 1):
+                frames = sys._current_frames()
+                looks.append(
+                    {
+                        "late_ms": round(late * 1000.0, 1),
+                        "watchdog_late_ms": round(own_late * 1000.0, 1),
+                        "main_state": _task_state(self._main_tid),
+                        "writer_state": _task_state(writer_tid),
+                        "main": _stack(frames.get(self._main)),
+                        "writer": _stack(frames.get(writer.ident)) if writer is not None else [],
+                    }
+                )
+
+
+def watched_entry(spec: str) -> int:
+    """`e2e.py --gateway CONFIG` with a `Watchdog`: its stalls go to a JSON file at the end."""
+    config, lag_out, stalls_out = spec.split()
+    watchdog = Watchdog()
+    started = LagMonitor.start
+
+    def start(monitor: Any) -> None:
+        started(monitor)
+        watchdog.start()
+
+    LagMonitor.start = start  # type: ignore[method-assign]
+    try:
+        return gateway_entry(config, lag_out)
+    finally:
+        watchdog.stop()
+        for stall in watchdog.stalls:  # the collections that ended within the stall
+            stall["collections_ms"] = [
+                round(seconds * 1000.0, 1)
+                for end, _generation, seconds in watchdog.collections
+                if stall["beat"] <= end <= stall["beat"] + stall.get("lag_ms", 0.0) / 1000.0 + 0.01
+            ]
+        Path(stalls_out).write_text(json.dumps(watchdog.stalls), encoding="utf-8")
 
 
 # =============================================================================================
@@ -936,7 +1122,12 @@ def run_purge(args: argparse.Namespace, tmp: Path, db: Path) -> dict[str, Any]:
     run_tmp = tmp / "purge"
     run_tmp.mkdir(exist_ok=True)
     gateway = Gateway(
-        run_tmp, db, carrier.port, window=64, retention_days=max(1, int(args.span_days / 2))
+        run_tmp,
+        db,
+        carrier.port,
+        window=64,
+        retention_days=max(1, int(args.span_days / 2)),
+        watch=args.watch,
     )
     rounds: list[dict[str, Any]] = []
     try:
@@ -955,7 +1146,10 @@ def run_purge(args: argparse.Namespace, tmp: Path, db: Path) -> dict[str, Any]:
                 break
         t_purged = time.monotonic()
         # The same load once the purge is over: what the rounds above compare with.
-        after = [_paced_round(gateway.port, run_tmp, len(rounds) + k, args) for k in range(3)]
+        after = [
+            _paced_round(gateway.port, run_tmp, len(rounds) + k, args)
+            for k in range(args.after_rounds)
+        ]
         if profiler is not None:
             result["profile_summary"] = _stop_profiler(profiler, run_tmp / "purge.pyspy.txt")
         t_end = time.monotonic()
@@ -969,6 +1163,8 @@ def run_purge(args: argparse.Namespace, tmp: Path, db: Path) -> dict[str, Any]:
             result["purge_rows_per_s"] = purged["rows"] / max(purged["seconds"], 1e-9)
         result["loop_lag"] = _lag_summary(gateway.lag, t_listen, t_purged, None, None)
         result["loop_lag_after"] = _lag_summary(gateway.lag, t_purged, t_end, None, None)
+        if gateway.stalls is not None:
+            result["stalls"] = _stalls(gateway.stalls, t_listen, t_purged, t_end)
         for key, group in (("resp_p99_ms", rounds), ("resp_p99_ms_after", after)):
             timed = [r for r in group if r["p99"] is not None]
             if timed:
@@ -991,6 +1187,32 @@ def run_purge(args: argparse.Namespace, tmp: Path, db: Path) -> dict[str, Any]:
         gateway.stop()
         carrier.close()
     return result
+
+
+def _stalls(path: Path, t_listen: float, t_purged: float, t_end: float) -> dict[str, Any]:
+    """The watchdog's stalls, during the purge and after it."""
+    try:
+        stalls = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"error": repr(exc)}
+    for stall in stalls:
+        stall["start_up"] = any(_start_up(look["main"]) for look in stall["looks"])
+    out: dict[str, Any] = {
+        "during": [s for s in stalls if t_listen <= s["at"] < t_purged],
+        "after": [s for s in stalls if t_purged <= s["at"] <= t_end],
+    }
+    for when in ("during", "after"):
+        others = [s["lag_ms"] for s in out[when] if not s["start_up"] and "lag_ms" in s]
+        out[f"worst_{when}_not_start_up_ms"] = max(others, default=0.0)
+    return out
+
+
+def _start_up(stack: list[str]) -> bool:
+    """A loop stack of the gateway's start-up: `serve`'s own body running (its collection of
+    start-up garbage; once serving it waits), or a module imported on first use."""
+    ours = [frame for frame in stack if not frame.startswith("backlog.py:")]  # (gc callback)
+    serving = bool(ours) and ours[0].startswith("app.py:") and ours[0].endswith(" run")
+    return serving or any("importlib" in frame for frame in stack)
 
 
 def _purged_line(log_path: Path) -> dict[str, Any] | None:
@@ -1070,14 +1292,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--purge-rate", type=float, default=200.0, help="msg/s during the purge")
     parser.add_argument("--max-purge", type=float, default=1800.0)
+    parser.add_argument(
+        "--after-rounds", type=int, default=3, help="rounds of 5 s at the same load after the purge"
+    )
     parser.add_argument("--stall", type=float, default=20.0)
     parser.add_argument("--profile", action="store_true", help="py-spy on drain and purge")
+    parser.add_argument(
+        "--watch", action="store_true", help="the purge's gateway with a watchdog of its stalls"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--receiver", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--transmitter", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--watched", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.queued is None:
         args.queued = 5_000 if args.quick else 50_000
@@ -1098,6 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args.transmitter, transmitter_entry),
         (args.seed, seed_entry),
         (args.build, build_entry),
+        (args.watched, watched_entry),
     ):
         if flag:
             return entry(flag)
@@ -1261,6 +1491,31 @@ def _report(results: dict[str, Any]) -> str:
                 f"{_fmt(resp.get('worst_round'), '.1f')} "
                 f"| {_fmt(resp.get('max_ms'), '.0f')} |"
             )
+    stalls = (p or {}).get("stalls") or {}
+    for when in ("during", "after"):
+        if when in stalls:
+            lines.append(
+                f"\nstalls > {WATCH_STALL * 1000:.0f} ms {when} the purge (watchdog): "
+                f"{len(stalls[when])}, {sum(s['start_up'] for s in stalls[when])} of them the "
+                f"start-up's; the worst of the others "
+                f"{stalls[f'worst_{when}_not_start_up_ms']:.1f} ms"
+            )
+        for stall in stalls.get(when, []):
+            look = (stall.get("looks") or [{}])[0]
+            lines.append(
+                f"  {_fmt(stall.get('lag_ms'), '.1f')} ms{' (start-up)' * stall['start_up']} "
+                f"(load {stall.get('load')}): loop "
+                f"thread on CPU {_fmt(stall.get('main_cpu_ms'), '.1f')} ms, waiting for a CPU "
+                f"{_fmt(stall.get('main_runqueue_ms'), '.1f')} ms; writer on CPU "
+                f"{_fmt(stall.get('writer_cpu_ms'), '.1f')} ms, waiting "
+                f"{_fmt(stall.get('writer_runqueue_ms'), '.1f')} ms; watchdog waiting "
+                f"{_fmt(stall.get('watchdog_runqueue_ms'), '.1f')} ms; garbage collections "
+                f"{stall.get('collections_ms')} ms; states "
+                f"{''.join(x.get('main_state', '?') for x in stall.get('looks', []))} / "
+                f"{''.join(x.get('writer_state', '?') for x in stall.get('looks', []))}"
+            )
+            lines.append(f"    loop:   {' < '.join(look.get('main', [])[:4])}")
+            lines.append(f"    writer: {' < '.join(look.get('writer', [])[:4])}")
     for key in ("queue_drain", "purge"):
         summary = (results.get(key) or {}).get("profile_summary")
         if summary:

@@ -213,6 +213,7 @@ class SmppServer:
         # before the delete may still return them. Ids only grow, so a bounded memory will do.
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._tasks_settling: set[asyncio.Task[None]] = set()
+        self._answered: list[int] = []  # delivery ids answered this turn, for `_settle`
         self._stopping = False
         # account -> its queued deliveries read ahead of its binds (see `_push`)
         self._ahead: dict[str, _ReadAhead] = {}
@@ -649,23 +650,30 @@ class SmppServer:
         if event.pdu.command_status != 0:
             self._inflight.discard(delivery_id)  # refused: offered again later
             return
-        # Settled in the background (the deletes of many answers share a commit); the id stays
-        # "in flight" until it is gone from the store, so no other bind sends it again.
-        task = asyncio.get_running_loop().create_task(self._settle(delivery_id))
-        self._tasks_settling.add(task)
-        task.add_done_callback(self._tasks_settling.discard)
+        # Settled in the background, the answers of one turn of the loop (a read from a
+        # draining bind: hundreds) in one store call by one task; the id stays "in flight"
+        # until it is gone from the store, so no other bind sends it again.
+        if not self._answered:
+            task = asyncio.get_running_loop().create_task(self._settle())
+            self._tasks_settling.add(task)
+            task.add_done_callback(self._tasks_settling.discard)
+        self._answered.append(delivery_id)
 
-    async def _settle(self, delivery_id: int) -> None:
+    async def _settle(self) -> None:
+        # A task's first step runs at the next turn: every answer of this one is in the list.
+        ids, self._answered = self._answered, []
         try:
-            await self.store.delivery_done(delivery_id)
+            await self.store.deliveries_done(ids)
         except Exception:
-            log.exception("could not settle a delivery; it will be offered again", id=delivery_id)
+            log.exception("could not settle deliveries; they will be offered again", ids=len(ids))
         else:
-            self._finished[delivery_id] = None
-            if len(self._finished) > _FINISHED_MEMORY:
-                self._finished.popitem(last=False)
+            finished = self._finished
+            for delivery_id in ids:
+                finished[delivery_id] = None
+            while len(finished) > _FINISHED_MEMORY:
+                finished.popitem(last=False)
         finally:
-            self._inflight.discard(delivery_id)
+            self._inflight.difference_update(ids)
 
     async def _bind(
         self, conn: _Connection, pdu: Any, peer_ip: str, writer: asyncio.StreamWriter

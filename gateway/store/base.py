@@ -693,6 +693,10 @@ class Store(Protocol):
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 
+    async def deliveries_done(self, delivery_ids: Sequence[int]) -> None:
+        """`delivery_done` for many (the answers of one read from a draining bind: hundreds)
+        in one write: every one is gone once it returns. Unknown ids are ignored."""
+
     # The webhook channel of the same queue (rows queued with channel "webhook"; the SMPP
     # methods above never see them, nor these the SMPP rows):
 

@@ -2074,6 +2074,13 @@ class PostgresStore:
             self._done_writer = asyncio.get_running_loop().create_task(self._write_done())
         await fut
 
+    async def deliveries_done(self, delivery_ids: Sequence[int]) -> None:
+        # Already one group (a read's answers): one statement, without the per-id futures.
+        if delivery_ids:
+            await self._open_pool().execute(
+                "DELETE FROM deliveries WHERE id = ANY($1::bigint[])", list(delivery_ids)
+            )
+
     async def _write_done(self) -> None:
         while self._done:
             batch, self._done = self._done[: self.max_batch], self._done[self.max_batch :]

@@ -704,6 +704,10 @@ class SqliteStore:
         assert call is not None
         await asyncio.shield(call)
 
+    async def deliveries_done(self, delivery_ids: Sequence[int]) -> None:
+        if delivery_ids:
+            await self._call(_deliveries_done, list(delivery_ids))
+
     async def _deliveries_done(self, ids: list[int]) -> None:
         await asyncio.sleep(0)  # the rest of this turn's answers join
         self._done_ids = None
@@ -727,9 +731,11 @@ class SqliteStore:
         return await self._call(_ping)
 
     async def purge(self, before: float) -> int:
-        # In steps (see `_purge_messages`): each one bounded, and followed by a pause as long
-        # as the step took to come back (its wait, its statement, its commit), so the live
-        # traffic's operations have the writer at least half the time, in commits of their own.
+        # In steps (see `_purge_messages`): each one short, and followed by a pause of
+        # _PURGE_REST times its round trip (its wait, its statement, its commit), so the purge
+        # has the writer a small share of the time and the live traffic the rest. Its CPU is
+        # what crowds the event loop on a small machine: the writer thread then competes with
+        # the loop's thread for a core (and, holding the interpreter lock, makes it wait).
         loop = asyncio.get_running_loop()
         gone, limit = 0, _PURGE_FIRST
         while True:
@@ -738,15 +744,18 @@ class SqliteStore:
             gone += count
             if count < limit:
                 break
-            await asyncio.sleep(min(_PURGE_PAUSE_MOST, loop.time() - started))
+            await _purge_pause(loop.time() - started)
             if took < _PURGE_TARGET / 2:
                 limit = min(_PURGE_MOST, limit * 2)
             elif took > _PURGE_TARGET:
                 limit = max(50, limit // 2)
         after: int | None = 0
         while after is not None:
+            started = loop.time()
             count, after = await self._call(_purge_deliveries, before, after)
             gone += count
+            if after is not None:
+                await _purge_pause(loop.time() - started)
         return gone + await self._call(_purge_unknown, before)
 
     async def requeue_interrupted(self, now: float) -> int:
@@ -1735,11 +1744,16 @@ def _purge_policy(conn: sqlite3.Connection, sends_before: float, dedup_before: f
 # group commits of the live traffic instead of holding the writer (and every submit_sm_resp
 # behind it) for the minutes a purge of millions takes in one statement.
 # Seconds a step's statement aims at; the next step's size follows how long the last took.
-_PURGE_TARGET = 0.01
+_PURGE_TARGET = 0.005
 _PURGE_FIRST = 500  # messages in the first step
 _PURGE_MOST = 20_000
-_PURGE_PAUSE_MOST = 0.25  # seconds: the longest pause between two steps
+_PURGE_REST = 4  # a pause of this many times a step's round trip follows it
+_PURGE_PAUSE_MOST = 1.0  # seconds: the longest pause between two steps
 _DELIVERY_SPAN = 20_000  # delivery ids a step looks at (no index on their expiry)
+
+
+async def _purge_pause(took: float) -> None:
+    await asyncio.sleep(min(_PURGE_PAUSE_MOST, _PURGE_REST * took))
 
 
 def _purge_messages(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, float]:

@@ -539,6 +539,22 @@ def test_delivery_queue(db: Db) -> None:
     db.run(body)
 
 
+def test_deliveries_done_removes_a_read_of_answers_at_once(db: Db) -> None:
+    async def body(store: AnyStore) -> None:
+        ids = [
+            await store.enqueue_delivery("shop", "receipt", bytes([n]), T0, 60) for n in range(5)
+        ]
+        other = await store.enqueue_delivery("other", "mo", b"x", T0, ttl=60)
+        await store.deliveries_done([])  # nothing answered: nothing happens
+        await store.deliveries_done([ids[0], ids[3], ids[1]])
+        await store.deliveries_done([ids[3], 10**12])  # done twice, or unknown: ignored
+        left = await store.pending_deliveries("shop", T0 + 1, limit=10)
+        assert [d.id for d in left] == [ids[2], ids[4]]
+        assert [d.id for d in await store.pending_deliveries("other", T0 + 1, limit=10)] == [other]
+
+    db.run(body)
+
+
 def test_deliveries_order_limit_expiry_and_attempts(db: Db) -> None:
     async def body(store: AnyStore) -> None:
         ids = [
