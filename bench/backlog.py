@@ -705,14 +705,10 @@ def build_entry(spec: str) -> int:
         hi = min(count, lo + chunk - 1)
         conn.execute("BEGIN")
         conn.execute(insert, {**params, "lo": lo, "hi": hi})
-        conn.execute(
-            "INSERT INTO message_history SELECT id, accepted_at, 'accepted' FROM messages "
-            "WHERE rowid BETWEEN ? AND ?",
-            (lo, hi),
-        )
-        conn.execute(
-            "INSERT INTO message_history SELECT id, updated_at, state FROM messages "
-            "WHERE rowid BETWEEN ? AND ? AND state != 'accepted'",
+        conn.execute(  # the history as the store keeps it since migration 13: in the row
+            "UPDATE messages SET trail = printf('%!.17g accepted;', accepted_at) || "
+            "CASE WHEN state != 'accepted' THEN printf('%!.17g %s;', updated_at, state) "
+            "ELSE '' END WHERE rowid BETWEEN ? AND ?",
             (lo, hi),
         )
         conn.execute(
