@@ -698,7 +698,7 @@ class SqliteStore:
         # operation, a future and a wake-up each.
         if self._done_ids is None:
             self._done_ids = []
-            self._done_call = asyncio.ensure_future(self._deliveries_done(self._done_ids))
+            self._done_call = asyncio.ensure_future(self._done_this_turn(self._done_ids))
         self._done_ids.append(delivery_id)
         call = self._done_call
         assert call is not None
@@ -708,7 +708,7 @@ class SqliteStore:
         if delivery_ids:
             await self._call(_deliveries_done, list(delivery_ids))
 
-    async def _deliveries_done(self, ids: list[int]) -> None:
+    async def _done_this_turn(self, ids: list[int]) -> None:
         await asyncio.sleep(0)  # the rest of this turn's answers join
         self._done_ids = None
         await self._call(_deliveries_done, ids)
